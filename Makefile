@@ -1,0 +1,20 @@
+# Every target installs what it needs first (scripts/setup.sh is idempotent).
+PY := .venv/bin/python
+SETUP := bash scripts/setup.sh
+
+.PHONY: setup test demo bench clean
+
+setup:
+	@$(SETUP)
+
+test: setup
+	$(PY) -m pytest tests
+
+demo: setup
+	.venv/bin/xdplb lab demo
+
+bench: setup
+	.venv/bin/xdplb bench
+
+clean:
+	rm -rf .venv .pytest_cache

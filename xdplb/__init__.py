@@ -1,0 +1,1 @@
+"""xdplb: IPVS with an XDP data path."""

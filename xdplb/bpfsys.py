@@ -1,0 +1,163 @@
+"""Thin ctypes binding of the libbpf.so.1 calls xdplb needs.
+
+The pinned state outlives every process, so the control plane talks to maps
+and programs by file descriptor, through libbpf, without bcc.
+"""
+import ctypes as C
+import errno
+import os
+
+_lib = C.CDLL("libbpf.so.1", use_errno=True)
+
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_HW_MODE = 1 << 3
+XDP_ATTACHED_NONE, XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_ATTACHED_HW, XDP_ATTACHED_MULTI = range(5)
+
+for _name, _args in {
+    "bpf_obj_get": [C.c_char_p],
+    "bpf_obj_pin": [C.c_int, C.c_char_p],
+    "bpf_map_lookup_elem": [C.c_int, C.c_void_p, C.c_void_p],
+    "bpf_map_update_elem": [C.c_int, C.c_void_p, C.c_void_p, C.c_uint64],
+    "bpf_map_delete_elem": [C.c_int, C.c_void_p],
+    "bpf_map_get_next_key": [C.c_int, C.c_void_p, C.c_void_p],
+    "bpf_obj_get_info_by_fd": [C.c_int, C.c_void_p, C.POINTER(C.c_uint32)],
+    "bpf_xdp_attach": [C.c_int, C.c_int, C.c_uint32, C.c_void_p],
+    "bpf_xdp_detach": [C.c_int, C.c_uint32, C.c_void_p],
+    "bpf_xdp_query_id": [C.c_int, C.c_int, C.POINTER(C.c_uint32)],
+    "bpf_prog_test_run_opts": [C.c_int, C.c_void_p],
+    "bpf_prog_get_fd_by_id": [C.c_uint32],
+}.items():
+    getattr(_lib, _name).argtypes = _args
+    getattr(_lib, _name).restype = C.c_int
+
+
+def _check(ret, what):
+    """libbpf 1.x returns -errno; older calls return -1 and set errno."""
+    if ret < 0:
+        err = -ret if ret != -1 else (C.get_errno() or errno.EPERM)
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def obj_get(path):
+    return _check(_lib.bpf_obj_get(os.fsencode(path)), f"open pinned object {path}")
+
+
+def obj_pin(fd, path):
+    _check(_lib.bpf_obj_pin(fd, os.fsencode(path)), f"pin {path}")
+
+
+def lookup(fd, key, value):
+    """Fill value from key; False if the key is absent."""
+    ret = _lib.bpf_map_lookup_elem(fd, C.byref(key), C.byref(value))
+    if ret < 0 and C.get_errno() == errno.ENOENT or ret == -errno.ENOENT:
+        return False
+    _check(ret, "map lookup")
+    return True
+
+
+def update(fd, key, value, flags=BPF_ANY):
+    _check(_lib.bpf_map_update_elem(fd, C.byref(key), C.byref(value), flags), "map update")
+
+
+def delete(fd, key):
+    ret = _lib.bpf_map_delete_elem(fd, C.byref(key))
+    if ret < 0 and (ret == -errno.ENOENT or C.get_errno() == errno.ENOENT):
+        return False
+    _check(ret, "map delete")
+    return True
+
+
+def next_key(fd, key, out):
+    """Store the key after key (or the first if key is None) in out; False at the end."""
+    ret = _lib.bpf_map_get_next_key(fd, C.byref(key) if key is not None else None, C.byref(out))
+    if ret < 0 and (ret == -errno.ENOENT or C.get_errno() == errno.ENOENT):
+        return False
+    _check(ret, "map iteration")
+    return True
+
+
+class BpfMapInfo(C.Structure):
+    _fields_ = [("type", C.c_uint32), ("id", C.c_uint32), ("key_size", C.c_uint32),
+                ("value_size", C.c_uint32), ("max_entries", C.c_uint32),
+                ("map_flags", C.c_uint32), ("name", C.c_char * 16)]
+
+
+class BpfProgInfo(C.Structure):
+    _fields_ = [("type", C.c_uint32), ("id", C.c_uint32), ("tag", C.c_uint8 * 8),
+                ("jited_prog_len", C.c_uint32), ("xlated_prog_len", C.c_uint32),
+                ("jited_prog_insns", C.c_uint64), ("xlated_prog_insns", C.c_uint64),
+                ("load_time", C.c_uint64), ("created_by_uid", C.c_uint32),
+                ("nr_map_ids", C.c_uint32), ("map_ids", C.c_uint64),
+                ("name", C.c_char * 16)]
+
+
+def obj_info(fd, info_cls):
+    info = info_cls()
+    size = C.c_uint32(C.sizeof(info))
+    _check(_lib.bpf_obj_get_info_by_fd(fd, C.byref(info), C.byref(size)), "object info")
+    return info
+
+
+def xdp_attach(ifindex, prog_fd, flags):
+    _check(_lib.bpf_xdp_attach(ifindex, prog_fd, flags, None), f"attach XDP to ifindex {ifindex}")
+
+
+def xdp_detach(ifindex, flags=0):
+    _check(_lib.bpf_xdp_detach(ifindex, flags, None), f"detach XDP from ifindex {ifindex}")
+
+
+def xdp_query_id(ifindex, flags=0):
+    """Id of the XDP program attached to ifindex in the given mode (0 = none)."""
+    out = C.c_uint32(0)
+    _check(_lib.bpf_xdp_query_id(ifindex, flags, C.byref(out)), f"query XDP on ifindex {ifindex}")
+    return out.value
+
+
+class BpfTestRunOpts(C.Structure):
+    _fields_ = [("sz", C.c_size_t), ("data_in", C.c_void_p), ("data_out", C.c_void_p),
+                ("data_size_in", C.c_uint32), ("data_size_out", C.c_uint32),
+                ("ctx_in", C.c_void_p), ("ctx_out", C.c_void_p),
+                ("ctx_size_in", C.c_uint32), ("ctx_size_out", C.c_uint32),
+                ("retval", C.c_uint32), ("repeat", C.c_int), ("duration", C.c_uint32),
+                ("flags", C.c_uint32), ("cpu", C.c_uint32), ("batch_size", C.c_uint32)]
+
+
+class XdpMd(C.Structure):
+    _fields_ = [("data", C.c_uint32), ("data_end", C.c_uint32), ("data_meta", C.c_uint32),
+                ("ingress_ifindex", C.c_uint32), ("rx_queue_index", C.c_uint32),
+                ("egress_ifindex", C.c_uint32)]
+
+
+def prog_test_run(prog_fd, data, repeat=1, ingress_ifindex=0, out_size=None):
+    """BPF_PROG_TEST_RUN: returns (verdict, packet out, ns per run)."""
+    buf_in = C.create_string_buffer(bytes(data), len(data))
+    out_len = out_size or len(data) + 512
+    buf_out = C.create_string_buffer(out_len)
+    opts = BpfTestRunOpts(sz=C.sizeof(BpfTestRunOpts), data_in=C.cast(buf_in, C.c_void_p),
+                          data_out=C.cast(buf_out, C.c_void_p), data_size_in=len(data),
+                          data_size_out=out_len, repeat=repeat)
+    ctx = None
+    if ingress_ifindex:
+        ctx = XdpMd(ingress_ifindex=ingress_ifindex)
+        opts.ctx_in = C.cast(C.pointer(ctx), C.c_void_p)
+        opts.ctx_size_in = C.sizeof(ctx)
+    _check(_lib.bpf_prog_test_run_opts(prog_fd, C.byref(opts)), "BPF_PROG_TEST_RUN")
+    return opts.retval, buf_out.raw[:opts.data_size_out], opts.duration
+
+
+def possible_cpus():
+    """Number of possible CPUs: the stride of per-CPU map values."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        spec = f.read().strip()
+    n = 0
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        n = max(n, int(hi or lo) + 1)
+    return n

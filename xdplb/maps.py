@@ -1,0 +1,111 @@
+"""Typed access to xdplb's pinned BPF maps.
+
+Each map is opened by its pin in the state folder (xdplb/state.py) and read
+and written with the ctypes mirrors of bpf/xdplb.h (xdplb/structs.py).
+"""
+import ctypes as C
+import os
+
+from . import bpfsys
+from .structs import (Conn, ConnKey, Dest, IpVsStats, RingKey, SchedPos, Service,
+                      SvcKey)
+
+
+class Map:
+    """A pinned map with ctypes keys and values. Array keys are plain ints."""
+
+    def __init__(self, fd, key_type, value_type, name):
+        self.fd, self.key_type, self.value_type, self.name = fd, key_type, value_type, name
+
+    def _key(self, key):
+        return self.key_type(key) if isinstance(key, int) else key
+
+    def get(self, key):
+        value = self.value_type()
+        return value if bpfsys.lookup(self.fd, self._key(key), value) else None
+
+    def put(self, key, value, flags=bpfsys.BPF_ANY):
+        bpfsys.update(self.fd, self._key(key), value, flags)
+
+    def delete(self, key):
+        return bpfsys.delete(self.fd, self._key(key))
+
+    def keys(self):
+        key, nxt = None, self.key_type()
+        while bpfsys.next_key(self.fd, key, nxt):
+            key = self.key_type.from_buffer_copy(nxt)
+            yield key.value if isinstance(key, C._SimpleCData) else key
+            nxt = self.key_type()
+
+    def items(self):
+        for key in self.keys():
+            value = self.get(key)
+            if value is not None:
+                yield key, value
+
+    def clear(self):
+        for key in list(self.keys()):
+            self.delete(key)
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class PerCpuMap(Map):
+    """A per-CPU array: get() returns one value per possible CPU."""
+
+    ncpus = bpfsys.possible_cpus()
+
+    def _stride(self):
+        return (C.sizeof(self.value_type) + 7) & ~7
+
+    def get(self, key):
+        buf = C.create_string_buffer(self._stride() * self.ncpus)
+        if not bpfsys.lookup(self.fd, self._key(key), buf):
+            return None
+        return [self.value_type.from_buffer_copy(buf, i * self._stride())
+                for i in range(self.ncpus)]
+
+    def put(self, key, values, flags=bpfsys.BPF_ANY):
+        """Store values (a list per CPU, or one value written to every CPU)."""
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.ncpus
+        buf = C.create_string_buffer(self._stride() * self.ncpus)
+        for i, v in enumerate(values):
+            C.memmove(C.addressof(buf) + i * self._stride(), C.addressof(v), C.sizeof(v))
+        bpfsys.update(self.fd, self._key(key), buf, flags)
+
+    def sum(self, key):
+        """Add up the per-CPU values of a structure of integer fields."""
+        values = self.get(key) or []
+        if issubclass(self.value_type, C._SimpleCData):
+            return sum(v.value for v in values)
+        total = self.value_type()
+        for v in values:
+            for field, _ in self.value_type._fields_:
+                setattr(total, field, getattr(total, field) + getattr(v, field))
+        return total
+
+    def zero(self, key):
+        self.put(key, self.value_type())
+
+
+# name -> (map class, key type, value type); the names are those in bpf/maps.h.
+MAPS = {
+    "services": (Map, SvcKey, Service),
+    "dests": (Map, C.c_uint32, Dest),
+    "sched_ring": (Map, RingKey, C.c_uint32),
+    "sched_pos": (Map, C.c_uint32, SchedPos),
+    "conns": (Map, ConnKey, Conn),
+    "svc_stats": (PerCpuMap, C.c_uint32, IpVsStats),
+    "dest_stats": (PerCpuMap, C.c_uint32, IpVsStats),
+    "counters": (PerCpuMap, C.c_uint32, C.c_uint64),
+    "tx_ports": (Map, C.c_uint32, C.c_uint32),
+}
+
+
+def open_map(folder, name):
+    cls, key_type, value_type = MAPS[name]
+    return cls(bpfsys.obj_get(os.path.join(folder, name)), key_type, value_type, name)

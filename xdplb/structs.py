@@ -1,0 +1,104 @@
+"""ctypes mirrors of bpf/xdplb.h: the one place Python spells out a layout.
+
+tests/test_structs.py compiles the header with the C compiler and fails if a
+size, an offset or a constant here differs from it.
+"""
+import ctypes as C
+
+XDPLB_MAX_SERVICES = 16384
+XDPLB_MAX_DESTS = 131072
+XDPLB_MAX_CONNS = 262144
+XDPLB_MAX_RING = 1048576
+XDPLB_MAX_PORTS = 256
+
+IP_VS_CONN_F_MASQ = 0
+IP_VS_CONN_F_LOCALNODE = 1
+IP_VS_CONN_F_TUNNEL = 2
+IP_VS_CONN_F_DROUTE = 3
+
+IP_VS_SVC_F_PERSISTENT = 0x0001
+IP_VS_SVC_F_HASHED = 0x0002
+IP_VS_SVC_F_ONEPACKET = 0x0004
+IP_VS_SVC_F_SCHED1 = 0x0008
+IP_VS_SVC_F_SCHED2 = 0x0010
+IP_VS_SVC_F_SCHED3 = 0x0020
+
+XDPLB_SCHED_RR = 1
+XDPLB_SCHED_WRR = 2
+
+XDPLB_DEST_F_AVAILABLE = 0x01
+
+IP_VS_TCP_S_NONE = 0
+IP_VS_TCP_S_ESTABLISHED = 1
+IP_VS_TCP_S_SYN_SENT = 2
+IP_VS_TCP_S_SYN_RECV = 3
+IP_VS_TCP_S_FIN_WAIT = 4
+IP_VS_TCP_S_TIME_WAIT = 5
+IP_VS_TCP_S_CLOSE = 6
+IP_VS_TCP_S_CLOSE_WAIT = 7
+IP_VS_TCP_S_LAST_ACK = 8
+IP_VS_TCP_S_LISTEN = 9
+IP_VS_TCP_S_SYNACK = 10
+IP_VS_TCP_S_LAST = 11
+
+XDPLB_DIR_IN = 0
+XDPLB_DIR_OUT = 1
+
+XDPLB_RING_GEN_BIT = 0x80000000
+
+# enum xdplb_counter
+COUNTERS = ("rx", "pass", "fwd", "to_stack", "no_dest", "conn_full",
+            "dest_gone", "no_route")
+XDPLB_CNT_MAX = len(COUNTERS)
+
+
+class SvcKey(C.Structure):
+    _fields_ = [("addr", C.c_uint8 * 4), ("port", C.c_uint16), ("proto", C.c_uint8),
+                ("pad", C.c_uint8)]
+
+
+class Service(C.Structure):
+    _fields_ = [("ring_base", C.c_uint64), ("slot", C.c_uint32), ("seq", C.c_uint32),
+                ("flags", C.c_uint32), ("timeout", C.c_uint32), ("netmask", C.c_uint8 * 4),
+                ("ring_len", C.c_uint32), ("ring_prefix", C.c_uint32),
+                ("ring_gen", C.c_uint32), ("sched_cl", C.c_uint32), ("sched_cw", C.c_int32),
+                ("sched", C.c_uint8), ("pad", C.c_uint8 * 7)]
+
+
+class Dest(C.Structure):
+    _fields_ = [("addr", C.c_uint8 * 4), ("port", C.c_uint16), ("fwd", C.c_uint8),
+                ("flags", C.c_uint8), ("svc_slot", C.c_uint32), ("seq", C.c_uint32),
+                ("weight", C.c_uint32), ("u_threshold", C.c_uint32),
+                ("l_threshold", C.c_uint32)]
+
+
+class RingKey(C.Structure):
+    _fields_ = [("svc_slot", C.c_uint32), ("index", C.c_uint32)]
+
+
+class SchedPos(C.Structure):
+    _fields_ = [("pos", C.c_uint64)]
+
+
+class ConnKey(C.Structure):
+    _fields_ = [("saddr", C.c_uint8 * 4), ("daddr", C.c_uint8 * 4), ("sport", C.c_uint16),
+                ("dport", C.c_uint16), ("proto", C.c_uint8), ("pad", C.c_uint8 * 3)]
+
+
+class Conn(C.Structure):
+    _fields_ = [("addr", C.c_uint8 * 4), ("port", C.c_uint16), ("dir", C.c_uint8),
+                ("fwd", C.c_uint8), ("dest_slot", C.c_uint32), ("svc_slot", C.c_uint32),
+                ("ifindex", C.c_uint32), ("smac", C.c_uint8 * 6), ("dmac", C.c_uint8 * 6),
+                ("state", C.c_uint8), ("pad", C.c_uint8 * 3), ("last_seen", C.c_uint64)]
+
+
+class IpVsStats(C.Structure):
+    _fields_ = [("conns", C.c_uint64), ("inpkts", C.c_uint64), ("outpkts", C.c_uint64),
+                ("inbytes", C.c_uint64), ("outbytes", C.c_uint64)]
+
+
+# Structures checked against the header: C name -> mirror.
+MIRRORS = {
+    "svc_key": SvcKey, "service": Service, "dest": Dest, "ring_key": RingKey,
+    "sched_pos": SchedPos, "conn_key": ConnKey, "conn": Conn, "ip_vs_stats": IpVsStats,
+}
