@@ -145,7 +145,8 @@ def prog_test_run(prog_fd, data, repeat=1, ingress_ifindex=0, out_size=None):
                           data_size_out=out_len, repeat=repeat)
     ctx = None
     if ingress_ifindex:
-        ctx = XdpMd(ingress_ifindex=ingress_ifindex)
+        # The kernel takes the frame's extent from the context when one is given.
+        ctx = XdpMd(data_end=len(data), ingress_ifindex=ingress_ifindex)
         opts.ctx_in = C.cast(C.pointer(ctx), C.c_void_p)
         opts.ctx_size_in = C.sizeof(ctx)
     _check(_lib.bpf_prog_test_run_opts(prog_fd, C.byref(opts)), "BPF_PROG_TEST_RUN")

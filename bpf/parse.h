@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * parse.h - bounds-checked parsing of Ethernet [+ one 802.1Q/802.1ad tag] +
+ * IPv4 + TCP/UDP. Anything else, anything truncated or malformed, and IPv4
+ * fragments are not ours: the caller passes them to the stack untouched.
+ */
+#ifndef XDPLB_PARSE_H
+#define XDPLB_PARSE_H
+
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+
+#include "xdplb.h"
+
+#define XDPLB_IP_MF		0x2000
+#define XDPLB_IP_OFFSET		0x1fff
+
+#define XDPLB_TCP_FIN		0x01
+#define XDPLB_TCP_SYN		0x02
+#define XDPLB_TCP_RST		0x04
+#define XDPLB_TCP_ACK		0x10
+
+/* linux/if_vlan.h's vlan_hdr is not UAPI; this is its wire layout. */
+struct xdplb_vlan_hdr {
+	__be16 tci;
+	__be16 encap_proto;
+};
+
+/* What the rest of the data path needs to know about one frame. */
+struct pkt {
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct udphdr *l4;	/* TCP and UDP both start with source, dest */
+	__sum16 *l4_check;	/* TCP or UDP checksum field */
+	struct conn_key key;	/* the frame's own 5-tuple */
+	__u16 l3_len;		/* IP tot_len: what IPVS counts as bytes */
+	__u8 tcp_flags;		/* 0 for UDP */
+};
+
+/* Returns 0 when the frame is an unfragmented IPv4 TCP/UDP packet whose
+ * headers all lie inside the frame, -1 otherwise. */
+static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
+{
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	void *l4;
+	__u16 proto, tot_len;
+	__u32 ihl;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	proto = eth->h_proto;
+	ip = (void *)(eth + 1);
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct xdplb_vlan_hdr *vh = (void *)(eth + 1);
+
+		if ((void *)(vh + 1) > data_end)
+			return -1;
+		proto = vh->encap_proto;
+		ip = (void *)(vh + 1);
+	}
+	if (proto != bpf_htons(ETH_P_IP))
+		return -1;
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	if (ip->version != 4 || ip->ihl < 5)
+		return -1;
+	if (ip->frag_off & bpf_htons(XDPLB_IP_MF | XDPLB_IP_OFFSET))
+		return -1;
+	ihl = ip->ihl * 4;
+	tot_len = bpf_ntohs(ip->tot_len);
+	if (tot_len < ihl || (void *)ip + tot_len > data_end)
+		return -1;
+	l4 = (void *)ip + ihl;
+
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+		__u32 doff;
+
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		doff = tcp->doff * 4;
+		if (doff < sizeof(*tcp) || ihl + doff > tot_len)
+			return -1;
+		p->key.sport = tcp->source;
+		p->key.dport = tcp->dest;
+		p->l4_check = &tcp->check;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > data_end)
+			return -1;
+		if (ihl + sizeof(*udp) > tot_len)
+			return -1;
+		p->key.sport = udp->source;
+		p->key.dport = udp->dest;
+		p->l4_check = &udp->check;
+		p->tcp_flags = 0;
+	} else {
+		return -1;
+	}
+	p->eth = eth;
+	p->ip = ip;
+	p->l4 = l4;
+	p->key.saddr = ip->saddr;
+	p->key.daddr = ip->daddr;
+	p->key.proto = ip->protocol;
+	p->l3_len = tot_len;
+	return 0;
+}
+
+#endif /* XDPLB_PARSE_H */

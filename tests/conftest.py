@@ -1,0 +1,210 @@
+"""Shared pytest fixtures. Data-path fixtures are prefixed `datapath_`."""
+import os
+import shutil
+import socket
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from netns import NetNs  # noqa: E402
+
+# Data-path test network: one veth pair inside a private netns. The client
+# side (cli0) and the real-server side (srv0) are the two ends, so a NATed
+# packet coming in on one end leaves through the other; permanent neighbours
+# make bpf_fib_lookup deterministic.
+DP_NET = {
+    "cli_if": "cli0", "cli_mac": "02:00:00:00:01:01", "cli_ip": "10.0.0.1",
+    "srv_if": "srv0", "srv_mac": "02:00:00:00:02:01", "srv_ip": "172.80.0.1",
+    "client_ip": "10.0.0.2", "client_mac": "02:00:00:00:01:02",
+    # a real server on the client-facing link: egress == ingress -> XDP_TX
+    "near_rs_ip": "10.0.0.3", "near_rs_mac": "02:00:00:00:01:03",
+    "rs": [("172.80.0.2", "02:00:00:00:02:02"), ("172.80.0.3", "02:00:00:00:02:03"),
+           ("172.80.0.4", "02:00:00:00:02:04")],
+    "rs_no_neigh": "172.80.0.9",	# on-link, no neighbour entry
+    "rs_no_route": "192.0.2.1",	# no route at all
+    "vip": "10.0.0.100",
+}
+
+
+@pytest.fixture(scope="session")
+def datapath_net():
+    """A netns `xdplbt-<pid>` with the DP_NET topology, deleted at the end.
+    Tests that run packets enter it with `datapath_net["ns"].entered()`
+    (PROG_TEST_RUN resolves ingress_ifindex and bpf_fib_lookup in the
+    current netns); the rest of the session stays in its own netns."""
+    if os.geteuid() != 0:
+        pytest.skip("data-path tests need root")
+    ns = NetNs(f"xdplbt-{os.getpid()}")
+    try:
+        n = DP_NET
+        ns.ip("link", "set", "lo", "up")
+        ns.ip("link", "add", n["cli_if"], "address", n["cli_mac"], "type", "veth",
+              "peer", "name", n["srv_if"], "address", n["srv_mac"])
+        ns.ip("addr", "add", n["cli_ip"] + "/24", "dev", n["cli_if"])
+        ns.ip("addr", "add", n["srv_ip"] + "/24", "dev", n["srv_if"])
+        ns.ip("link", "set", n["cli_if"], "up")
+        ns.ip("link", "set", n["srv_if"], "up")
+        ns.sysctl("net.ipv4.ip_forward", 1)  # bpf_fib_lookup only forwards
+        neighs = [(n["client_ip"], n["client_mac"], n["cli_if"]),
+                  (n["near_rs_ip"], n["near_rs_mac"], n["cli_if"])]
+        neighs += [(addr, mac, n["srv_if"]) for addr, mac in n["rs"]]
+        for addr, mac, dev in neighs:
+            ns.ip("neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
+        with ns.entered():
+            idx = {"cli_idx": socket.if_nametoindex(n["cli_if"]),
+                   "srv_idx": socket.if_nametoindex(n["srv_if"])}
+        yield dict(n, ns=ns, **idx)
+    finally:
+        ns.delete()
+
+
+@pytest.fixture(scope="session")
+def datapath_state(datapath_net):
+    """The real data path, compiled with bcc and pinned in a private folder
+    /sys/fs/bpf/xdplb/test-<pid>-dp; unpinned at the end."""
+    from xdplb import state as st
+    if not os.path.ismount(st.SYS_BPFFS):
+        pytest.skip(f"no bpffs mounted on {st.SYS_BPFFS}")
+    parent = os.path.join(st.SYS_BPFFS, "xdplb")
+    made_parent = not os.path.isdir(parent)
+    folder = os.path.join(parent, f"test-{os.getpid()}-dp")
+    s = None
+    try:
+        s = st.State.open(create=True, folder=folder)
+        with datapath_net["ns"].entered():  # a DEVMAP resolves ifindexes now
+            for idx in (datapath_net["cli_idx"], datapath_net["srv_idx"]):
+                s.tx_ports.put(idx, s.tx_ports.value_type(idx))
+        yield s
+    finally:
+        if s is not None:
+            s.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(f"{folder}_tmp{os.getpid()}", ignore_errors=True)
+        if made_parent:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass
+
+
+# --- lab / CLI fixtures (xdplb/lab.py, xdplb/cli.py); prefixed `xlab_` / `cli_` ---
+import subprocess  # noqa: E402
+import uuid  # noqa: E402
+
+VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
+
+
+def xdplb_argv(*args):
+    """argv of the `xdplb` console script of this venv."""
+    exe = os.path.join(VENV_BIN, "xdplb")
+    if os.access(exe, os.X_OK):
+        return [exe, *args]
+    return [sys.executable, "-m", "xdplb.cli", *args]
+
+
+def _need_root_and_bpffs():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (netns, XDP, bpffs)")
+    if not any(line.split(" - ")[1].split()[0] == "bpf"
+               for line in open("/proc/self/mountinfo") if " - " in line):
+        pytest.skip("no bpffs mounted (mount -t bpf bpf /sys/fs/bpf)")
+    for tool in ("ip", "nsenter", "ethtool", "curl", "nft"):
+        if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
+            pytest.skip(f"{tool} is not installed")
+
+
+@pytest.fixture
+def xlab_prefix():
+    """A lab prefix of its own (never the user's `xlab`)."""
+    return f"xt{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def xlab_lab():
+    """A private lab (xdplb/lab.py) built once per module and always torn down."""
+    _need_root_and_bpffs()
+    from xdplb.lab import Lab
+    lab = Lab(f"xt{uuid.uuid4().hex[:6]}", say=lambda msg: None)
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down(quiet=True)
+
+
+class CliNetns:
+    """A throwaway netns holding a veth pair v0 <-> v1 (both up) for `xdplb` runs."""
+
+    def __init__(self):
+        self.name = f"xtc{uuid.uuid4().hex[:6]}"
+        self.path = f"/run/netns/{self.name}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        try:
+            for args in (["link", "set", "lo", "up"],
+                         ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                         ["link", "set", "v0", "up"], ["link", "set", "v1", "up"]):
+                self.ip(*args)
+        except BaseException:
+            self.delete()
+            raise
+
+    def ip(self, *args, check=True):
+        return subprocess.run(["ip", "-n", self.name, *args], check=check,
+                              capture_output=True, text=True)
+
+    def run(self, argv, check=False):
+        env = dict(os.environ)
+        env.pop("XDPLB_PIN_DIR", None)
+        return subprocess.run(["nsenter", f"--net={self.path}", *argv], check=check,
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    def xdplb(self, *args):
+        return self.run(xdplb_argv(*args))
+
+    def pin_folder(self):
+        from xdplb import state
+        return os.path.join(state.bpffs_root(), "xdplb", f"net{os.stat(self.path).st_ino}")
+
+    def xdp_prog_id(self, ifname):
+        """Id of the XDP program on ifname per `ip link` (0 if none)."""
+        out = self.ip("-d", "link", "show", ifname).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if parts[:1] == ["prog/xdp"] and "id" in parts:
+                return int(parts[parts.index("id") + 1])
+        return 0
+
+    def delete(self):
+        if os.path.exists(self.path):
+            with_state = False
+            try:
+                folder = self.pin_folder()
+                with_state = os.path.exists(folder)
+            except Exception:
+                folder = None
+            if with_state:
+                self.xdplb("detach")
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+                try:
+                    os.rmdir(os.path.dirname(folder))
+                except OSError:
+                    pass
+                lock = "/run/xdplb/" + folder.strip("/").replace("/", "_") + ".lock"
+                if os.path.exists(lock):
+                    os.unlink(lock)
+            subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+@pytest.fixture
+def cli_netns():
+    """A private netns with a veth pair v0/v1; its xdplb state, pins and XDP go with it."""
+    _need_root_and_bpffs()
+    ns = CliNetns()
+    try:
+        yield ns
+    finally:
+        ns.delete()
