@@ -1,0 +1,602 @@
+"""The one control API of xdplb: the CLI, the lab, the daemon and the tests call it.
+
+It keeps IPVS's configuration in the pinned maps of this netns's state
+(xdplb/state.py) with the contract of bpf/xdplb.h:
+
+* services: SvcKey -> Service (slot = lowest free slot, seq = creation order);
+* dests: slot -> Dest (slot 0 unused, flags == 0 means free, seq = insertion
+  order, the kernel's list is seq descending);
+* sched_ring / sched_pos: the schedule as a ring of dest slots (xdplb/sched.py);
+  a change is written under the other generation bit and switched with ONE
+  update of the service, then the old generation is deleted;
+* svc_stats / dest_stats: per-CPU IPVS counters by slot;
+* conns: the connection table, scanned for ActiveConn / InActConn.
+
+Every writer runs under state.locked(folder) and validates everything before
+its first map write, so a refused command changes nothing. Refusals raise
+model.XdplbError (message + ipvsadm exit code).
+
+    ctl = Control.open(create=True)      # None-free: creates the state on first use
+    ctl.add_service(Service(IPPROTO_TCP, "10.0.0.1", 80, sched="rr"))
+    ctl.add_dest((IPPROTO_TCP, "10.0.0.1", 80), Destination("172.80.0.2", 80, fwd=0))
+    for svc in ctl.services(): ...
+"""
+import ctypes as C
+import errno
+import os
+import re
+import socket
+import time
+
+from . import bpfsys, ipvsfmt, model
+from . import sched as S
+from . import state as statemod
+from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E_SVC_EXISTS,
+                    E_SVC_NOT_DEFINED, IPPROTO_TCP, IPPROTO_UDP, Destination, Service, Stats,
+                    XdplbError)
+from .structs import (IP_VS_CONN_F_DROUTE, XDPLB_DEST_F_AVAILABLE, XDPLB_DIR_IN,
+                      XDPLB_MAX_DESTS, XDPLB_MAX_RING, XDPLB_MAX_SERVICES, XDPLB_RING_GEN_BIT,
+                      Dest, RingKey, SchedPos)
+from .structs import Service as CService
+from .structs import SvcKey
+
+# --- batched map reads (BPF_MAP_LOOKUP_BATCH; falls back to key iteration) -----
+
+_lib = bpfsys._lib
+_HAVE_BATCH = hasattr(_lib, "bpf_map_lookup_batch")
+if _HAVE_BATCH:
+    _lib.bpf_map_lookup_batch.argtypes = [C.c_int, C.c_void_p, C.c_void_p, C.c_void_p,
+                                          C.c_void_p, C.POINTER(C.c_uint32), C.c_void_p]
+    _lib.bpf_map_lookup_batch.restype = C.c_int
+_BATCH = 8192
+
+
+def read_chunks(m, percpu=False, limit=None):
+    """Yield (keys bytes, values bytes, count, key size, value size) chunks of
+    every entry of a map (the first `limit` ones of an array), a few syscalls
+    in all (BPF_MAP_LOOKUP_BATCH)."""
+    ksz = C.sizeof(m.key_type)
+    vsz = C.sizeof(m.value_type)
+    if percpu:
+        vsz = ((vsz + 7) & ~7) * bpfsys.possible_cpus()
+    if _HAVE_BATCH:
+        keys = C.create_string_buffer(ksz * _BATCH)
+        vals = C.create_string_buffer(vsz * _BATCH)
+        inb = C.create_string_buffer(max(ksz, 8))
+        outb = C.create_string_buffer(max(ksz, 8))
+        first = True
+        left = limit
+        while True:
+            count = C.c_uint32(_BATCH if left is None else min(_BATCH, left))
+            ret = _lib.bpf_map_lookup_batch(m.fd, None if first else inb, outb, keys, vals,
+                                            C.byref(count), None)
+            err = -ret if ret < -1 else (C.get_errno() if ret == -1 else 0)
+            if ret < 0 and err != errno.ENOENT:
+                if first and err in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, 524):
+                    break  # no batch ops for this map: iterate below
+                raise OSError(err, f"batch lookup of {m.name}: {os.strerror(err)}")
+            n = count.value
+            if n:
+                yield keys.raw[:n * ksz], vals.raw[:n * vsz], n, ksz, vsz
+            if ret < 0:  # ENOENT: that was the last batch
+                return
+            if left is not None:
+                left -= n
+                if left <= 0:
+                    return
+            C.memmove(inb, outb, max(ksz, 8))
+            first = False
+    kbuf, vbuf = [], []
+    stride = (C.sizeof(m.value_type) + 7) & ~7
+    for k in m.keys():
+        v = m.get(k)
+        if v is None:
+            continue
+        kbuf.append(bytes(m.key_type(k)) if isinstance(k, int) else bytes(k))
+        vbuf.append(b"".join(bytes(x).ljust(stride, b"\0") for x in v) if percpu else bytes(v))
+    if kbuf:
+        yield b"".join(kbuf), b"".join(vbuf), len(kbuf), ksz, vsz
+
+
+def read_raw(m, percpu=False, limit=None):
+    """All (key bytes, value bytes) of a map (the first `limit` of an array)."""
+    out = []
+    for kraw, vraw, n, ksz, vsz in read_chunks(m, percpu, limit):
+        out.extend((kraw[i * ksz:(i + 1) * ksz], vraw[i * vsz:(i + 1) * vsz]) for i in range(n))
+    return out
+
+
+_NONZERO = re.compile(rb"[^\x00]")
+
+
+def _used_dest_slots(m, limit=None):
+    """(slot, Dest) of the dests array entries whose flags byte is not zero."""
+    off = Dest.flags.offset
+    out = []
+    for kraw, vraw, n, ksz, vsz in read_chunks(m, limit=limit):
+        for hit in _NONZERO.finditer(vraw[off::vsz]):
+            i = hit.start()
+            out.append((int.from_bytes(kraw[i * ksz:(i + 1) * ksz], "little"),
+                        Dest.from_buffer_copy(vraw, i * vsz)))
+    return out
+
+
+# --- conversions ---------------------------------------------------------------
+
+def _a2b(addr):
+    return (C.c_uint8 * 4)(*socket.inet_aton(addr))
+
+
+def _b2a(b):
+    return socket.inet_ntoa(bytes(b))
+
+
+def svc_key(proto, addr, port):
+    return SvcKey(_a2b(addr), socket.htons(port), proto, 0)
+
+
+def _key_tuple(k):
+    return (k.proto, _b2a(k.addr), socket.ntohs(k.port))
+
+
+_CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
+
+
+def _now_ns():
+    return time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE)
+
+
+def _conn_timeout(proto, state):
+    if proto == IPPROTO_UDP:
+        return model.UDP_TIMEOUT
+    if 0 <= state < len(model.TCP_TIMEOUTS):
+        return model.TCP_TIMEOUTS[state]
+    return model.TCP_TIMEOUTS[0]
+
+
+def prime_neighbour(addr):
+    """Make the kernel resolve a DR real server's MAC (one empty UDP datagram
+    to its discard port from a throwaway socket); errors are ignored."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)
+            s.sendto(b"", (addr, 9))
+    except OSError:
+        pass
+
+
+class Control:
+    """Configuration and listing of one xdplb state (one netns)."""
+
+    def __init__(self, st):
+        self.st = st
+        self.folder = st.folder
+
+    @classmethod
+    def open(cls, create=False, folder=None):
+        """The state of this netns; None when it does not exist and not create."""
+        try:
+            folder = folder or statemod.pin_dir(create)
+        except statemod.StateError:
+            if create:
+                raise
+            return None
+        if not create and not os.path.exists(os.path.join(folder, statemod.PROG_PIN)):
+            return None
+        return cls(statemod.State.open(create=create, folder=folder))
+
+    def close(self):
+        self.st.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def locked(self):
+        return statemod.locked(self.folder)
+
+    # --- raw reads ----------------------------------------------------------------
+
+    def _services_raw(self):
+        """{key tuple: (SvcKey, ctypes Service)}"""
+        out = {}
+        for kb, vb in read_raw(self.st.services):
+            k = SvcKey.from_buffer_copy(kb)
+            out[_key_tuple(k)] = (k, CService.from_buffer_copy(vb))
+        return out
+
+    def _dests_raw(self, services=None):
+        """{slot: ctypes Dest} of every used destination slot.
+
+        dests[0] is never a destination; its seq field keeps the highest slot
+        ever allocated (control-plane private, reset by flush), so only
+        slots up to it are read instead of the whole array.
+        """
+        hint = self.st.dests.get(0)
+        hw = hint.seq if hint is not None else 0
+        if hw == 0 and services is not None and not services:
+            return {}
+        return dict(_used_dest_slots(self.st.dests, hw + 1 if hw else None))
+
+    def _raise_high_water(self, slot):
+        hint = self.st.dests.get(0)
+        if hint is None or hint.seq < slot:
+            self.st.dests.put(0, Dest(seq=slot))
+
+    @staticmethod
+    def _svc_dests(dests, svc_slot):
+        """[(slot, Dest)] of one service in kernel list order (newest first)."""
+        ds = [(s, d) for s, d in dests.items() if d.svc_slot == svc_slot]
+        ds.sort(key=lambda sd: sd[1].seq, reverse=True)
+        return ds
+
+    @staticmethod
+    def _sched_list(ds):
+        return [(s, d.weight) for s, d in ds]
+
+    def _get_svc(self, services, key, missing):
+        try:
+            return services[key]
+        except KeyError:
+            raise XdplbError(missing) from None
+
+    # --- the schedule ---------------------------------------------------------------
+
+    def _current_state(self, csvc, ds_list):
+        """The kernel scheduler state now: replay the live ring's picks."""
+        name = model.SCHED_NAMES[csvc.sched]
+        start = S.SchedState(csvc.sched_cl, csvc.sched_cw)
+        pos = self.st.sched_pos.get(csvc.slot)
+        n = (pos.pos if pos else 0) - csvc.ring_base
+        if csvc.ring_len == 0 or n <= 0:
+            return start
+        return S.state_after(name, ds_list, start, n)
+
+    def _ring_room(self, services, slot):
+        used = sum(v.ring_len for _, v in services.values())
+        return XDPLB_MAX_RING - used
+
+    def _plan_ring(self, services, csvc, sched_name, ds_list, state):
+        try:
+            return S.build_ring(sched_name, ds_list, state, self._ring_room(services, csvc.slot))
+        except S.RingTooLarge as e:
+            raise XdplbError(
+                f"xdplb: the {sched_name} schedule of this service needs {e.needed} ring "
+                f"entries but only {max(e.room, 0)} of {XDPLB_MAX_RING} are free; use smaller "
+                f"weights or weights with a common divisor") from None
+
+    def _switch(self, key, csvc, sched_id, ring, state, pos=None, **fields):
+        """Write ring under the other generation, switch the service, drop the old one."""
+        old_gen, old_len = csvc.ring_gen, csvc.ring_len
+        new = CService.from_buffer_copy(bytes(csvc))
+        new.ring_gen = old_gen ^ XDPLB_RING_GEN_BIT
+        for i, slot in enumerate(ring.entries):
+            self.st.sched_ring.put(RingKey(csvc.slot, new.ring_gen | i), C.c_uint32(slot))
+        if pos is None:
+            p = self.st.sched_pos.get(csvc.slot)
+            pos = p.pos if p else 0
+        new.ring_base = pos
+        new.ring_len = len(ring)
+        new.ring_prefix = ring.prefix
+        new.sched_cl = state.cl
+        new.sched_cw = state.cw
+        new.sched = sched_id
+        for f, v in fields.items():
+            setattr(new, f, v)
+        self.st.services.put(key, new)
+        for i in range(old_len):
+            self.st.sched_ring.delete(RingKey(csvc.slot, old_gen | i))
+        return new
+
+    def _reschedule(self, services, key, csvc, ds_list_before, hook, ds_list_after):
+        """Replay to now, apply the kernel hook, install the new ring."""
+        name = model.SCHED_NAMES[csvc.sched]
+        p = self.st.sched_pos.get(csvc.slot)
+        pos = p.pos if p else 0
+        state = self._current_state(csvc, ds_list_before)
+        state = hook(name, state)
+        ring = self._plan_ring(services, csvc, name, ds_list_after, state)
+        return name, ring, state, pos
+
+    # --- services ----------------------------------------------------------------------
+
+    def add_service(self, svc: Service):
+        with self.locked():
+            services = self._services_raw()
+            if svc.key in services and svc.af == AF_INET and not svc.fwmark:
+                raise XdplbError(E_SVC_EXISTS)
+            model.check_service(svc)
+            used = {v.slot for _, v in services.values()}
+            slot = next((i for i in range(XDPLB_MAX_SERVICES) if i not in used), None)
+            if slot is None:
+                raise XdplbError(E_ENOMEM)
+            seq = max((v.seq for _, v in services.values()), default=0) + 1
+            st = S.init_state(svc.sched, [])
+            self.st.svc_stats.zero(slot)
+            self.st.sched_pos.put(slot, SchedPos(0))
+            c = CService(slot=slot, seq=seq, flags=svc.flags, timeout=svc.timeout,
+                         netmask=_a2b(svc.netmask), sched=model.SCHED_IDS[svc.sched],
+                         sched_cl=st.cl, sched_cw=st.cw)
+            self.st.services.put(svc_key(*svc.key), c, bpfsys.BPF_NOEXIST)
+
+    def edit_service(self, svc: Service):
+        with self.locked():
+            services = self._services_raw()
+            if svc.af != AF_INET or svc.fwmark or svc.key not in services:
+                model.check_service_kind(svc.af, svc.proto, svc.fwmark)
+                raise XdplbError(E_NO_SERVICE)
+            model.check_service(svc)
+            key, csvc = services[svc.key]
+            fields = dict(flags=svc.flags, timeout=svc.timeout, netmask=_a2b(svc.netmask))
+            new_id = model.SCHED_IDS[svc.sched]
+            if new_id == csvc.sched:
+                new = CService.from_buffer_copy(bytes(csvc))
+                for f, v in fields.items():
+                    setattr(new, f, v)
+                self.st.services.put(key, new)
+                return
+            ds_list = self._sched_list(self._svc_dests(self._dests_raw(), csvc.slot))
+            state = S.init_state(svc.sched, ds_list)
+            ring = self._plan_ring(services, csvc, svc.sched, ds_list, state)
+            self._switch(key, csvc, new_id, ring, state, **fields)
+
+    def delete_service(self, proto, addr, port):
+        with self.locked():
+            services = self._services_raw()
+            key, csvc = self._get_svc(services, (proto, addr, port), E_NO_SERVICE)
+            self._remove_service(key, csvc, self._dests_raw())
+
+    def _remove_service(self, key, csvc, dests):
+        self.st.services.delete(key)
+        for i in range(csvc.ring_len):
+            self.st.sched_ring.delete(RingKey(csvc.slot, csvc.ring_gen | i))
+        for slot, d in self._svc_dests(dests, csvc.slot):
+            self.st.dests.put(slot, Dest())
+            self.st.dest_stats.zero(slot)
+        self.st.svc_stats.zero(csvc.slot)
+        self.st.sched_pos.put(csvc.slot, SchedPos(0))
+
+    def flush(self):
+        with self.locked():
+            services = self._services_raw()
+            dests = self._dests_raw()
+            for key, csvc in services.values():
+                self._remove_service(key, csvc, dests)
+            # Leftovers of an interrupted writer, if any.
+            for slot, d in dests.items():
+                self.st.dests.put(slot, Dest())
+                self.st.dest_stats.zero(slot)
+            for kb, _ in read_raw(self.st.sched_ring):
+                self.st.sched_ring.delete(RingKey.from_buffer_copy(kb))
+            self.st.dests.put(0, Dest())
+
+    # --- destinations ---------------------------------------------------------------
+
+    @staticmethod
+    def _dest_port(svc_port, dest):
+        # ipvsadm forces the real port to the virtual port for DR (and TUN).
+        return svc_port if dest.fwd == IP_VS_CONN_F_DROUTE else dest.port
+
+    @staticmethod
+    def _find_dest(ds, addr, port):
+        a = socket.inet_aton(addr)
+        for slot, d in ds:
+            if bytes(d.addr) == a and socket.ntohs(d.port) == port:
+                return slot, d
+        return None, None
+
+    def _lookup_for_dest(self, svc_k):
+        proto, addr, port = svc_k
+        services = self._services_raw()
+        if (proto, addr, port) not in services:
+            raise XdplbError(E_SVC_NOT_DEFINED)
+        key, csvc = services[(proto, addr, port)]
+        dests = self._dests_raw(services)
+        return services, key, csvc, dests, self._svc_dests(dests, csvc.slot)
+
+    def add_dest(self, svc_k, dest: Destination):
+        """svc_k = (proto, addr, port) of the service."""
+        with self.locked():
+            services, key, csvc, dests, ds = self._lookup_for_dest(svc_k)
+            model.check_dest(dest)
+            port = self._dest_port(svc_k[2], dest)
+            if self._find_dest(ds, dest.addr, port)[0] is not None:
+                raise XdplbError(E_DEST_EXISTS)
+            slot = next((i for i in range(1, XDPLB_MAX_DESTS) if i not in dests), None)
+            if slot is None:
+                raise XdplbError(E_ENOMEM)
+            seq = max((d.seq for d in dests.values()), default=0) + 1
+            before = self._sched_list(ds)
+            after = [(slot, dest.weight)] + before
+            name, ring, state, pos = self._reschedule(
+                services, key, csvc, before, lambda n, s: S.on_add(n, after, s), after)
+            self._raise_high_water(slot)
+            self.st.dest_stats.zero(slot)
+            self.st.dests.put(slot, Dest(_a2b(dest.addr), socket.htons(port), dest.fwd,
+                                         XDPLB_DEST_F_AVAILABLE, csvc.slot, seq, dest.weight,
+                                         dest.u_threshold, dest.l_threshold))
+            self._switch(key, csvc, csvc.sched, ring, state, pos)
+        if dest.fwd == IP_VS_CONN_F_DROUTE:
+            prime_neighbour(dest.addr)
+
+    def edit_dest(self, svc_k, dest: Destination):
+        with self.locked():
+            services, key, csvc, dests, ds = self._lookup_for_dest(svc_k)
+            model.check_dest(dest)
+            port = self._dest_port(svc_k[2], dest)
+            slot, old = self._find_dest(ds, dest.addr, port)
+            if slot is None:
+                raise XdplbError(E_NO_DEST)
+            before = self._sched_list(ds)
+            after = [(s, dest.weight if s == slot else w) for s, w in before]
+            name, ring, state, pos = self._reschedule(
+                services, key, csvc, before, lambda n, s: S.on_edit(n, after, s), after)
+            new = Dest.from_buffer_copy(bytes(old))
+            new.fwd, new.weight = dest.fwd, dest.weight
+            new.u_threshold, new.l_threshold = dest.u_threshold, dest.l_threshold
+            self.st.dests.put(slot, new)
+            self._switch(key, csvc, csvc.sched, ring, state, pos)
+        if dest.fwd == IP_VS_CONN_F_DROUTE:
+            prime_neighbour(dest.addr)
+
+    def delete_dest(self, svc_k, addr, port):
+        with self.locked():
+            services, key, csvc, dests, ds = self._lookup_for_dest(svc_k)
+            slot, _ = self._find_dest(ds, addr, port)
+            if slot is None:
+                raise XdplbError(E_NO_DEST)
+            before = self._sched_list(ds)
+            after = [(s, w) for s, w in before if s != slot]
+            name, ring, state, pos = self._reschedule(
+                services, key, csvc, before, lambda n, s: S.on_delete(n, before, slot, s), after)
+            self._switch(key, csvc, csvc.sched, ring, state, pos)
+            self.st.dests.put(slot, Dest())
+            self.st.dest_stats.zero(slot)
+
+    # --- counters ----------------------------------------------------------------------
+
+    def zero(self, svc_k=None):
+        """-Z: every service and destination, or one service and its destinations."""
+        with self.locked():
+            services = self._services_raw()
+            if svc_k is not None:
+                key, csvc = self._get_svc(services, tuple(svc_k), E_NO_SERVICE)
+                targets = [csvc]
+            else:
+                targets = [v for _, v in services.values()]
+            dests = self._dests_raw()
+            for csvc in targets:
+                self.st.svc_stats.zero(csvc.slot)
+                for slot, _ in self._svc_dests(dests, csvc.slot):
+                    self.st.dest_stats.zero(slot)
+
+    def _stats(self, m, slot):
+        s = m.sum(slot)
+        return Stats(s.conns, s.inpkts, s.outpkts, s.inbytes, s.outbytes)
+
+    def conn_counts(self, dests=None):
+        """{dest slot: [active, inactive]} from the connection table (IN entries
+        younger than the IPVS timeout of their state)."""
+        dests = self._dests_raw() if dests is None else dests
+        now = _now_ns()
+        out = {}
+        from .structs import Conn, ConnKey
+        for kb, vb in read_raw(self.st.conns):
+            c = Conn.from_buffer_copy(vb)
+            if c.dir != XDPLB_DIR_IN:
+                continue
+            k = ConnKey.from_buffer_copy(kb)
+            if now - c.last_seen > _conn_timeout(k.proto, c.state) * 1_000_000_000:
+                continue
+            d = dests.get(c.dest_slot)
+            if d is None or d.svc_slot != c.svc_slot or bytes(d.addr) != bytes(c.addr):
+                continue
+            ac = out.setdefault(c.dest_slot, [0, 0])
+            if k.proto == IPPROTO_TCP and c.state in model.TCP_ACTIVE_STATES:
+                ac[0] += 1
+            else:
+                ac[1] += 1
+        return out
+
+    def connections(self):
+        """Entries for `-L -c` (see ipvsfmt.conn_listing)."""
+        from .structs import Conn, ConnKey
+        now = _now_ns()
+        out = []
+        for kb, vb in read_raw(self.st.conns):
+            c = Conn.from_buffer_copy(vb)
+            if c.dir != XDPLB_DIR_IN:
+                continue
+            k = ConnKey.from_buffer_copy(kb)
+            tmo = _conn_timeout(k.proto, c.state)
+            age = (now - c.last_seen) // 1_000_000_000
+            if age > tmo:
+                continue
+            if k.proto == IPPROTO_UDP:
+                pname, sname = "UDP", "UDP"
+            else:
+                pname = "TCP"
+                sname = (model.TCP_STATE_NAMES[c.state]
+                         if c.state < len(model.TCP_STATE_NAMES) else "NONE")
+            out.append((pname, AF_INET, _b2a(k.saddr), socket.ntohs(k.sport), _b2a(k.daddr),
+                        socket.ntohs(k.dport), _b2a(c.addr), socket.ntohs(c.port), sname,
+                        max(tmo - age, 0), "", ""))
+        return out
+
+    # --- listing --------------------------------------------------------------------
+
+    def services(self, svc_k=None, stats=False, rate=False, counts=True):
+        """Services (creation order) with their destinations (kernel list order).
+
+        stats: fill the counters. rate: there is no kernel rate estimator; the
+        counters are sampled twice one second apart and the per-second
+        differences are reported (so this call takes one second).
+        counts: fill ActiveConn/InActConn from the connection table.
+        """
+        services = self._services_raw()
+        if svc_k is not None:
+            if tuple(svc_k) not in services:
+                raise XdplbError(E_NO_SERVICE, 1)
+            services = {tuple(svc_k): services[tuple(svc_k)]}
+        dests = self._dests_raw(services)
+        cc = self.conn_counts(dests) if counts else {}
+        out = []
+        for (proto, addr, port), (_, c) in sorted(services.items(), key=lambda kv: kv[1][1].seq):
+            svc = Service(proto=proto, addr=addr, port=port, sched=model.SCHED_NAMES.get(
+                c.sched, "?"), flags=c.flags, timeout=c.timeout, netmask=_b2a(c.netmask),
+                slot=c.slot, seq=c.seq)
+            if stats or rate:
+                svc.stats = self._stats(self.st.svc_stats, c.slot)
+            for slot, d in self._svc_dests(dests, c.slot):
+                a, i = cc.get(slot, (0, 0))
+                dst = Destination(addr=_b2a(d.addr), port=socket.ntohs(d.port), fwd=d.fwd,
+                                  weight=d.weight, u_threshold=d.u_threshold,
+                                  l_threshold=d.l_threshold, active=a, inactive=i,
+                                  slot=slot, seq=d.seq)
+                if stats or rate:
+                    dst.stats = self._stats(self.st.dest_stats, slot)
+                svc.dests.append(dst)
+            out.append(svc)
+        if rate:
+            time.sleep(1.0)
+            for svc in out:
+                later = self._stats(self.st.svc_stats, svc.slot)
+                svc.rate = Stats(*(max(b - a, 0) for a, b in zip(svc.stats, later)))
+                svc.stats = later
+                for d in svc.dests:
+                    later = self._stats(self.st.dest_stats, d.slot)
+                    d.rate = Stats(*(max(b - a, 0) for a, b in zip(d.stats, later)))
+                    d.stats = later
+        return out
+
+    def get_service(self, proto, addr, port, **kw):
+        return self.services((proto, addr, port), **kw)[0]
+
+    def save(self, numeric=False):
+        """`ipvsadm -S [-n]` text of the current rules."""
+        fmt = ipvsfmt.FMT_RULE | (ipvsfmt.FMT_NUMERIC if numeric else 0)
+        return ipvsfmt.list_all(self.services(counts=False), fmt)
+
+    def snapshot(self):
+        """Every non-zero entry of every pinned map (tests use it to prove that a
+        refused command changed nothing)."""
+        from . import maps
+        hint = self.st.dests.get(0)
+        # Destination slots are only ever allocated up to the high-water mark
+        # kept in dests[0] (which is part of the snapshot), plus a margin.
+        dlimit = max((hint.seq if hint else 0) + 1, 1024)
+        snap = {}
+        for name in maps.MAPS:
+            m = getattr(self.st, name)
+            limit = dlimit if name in ("dests", "dest_stats") else None
+            snap[name] = sorted((k, v) for k, v in read_raw(
+                m, percpu=isinstance(m, maps.PerCpuMap), limit=limit) if any(v))
+        return snap
+
+
+def open_control(create=False):
+    """Control of this netns's state, or None if there is none and not create."""
+    return Control.open(create=create)
+

@@ -1,0 +1,209 @@
+"""Value objects of the control plane: services, destinations, names, limits.
+
+These are plain data (no maps): ipvsfmt renders them, control.py converts
+them to and from the pinned maps, adm.py builds them from the command line.
+Addresses are text (dotted quad, or IPv6 text for rendering foreign data);
+ports are host-order ints.
+"""
+import socket
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from . import sched as _sched
+from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_MASQ,
+                      IP_VS_CONN_F_TUNNEL, IP_VS_SVC_F_ONEPACKET, IP_VS_SVC_F_PERSISTENT,
+                      IP_VS_SVC_F_SCHED1, IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3,
+                      XDPLB_SCHED_RR, XDPLB_SCHED_WRR)
+
+AF_INET = 2
+AF_INET6 = 10
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_SCTP = 132
+
+PROTO_NAMES = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP", IPPROTO_SCTP: "SCTP"}
+PROTO_LOWER = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_SCTP: "sctp"}
+
+IP_VS_SVC_F_SCHED_FLAGS = IP_VS_SVC_F_SCHED1 | IP_VS_SVC_F_SCHED2 | IP_VS_SVC_F_SCHED3
+DEF_SCHED = "wlc"
+IPVS_SVC_PERSISTENT_TIMEOUT = 6 * 60
+MAX_TIMEOUT = 86400 * 31
+
+# Every scheduler kernel IPVS knows; xdplb runs rr and wrr.
+IPVS_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq",
+                   "fo", "ovf", "mh", "twos")
+SCHED_IDS = {"rr": XDPLB_SCHED_RR, "wrr": XDPLB_SCHED_WRR}
+SCHED_NAMES = {v: k for k, v in SCHED_IDS.items()}
+assert tuple(SCHED_IDS) == _sched.SCHEDULERS
+IPVS_PES = ("sip",)
+
+FWD_NAMES = {IP_VS_CONN_F_MASQ: "Masq", IP_VS_CONN_F_LOCALNODE: "Local",
+             IP_VS_CONN_F_TUNNEL: "Tunnel", IP_VS_CONN_F_DROUTE: "Route"}
+FWD_SWITCH = {IP_VS_CONN_F_MASQ: "-m", IP_VS_CONN_F_TUNNEL: "-i",
+              IP_VS_CONN_F_LOCALNODE: "-g", IP_VS_CONN_F_DROUTE: "-g"}
+SUPPORTED_FWD = (IP_VS_CONN_F_MASQ, IP_VS_CONN_F_DROUTE)
+
+# Tunnel types / flags (IPVS's IP_VS_CONN_F_TUNNEL_TYPE_*), for rendering.
+TUN_TYPES = {0: "ipip", 1: "gue", 2: "gre"}
+TUN_FLAG_NAMES = {0: "-c", 1: "+c", 2: "r+c"}        # nocsum, csum, remcsum
+TUN_FLAG_SWITCH = {0: "--tun-nocsum", 1: "--tun-csum", 2: "--tun-remcsum"}
+
+# IPVS connection timeouts per state (ipvs-reference §3.12), seconds.
+TCP_STATE_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
+                   "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
+TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
+TCP_ACTIVE_STATES = frozenset((1, 2, 3, 10))    # ESTABLISHED SYN_SENT SYN_RECV SYNACK
+UDP_TIMEOUT = 300
+DEFAULT_TIMEOUTS = (900, 120, 300)             # tcp tcpfin udp, as --timeout shows
+
+
+class Stats(NamedTuple):
+    conns: int = 0
+    inpkts: int = 0
+    outpkts: int = 0
+    inbytes: int = 0
+    outbytes: int = 0
+
+
+@dataclass
+class Destination:
+    addr: str
+    port: int
+    fwd: int = IP_VS_CONN_F_DROUTE
+    weight: int = 1
+    u_threshold: int = 0
+    l_threshold: int = 0
+    af: int = AF_INET
+    active: int = 0
+    inactive: int = 0
+    persist: int = 0
+    stats: Stats = Stats()
+    rate: Stats = Stats()
+    tun_type: int = 0
+    tun_port: int = 0
+    tun_flags: int = 0
+    slot: int = 0
+    seq: int = 0
+
+
+@dataclass
+class Service:
+    proto: int
+    addr: str
+    port: int
+    sched: str = DEF_SCHED
+    flags: int = 0
+    timeout: int = 0
+    netmask: object = "255.255.255.255"   # dotted quad (IPv4) or prefix length (IPv6)
+    af: int = AF_INET
+    fwmark: int = 0
+    pe: str = ""
+    dests: list = field(default_factory=list)
+    stats: Stats = Stats()
+    rate: Stats = Stats()
+    slot: int = 0
+    seq: int = 0
+
+    @property
+    def key(self):
+        return (self.proto, self.addr, self.port)
+
+    @property
+    def persistent(self):
+        return bool(self.flags & IP_VS_SVC_F_PERSISTENT)
+
+
+class XdplbError(Exception):
+    """A refused operation: message for stderr, and ipvsadm's exit code."""
+
+    def __init__(self, message, code=255):
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+# ipvs_strerror's texts for the kernel refusals xdplb reproduces.
+E_SVC_EXISTS = "Service already exists"
+E_NO_SCHED = "Scheduler or persistence engine not found"
+E_NO_SERVICE = "No such service"
+E_SVC_NOT_DEFINED = "Service not defined"
+E_DEST_EXISTS = "Destination already exists"
+E_NO_DEST = "No such destination"
+E_ERANGE = "Numerical result out of range"
+E_EINVAL = "Invalid operation.  Possibly wrong module version, address not unicast, ..."
+E_ENOMEM = "Memory allocation problem"
+E_NO_DAEMON = "No daemon is running"
+
+SUPPORTED = ("xdplb supports TCP and UDP IPv4 services with the rr and wrr "
+             "schedulers and -m (masquerading) or -g (direct routing) servers")
+
+
+def unsupported(what):
+    return XdplbError(f"xdplb: {what} not supported yet ({SUPPORTED})")
+
+
+def check_scheduler(name):
+    """Unknown names: the kernel's ENOENT text; known but not run here: say so."""
+    if name in SCHED_IDS:
+        return
+    if name in IPVS_SCHEDULERS:
+        dflt = " (the ipvsadm default, used when -s is not given)" if name == DEF_SCHED else ""
+        raise XdplbError(f"xdplb: scheduler '{name}'{dflt} is not supported yet; "
+                         f"use -s rr or -s wrr ({SUPPORTED})")
+    raise XdplbError(E_NO_SCHED)
+
+
+def check_service_kind(af, proto, fwmark):
+    """Refuse the kinds of virtual service the data path does not handle."""
+    if fwmark:
+        raise unsupported("firewall-mark services (-f) are")
+    if af != AF_INET:
+        raise unsupported("IPv6 services are")
+    if proto == IPPROTO_SCTP:
+        raise unsupported("SCTP services are")
+    if proto not in (IPPROTO_TCP, IPPROTO_UDP):
+        raise unsupported(f"protocol {proto} is")
+
+
+def check_service(svc):
+    """Everything kernel IPVS would check on -A/-E, then xdplb's own limits.
+
+    (The existence checks are control.py's: they come first in the kernel.)
+    """
+    check_scheduler(svc.sched)
+    if svc.pe and svc.pe not in IPVS_PES:
+        raise XdplbError(E_NO_SCHED)
+    check_service_kind(svc.af, svc.proto, svc.fwmark)
+    if svc.flags & IP_VS_SVC_F_PERSISTENT:
+        raise unsupported("persistence (-p) is")
+    if svc.pe:
+        raise unsupported("persistence engines (--pe) are")
+    if svc.flags & IP_VS_SVC_F_ONEPACKET:
+        raise unsupported("one-packet scheduling (-o) is")
+    if svc.flags & IP_VS_SVC_F_SCHED_FLAGS:
+        raise unsupported("scheduler flags (-b) are")
+    try:
+        socket.inet_aton(svc.netmask)
+    except (OSError, TypeError):
+        raise XdplbError(E_EINVAL) from None
+
+
+def is_unicast(addr):
+    """What inet_addr_type() would not call broadcast, zeronet or multicast."""
+    b = socket.inet_aton(addr)
+    return not (b[0] == 0 or b == b"\xff\xff\xff\xff" or 224 <= b[0] <= 239)
+
+
+def check_dest(dest):
+    """The kernel's checks on -a/-e (ERANGE, EINVAL), then xdplb's limits."""
+    if dest.weight < 0 or dest.l_threshold > dest.u_threshold:
+        raise XdplbError(E_ERANGE)
+    if dest.af != AF_INET:
+        raise unsupported("IPv6 real servers are")
+    if not is_unicast(dest.addr):
+        raise XdplbError(E_EINVAL)
+    if dest.fwd == IP_VS_CONN_F_TUNNEL:
+        raise unsupported("tunnelling (-i) is")
+    if dest.fwd not in SUPPORTED_FWD:
+        raise unsupported("this forwarding method is")
+    if dest.u_threshold or dest.l_threshold:
+        raise unsupported("connection thresholds (-x/-y) are")
