@@ -1,0 +1,255 @@
+"""`xdplb`: attach the data path, look at it, and run the lab.
+
+The per-netns state is in bpffs (xdplb/state.py); the lab is xdplb/lab.py.
+Configuration of services is `xdplbadm`'s (the ipvsadm drop-in).
+"""
+import ctypes as C
+import errno
+import os
+import sys
+
+import click
+
+from . import bpfsys, loader, structs
+from .lab import NODES as LAB_NODES, PREFIX as LAB_PREFIX
+from .state import State, StateError, pin_dir
+
+
+def _fail(exc):
+    raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def xdplb():
+    """IPVS with an XDP data path (configure services with xdplbadm)."""
+
+
+@xdplb.command()
+@click.argument("ifnames", metavar="IFNAME...", nargs=-1, required=True)
+@click.option("--mode", type=click.Choice(["native", "generic"]), default="native",
+              show_default=True, help="XDP mode: driver (native) or generic (skb)")
+def attach(ifnames, mode):
+    """Attach xdplb to interfaces (creates this netns's state if absent)."""
+    try:
+        existed = os.path.exists(os.path.join(pin_dir(create=True), "prog"))
+        with State.open(create=True) as st:
+            if not existed:
+                click.echo(f"created xdplb state in {st.folder}")
+            for ifname in ifnames:
+                loader.attach(st, ifname, mode)
+                click.echo(f"attached xdplb (prog id {st.prog_id()}) to {ifname} in {mode} mode")
+    except (StateError, OSError, ValueError) as e:
+        _fail(e)
+
+
+@xdplb.command()
+@click.argument("ifnames", metavar="[IFNAME...]", nargs=-1)
+def detach(ifnames):
+    """Detach xdplb; with no IFNAME, from everywhere, and unpin this netns's state."""
+    from .state import remove
+    try:
+        folder = pin_dir()
+    except StateError as e:
+        if ifnames:
+            _fail(e)
+        click.echo("xdplb has no state in this network namespace: nothing to detach")
+        return
+    if not os.path.exists(os.path.join(folder, "prog")):
+        if ifnames:
+            _fail(StateError(f"xdplb has no state in {folder}"))
+        if os.path.isdir(folder):
+            remove(folder)
+            click.echo(f"removed incomplete state {folder}")
+        else:
+            click.echo("xdplb has no state in this network namespace: nothing to detach")
+        return
+    try:
+        with State.open(folder=folder) as st:
+            if ifnames:
+                for ifname in ifnames:
+                    loader.detach(st, ifname)
+                    click.echo(f"detached xdplb from {ifname}")
+                return
+            for ifname in loader.detach(st):
+                click.echo(f"detached xdplb from {ifname}")
+        remove(folder)
+        click.echo(f"unpinned xdplb state {folder}")
+    except (StateError, OSError, ValueError) as e:
+        _fail(e)
+
+
+def _dest_used(key, value):
+    """A dests slot in use: not slot 0 (bookkeeping), flags set (as control.py does)."""
+    return int.from_bytes(key, "little") != 0 and value[structs.Dest.flags.offset] != 0
+
+
+def count_entries(m, used=None):
+    """Entries of a hash map, or the array slots for which used(key, value) holds."""
+    info = bpfsys.obj_info(m.fd, bpfsys.BpfMapInfo)
+    try:
+        return _count_batch(m, info, used)
+    except OSError:
+        pass
+    n = 0
+    for key, value in m.items():
+        kb = bytes(m.key_type(key)) if isinstance(key, int) else bytes(key)
+        n += 1 if used is None else bool(used(kb, bytes(value)))
+    return n
+
+
+class _BatchOpts(C.Structure):
+    _fields_ = [("sz", C.c_size_t), ("elem_flags", C.c_uint64), ("flags", C.c_uint64)]
+
+
+_lookup_batch = bpfsys._lib.bpf_map_lookup_batch
+_lookup_batch.argtypes = [C.c_int, C.c_void_p, C.c_void_p, C.c_void_p, C.c_void_p,
+                          C.POINTER(C.c_uint32), C.c_void_p]
+_lookup_batch.restype = C.c_int
+
+
+def _count_batch(m, info, used, chunk=8192):
+    ks, vs = info.key_size, info.value_size
+    keys = C.create_string_buffer(ks * chunk)
+    values = C.create_string_buffer(vs * chunk)
+    tok_in, tok_out = C.create_string_buffer(max(ks, 8)), C.create_string_buffer(max(ks, 8))
+    opts = _BatchOpts(sz=C.sizeof(_BatchOpts))
+    n, first = 0, True
+    while True:
+        count = C.c_uint32(chunk)
+        ret = _lookup_batch(m.fd, None if first else tok_in, tok_out, keys, values,
+                            C.byref(count), C.byref(opts))
+        err = -ret if ret < -1 else (C.get_errno() if ret == -1 else 0)
+        if ret < 0 and err != errno.ENOENT:
+            raise OSError(err, os.strerror(err))
+        got = count.value
+        if used is None:
+            n += got
+        else:
+            kraw, vraw = keys.raw, values.raw
+            n += sum(bool(used(kraw[i * ks:(i + 1) * ks], vraw[i * vs:(i + 1) * vs]))
+                     for i in range(got))
+        if ret < 0:  # ENOENT: that was the last batch
+            return n
+        C.memmove(tok_in, tok_out, max(ks, 8))
+        first = False
+
+
+@xdplb.command()
+def status():
+    """Interfaces, program, map fill and counters of this netns's xdplb."""
+    try:
+        folder = pin_dir()
+    except StateError as e:
+        click.echo(f"xdplb: not loaded ({e})")
+        return
+    if not os.path.exists(os.path.join(folder, "prog")):
+        click.echo(f"xdplb: not loaded in this network namespace (no state in {folder})")
+        return
+    try:
+        with State.open(folder=folder) as st:
+            click.echo(f"state:    {st.folder}")
+            click.echo(f"program:  id {st.prog_id()}")
+            ifs = loader.attached(st)
+            click.echo("interfaces:" + ("" if ifs else " none (xdplb attach IFNAME...)"))
+            for name, idx, mode in ifs:
+                click.echo(f"  {name:<16} ifindex {idx:<6} {mode}")
+            click.echo("maps:")
+            for name, cap in (("services", structs.XDPLB_MAX_SERVICES),
+                              ("dests", structs.XDPLB_MAX_DESTS),
+                              ("conns", structs.XDPLB_MAX_CONNS)):
+                info = bpfsys.obj_info(getattr(st, name).fd, bpfsys.BpfMapInfo)
+                cap = info.max_entries or cap
+                if name == "dests":
+                    cap -= 1  # slot 0 is never used
+                n = count_entries(getattr(st, name), _dest_used if name == "dests" else None)
+                click.echo(f"  {name:<10} {n:>8} / {cap:<8} ({100.0 * n / cap:.1f}%)")
+            click.echo("counters:")
+            for i, name in enumerate(structs.COUNTERS):
+                click.echo(f"  {name:<10} {st.counters.sum(i):>12}")
+    except (StateError, OSError, ValueError) as e:
+        _fail(e)
+
+
+# the lab --------------------------------------------------------------------
+
+@xdplb.group()
+@click.option("--prefix", default=LAB_PREFIX, envvar="XDPLB_LAB_PREFIX", show_default=True,
+              help="prefix of the lab's namespace names (env XDPLB_LAB_PREFIX)")
+@click.pass_context
+def lab(ctx, prefix):
+    """Network-namespace lab: client -> xdplb -> three HTTP backends."""
+    ctx.obj = prefix
+
+
+def _lab(ctx):
+    from . import lab as xlab
+    try:
+        return xlab, xlab.Lab(ctx.obj, say=click.echo)
+    except xlab.LabError as e:
+        _fail(e)
+
+
+@lab.command()
+@click.option("--mode", type=click.Choice(["native", "generic"]), default="native",
+              show_default=True, help="XDP mode on the lb's veths")
+@click.pass_context
+def up(ctx, mode):
+    """Build the lab (namespaces, veths, xdplb on the lb, HTTP servers)."""
+    xlab, lb = _lab(ctx)
+    try:
+        lb.up(mode)
+    except (xlab.LabError, StateError, OSError) as e:
+        _fail(e)
+
+
+@lab.command()
+@click.pass_context
+def down(ctx):
+    """Remove every namespace, link, attachment, pin and server of the lab."""
+    xlab, lb = _lab(ctx)
+    try:
+        lb.down()
+    except (xlab.LabError, OSError) as e:
+        _fail(e)
+
+
+@lab.command()
+@click.pass_context
+def demo(ctx):
+    """Replay the seed demo (rr, then wrr) through xdplb; builds the lab if needed."""
+    xlab, _ = _lab(ctx)
+    try:
+        ctx.exit(xlab.demo(ctx.obj))
+    except (xlab.LabError, StateError, OSError) as e:
+        _fail(e)
+
+
+@lab.command(name="exec", context_settings={"ignore_unknown_options": True,
+                                            "allow_interspersed_args": False})
+@click.argument("node", type=click.Choice(LAB_NODES))
+@click.argument("argv", metavar="-- CMD...", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_(ctx, node, argv):
+    """Run CMD on a lab node (lb commands see the lb's xdplb state)."""
+    xlab, lb = _lab(ctx)
+    try:
+        lb.exec(node, list(argv))
+    except (xlab.LabError, OSError) as e:
+        _fail(e)
+
+
+# subcommands other parts provide (registered when they are there)
+try:
+    from .bench import bench_command
+except ImportError:  # pragma: no cover
+    pass
+else:
+    xdplb.add_command(bench_command, "bench")
+
+
+def main(argv=None):
+    return xdplb.main(args=argv, prog_name="xdplb")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Tiny backend server of the lab: `python -m xdplb.httpd N [--port P] [--udp P]`.
+
+Every GET gets the body `This is service #N` (and a newline), like the seed's
+pods. A request with an `X-Want-Addr: 1` header also gets two headers that
+tell what the server's socket saw: X-Server-Addr (its local address: the VIP
+under direct routing, its own address under Masq) and X-Client-Addr (the
+peer: the real client, as IPVS never rewrites the source). With --udp, every datagram is echoed back
+prefixed with `service #N: `.
+"""
+import argparse
+import signal
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+SERVER = "xdplb-rs"
+WANT_ADDR = "X-Want-Addr"  # request header asking for the two address headers
+
+
+def make_handler(number):
+    body = f"This is service #{number}\n".encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def version_string(self):
+            return SERVER
+
+        def _head(self, payload=b""):
+            # Only Server and Content-Length, in one segment with the body: the
+            # seed's byte counts (344 bytes out per request) come out the same.
+            self.send_response_only(200)
+            self.send_header("Server", SERVER)
+            self.send_header("Content-Length", str(len(body)))
+            if self.headers.get(WANT_ADDR):
+                local = self.connection.getsockname()
+                self.send_header("X-Server-Addr", f"{local[0]}:{local[1]}")
+                self.send_header("X-Client-Addr", "%s:%s" % self.client_address[:2])
+            self._headers_buffer.append(b"\r\n" + payload)
+            self.flush_headers()
+
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            self._head(body)
+
+        def do_HEAD(self):  # noqa: N802
+            self._head()
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+class Server(ThreadingHTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+def udp_echo(number, port, host=""):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    prefix = f"service #{number}: ".encode()
+
+    def loop():
+        while True:
+            data, peer = sock.recvfrom(65535)
+            sock.sendto(prefix + data, peer)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return sock
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="xdplb-httpd", description=__doc__.splitlines()[0])
+    p.add_argument("number", type=int, help="N of `This is service #N`")
+    p.add_argument("--port", type=int, default=80, help="TCP port for HTTP (default 80)")
+    p.add_argument("--udp", type=int, metavar="PORT", help="also echo UDP datagrams on PORT")
+    p.add_argument("--bind", default="", help="address to listen on (default: all)")
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if args.udp:
+        udp_echo(args.number, args.udp, args.bind)
+    server = Server((args.bind, args.port), make_handler(args.number))
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

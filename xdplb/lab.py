@@ -1,0 +1,441 @@
+"""A network-namespace lab on the local host: client -> xdplb -> three backends.
+
+    client (10.0.0.2/24) --veth-- lb (10.0.0.1/24, 172.80.0.1/32 towards each rs)
+                                   +--veth-- rs1 172.80.0.2  "This is service #1"
+                                   +--veth-- rs2 172.80.0.3  "This is service #2"
+                                   +--veth-- rs3 172.80.0.4  "This is service #3"
+
+The client routes the VIP 1.2.3.4 via the lb; the backends route everything
+via the lb (onlink), so Masq replies come back through it. xdplb is attached
+natively to the lb's four veths, inside the lb netns. Two lab-only settings on
+the peer ends (client and backends), both because of veth, not xdplb:
+
+- GRO on (`ethtool -K eth0 gro on`): frames XDP redirects into a veth are
+  dropped unless the peer runs XDP or has GRO on;
+- TX checksum offload off (`ethtool -K eth0 tx off`): veth leaves TCP
+  checksums partial, which an XDP NAT rewrite cannot complete; real NICs
+  deliver full checksums.
+
+Every name carries a prefix (default `xlab`, tests use their own), so a user's
+lab and parallel test labs never meet. Nothing is created in the root netns
+except the namespaces' names; the pids of the backend servers are kept in
+/run/xdplb/lab-<prefix>.json. xdplb's state is per netns: commands for the lb
+run under `nsenter --net=/run/netns/<prefix>-lb`, which (unlike `ip netns
+exec`) keeps /sys/fs/bpf, where the state is pinned.
+"""
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from . import state as xstate
+
+PREFIX = "xlab"
+RUN_DIR = "/run/xdplb"
+NETNS_DIR = "/run/netns"
+
+VIP = "1.2.3.4"
+CLIENT_IP = "10.0.0.2"
+LB_CLIENT_IP = "10.0.0.1"
+LB_RS_IP = "172.80.0.1"
+# rsN is "service #N"; the seed's kernel answers #3 #2 #1 for rr over .2 .3 .4.
+BACKENDS = {"rs1": "172.80.0.2", "rs2": "172.80.0.3", "rs3": "172.80.0.4"}
+NODES = ("client", "lb", *BACKENDS)
+PEER_IF = "eth0"  # the interface of the client and of each backend
+
+
+def lb_if(node):
+    """The lb's veth towards node."""
+    return f"veth-{node}"
+
+
+LB_IFS = tuple(lb_if(n) for n in ("client", *BACKENDS))
+BIN_DIR = os.path.dirname(os.path.abspath(sys.executable))
+
+
+class LabError(Exception):
+    """The lab could not be built or used; the message says why."""
+
+
+def tool(name):
+    """argv prefix of one of our console scripts (the venv's, else -m)."""
+    path = os.path.join(BIN_DIR, name)
+    if os.access(path, os.X_OK):
+        return [path]
+    module = {"xdplb": "xdplb.cli", "xdplbadm": "xdplb.adm"}[name]
+    return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())"]
+
+
+def child_env():
+    """Environment for lab commands: our scripts on PATH, the netns's own state."""
+    env = dict(os.environ)
+    env.pop("XDPLB_PIN_DIR", None)
+    path = env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    if BIN_DIR not in path.split(":"):
+        path = f"{BIN_DIR}:{path}"
+    for extra in ("/usr/sbin", "/sbin"):
+        if extra not in path.split(":"):
+            path = f"{path}:{extra}"
+    env["PATH"] = path
+    return env
+
+
+def _run(argv, check=True, timeout=60, **kw):
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    p = subprocess.run(argv, text=True, timeout=timeout, env=kw.pop("env", child_env()), **kw)
+    if check and p.returncode != 0:
+        raise LabError(f"`{' '.join(argv)}` failed ({p.returncode}): {(p.stderr or '').strip()}")
+    return p
+
+
+def _stamp():
+    return time.strftime("%H:%M:%S")
+
+
+class Lab:
+    def __init__(self, prefix=PREFIX, say=None):
+        if not prefix or len(prefix) > 20 or not all(c.isalnum() or c in "-_" for c in prefix):
+            raise LabError(f"bad lab prefix {prefix!r}")
+        self.prefix = prefix
+        self.say = say or (lambda msg: print(msg, flush=True))
+
+    # names -----------------------------------------------------------------
+    def ns(self, node):
+        if node not in NODES:
+            raise LabError(f"no node {node!r} in the lab (nodes: {', '.join(NODES)})")
+        return f"{self.prefix}-{node}"
+
+    def ns_path(self, node):
+        return os.path.join(NETNS_DIR, self.ns(node))
+
+    @property
+    def state_file(self):
+        return os.path.join(RUN_DIR, f"lab-{self.prefix}.json")
+
+    def existing(self):
+        return [n for n in NODES if os.path.exists(self.ns_path(n))]
+
+    def _record(self):
+        try:
+            with open(self.state_file) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def is_up(self):
+        rec = self._record()
+        return (rec is not None and len(self.existing()) == len(NODES)
+                and all(_alive_httpd(pid) for pid in rec.get("pids", {}).values()))
+
+    # running things in nodes -----------------------------------------------
+    def cmd(self, node, argv):
+        return ["nsenter", f"--net={self.ns_path(node)}", *argv]
+
+    def run(self, node, argv, check=True, timeout=60, **kw):
+        """Run argv in node (subprocess.run, text, output captured by default)."""
+        if not os.path.exists(self.ns_path(node)):
+            raise LabError(f"the lab {self.prefix!r} is not up (no netns {self.ns(node)})")
+        return _run(self.cmd(node, argv), check=check, timeout=timeout, **kw)
+
+    def exec(self, node, argv):
+        """Replace this process with argv running in node."""
+        if not argv:
+            raise LabError("no command given (xdplb lab exec NODE -- CMD...)")
+        if not os.path.exists(self.ns_path(node)):
+            raise LabError(f"the lab {self.prefix!r} is not up (no netns {self.ns(node)})")
+        argv = self.cmd(node, argv)
+        os.execvpe(argv[0], argv, child_env())
+
+    def adm(self, *args, check=True):
+        """xdplbadm in the lb; returns the CompletedProcess."""
+        return self.run("lb", [*tool("xdplbadm"), *args], check=check)
+
+    def curl(self, url=f"http://{VIP}/", *extra, timeout=5):
+        """One HTTP GET from the client; body text ('' on failure)."""
+        p = self.run("client", ["curl", "-s", "--max-time", str(timeout), *extra, url],
+                     check=False, timeout=timeout + 10)
+        return p.stdout if p.returncode == 0 else ""
+
+    def pin_folder(self):
+        """The xdplb state folder of the lb netns (None if no bpffs)."""
+        try:
+            root = xstate.bpffs_root()
+        except xstate.StateError:
+            return None
+        return os.path.join(root, "xdplb", f"net{os.stat(self.ns_path('lb')).st_ino}")
+
+    # building --------------------------------------------------------------
+    def up(self, mode="native"):
+        """Build the lab; False if it was already up."""
+        if self.is_up():
+            self.say(f"lab {self.prefix!r} is already up")
+            return False
+        if self.existing() or self._record():
+            self.say(f"lab {self.prefix!r} is half built: tearing it down first")
+            self.down(quiet=True)
+        try:
+            self._build(mode)
+        except BaseException:
+            self.say(f"lab {self.prefix!r}: build failed, cleaning up")
+            with contextlib.suppress(Exception):
+                self.down(quiet=True)
+            raise
+        return True
+
+    def _ip(self, node, *args):
+        _run(["ip", "-n", self.ns(node), *args])
+
+    def _sysctl(self, node, *settings):
+        # ip netns exec gives a /sys of the netns; /proc/sys/net is per netns anyway
+        _run(["ip", "netns", "exec", self.ns(node), "sysctl", "-qw", *settings])
+
+    def _build(self, mode):
+        for node in NODES:
+            _run(["ip", "netns", "add", self.ns(node)])
+            self._ip(node, "link", "set", "lo", "up")
+        self.say(f"namespaces: {' '.join(self.ns(n) for n in NODES)}")
+        for node in ("client", *BACKENDS):
+            self._ip("lb", "link", "add", lb_if(node), "type", "veth",
+                     "peer", "name", PEER_IF, "netns", self.ns(node))
+        self._sysctl("lb", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+                     "net.ipv4.conf.default.rp_filter=0")
+        # client side
+        self._ip("lb", "addr", "add", f"{LB_CLIENT_IP}/24", "dev", lb_if("client"))
+        self._ip("client", "addr", "add", f"{CLIENT_IP}/24", "dev", PEER_IF)
+        # backends: lb side 172.80.0.1/32 + a /32 route per backend
+        for node, addr in BACKENDS.items():
+            self._ip("lb", "addr", "add", f"{LB_RS_IP}/32", "dev", lb_if(node))
+            self._ip(node, "addr", "add", f"{addr}/24", "dev", PEER_IF)
+        for node in ("client", *BACKENDS):
+            self._sysctl("lb", f"net.ipv4.conf.{lb_if(node)}.rp_filter=0")
+            self._ip("lb", "link", "set", lb_if(node), "up")
+            self._ip(node, "link", "set", PEER_IF, "up")
+            _run(["ip", "netns", "exec", self.ns(node), "ethtool", "-K", PEER_IF,
+                  "gro", "on", "tx", "off"])
+        for node, addr in BACKENDS.items():
+            self._ip("lb", "route", "add", f"{addr}/32", "dev", lb_if(node))
+            self._ip(node, "route", "add", "default", "via", LB_RS_IP, "dev", PEER_IF, "onlink")
+        self._ip("client", "route", "add", f"{VIP}/32", "via", LB_CLIENT_IP)
+        self.say(f"client {CLIENT_IP} routes {VIP} via the lb {LB_CLIENT_IP}; backends "
+                 + ", ".join(f"{n} {a}" for n, a in BACKENDS.items())
+                 + f" route via {LB_RS_IP}; ip_forward=1 in the lb")
+        self.say(f"veth peer ends ({PEER_IF} of client, {', '.join(BACKENDS)}): GRO on "
+                 "(redirected frames need it), TX checksum offload off (XDP rewrites "
+                 "need full checksums)")
+        # backend servers
+        pids = {}
+        for i, node in enumerate(BACKENDS, 1):
+            proc = subprocess.Popen(
+                self.cmd(node, [sys.executable, "-m", "xdplb.httpd", str(i), "--port", "80",
+                                "--udp", "80"]),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, env=child_env(), cwd="/")
+            pids[node] = proc.pid
+        self._save({"prefix": self.prefix, "pids": pids, "mode": mode,
+                    "created": time.time()})
+        for node in BACKENDS:
+            self._wait_listening(node, pids[node])
+        self.say("backends: " + ", ".join(
+            f"{n} {a} 'This is service #{i}' (pid {pids[n]})"
+            for i, (n, a) in enumerate(BACKENDS.items(), 1))
+            + " on TCP and UDP port 80")
+        # resolve neighbours both ways, as on a director that has seen traffic
+        # (no ping on a minimal Debian: a refused TCP connection does it too)
+        self.run("client", ["curl", "-s", "-m", "2", f"http://{LB_CLIENT_IP}:9/"], check=False)
+        for addr in BACKENDS.values():
+            self.run("lb", ["curl", "-s", "-m", "2", "-o", "/dev/null", f"http://{addr}/"],
+                     check=False)
+        # xdplb in the lb netns: its own pinned state
+        p = self.run("lb", [*tool("xdplb"), "attach", "--mode", mode, *LB_IFS])
+        for line in p.stdout.splitlines():
+            self.say(f"lb: {line}")
+        self.say(f"lab {self.prefix!r} is up: `xdplb lab exec client -- curl -s http://{VIP}/`")
+
+    def _wait_listening(self, node, pid, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            out = self.run(node, ["ss", "-Hltn", "sport", "=", ":80"], check=False).stdout
+            if out.strip():
+                return
+            if not _alive_httpd(pid):
+                raise LabError(f"the HTTP server of {node} (pid {pid}) died")
+            time.sleep(0.1)
+        raise LabError(f"the HTTP server of {node} is not listening after {timeout}s")
+
+    def _save(self, rec):
+        os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
+        tmp = self.state_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(rec, f)
+        os.replace(tmp, self.state_file)
+
+    def start_server(self, node, argv):
+        """Start a long-running helper in node; its pid is recorded and killed on down."""
+        proc = subprocess.Popen(self.cmd(node, argv), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, env=child_env(), cwd="/")
+        rec = self._record() or {"prefix": self.prefix, "pids": {}}
+        rec.setdefault("extra_pids", []).append(proc.pid)
+        self._save(rec)
+        return proc
+
+    # tearing down ----------------------------------------------------------
+    def down(self, quiet=False):
+        """Remove everything the lab made; idempotent. Returns what it removed."""
+        removed = []
+        rec = self._record() or {}
+        pids = list((rec.get("pids") or {}).values()) + list(rec.get("extra_pids") or [])
+        killed = _kill([p for p in pids if _alive_httpd(p) or p in rec.get("extra_pids", [])
+                        and _alive(p)])
+        if killed:
+            removed.append(f"servers (pids {' '.join(map(str, killed))})")
+        if os.path.exists(self.ns_path("lb")):
+            folder = self.pin_folder()
+            p = self.run("lb", [*tool("xdplb"), "detach"], check=False)
+            if p.returncode == 0 and p.stdout.strip():
+                removed.append("xdplb: " + "; ".join(p.stdout.strip().splitlines()))
+            if folder:
+                if os.path.exists(folder):
+                    xstate.remove(folder)
+                    removed.append(f"pins {folder}")
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(
+                        xstate.LOCK_DIR, folder.strip("/").replace("/", "_") + ".lock"))
+                for tmp in _glob_tmp(folder):
+                    shutil.rmtree(tmp, ignore_errors=True)
+        for node in NODES:
+            if os.path.exists(self.ns_path(node)):
+                _run(["ip", "netns", "del", self.ns(node)], check=False)
+                removed.append(f"netns {self.ns(node)}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.state_file)
+        if not quiet:
+            if removed:
+                for what in removed:
+                    self.say(f"removed {what}")
+                self.say(f"lab {self.prefix!r} is down")
+            else:
+                self.say(f"lab {self.prefix!r} is not up: nothing to remove")
+        return removed
+
+
+def _glob_tmp(folder):
+    parent, base = os.path.split(folder)
+    if not os.path.isdir(parent):
+        return []
+    return [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(base + "_tmp")]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def _alive_httpd(pid):
+    """pid is alive and is one of our servers (guards against pid reuse)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"xdplb" in f.read()
+    except OSError:
+        return False
+
+
+def _kill(pids, timeout=3):
+    pids = [p for p in pids if p and _alive(p)]
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(_alive(p) and not _zombie(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        if _alive(pid) and not _zombie(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    for pid in pids:  # reap our own children (tests start servers from this process)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+    return pids
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+# the demo -------------------------------------------------------------------
+SVC = f"{VIP}:80"
+
+
+def demo(prefix=PREFIX, out=None, err=None):
+    """Replay seed 000 through xdplb; returns 0 if every answer came back as expected."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+
+    def say_err(msg):
+        print(msg, file=err, flush=True)
+
+    def log(msg):
+        print(f"{_stamp()} - INFO: {msg}", file=out, flush=True)
+
+    def show(text):
+        out.write(text)
+        out.flush()
+
+    lab = Lab(prefix, say=say_err)
+    was_up = lab.is_up()
+    if not was_up:
+        lab.up()
+    ok = True
+    try:
+        lab.adm("-C")
+        lab.adm("-A", "-t", SVC, "-s", "rr")
+        for addr in BACKENDS.values():
+            lab.adm("-a", "-t", SVC, "-r", f"{addr}:80", "-m")
+        log("Using Round Robin scheduling algorithm")
+        show("\n")
+        ok &= _traffic(lab, log, show, ["#3", "#2", "#1", "#3", "#2", "#1"])
+        show(lab.adm("-L", "-n", "--stats").stdout)
+        show("\n")
+        log("Increase pod1 weight")
+        lab.adm("-e", "-t", SVC, "-r", f"{BACKENDS['rs1']}:80", "-m", "-w", "3")
+        lab.adm("-E", "-t", SVC, "-s", "wrr")
+        show(lab.adm("-L", "-n").stdout)
+        show("\n")
+        log("Using Weighted Round Robin scheduling algorithm")
+        show("\n")
+        ok &= _traffic(lab, log, show, ["#1", "#1", "#3", "#2", "#1", "#1"])
+        show(lab.adm("-L", "-n", "--stats").stdout)
+        show("\n")
+        log("Skipping the seed's Pod-to-ClusterIP, dummy-interface and hairpin sections "
+            "(Kubernetes node specifics, not part of this lab)")
+    finally:
+        if not was_up:
+            lab.down(quiet=True)
+            say_err(f"lab {prefix!r} torn down (it was not up before the demo)")
+        else:
+            say_err(f"lab {prefix!r} left up as it was (`xdplb lab down` removes it)")
+    if not ok:
+        say_err("demo: some answers differed from the seed's (see above)")
+    return 0 if ok else 1
+
+
+def _traffic(lab, log, show, expected):
+    log("Generating HTTP traffic (Host to IPVS Service)")
+    got = []
+    for _ in expected:
+        body = lab.curl()
+        show(body if body.endswith("\n") else body + "\n")
+        got.append(body.strip().rpartition(" ")[2])
+    return got == expected
