@@ -99,13 +99,35 @@ static __always_inline int tcp_dir_in(__u8 fwd)
 	return fwd == IP_VS_CONN_F_MASQ ? TCP_DIR_INPUT : TCP_DIR_INPUT_ONLY;
 }
 
-/* Key of the real server's replies to a Masq connection. */
-static __always_inline void conn_out_key(struct conn_key *out, const struct conn_key *in,
-					 const struct dest *d)
+/* A pure ACK from the real server (OUTPUT table) leaves these states as they
+ * are; only NONE, SYN_RECV, LISTEN and SYNACK move. The OUT entry keeps a copy
+ * of the IN entry's state so the reply path can skip the IN lookup while this
+ * holds; the IN path refreshes the copy when it leaves these states. */
+static __always_inline int tcp_reply_ack_keeps(__u8 state)
 {
-	out->saddr = d->addr;
+	return state != IP_VS_TCP_S_NONE && state != IP_VS_TCP_S_SYN_RECV &&
+	       state != IP_VS_TCP_S_LISTEN && state != IP_VS_TCP_S_SYNACK &&
+	       state < IP_VS_TCP_S_LAST;
+}
+
+/* last_seen is rewritten only once it is this much behind (~268 ms): an
+ * established flow then dirties its entries' cache lines about four times a
+ * second instead of on every packet. Listings show seconds. */
+#define XDPLB_LAST_SEEN_GRAIN_NS	(1ULL << 28)
+
+static __always_inline int stale(__u64 last_seen, __u64 now)
+{
+	/* signed: another CPU's clock cache may be a tick ahead */
+	return (__s64)(now - last_seen) >= (__s64)XDPLB_LAST_SEEN_GRAIN_NS;
+}
+
+/* Key of the real server's replies to a Masq connection to addr:port. */
+static __always_inline void conn_out_key(struct conn_key *out, const struct conn_key *in,
+					 __be32 addr, __be16 port)
+{
+	out->saddr = addr;
 	out->daddr = in->saddr;
-	out->sport = d->port;
+	out->sport = port;
 	out->dport = in->sport;
 	out->proto = in->proto;
 }

@@ -1,19 +1,52 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* maps.h - every map of the data path. Names are the pin names in the state
- * folder and the keys of xdplb/maps.py's MAPS table. */
+ * folder and the keys of xdplb/maps.py's MAPS table (all but egress_cache
+ * and clock, which are private to the program). */
 #ifndef XDPLB_MAPS_H
 #define XDPLB_MAPS_H
 
 #include "xdplb.h"
 
+/* conns: common LRU unless overridden (-DXDPLB_CONNS_FLAGS=BPF_F_NO_COMMON_LRU
+ * splits the table per CPU: cheaper inserts, but a CPU only evicts its own
+ * share, so the table holds XDPLB_MAX_CONNS / ncpus flows of one CPU). */
+#ifndef XDPLB_CONNS_FLAGS
+#define XDPLB_CONNS_FLAGS	0
+#endif
+
+/* Egress towards a destination (the FIB's answer for its address), cached
+ * per CPU so a new connection usually needs no bpf_fib_lookup. Direct
+ * mapped by dest slot; the tag fields say whether an entry still applies. */
+#define XDPLB_EGRESS_SLOTS	4096		/* power of two */
+#define XDPLB_EGRESS_TTL_NS	1000000000ULL	/* re-ask the FIB after 1 s */
+
+struct egress {
+	__u64 stamp;		/* bpf_ktime_get_coarse_ns() of the FIB answer */
+	__u32 dest_slot;	/* tag: the slot ... */
+	__be32 addr;		/* ... with this address ... */
+	__u32 ingress;		/* ... for frames arriving here */
+	__u32 ifindex;
+	__u8 smac[6];
+	__u8 dmac[6];
+	__u8 pad[4];
+};
+
+/* The coarse clock, read once per jiffy per CPU (see now_ns() in xdplb.c). */
+struct clock {
+	__u64 jiffies;
+	__u64 ns;
+};
+
 BPF_TABLE("hash", struct svc_key, struct service, services, XDPLB_MAX_SERVICES);
 BPF_TABLE("array", __u32, struct dest, dests, XDPLB_MAX_DESTS);
 BPF_TABLE("hash", struct ring_key, __u32, sched_ring, XDPLB_MAX_RING);
 BPF_TABLE("array", __u32, struct sched_pos, sched_pos, XDPLB_MAX_SERVICES);
-BPF_TABLE("lru_hash", struct conn_key, struct conn, conns, XDPLB_MAX_CONNS);
+BPF_F_TABLE("lru_hash", struct conn_key, struct conn, conns, XDPLB_MAX_CONNS, XDPLB_CONNS_FLAGS);
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, svc_stats, XDPLB_MAX_SERVICES);
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, dest_stats, XDPLB_MAX_DESTS);
 BPF_TABLE("percpu_array", __u32, __u64, counters, XDPLB_CNT_MAX);
+BPF_TABLE("percpu_array", __u32, struct egress, egress_cache, XDPLB_EGRESS_SLOTS);
+BPF_TABLE("percpu_array", __u32, struct clock, clock, 1);
 /* Egress ports for bpf_redirect_map, keyed by ifindex (filled by `xdplb attach`). */
 BPF_DEVMAP(tx_ports, XDPLB_MAX_PORTS * 16);
 

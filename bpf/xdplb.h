@@ -71,9 +71,11 @@
  * so a new schedule is written beside the old one and switched atomically. */
 #define XDPLB_RING_GEN_BIT	0x80000000u
 
-/* Global data-path counters (per-CPU array, indexed by these). */
+/* Global data-path counters (per-CPU array, indexed by these). Every frame
+ * ends in exactly one of PASS..NO_ROUTE, so the program does not count RX:
+ * its slot stays 0 and readers (xdplb/maps.py) report the sum of the others. */
 enum xdplb_counter {
-	XDPLB_CNT_RX = 0,	/* frames seen */
+	XDPLB_CNT_RX = 0,	/* frames seen (derived, see above) */
 	XDPLB_CNT_PASS,		/* not ours: passed untouched */
 	XDPLB_CNT_FWD,		/* rewritten and redirected / sent */
 	XDPLB_CNT_TO_STACK,	/* rewritten, neighbour unresolved: given to the kernel */
@@ -155,9 +157,10 @@ struct conn {
 	__u32 ifindex;		/* cached egress; 0 = not resolved yet */
 	__u8 smac[6];		/* cached egress source MAC */
 	__u8 dmac[6];		/* cached next-hop MAC */
-	__u8 state;		/* IP_VS_TCP_S_* (IN entry only) */
+	__u8 state;		/* IN: IP_VS_TCP_S_*; OUT: the data path's copy of it */
 	__u8 pad[3];
-	__u64 last_seen;	/* bpf_ktime_get_coarse_ns() of the last packet (IN entry) */
+	__u64 last_seen;	/* bpf_ktime_get_coarse_ns() of the last packet, to ~0.27 s
+				 * (IN: either direction; OUT: replies) */
 };
 
 /* svc_stats, dest_stats: PERCPU_ARRAY slot -> ip_vs_stats; bytes are L3 lengths */

@@ -443,6 +443,30 @@ def test_masq_tcp_states_both_directions(dp):
     assert dp.conn(RS[0][0], CLIENT, RPORT, 40090).dir == S.XDPLB_DIR_OUT
 
 
+def test_masq_reply_ack_sees_state_reset_by_client_syn(dp):
+    """The reply path skips the IN lookup for a pure ACK while the OUT
+    entry's copy of the state says an ACK cannot move it; a client SYN that
+    takes the IN state back to SYN_RECV must refresh that copy, so the
+    server's ACK still moves the state to ESTABLISHED."""
+    dp.service(1, {1: RS[0][0]})
+    steps = [  # (from client?, flags, IN state after)
+        (True, "S", S.IP_VS_TCP_S_SYN_RECV), (False, "SA", S.IP_VS_TCP_S_SYN_RECV),
+        (True, "A", S.IP_VS_TCP_S_ESTABLISHED), (False, "A", S.IP_VS_TCP_S_ESTABLISHED),
+        (False, "A", S.IP_VS_TCP_S_ESTABLISHED), (True, "R", S.IP_VS_TCP_S_CLOSE),
+        (False, "A", S.IP_VS_TCP_S_CLOSE), (True, "S", S.IP_VS_TCP_S_SYN_RECV),
+        (False, "A", S.IP_VS_TCP_S_ESTABLISHED),
+    ]
+    for client, flags, state in steps:
+        if client:
+            verdict, _ = dp.run(tcp(CLIENT, VIP, 40094, VPORT, flags=flags))
+        else:
+            verdict, _ = dp.run(tcp(RS[0][0], CLIENT, RPORT, 40094, flags=flags,
+                                    smac=RS[0][1], dmac=SRV_MAC), dp.srv)
+        assert verdict == XDP_REDIRECT
+        assert dp.conn(CLIENT, VIP, 40094, VPORT).state == state, (flags, client)
+    assert dp.s.dest_stats.sum(1).outpkts == 5
+
+
 def test_untracked_reply_passes(dp):
     dp.service(1, {1: RS[0][0]})
     pkt = tcp(RS[0][0], CLIENT, RPORT, 40091, flags="SA", smac=RS[0][1], dmac=SRV_MAC)

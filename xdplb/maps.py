@@ -7,8 +7,10 @@ import ctypes as C
 import os
 
 from . import bpfsys
-from .structs import (Conn, ConnKey, Dest, IpVsStats, RingKey, SchedPos, Service,
-                      SvcKey)
+from .structs import (COUNTERS, XDPLB_CNT_MAX, Conn, ConnKey, Dest, IpVsStats, RingKey,
+                      SchedPos, Service, SvcKey)
+
+XDPLB_CNT_RX = COUNTERS.index("rx")
 
 
 class Map:
@@ -92,6 +94,16 @@ class PerCpuMap(Map):
         self.put(key, self.value_type())
 
 
+class CounterMap(PerCpuMap):
+    """The global counters: the data path leaves XDPLB_CNT_RX at 0 (every
+    frame ends in exactly one other counter), so its sum is derived."""
+
+    def sum(self, key):
+        if key == XDPLB_CNT_RX:
+            return sum(super(CounterMap, self).sum(i) for i in range(XDPLB_CNT_MAX))
+        return super().sum(key)
+
+
 # name -> (map class, key type, value type); the names are those in bpf/maps.h.
 MAPS = {
     "services": (Map, SvcKey, Service),
@@ -101,7 +113,7 @@ MAPS = {
     "conns": (Map, ConnKey, Conn),
     "svc_stats": (PerCpuMap, C.c_uint32, IpVsStats),
     "dest_stats": (PerCpuMap, C.c_uint32, IpVsStats),
-    "counters": (PerCpuMap, C.c_uint32, C.c_uint64),
+    "counters": (CounterMap, C.c_uint32, C.c_uint64),
     "tx_ports": (Map, C.c_uint32, C.c_uint32),
 }
 
