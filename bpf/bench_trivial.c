@@ -123,7 +123,8 @@ struct nc_tmpl {
 
 BPF_PROG_ARRAY(nc_target, 1);
 BPF_ARRAY(nc_tmpl, struct nc_tmpl, 1);
-BPF_PERCPU_ARRAY(nc_seq, __u64, 1);
+/* Global, not per-CPU: runs may land on any CPU and must never repeat a tuple. */
+BPF_ARRAY(nc_seq, __u64, 1);
 
 int bench_newconn(struct xdp_md *ctx)
 {
@@ -144,8 +145,7 @@ int bench_newconn(struct xdp_md *ctx)
 	seq = nc_seq.lookup(&zero);
 	if (!t || !seq)
 		return XDP_ABORTED;
-	n = *seq;
-	*seq = n + 1;
+	n = __sync_fetch_and_add(seq, 1);
 #pragma unroll
 	for (i = 0; i < NC_FRAME_WORDS; i++)
 		w[i] = t->w[i];

@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from netns import NetNs  # noqa: E402
+from xdplb.netns import NetNs  # noqa: E402
 
 # Data-path test network: one veth pair inside a private netns. The client
 # side (cli0) and the real-server side (srv0) are the two ends, so a NATed
@@ -47,7 +47,7 @@ def datapath_net():
         ns.ip("addr", "add", n["srv_ip"] + "/24", "dev", n["srv_if"])
         ns.ip("link", "set", n["cli_if"], "up")
         ns.ip("link", "set", n["srv_if"], "up")
-        ns.sysctl("net.ipv4.ip_forward", 1)  # bpf_fib_lookup only forwards
+        ns.sysctl("net.ipv4.ip_forward=1")  # bpf_fib_lookup only forwards
         neighs = [(n["client_ip"], n["client_mac"], n["cli_if"]),
                   (n["near_rs_ip"], n["near_rs_mac"], n["cli_if"])]
         neighs += [(addr, mac, n["srv_if"]) for addr, mac in n["rs"]]
@@ -91,7 +91,6 @@ def datapath_state(datapath_net):
 
 
 # --- lab / CLI fixtures (xdplb/lab.py, xdplb/cli.py); prefixed `xlab_` / `cli_` ---
-import subprocess  # noqa: E402
 import uuid  # noqa: E402
 
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
@@ -135,13 +134,11 @@ def xlab_lab():
         lab.down(quiet=True)
 
 
-class CliNetns:
+class CliNetns(NetNs):
     """A throwaway netns holding a veth pair v0 <-> v1 (both up) for `xdplb` runs."""
 
     def __init__(self):
-        self.name = f"xtc{uuid.uuid4().hex[:6]}"
-        self.path = f"/run/netns/{self.name}"
-        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        super().__init__(f"xtc{uuid.uuid4().hex[:6]}")
         try:
             for args in (["link", "set", "lo", "up"],
                          ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
@@ -151,15 +148,10 @@ class CliNetns:
             self.delete()
             raise
 
-    def ip(self, *args, check=True):
-        return subprocess.run(["ip", "-n", self.name, *args], check=check,
-                              capture_output=True, text=True)
-
     def run(self, argv, check=False):
         env = dict(os.environ)
         env.pop("XDPLB_PIN_DIR", None)
-        return subprocess.run(["nsenter", f"--net={self.path}", *argv], check=check,
-                              capture_output=True, text=True, env=env, timeout=120)
+        return super().run(argv, check=check, env=env, timeout=120)
 
     def xdplb(self, *args):
         return self.run(xdplb_argv(*args))
@@ -178,7 +170,7 @@ class CliNetns:
         return 0
 
     def delete(self):
-        if os.path.exists(self.path):
+        if self.exists():
             with_state = False
             try:
                 folder = self.pin_folder()
@@ -196,7 +188,7 @@ class CliNetns:
                 lock = "/run/xdplb/" + folder.strip("/").replace("/", "_") + ".lock"
                 if os.path.exists(lock):
                     os.unlink(lock)
-            subprocess.run(["ip", "netns", "del", self.name], check=False)
+        super().delete()
 
 
 @pytest.fixture

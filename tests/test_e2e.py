@@ -105,11 +105,10 @@ def test_udp_through_masq(lab):
 def test_direct_routing(lab):
     """-g: rs1 owns the VIP on lo (arp_ignore/arp_announce) and answers the client
     itself, from the VIP; the lb only changed the destination MAC."""
-    ns = lab.ns("rs1")
     sysctls = ["net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
                "net.ipv4.conf.eth0.arp_ignore=1", "net.ipv4.conf.eth0.arp_announce=2"]
-    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", *sysctls], check=True)
-    subprocess.run(["ip", "-n", ns, "addr", "add", f"{VIP}/32", "dev", "lo"], check=True)
+    lab.run("rs1", ["sysctl", "-qw", *sysctls])
+    lab.run("rs1", ["ip", "addr", "add", f"{VIP}/32", "dev", "lo"])
     try:
         add_rr_service(lab, fwd="-g", backends=(1,))
         listing = lab.adm("-L", "-n").stdout
@@ -128,9 +127,8 @@ def test_direct_routing(lab):
         assert stats[("TCP", SVC)][0] == 3
         assert stats[("->", f"{RS[1]}:80")][0] == 3
     finally:
-        subprocess.run(["ip", "-n", ns, "addr", "del", f"{VIP}/32", "dev", "lo"], check=False)
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                        *[s[:-1] + "0" for s in sysctls]], check=False)
+        lab.run("rs1", ["ip", "addr", "del", f"{VIP}/32", "dev", "lo"], check=False)
+        lab.run("rs1", ["sysctl", "-qw", *[s[:-1] + "0" for s in sysctls]], check=False)
 
 
 # -- counters against an XDP-less count on the backends ------------------------

@@ -12,6 +12,7 @@ import click
 
 from . import bpfsys, loader, structs
 from .lab import NODES as LAB_NODES, PREFIX as LAB_PREFIX
+from .netns import NetnsError
 from .state import State, StateError, pin_dir
 
 
@@ -185,7 +186,7 @@ def _lab(ctx):
     from . import lab as xlab
     try:
         return xlab, xlab.Lab(ctx.obj, say=click.echo)
-    except xlab.LabError as e:
+    except NetnsError as e:
         _fail(e)
 
 
@@ -198,7 +199,7 @@ def up(ctx, mode):
     xlab, lb = _lab(ctx)
     try:
         lb.up(mode)
-    except (xlab.LabError, StateError, OSError) as e:
+    except (NetnsError, StateError, OSError) as e:
         _fail(e)
 
 
@@ -209,7 +210,7 @@ def down(ctx):
     xlab, lb = _lab(ctx)
     try:
         lb.down()
-    except (xlab.LabError, OSError) as e:
+    except (NetnsError, OSError) as e:
         _fail(e)
 
 
@@ -220,7 +221,7 @@ def demo(ctx):
     xlab, _ = _lab(ctx)
     try:
         ctx.exit(xlab.demo(ctx.obj))
-    except (xlab.LabError, StateError, OSError) as e:
+    except (NetnsError, StateError, OSError) as e:
         _fail(e)
 
 
@@ -234,7 +235,7 @@ def exec_(ctx, node, argv):
     xlab, lb = _lab(ctx)
     try:
         lb.exec(node, list(argv))
-    except (xlab.LabError, OSError) as e:
+    except (NetnsError, OSError) as e:
         _fail(e)
 
 

@@ -32,11 +32,11 @@ import subprocess
 import sys
 import time
 
+from . import netns
 from . import state as xstate
 
 PREFIX = "xlab"
 RUN_DIR = "/run/xdplb"
-NETNS_DIR = "/run/netns"
 
 VIP = "1.2.3.4"
 CLIENT_IP = "10.0.0.2"
@@ -57,7 +57,7 @@ LB_IFS = tuple(lb_if(n) for n in ("client", *BACKENDS))
 BIN_DIR = os.path.dirname(os.path.abspath(sys.executable))
 
 
-class LabError(Exception):
+class LabError(netns.NetnsError):
     """The lab could not be built or used; the message says why."""
 
 
@@ -111,7 +111,7 @@ class Lab:
         return f"{self.prefix}-{node}"
 
     def ns_path(self, node):
-        return os.path.join(NETNS_DIR, self.ns(node))
+        return netns.path(self.ns(node))
 
     @property
     def state_file(self):
@@ -134,7 +134,7 @@ class Lab:
 
     # running things in nodes -----------------------------------------------
     def cmd(self, node, argv):
-        return ["nsenter", f"--net={self.ns_path(node)}", *argv]
+        return netns.in_ns(self.ns(node), argv)
 
     def run(self, node, argv, check=True, timeout=60, **kw):
         """Run argv in node (subprocess.run, text, output captured by default)."""
@@ -188,15 +188,14 @@ class Lab:
         return True
 
     def _ip(self, node, *args):
-        _run(["ip", "-n", self.ns(node), *args])
+        _run(self.cmd(node, ["ip", *args]))
 
     def _sysctl(self, node, *settings):
-        # ip netns exec gives a /sys of the netns; /proc/sys/net is per netns anyway
-        _run(["ip", "netns", "exec", self.ns(node), "sysctl", "-qw", *settings])
+        _run(self.cmd(node, ["sysctl", "-qw", *settings]))
 
     def _build(self, mode):
         for node in NODES:
-            _run(["ip", "netns", "add", self.ns(node)])
+            netns.NetNs(self.ns(node))
             self._ip(node, "link", "set", "lo", "up")
         self.say(f"namespaces: {' '.join(self.ns(n) for n in NODES)}")
         for node in ("client", *BACKENDS):
@@ -215,8 +214,7 @@ class Lab:
             self._sysctl("lb", f"net.ipv4.conf.{lb_if(node)}.rp_filter=0")
             self._ip("lb", "link", "set", lb_if(node), "up")
             self._ip(node, "link", "set", PEER_IF, "up")
-            _run(["ip", "netns", "exec", self.ns(node), "ethtool", "-K", PEER_IF,
-                  "gro", "on", "tx", "off"])
+            _run(self.cmd(node, ["ethtool", "-K", PEER_IF, "gro", "on", "tx", "off"]))
         for node, addr in BACKENDS.items():
             self._ip("lb", "route", "add", f"{addr}/32", "dev", lb_if(node))
             self._ip(node, "route", "add", "default", "via", LB_RS_IP, "dev", PEER_IF, "onlink")
@@ -310,7 +308,7 @@ class Lab:
                     shutil.rmtree(tmp, ignore_errors=True)
         for node in NODES:
             if os.path.exists(self.ns_path(node)):
-                _run(["ip", "netns", "del", self.ns(node)], check=False)
+                netns.NetNs(self.ns(node), create=False).delete()
                 removed.append(f"netns {self.ns(node)}")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.state_file)
