@@ -32,6 +32,8 @@ for _name, _args in {
     "bpf_xdp_query_id": [C.c_int, C.c_int, C.POINTER(C.c_uint32)],
     "bpf_prog_test_run_opts": [C.c_int, C.c_void_p],
     "bpf_prog_get_fd_by_id": [C.c_uint32],
+    "bpf_map_lookup_batch": [C.c_int, C.c_void_p, C.c_void_p, C.c_void_p, C.c_void_p,
+                             C.POINTER(C.c_uint32), C.c_void_p],
 }.items():
     getattr(_lib, _name).argtypes = _args
     getattr(_lib, _name).restype = C.c_int
@@ -81,6 +83,24 @@ def next_key(fd, key, out):
         return False
     _check(ret, "map iteration")
     return True
+
+
+ENOTSUPP = 524  # the kernel's internal "no batch ops for this map type"
+
+
+def lookup_batch(fd, in_batch, out_batch, keys, values, count):
+    """BPF_MAP_LOOKUP_BATCH. Returns (entries read, more follow); raises
+    NotImplementedError where the map type has no batch operations."""
+    n = C.c_uint32(count)
+    ret = _lib.bpf_map_lookup_batch(fd, in_batch, out_batch, keys, values, C.byref(n), None)
+    err = -ret if ret < -1 else (C.get_errno() if ret == -1 else 0)
+    if err == errno.ENOENT:
+        return n.value, False
+    if err in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP) and in_batch is None:
+        raise NotImplementedError
+    if err:
+        raise OSError(err, f"map batch lookup: {os.strerror(err)}")
+    return n.value, True
 
 
 class BpfMapInfo(C.Structure):

@@ -22,7 +22,6 @@ model.XdplbError (message + ipvsadm exit code).
     for svc in ctl.services(): ...
 """
 import ctypes as C
-import errno
 import os
 import re
 import socket
@@ -40,72 +39,6 @@ from .structs import (IP_VS_CONN_F_DROUTE, XDPLB_DEST_F_AVAILABLE, XDPLB_DIR_IN,
 from .structs import Service as CService
 from .structs import SvcKey
 
-# --- batched map reads (BPF_MAP_LOOKUP_BATCH; falls back to key iteration) -----
-
-_lib = bpfsys._lib
-_HAVE_BATCH = hasattr(_lib, "bpf_map_lookup_batch")
-if _HAVE_BATCH:
-    _lib.bpf_map_lookup_batch.argtypes = [C.c_int, C.c_void_p, C.c_void_p, C.c_void_p,
-                                          C.c_void_p, C.POINTER(C.c_uint32), C.c_void_p]
-    _lib.bpf_map_lookup_batch.restype = C.c_int
-_BATCH = 8192
-
-
-def read_chunks(m, percpu=False, limit=None):
-    """Yield (keys bytes, values bytes, count, key size, value size) chunks of
-    every entry of a map (the first `limit` ones of an array), a few syscalls
-    in all (BPF_MAP_LOOKUP_BATCH)."""
-    ksz = C.sizeof(m.key_type)
-    vsz = C.sizeof(m.value_type)
-    if percpu:
-        vsz = ((vsz + 7) & ~7) * bpfsys.possible_cpus()
-    if _HAVE_BATCH:
-        keys = C.create_string_buffer(ksz * _BATCH)
-        vals = C.create_string_buffer(vsz * _BATCH)
-        inb = C.create_string_buffer(max(ksz, 8))
-        outb = C.create_string_buffer(max(ksz, 8))
-        first = True
-        left = limit
-        while True:
-            count = C.c_uint32(_BATCH if left is None else min(_BATCH, left))
-            ret = _lib.bpf_map_lookup_batch(m.fd, None if first else inb, outb, keys, vals,
-                                            C.byref(count), None)
-            err = -ret if ret < -1 else (C.get_errno() if ret == -1 else 0)
-            if ret < 0 and err != errno.ENOENT:
-                if first and err in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, 524):
-                    break  # no batch ops for this map: iterate below
-                raise OSError(err, f"batch lookup of {m.name}: {os.strerror(err)}")
-            n = count.value
-            if n:
-                yield keys.raw[:n * ksz], vals.raw[:n * vsz], n, ksz, vsz
-            if ret < 0:  # ENOENT: that was the last batch
-                return
-            if left is not None:
-                left -= n
-                if left <= 0:
-                    return
-            C.memmove(inb, outb, max(ksz, 8))
-            first = False
-    kbuf, vbuf = [], []
-    stride = (C.sizeof(m.value_type) + 7) & ~7
-    for k in m.keys():
-        v = m.get(k)
-        if v is None:
-            continue
-        kbuf.append(bytes(m.key_type(k)) if isinstance(k, int) else bytes(k))
-        vbuf.append(b"".join(bytes(x).ljust(stride, b"\0") for x in v) if percpu else bytes(v))
-    if kbuf:
-        yield b"".join(kbuf), b"".join(vbuf), len(kbuf), ksz, vsz
-
-
-def read_raw(m, percpu=False, limit=None):
-    """All (key bytes, value bytes) of a map (the first `limit` of an array)."""
-    out = []
-    for kraw, vraw, n, ksz, vsz in read_chunks(m, percpu, limit):
-        out.extend((kraw[i * ksz:(i + 1) * ksz], vraw[i * vsz:(i + 1) * vsz]) for i in range(n))
-    return out
-
-
 _NONZERO = re.compile(rb"[^\x00]")
 
 
@@ -113,7 +46,8 @@ def _used_dest_slots(m, limit=None):
     """(slot, Dest) of the dests array entries whose flags byte is not zero."""
     off = Dest.flags.offset
     out = []
-    for kraw, vraw, n, ksz, vsz in read_chunks(m, limit=limit):
+    ksz, vsz = C.sizeof(m.key_type), C.sizeof(m.value_type)
+    for kraw, vraw, n in m.raw_chunks(limit):
         for hit in _NONZERO.finditer(vraw[off::vsz]):
             i = hit.start()
             out.append((int.from_bytes(kraw[i * ksz:(i + 1) * ksz], "little"),
@@ -202,7 +136,7 @@ class Control:
     def _services_raw(self):
         """{key tuple: (SvcKey, ctypes Service)}"""
         out = {}
-        for kb, vb in read_raw(self.st.services):
+        for kb, vb in self.st.services.raw_items():
             k = SvcKey.from_buffer_copy(kb)
             out[_key_tuple(k)] = (k, CService.from_buffer_copy(vb))
         return out
@@ -368,7 +302,7 @@ class Control:
             for slot, d in dests.items():
                 self.st.dests.put(slot, Dest())
                 self.st.dest_stats.zero(slot)
-            for kb, _ in read_raw(self.st.sched_ring):
+            for kb, _ in self.st.sched_ring.raw_items():
                 self.st.sched_ring.delete(RingKey.from_buffer_copy(kb))
             self.st.dests.put(0, Dest())
 
@@ -483,7 +417,7 @@ class Control:
         now = _now_ns()
         out = {}
         from .structs import Conn, ConnKey
-        for kb, vb in read_raw(self.st.conns):
+        for kb, vb in self.st.conns.raw_items():
             c = Conn.from_buffer_copy(vb)
             if c.dir != XDPLB_DIR_IN:
                 continue
@@ -505,7 +439,7 @@ class Control:
         from .structs import Conn, ConnKey
         now = _now_ns()
         out = []
-        for kb, vb in read_raw(self.st.conns):
+        for kb, vb in self.st.conns.raw_items():
             c = Conn.from_buffer_copy(vb)
             if c.dir != XDPLB_DIR_IN:
                 continue
@@ -591,8 +525,7 @@ class Control:
         for name in maps.MAPS:
             m = getattr(self.st, name)
             limit = dlimit if name in ("dests", "dest_stats") else None
-            snap[name] = sorted((k, v) for k, v in read_raw(
-                m, percpu=isinstance(m, maps.PerCpuMap), limit=limit) if any(v))
+            snap[name] = sorted((k, v) for k, v in m.raw_items(limit) if any(v))
         return snap
 
 
