@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SETUP := bash scripts/setup.sh
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench fuzz clean
 
 setup:
 	@$(SETUP)
@@ -15,6 +15,9 @@ demo: setup
 
 bench: setup
 	.venv/bin/xdplb bench
+
+fuzz: setup
+	$(PY) -m xdplb.fuzz --frames 1000000
 
 clean:
 	rm -rf .venv .pytest_cache
