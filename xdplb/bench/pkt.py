@@ -1,4 +1,4 @@
-"""`xdplb bench`: ns per packet of the XDP data path, via BPF_PROG_TEST_RUN.
+"""`xdplb bench` part 1: ns per packet of the XDP data path, via BPF_PROG_TEST_RUN.
 
 Every figure is the kernel's own per-iteration time of BPF_PROG_TEST_RUN with
 a large repeat (the median of several runs), measured on the real program
@@ -16,23 +16,19 @@ import ctypes as C
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import struct
-import sys
 import time
-import warnings
 
-import click
 
-from . import bpfsys
-from .netns import NetNs, NetnsError
-from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED,
+from .. import bpfsys
+from ..netns import NetNs, NetnsError
+from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED,
                       XDPLB_DEST_F_AVAILABLE, XDPLB_SCHED_RR, ConnKey, Dest, RingKey, SchedPos,
                       Service, SvcKey)
 
-BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
+BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bpf")
 BENCH_SRC = os.path.join(BPF_DIR, "bench_trivial.c")
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -75,8 +71,7 @@ FRESH_MAX = 100_000    # SYNs per run into an emptied table: 200k entries < XDPL
 MINNAT_TARGET = 1.2    # x minimal NAT, DESIGN.md's aim for established flows
 
 
-class BenchError(Exception):
-    pass
+from .common import BenchError  # noqa: E402
 
 
 # ---- frames -------------------------------------------------------------------
@@ -173,14 +168,14 @@ def _bpffs():
             pre, _, post = line.partition(" - ")
             if post.split()[0] == "bpf" and pre.split()[4] == "/sys/fs/bpf":
                 return "/sys/fs/bpf"
-    from .state import bpffs_root
+    from ..state import bpffs_root
     return bpffs_root(create=True)
 
 
 @contextlib.contextmanager
 def private_state():
     """The real program and maps, compiled and pinned in <bpffs>/xdplb/bench-<pid>."""
-    from .state import State
+    from ..state import State
     parent = os.path.join(_bpffs(), "xdplb")
     made_parent = not os.path.isdir(parent)
     folder = os.path.join(parent, f"bench-{os.getpid()}")
@@ -574,32 +569,3 @@ def format_table(result):
 
 def all_ok(result):
     return all(r["ok"] for r in result["rows"])
-
-
-@click.command("bench")
-@click.option("--repeat", default=1_000_000, show_default=True, type=click.IntRange(1),
-              help="BPF_PROG_TEST_RUN iterations per run")
-@click.option("--runs", default=5, show_default=True, type=click.IntRange(1),
-              help="runs per measurement (the median is reported)")
-@click.option("--parts", default=",".join(PARTS), show_default=True,
-              help=f"comma-separated subset of: {', '.join(PARTS)} (the floor always runs)")
-def bench_command(repeat, runs, parts):
-    """Measure ns/packet of the data path with BPF_PROG_TEST_RUN and print a table."""
-    if os.geteuid() != 0:
-        raise click.ClickException("bench needs root (BPF, bpffs and network namespaces)")
-    wanted = [p.strip() for p in parts.split(",") if p.strip()]
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module="bcc")
-    # SIGTERM unwinds like Ctrl-C, so the netns and the pins are always removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        result = run(parts=wanted, repeat=repeat, runs=runs,
-                     log=lambda m: click.echo(f"bench: {m}", err=True))
-    except BenchError as e:
-        raise click.ClickException(str(e))
-    click.echo(format_table(result))
-    if not all_ok(result):
-        raise click.ClickException("some rows did not take the path they claim (see hits)")
-
-
-if __name__ == "__main__":
-    bench_command()

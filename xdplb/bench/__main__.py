@@ -1,0 +1,3 @@
+from .cli import bench_command
+
+bench_command(prog_name="xdplb bench")

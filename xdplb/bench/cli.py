@@ -1,0 +1,110 @@
+"""`xdplb bench` (= `make bench`): every part, side by side, into a results
+folder (results.md, results.json, PNG plots). `--parts` picks parts;
+`--quick` runs tiny sizes (what the test suite's smoke test does)."""
+import datetime
+import os
+import platform
+import signal
+import sys
+import time
+import warnings
+
+import click
+
+from .common import BenchError
+
+PARTS = ("pkt", "fwd", "ctl", "mem")
+PART_HELP = {"pkt": "1. ns/packet with PROG_TEST_RUN, per scheduler, scaling curves",
+             "fwd": "2. forwarding rate: xdplb / nftables / iptables / IPVS / plain",
+             "ctl": "4. control plane: xdplbadm -R / iptables-restore / ipvsadm -R",
+             "mem": "5. kernel memory per connection and per service"}
+
+FULL = dict(repeat=1_000_000, runs=5, curve_repeat=300_000, svc_sizes=(10, 100, 1000, 10000,
+            100000), conn_sizes=(1000, 10000, 100000, 1000000), fwd_sizes=(1, 1000, 10000),
+            fwd_count=1_000_000, fwd_new=300_000, fwd_runs=3, ctl_sizes=(1000, 10000),
+            ctl_timeout=60.0)
+QUICK = dict(repeat=200, runs=2, curve_repeat=200, svc_sizes=(10, 100), conn_sizes=(1000, 2000),
+             fwd_sizes=(1, 10), fwd_count=20_000, fwd_new=5_000, fwd_runs=1, ctl_sizes=(10,),
+             ctl_timeout=30.0)
+
+
+def _cpu_model():
+    from .pkt import _cpu_model as m
+    return m()
+
+
+def run(parts=PARTS, quick=False, log=None, **over):
+    """Run the parts; returns the results dict report.write() takes."""
+    cfg = dict(QUICK if quick else FULL)
+    cfg.update({k: v for k, v in over.items() if v is not None})
+    log = log or (lambda m: None)
+    t0 = time.monotonic()
+    res = {"config": {k: v for k, v in cfg.items()}}
+    if "pkt" in parts:
+        from . import curves, pkt
+        log("pkt: PROG_TEST_RUN rows")
+        res["pkt"] = pkt.run(repeat=cfg["repeat"], runs=cfg["runs"], log=log)
+        floor = res["pkt"]["rows"][0]["ns"]
+        res["sched"], _ = curves.schedulers(min(cfg["repeat"], pkt.FRESH_MAX), cfg["runs"], log)
+        res["curve_services"] = curves.curve("services", cfg["svc_sizes"], cfg["curve_repeat"],
+                                             min(cfg["runs"], 3), log, floor)
+        res["curve_conns"] = curves.curve("conns", cfg["conn_sizes"], cfg["curve_repeat"],
+                                          min(cfg["runs"], 3), log, floor)
+    if "fwd" in parts:
+        from . import fwd
+        res["fwd"] = fwd.run(sizes=cfg["fwd_sizes"], count=cfg["fwd_count"],
+                             new_count=cfg["fwd_new"], runs=cfg["fwd_runs"], log=log)
+    if "ctl" in parts:
+        from . import ctl
+        res["ctl"] = ctl.run(sizes=cfg["ctl_sizes"], timeout=cfg["ctl_timeout"], log=log)
+    if "mem" in parts:
+        from . import mem
+        res["mem"] = mem.run(log=log)
+    res["meta"] = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                   "kernel": platform.release(), "cpus": os.cpu_count(),
+                   "cpu_model": _cpu_model(), "seconds": time.monotonic() - t0,
+                   "command": "xdplb bench" + (" --quick" if quick else "")
+                   + ("" if set(parts) == set(PARTS) else f" --parts {','.join(parts)}")}
+    return res
+
+
+@click.command("bench")
+@click.option("--parts", default=",".join(PARTS), show_default=True,
+              help="comma-separated subset of: " + "; ".join(f"{k} = {v}"
+                                                             for k, v in PART_HELP.items()))
+@click.option("--out", default="bench-results", show_default=True, type=click.Path(),
+              help="results folder (results.md, results.json, *.png)")
+@click.option("--quick", is_flag=True, help="tiny sizes: checks that everything runs (seconds)")
+@click.option("--repeat", type=click.IntRange(1), default=None,
+              help="PROG_TEST_RUN iterations per run (default 1,000,000)")
+@click.option("--runs", type=click.IntRange(1), default=None,
+              help="runs per PROG_TEST_RUN measurement, the median is reported (default 5)")
+def bench_command(parts, out, quick, repeat, runs):
+    """Is xdplb faster than IPVS and iptables? Measure it, write tables and plots."""
+    if os.geteuid() != 0:
+        raise click.ClickException("bench needs root (BPF, bpffs and network namespaces)")
+    wanted = [p.strip() for p in parts.split(",") if p.strip()]
+    bad = set(wanted) - set(PARTS)
+    if bad:
+        raise click.ClickException(f"unknown part(s): {', '.join(sorted(bad))} "
+                                   f"(parts: {', '.join(PARTS)})")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="bcc")
+    # SIGTERM unwinds like Ctrl-C, so namespaces, attachments and pins are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    t0 = time.monotonic()
+    try:
+        res = run(wanted, quick=quick, repeat=repeat, runs=runs,
+                  log=lambda m: click.echo(f"bench [{time.monotonic() - t0:5.1f}s] {m}",
+                                           err=True))
+    except BenchError as e:
+        raise click.ClickException(str(e))
+    from . import report
+    text, made = report.write(res, out)
+    click.echo(text)
+    click.echo(f"results: {os.path.abspath(out)}/results.md, results.json"
+               + "".join(f", {m}" for m in made), err=True)
+    bad_rows = [r["label"] for r in res.get("pkt", {}).get("rows", []) if not r["ok"]]
+    bad_rows += [r["label"] for r in res.get("sched", []) if "ok" in r and not r["ok"]]
+    if bad_rows:
+        raise click.ClickException("rows that did not take the path they claim: "
+                                   + "; ".join(bad_rows))

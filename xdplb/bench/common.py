@@ -1,0 +1,238 @@
+"""Shared pieces of `xdplb bench`: errors, tools, bpffs, live-frame injection,
+and the three-namespace topology (client -> balancer -> real server) the
+forwarding, connection-rate and control-plane parts build and remove."""
+import contextlib
+import ctypes as C
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from .. import bpfsys
+from ..netns import NetNs, NetnsError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BPF_DIR = os.path.join(ROOT, "bpf")
+BIN_DIR = os.path.dirname(os.path.abspath(sys.executable))
+
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+
+class BenchError(Exception):
+    pass
+
+
+def tool(name):
+    """argv prefix of one of the package's console scripts (next to this Python)."""
+    path = os.path.join(BIN_DIR, name)
+    if os.path.exists(path):
+        return [path]
+    mod = {"xdplbadm": "xdplb.adm", "xdplb": "xdplb.cli"}[name]
+    return [sys.executable, "-m", mod]
+
+
+def child_env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra)
+    return env
+
+
+def bpffs():
+    from ..state import bpffs_root
+    return bpffs_root(create=True)
+
+
+@contextlib.contextmanager
+def pin_folder(tag):
+    """A private xdplb state folder <bpffs>/xdplb/bench-<pid>-<tag>, removed on exit."""
+    parent = os.path.join(bpffs(), "xdplb")
+    made_parent = not os.path.isdir(parent)
+    folder = os.path.join(parent, f"bench-{os.getpid()}-{tag}")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        for leftover in (f"{folder}_tmp{os.getpid()}",):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if made_parent:
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
+
+
+def which(name):
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+
+
+def ipvs_available():
+    """Kernel IPVS is usable where /proc/net/ip_vs exists (no modules can load here)."""
+    return os.path.exists("/proc/net/ip_vs") and which("ipvsadm") is not None
+
+
+def inject(prog_fd, frame, count, ifindex, batch=64):
+    """BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: run prog on count
+    copies of frame as if received on ifindex (of the calling thread's netns)
+    and act on the verdicts for real. Returns the wall time in seconds."""
+    buf = C.create_string_buffer(bytes(frame), len(frame))
+    ctx = bpfsys.XdpMd(data_end=len(frame), ingress_ifindex=ifindex)
+    opts = bpfsys.BpfTestRunOpts(sz=C.sizeof(bpfsys.BpfTestRunOpts),
+                                 data_in=C.cast(buf, C.c_void_p), data_size_in=len(frame),
+                                 ctx_in=C.cast(C.pointer(ctx), C.c_void_p),
+                                 ctx_size_in=C.sizeof(ctx), repeat=count,
+                                 flags=BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=batch)
+    t0 = time.perf_counter()
+    ret = bpfsys._lib.bpf_prog_test_run_opts(prog_fd, C.byref(opts))
+    dt = time.perf_counter() - t0
+    bpfsys._check(ret, "BPF_PROG_TEST_RUN (live frames)")
+    return dt
+
+
+def percpu_sum(table, idx=0):
+    return sum(int(getattr(v, "value", v)) for v in table[C.c_int(idx)])
+
+
+def mac_bytes(s):
+    return bytes(int(x, 16) for x in s.split(":"))
+
+
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+
+
+def udp_frame(src, dst, sport, dport, smac, dmac, length=64):
+    """Ethernet/IPv4/UDP, UDP checksum 0 (none), zero payload, `length` bytes."""
+    import struct
+    ulen = length - 14 - 20
+    udp = struct.pack("!HHHH", sport, dport, ulen, 0) + bytes(ulen - 8)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, 1, 0x4000, 64, socket.IPPROTO_UDP,
+                     0, socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + csum(ip).to_bytes(2, "big") + ip[12:]
+    return mac_bytes(dmac) + mac_bytes(smac) + b"\x08\x00" + ip + udp
+
+
+# ---- topology -------------------------------------------------------------------
+
+CL_IP, CL_MAC = "10.0.0.2", "02:00:0a:00:00:02"
+LB_CL_IP, LB_CL_MAC = "10.0.0.1", "02:00:0a:00:00:01"
+LB_RS_IP, LB_RS_MAC = "10.2.0.1", "02:00:0a:02:00:01"
+RS_IP, RS_MAC = "10.2.0.2", "02:00:0a:02:00:02"
+VIP, VPORT, RPORT = "10.96.0.10", 80, 8080
+
+
+class Topo:
+    """client ns (c0) --veth-- lb ns (l0 | l1) --veth-- rs ns (s0).
+
+    The client routes the VIP via the balancer; the real server routes
+    everything back via it (Masq replies); permanent neighbours everywhere,
+    ip_forward=1 and rp_filter=0 in the balancer. GRO on and TX checksum
+    offload off on the client's and the real server's ends (veth needs them
+    for redirected frames and for rewritten TCP; see README's lab)."""
+
+    NODES = ("cl", "lb", "rs")
+
+    def __init__(self, tag):
+        self.prefix = f"xb{os.getpid()}{tag}"
+        self.ns = {}
+
+    def name(self, node):
+        return f"{self.prefix}-{node}"
+
+    def __enter__(self):
+        try:
+            for node in self.NODES:
+                self.ns[node] = NetNs(self.name(node))
+                self.ns[node].ip("link", "set", "lo", "up")
+            lb, cl, rs = self.ns["lb"], self.ns["cl"], self.ns["rs"]
+            lb.ip("link", "add", "l0", "address", LB_CL_MAC, "type", "veth", "peer", "name",
+                  "c0", "address", CL_MAC, "netns", self.name("cl"))
+            lb.ip("link", "add", "l1", "address", LB_RS_MAC, "type", "veth", "peer", "name",
+                  "s0", "address", RS_MAC, "netns", self.name("rs"))
+            lb.sysctl("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+                      "net.ipv4.conf.default.rp_filter=0")
+            lb.ip("addr", "add", f"{LB_CL_IP}/24", "dev", "l0")
+            lb.ip("addr", "add", f"{LB_RS_IP}/24", "dev", "l1")
+            cl.ip("addr", "add", f"{CL_IP}/24", "dev", "c0")
+            rs.ip("addr", "add", f"{RS_IP}/24", "dev", "s0")
+            for node, dev in (("lb", "l0"), ("lb", "l1"), ("cl", "c0"), ("rs", "s0")):
+                self.ns[node].ip("link", "set", dev, "up")
+            for dev in ("l0", "l1"):
+                lb.sysctl(f"net.ipv4.conf.{dev}.rp_filter=0")
+            cl.ip("route", "add", f"{VIP}/32", "via", LB_CL_IP)
+            rs.ip("route", "add", "default", "via", LB_RS_IP)
+            lb.ip("neigh", "replace", CL_IP, "lladdr", CL_MAC, "dev", "l0", "nud", "permanent")
+            lb.ip("neigh", "replace", RS_IP, "lladdr", RS_MAC, "dev", "l1", "nud", "permanent")
+            cl.ip("neigh", "replace", LB_CL_IP, "lladdr", LB_CL_MAC, "dev", "c0", "nud",
+                  "permanent")
+            rs.ip("neigh", "replace", LB_RS_IP, "lladdr", LB_RS_MAC, "dev", "s0", "nud",
+                  "permanent")
+            for node, dev in (("cl", "c0"), ("rs", "s0")):
+                self.ns[node].run(["ethtool", "-K", dev, "gro", "on", "tx", "off"])
+            # Fair to the kernel paths: real NICs hand over verified checksums.
+            lb.run(["sysctl", "-qw", "net.netfilter.nf_conntrack_checksum=0"], check=False)
+            return self
+        except NetnsError as e:
+            self.close()
+            raise BenchError(str(e)) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def ifindex(self, node, dev):
+        with self.ns[node].entered():
+            return socket.if_nametoindex(dev)
+
+    def xdp(self, node, dev, prog_fd):
+        """Attach prog_fd natively to dev in node (0 = detach)."""
+        with self.ns[node].entered():
+            idx = socket.if_nametoindex(dev)
+            if prog_fd:
+                bpfsys.xdp_attach(idx, prog_fd, bpfsys.XDP_FLAGS_DRV_MODE)
+            else:
+                with contextlib.suppress(OSError):
+                    bpfsys.xdp_detach(idx, bpfsys.XDP_FLAGS_DRV_MODE)
+
+    def run(self, node, argv, check=True, **kw):
+        try:
+            return self.ns[node].run(argv, check=check, **kw)
+        except NetnsError as e:
+            raise BenchError(str(e)) from None
+
+    def cmd(self, node, argv):
+        return ["nsenter", f"--net={self.ns[node].path}", *argv]
+
+    def close(self):
+        for ns in self.ns.values():
+            ns.delete()
+        self.ns = {}
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def leftovers(pid=None):
+    """Namespaces and pins a bench of process pid (default: this one) left behind."""
+    pid = pid or os.getpid()
+    out = []
+    with contextlib.suppress(OSError):
+        out += [n for n in os.listdir("/run/netns") if n.startswith(f"xb{pid}")
+                or n.startswith(f"xdplb-bench-{pid}")]
+    for root in ("/sys/fs/bpf/xdplb", "/run/xdplb/bpffs/xdplb"):
+        with contextlib.suppress(OSError):
+            out += [os.path.join(root, n) for n in os.listdir(root)
+                    if n.startswith(f"bench-{pid}")]
+    return out
+
+
+def run_timed(argv, stdin=None, timeout=300, env=None):
+    """(seconds, CompletedProcess) of one command; stdin is text or None."""
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
+                       env=env)
+    return time.perf_counter() - t0, p
