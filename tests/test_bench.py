@@ -80,3 +80,43 @@ def test_bench_command_bad_part():
     from click.testing import CliRunner
     r = CliRunner().invoke(cli.bench_command, ["--parts", "bogus"])
     assert r.exit_code != 0 and "unknown part" in r.output
+
+
+def test_bench_cps_percentile():
+    from xdplb.bench.cps import percentile
+    vals = list(range(1, 101))
+    assert percentile(vals, 50) == 50 and percentile(vals, 99) == 99
+    assert percentile([7], 99) == 7 and percentile([], 50) is None
+
+
+def test_bench_cps_quick(tmp_path):
+    """Part 3 at --quick sizes, two rounds (so xdplb is detached and attached
+    again with its services kept): every variant made connections and none
+    failed; counts only, no timings."""
+    _need_root_and_bpffs()
+    res = cli.run(["cps"], quick=True, cps_rounds=2)
+    c = res["cps"]
+    cfg = res["config"]
+    assert c["rounds"] == 2 and c["workers"] == list(cfg["cps_workers"])
+    rows = c["rows"]
+    want = {("plain", 1), ("xdplb", 1), ("nft", 1), ("ipvs", 1)}
+    want |= {("iptables", n) for n in cfg["cps_sizes"]}
+    assert {(r["variant"], r["n"]) for r in rows} == want
+    assert len(rows) == len(want) * len(cfg["cps_workers"])
+    for r in rows:
+        if "skip" in r:
+            assert r["variant"] == "ipvs" and "IPVS" in r["skip"], r
+            continue
+        assert r["rounds"] == 2 and len(r["runs_cps"]) == 2, r
+        assert r["conns"] > 0 and r["errors"] == 0, r
+        assert r["p50_us"] <= r["p99_us"] <= r["max_us"], r
+        assert r["x_vs_xdplb"] is not None and "cpu_us_over_plain" in r, r
+    res["meta"] = {"date": "t", "kernel": "k", "cpus": 2, "cpu_model": "c", "seconds": 1,
+                   "command": "xdplb bench --quick --parts cps"}
+    text, made = report.write(res, str(tmp_path))
+    assert "## 3. Connections per second and latency" in text
+    for label in ("plain IP forwarding", "xdplb (XDP, -m)", "nftables DNAT",
+                  "iptables DNAT, kube-proxy chains", "kernel IPVS"):
+        assert label in text
+    assert "cps.png" in made and (tmp_path / "cps.png").stat().st_size > 1000
+    assert not leftovers()

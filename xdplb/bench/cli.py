@@ -13,19 +13,22 @@ import click
 
 from .common import BenchError
 
-PARTS = ("pkt", "fwd", "ctl", "mem")
+PARTS = ("pkt", "fwd", "cps", "ctl", "mem")
 PART_HELP = {"pkt": "1. ns/packet with PROG_TEST_RUN, per scheduler, scaling curves",
              "fwd": "2. forwarding rate: xdplb / nftables / iptables / IPVS / plain",
+             "cps": "3. TCP connections/s and p50/p99 connect-to-close latency, same variants",
              "ctl": "4. control plane: xdplbadm -R / iptables-restore / ipvsadm -R",
              "mem": "5. kernel memory per connection and per service"}
 
 FULL = dict(repeat=1_000_000, runs=5, curve_repeat=300_000, svc_sizes=(10, 100, 1000, 10000,
             100000), conn_sizes=(1000, 10000, 100000, 1000000), fwd_sizes=(1, 1000, 10000),
             fwd_count=1_000_000, fwd_new=300_000, fwd_runs=3, ctl_sizes=(1000, 10000),
-            ctl_timeout=60.0)
+            ctl_timeout=60.0, cps_sizes=(1, 1000, 10000), cps_workers=(1, 8), cps_seconds=1.0,
+            cps_rounds=3, cps_count=100_000, cps_warmup=50)
 QUICK = dict(repeat=200, runs=2, curve_repeat=200, svc_sizes=(10, 100), conn_sizes=(1000, 2000),
              fwd_sizes=(1, 10), fwd_count=20_000, fwd_new=5_000, fwd_runs=1, ctl_sizes=(10,),
-             ctl_timeout=30.0)
+             ctl_timeout=30.0, cps_sizes=(1, 10), cps_workers=(1, 2), cps_seconds=0.2,
+             cps_rounds=1, cps_count=300, cps_warmup=5)
 
 
 def _cpu_model():
@@ -54,6 +57,11 @@ def run(parts=PARTS, quick=False, log=None, **over):
         from . import fwd
         res["fwd"] = fwd.run(sizes=cfg["fwd_sizes"], count=cfg["fwd_count"],
                              new_count=cfg["fwd_new"], runs=cfg["fwd_runs"], log=log)
+    if "cps" in parts:
+        from . import cps
+        res["cps"] = cps.run(sizes=cfg["cps_sizes"], workers=cfg["cps_workers"],
+                             count=cfg["cps_count"], seconds=cfg["cps_seconds"],
+                             rounds=cfg["cps_rounds"], warmup=cfg["cps_warmup"], log=log)
     if "ctl" in parts:
         from . import ctl
         res["ctl"] = ctl.run(sizes=cfg["ctl_sizes"], timeout=cfg["ctl_timeout"], log=log)

@@ -3,6 +3,7 @@ and PNG plots (matplotlib, Agg backend: no display needed)."""
 import json
 import os
 
+from . import cps as cpsmod
 from . import fwd as fwdmod
 
 
@@ -74,6 +75,53 @@ def md_fwd(f):
     return "\n".join(out)
 
 
+def _over(r):
+    if r["variant"] == "plain" or r.get("cpu_us_over_plain") is None:
+        return "—"
+    return f"{r['cpu_us_over_plain']:+.0f} ± {r['cpu_us_over_plain_err']:.0f}"
+
+
+def md_cps(c):
+    bg = c.get("background_busy")
+    out = ["## 3. Connections per second and latency", "",
+           f"TCP connect / `GET` / read to EOF / close cycles from the client namespace to "
+           f"VIP:80 through the balancer namespace to a server on the real server's :8080 "
+           f"(Python, {c['server_procs']} processes: accept, read, 63-byte HTTP/1.0 answer, "
+           f"close), both at nice {c.get('nice', 0)}. Each worker is a process looping for "
+           f"{c['time_limit']:g} s (at most {c['count']:,} connections in all) after "
+           f"{c['warmup']} warm-up connections; the variants take turns over "
+           f"{c.get('rounds', 1)} round(s): conn/s is the median round, p50/p99 are over "
+           "every round's connections, each one whole cycle, connect() to close(), by "
+           "time.perf_counter_ns. "
+           "'plain' connects to the real server's own address through the same hops with no "
+           "balancer rules: the ceiling of this client and server. 'CPU µs/conn' is the "
+           "client's and the server's user + system time per connection, which on this "
+           "kernel (tick accounting, no separate IRQ time) includes the veth softirqs and "
+           "so the balancer's work; its excess over plain is the balancer's cost per "
+           "connection (± the tick-sampling noise, √ticks).", ""]
+    if bg is not None:
+        out += [f"Host CPUs busy with other work just before this part: {bg:.0%} of "
+                f"{c['cpus']} CPUs" + (" — rates and p99 below are disturbed by it; compare "
+                                        "'CPU µs/conn' rather than rates." if bg > 0.15
+                                        else "."), ""]
+    for w in c["workers"]:
+        rows = [r for r in c["rows"] if r["workers"] == w]
+        out += [f"### {w} concurrent client worker{'s' if w > 1 else ''}", "",
+                "| variant | conn/s | xdplb ÷ this | p50 µs | p99 µs | CPU µs/conn | over plain "
+                "| failed | limited by |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in rows:
+            if "skip" in r:
+                out.append(f"| {r['label']} | skipped: {r['skip']} | | | | | | | |")
+                continue
+            out.append(f"| {r['label']} | {r['cps']:,.0f} | {_f(r.get('x_vs_xdplb'), '.2f')} | "
+                       f"{r['p50_us']:.0f} | {r['p99_us']:,.0f} | {_f(r.get('cpu_us_conn'))} | "
+                       f"{_over(r)} | {r['errors']} | "
+                       f"{cpsmod.bottleneck(r)} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def md_ctl(c):
     out = ["## 4. Control plane", "",
            f"Each tool in a namespace of its own; {c['dests']} destinations per service; "
@@ -124,8 +172,8 @@ def markdown(res):
         parts.append(md_pkt(res))
     if "fwd" in res:
         parts.append(md_fwd(res["fwd"]))
-    parts.append("## 3. Connections per second and latency\n\nNot measured yet (see the "
-                 "report: not implemented in this version).")
+    if "cps" in res:
+        parts.append(md_cps(res["cps"]))
     if "ctl" in res:
         parts.append(md_ctl(res["ctl"]))
     if "mem" in res:
@@ -188,6 +236,25 @@ def plots(res, out):
         fig.savefig(os.path.join(out, "fwd.png"), dpi=110)
         plt.close(fig)
         made.append("fwd.png")
+    if "cps" in res:
+        ws = res["cps"]["workers"]
+        fig, axes = plt.subplots(len(ws), 1, figsize=(10, 3.6 * len(ws)), squeeze=False)
+        for ax, w in zip(axes[:, 0], ws):
+            rows = [r for r in res["cps"]["rows"] if r["workers"] == w and "cps" in r]
+            colors = ["tab:gray" if r["variant"] == "plain" else
+                      "tab:green" if r["variant"] == "xdplb" else "tab:red" for r in rows]
+            ax.barh([r["label"][:45] for r in rows], [r["cps"] for r in rows], color=colors)
+            for i, r in enumerate(rows):
+                ax.annotate(f" p50 {r['p50_us']:.0f} / p99 {r['p99_us']:,.0f} µs",
+                            (r["cps"], i), va="center", fontsize=7)
+            ax.invert_yaxis()
+            ax.set_xlabel("TCP connections per second (connect, GET, close)")
+            ax.set_title(f"{w} concurrent client worker{'s' if w > 1 else ''}")
+            ax.margins(x=0.4)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "cps.png"), dpi=110)
+        plt.close(fig)
+        made.append("cps.png")
     if "ctl" in res:
         rows = [r for r in res["ctl"]["rows"] if r["size"] and r["seconds"]]
         fig, ax = plt.subplots(figsize=(8, 4))
