@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SETUP := bash scripts/setup.sh
 
-.PHONY: setup test demo bench fuzz clean
+.PHONY: setup test demo bench fuzz compare test-ipvs clean
 
 setup:
 	@$(SETUP)
@@ -18,6 +18,15 @@ bench: setup
 
 fuzz: setup
 	$(PY) -m xdplb.fuzz --frames 1000000
+
+# Kernel IPVS and xdplb side by side (seed-000 demo, then the benchmark's fwd and cps
+# parts): here if this kernel has IPVS, else Debian 12's kernel under qemu.
+compare: setup
+	.venv/bin/xdplb lab compare
+
+# Opt-in: the qemu comparison as a test (about 7 minutes without KVM).
+test-ipvs: setup
+	XDPLB_TEST_IPVS=1 $(PY) -m pytest -s -k qemu tests/test_vagrant.py
 
 clean:
 	rm -rf .venv .pytest_cache

@@ -11,6 +11,8 @@ import sys
 import click
 
 from . import bpfsys, loader, structs
+from .bench import bench_command
+from .compare import compare_command
 from .lab import NODES as LAB_NODES, PREFIX as LAB_PREFIX
 from .netns import NetnsError
 from .state import State, StateError, pin_dir
@@ -239,13 +241,8 @@ def exec_(ctx, node, argv):
         _fail(e)
 
 
-# subcommands other parts provide (registered when they are there)
-try:
-    from .bench import bench_command
-except ImportError:  # pragma: no cover
-    pass
-else:
-    xdplb.add_command(bench_command, "bench")
+lab.add_command(compare_command, "compare")
+xdplb.add_command(bench_command, "bench")
 
 
 def main(argv=None):

@@ -318,7 +318,7 @@ class Xdplb(Variant):
             self.env = child_env(XDPLB_PIN_DIR=self._pins.__enter__())
         try:
             self.lb([*tool("xdplb"), "attach", "--mode", "native", "l0", "l1"], env=self.env,
-                    timeout=180)
+                    timeout=600)
             if first:
                 self.lb([*tool("xdplbadm"), "-R"], input=rules.ipvsadm_restore(self.svcs()),
                         env=self.env, timeout=180)
@@ -376,11 +376,13 @@ class Ipvs(Variant):
                          "no loadable modules)")
 
     def setup(self):
+        self.lb(["ip", "addr", "replace", f"{VIP}/32", "dev", "lo"])  # IPVS serves local VIPs
         self.lb(["ipvsadm", "-A", "-t", f"{VIP}:{VPORT}", "-s", "rr"])
         self.lb(["ipvsadm", "-a", "-t", f"{VIP}:{VPORT}", "-r", f"{RS_IP}:{RPORT}", "-m"])
 
     def teardown(self):
         self.lb(["ipvsadm", "-C"], check=False)
+        self.lb(["ip", "addr", "del", f"{VIP}/32", "dev", "lo"], check=False)
 
 
 def plan(sizes, xdplb_sizes=(1,)):

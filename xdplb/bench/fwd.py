@@ -114,7 +114,9 @@ class Xdplb(Variant):
         self._pins = pin_folder("fwd")
         folder = self._pins.__enter__()
         self.env = child_env(XDPLB_PIN_DIR=folder)
-        self.lb([*tool("xdplb"), "attach", "--mode", "native", "l0", "l1"], env=self.env)
+        # bcc compiles for up to a minute under software emulation (qemu guests)
+        self.lb([*tool("xdplb"), "attach", "--mode", "native", "l0", "l1"], env=self.env,
+                timeout=600)
         text = rules.ipvsadm_restore(self._svcs(), proto_flag="-u")
         self.lb([*tool("xdplbadm"), "-R"], input=text, env=self.env)
 
@@ -171,6 +173,7 @@ class Ipvs(Variant):
                          "no loadable modules)")
 
     def setup(self):
+        self.lb(["ip", "addr", "replace", f"{VIP}/32", "dev", "lo"])  # IPVS serves local VIPs
         self.lb(["ipvsadm", "-A", "-u", f"{VIP}:{VPORT}", "-s", "rr"])
         self.lb(["ipvsadm", "-a", "-u", f"{VIP}:{VPORT}", "-r", f"{RS_IP}:{RPORT}", "-m"])
         self.pass_l0()
@@ -178,6 +181,7 @@ class Ipvs(Variant):
     def teardown(self):
         self.pass_l0(False)
         self.lb(["ipvsadm", "-C"], check=False)
+        self.lb(["ip", "addr", "del", f"{VIP}/32", "dev", "lo"], check=False)
 
 
 class Plain(Variant):
