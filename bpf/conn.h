@@ -143,4 +143,52 @@ static __always_inline void conn_in_key(struct conn_key *in, const struct conn_k
 	in->proto = reply->proto;
 }
 
+/* IPVS's default timeouts (tcp_timeouts[], udp_timeouts[]), seconds, for a
+ * timeouts map slot left at 0. A switch: bcc cannot load .rodata. */
+static __always_inline __u32 default_timeout(__u32 idx)
+{
+	switch (idx) {
+	case IP_VS_TCP_S_NONE:		return 2;
+	case IP_VS_TCP_S_ESTABLISHED:	return 900;
+	case IP_VS_TCP_S_SYN_SENT:	return 120;
+	case IP_VS_TCP_S_SYN_RECV:	return 60;
+	case IP_VS_TCP_S_FIN_WAIT:	return 120;
+	case IP_VS_TCP_S_TIME_WAIT:	return 120;
+	case IP_VS_TCP_S_CLOSE:		return 10;
+	case IP_VS_TCP_S_CLOSE_WAIT:	return 60;
+	case IP_VS_TCP_S_LAST_ACK:	return 30;
+	case XDPLB_TMO_UDP:		return 300;
+	default:			return 120;	/* LISTEN, SYNACK */
+	}
+}
+
+/* tcp_state_active_table: ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK. */
+static __always_inline int tcp_state_active(__u8 st)
+{
+	return st == IP_VS_TCP_S_ESTABLISHED || st == IP_VS_TCP_S_SYN_SENT ||
+	       st == IP_VS_TCP_S_SYN_RECV || st == IP_VS_TCP_S_SYNACK;
+}
+
+/* Has an entry been idle longer than its timeout? (0: never set by the data
+ * path: the sweep applies the state's default.) */
+static __always_inline __u32 conn_get_timeout(const struct conn *c)
+{
+	return (__u32)c->timeout_hi << 16 | c->timeout_lo;
+}
+
+static __always_inline void conn_set_timeout(struct conn *c, __u32 t)
+{
+	if (t > 0xffffff)
+		t = 0xffffff;
+	c->timeout_lo = (__u16)t;
+	c->timeout_hi = (__u8)(t >> 16);
+}
+
+static __always_inline int conn_expired(const struct conn *c, __u64 now)
+{
+	__u32 t = conn_get_timeout(c);
+
+	return t && (__s64)(now - c->last_seen) > (__s64)((__u64)t * 1000000000ULL);
+}
+
 #endif /* XDPLB_CONN_H */

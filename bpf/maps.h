@@ -45,8 +45,28 @@ BPF_F_TABLE("lru_hash", struct conn_key, struct conn, conns, XDPLB_MAX_CONNS, XD
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, svc_stats, XDPLB_MAX_SERVICES);
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, dest_stats, XDPLB_MAX_DESTS);
 BPF_TABLE("percpu_array", __u32, __u64, counters, XDPLB_CNT_MAX);
+BPF_TABLE("array", __u32, struct dest_conns, dest_conns, XDPLB_MAX_DESTS);
+BPF_TABLE("array", __u32, struct svc_dests, svc_dests, XDPLB_MAX_SERVICES);
+BPF_TABLE("array", __u32, __u32, timeouts, XDPLB_TMO_MAX);
+BPF_TABLE("lru_hash", struct lblc_key, struct lblc_ent, lblc, XDPLB_MAX_LBLC);
 BPF_TABLE("percpu_array", __u32, struct egress, egress_cache, XDPLB_EGRESS_SLOTS);
 BPF_TABLE("percpu_array", __u32, struct clock, clock, 1);
+/* New connections continue in a program of their scheduler's family
+ * (tail call, indexed by XDPLB_SCHED_*): each is verified on its own, so
+ * the verifier's budget is not shared by every scheduler's loops. Filled
+ * and pinned (as "new_conn") by xdplb/loader.py. */
+BPF_PROG_ARRAY(new_conn, 16);
+/* The scheduler program's pick, handed (same CPU) to the program that
+ * builds the connection (new_conn[XDPLB_PROG_CONN]): a loop's many exit
+ * states then never reach the long connection-building code. */
+#define XDPLB_PROG_CONN		15
+struct sched_out {
+	__u32 dest_slot;
+	__u32 pad;
+	__u64 least, lw, loh;	/* sched_list()'s running minimum */
+	__u64 most, mw, moh, mi;	/* lblcr: ip_vs_dest_set_max's running maximum */
+};
+BPF_TABLE("percpu_array", __u32, struct sched_out, sched_out, 1);
 /* Egress ports for bpf_redirect_map, keyed by ifindex (filled by `xdplb attach`). */
 BPF_DEVMAP(tx_ports, XDPLB_MAX_PORTS * 16);
 

@@ -26,6 +26,13 @@
 #define XDPLB_MAX_RING		1048576
 #endif
 #define XDPLB_MAX_PORTS		256
+/* Destinations a list-walking scheduler (lc wlc sed nq fo ovf lblc lblcr)
+ * considers per service: the control plane refuses more. */
+#define XDPLB_LIST_MAX		64
+/* Persistence / lblc entries (LRU). */
+#ifndef XDPLB_MAX_LBLC
+#define XDPLB_MAX_LBLC		65536
+#endif
 
 /* Forwarding methods: IPVS's IP_VS_CONN_F_FWD_MASK values. */
 #define IP_VS_CONN_F_MASQ	0
@@ -45,6 +52,25 @@
  * destination slots (xdplb/sched.py reproduces the kernel's picks). */
 #define XDPLB_SCHED_RR		1
 #define XDPLB_SCHED_WRR		2
+/* Walk the service's destination list (svc_dests) with live counts. */
+#define XDPLB_SCHED_LC		3
+#define XDPLB_SCHED_WLC		4
+#define XDPLB_SCHED_SED		5
+#define XDPLB_SCHED_NQ		6
+#define XDPLB_SCHED_FO		7
+#define XDPLB_SCHED_OVF		8
+/* Hash a packet address into a table the control plane fills (sched_ring). */
+#define XDPLB_SCHED_SH		9
+#define XDPLB_SCHED_DH		10
+#define XDPLB_SCHED_MH		11
+/* Locality: a per-destination-address cache (lblc map) over wlc. */
+#define XDPLB_SCHED_LBLC	12
+#define XDPLB_SCHED_LBLCR	13
+
+#define XDPLB_SH_TAB_SIZE	256	/* 1 << CONFIG_IP_VS_SH_TAB_BITS */
+#define XDPLB_DH_TAB_SIZE	256	/* 1 << CONFIG_IP_VS_DH_TAB_BITS */
+#define XDPLB_MH_TAB_SIZE	4093	/* primes[CONFIG_IP_VS_MH_TAB_INDEX - 8] */
+#define XDPLB_MH_FALLBACK_PROBES 256	/* mh-fallback probes (kernel: the whole table) */
 
 /* Destination flags. */
 #define XDPLB_DEST_F_AVAILABLE	0x01
@@ -66,6 +92,19 @@
 /* Direction of a connection-table entry. */
 #define XDPLB_DIR_IN		0	/* client -> virtual service */
 #define XDPLB_DIR_OUT		1	/* real server -> client (Masq replies) */
+#define XDPLB_DIR_TEMPLATE	2	/* persistence template (the kernel's
+					 * IP_VS_CONN_F_TEMPLATE): key <proto, client
+					 * net, 0, vaddr, vport or 0> */
+
+/* timeouts: ARRAY index -> seconds; 0 = IPVS's default for that index.
+ * Indexes 0..10 are the TCP states, XDPLB_TMO_UDP the UDP timeout; then
+ * global settings: XDPLB_CFG_CONN_REUSE is net.ipv4.vs.conn_reuse_mode (a
+ * SYN on a TIME_WAIT / CLOSE entry makes a new connection), which the
+ * control plane sets to the kernel's default 1 with the first service; a
+ * state configured by writing the maps directly has it 0 (off). */
+#define XDPLB_TMO_UDP		11
+#define XDPLB_CFG_CONN_REUSE	12
+#define XDPLB_TMO_MAX		16
 
 /* Ring index bit selecting which generation of a service's schedule is live,
  * so a new schedule is written beside the old one and switched atomically. */
@@ -107,8 +146,21 @@ struct service {
 	__u32 sched_cl;		/* kernel scheduler state at ring_base: current */
 	__s32 sched_cw;		/*   dest slot (0 = list head) and wrr weight */
 	__u8 sched;		/* XDPLB_SCHED_* */
-	__u8 pad[7];
+	/* List-walking schedulers, as one form (sched_list() in xdplb.c):
+	 * overhead = list_a * active + list_b * inactive + list_c, and
+	 * XDPLB_LIST_F_* below. Written by the control plane per scheduler
+	 * (xdplb/sched.py LIST_PARAMS) so the verifier sees one loop. */
+	__u8 list_flags;
+	__u8 list_b;
+	__u8 list_c;
+	__u16 list_a;
+	__u8 pad[2];
 };
+
+#define XDPLB_LIST_F_SKIP_ZERO	0x01	/* skip weight 0 (lc nq ovf) */
+#define XDPLB_LIST_F_SKIP_OVER	0x02	/* skip active > weight (ovf) */
+#define XDPLB_LIST_F_UNIT	0x04	/* compare as if every weight were 1 (lc) */
+#define XDPLB_LIST_F_IDLE	0x08	/* take the first with no active conn (nq) */
 
 /* dests: ARRAY slot -> dest (slot 0 is never used: 0 means "none") */
 struct dest {
@@ -117,10 +169,55 @@ struct dest {
 	__u8 fwd;		/* IP_VS_CONN_F_* */
 	__u8 flags;		/* XDPLB_DEST_F_* */
 	__u32 svc_slot;
-	__u32 seq;		/* insertion order: the kernel lists newest first */
+	__u32 seq;		/* insertion order (never reused: the kernel lists newest
+				 * first; connections remember it) */
 	__u32 weight;
 	__u32 u_threshold;
 	__u32 l_threshold;
+	__u32 last_weight;	/* latest non-zero weight (mh's table uses it) */
+};
+
+/* dest_conns: ARRAY (shared, not per CPU) slot -> live connection counts of
+ * a destination, moved with atomic adds by the data path on bind, state
+ * change and expiry, and reconciled with the connection table by the
+ * control plane's sweep (LRU evictions, sweep deletions). */
+struct dest_conns {
+	__s64 active;		/* activeconns (64-bit: bcc's BPF target has 64-bit atomics only) */
+	__s64 inactive;		/* inactconns */
+	__s64 persist;		/* persistconns (templates) */
+	__u64 overload;		/* IP_VS_DEST_F_OVERLOAD (thresholds) */
+};
+
+/* svc_dests: ARRAY svc slot -> the destination list in kernel order (newest
+ * first) with weights, for the list-walking schedulers. */
+struct svc_dest_ent {
+	__u32 slot;
+	__u32 weight;
+};
+
+struct svc_dests {
+	__u32 n;		/* entries used; d[n].slot (if n < XDPLB_LIST_MAX) is 0 */
+	__u32 pad;
+	struct svc_dest_ent d[XDPLB_LIST_MAX];
+};
+
+/* lblc: LRU_HASH lblc_key -> lblc_ent: lblc's per-destination-address cache
+ * entry (one destination) or lblcr's server set (up to XDPLB_LBLCR_SET,
+ * newest first as ip_vs_dest_set_insert adds at the head). */
+#define XDPLB_LBLCR_SET		8
+#define XDPLB_LBLCR_EXPIRATION_NS (24ULL * 3600 * 1000000000ULL)
+
+struct lblc_key {
+	__u32 svc_slot;
+	__be32 addr;
+};
+
+struct lblc_ent {
+	__u32 n;		/* members in slot[] (lblc: 1) */
+	__u32 pad;
+	__u32 slot[XDPLB_LBLCR_SET];
+	__u64 last_used;
+	__u64 last_mod;		/* lblcr: set.lastmod */
 };
 
 /* sched_ring: HASH ring_key -> dest slot */
@@ -158,9 +255,16 @@ struct conn {
 	__u8 smac[6];		/* cached egress source MAC */
 	__u8 dmac[6];		/* cached next-hop MAC */
 	__u8 state;		/* IN: IP_VS_TCP_S_*; OUT: the data path's copy of it */
-	__u8 pad[3];
+	__u8 timeout_hi;	/* timeout = timeout_hi << 16 | timeout_lo: seconds idle */
+	__u16 timeout_lo;	/* before it expires (24 bits), set from the timeouts map
+				 * at each state change and refresh (TEMPLATE: -p value);
+				 * 0 = IPVS's default for its state, never expired by the
+				 * data path (entries written by hand) */
+	__u32 dest_seq;		/* the destination's seq at creation: a slot reused by a
+				 * new destination does not count this entry (0: unchecked) */
 	__u64 last_seen;	/* bpf_ktime_get_coarse_ns() of the last packet, to ~0.27 s
-				 * (IN: either direction; OUT: replies) */
+				 * (IN: either direction; OUT: replies; TEMPLATE: last use);
+				 * 0 = expired (swapped to 0 by the one CPU that expires it) */
 };
 
 /* svc_stats, dest_stats: PERCPU_ARRAY slot -> ip_vs_stats; bytes are L3 lengths */

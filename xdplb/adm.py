@@ -326,7 +326,7 @@ Commands (long or short form):
   --delete-server   -d        remove a real server
   --list            -L|-l     list the table (the default without arguments)
   --zero            -Z        zero the counters of one or every service
-  --set tcp tcpfin udp        set connection timeouts (not supported yet)
+  --set tcp tcpfin udp        set connection timeouts (0 leaves one unchanged)
   --start-daemon / --stop-daemon   connection sync daemon (not supported yet)
   --help            -h        show this text
   --version         -v        show the version
@@ -334,7 +334,12 @@ Commands (long or short form):
 Options:
   --tcp-service  -t host[:port]   a TCP virtual service
   --udp-service  -u host[:port]   a UDP virtual service
-  --scheduler    -s scheduler     rr or wrr (ipvsadm's default wlc is not supported yet)
+  --scheduler    -s scheduler     rr wrr lc wlc (default) sed nq fo ovf sh dh mh lblc lblcr
+  --persistent   -p [timeout]     persistent service (default 360 s)
+  --netmask      -M netmask       persistence granularity (client address mask)
+  --sched-flags  -b flags         sh-fallback, sh-port, mh-fallback, mh-port
+  --u-threshold  -x uthreshold    stop new connections at this many connections
+  --l-threshold  -y lthreshold    take them again below this many
   --real-server  -r host[:port]   a real server (its port defaults to the service port)
   --gatewaying   -g               direct routing (default; the port is the service port)
   --masquerading -m               NAT
@@ -349,8 +354,9 @@ Options:
   --thresholds                    list thresholds
   --persistent-conn               list persistent connections
   --nosort                        list in creation order
-  --sctp-service, -f, -6, -p, -M, -i, -x, -y, -o, --pe, -b and the daemon and tunnel
-  options are parsed as ipvsadm does and then refused: not supported yet.
+  --sctp-service, -6, -i, -o, --pe and the daemon and tunnel options are parsed as
+  ipvsadm does and then refused: not supported yet. -f (firewall marks) is refused:
+  XDP sees packets before they carry a mark.
 """
 
 
@@ -403,6 +409,7 @@ class Cmd:
         self.tun_type = "ipip"
         self.options = set()
         self.fmt = 0
+        self.timeouts = [0, 0, 0]
 
 
 def set_option(ce, col):
@@ -570,8 +577,7 @@ def parse_options(argv, ce, prog):
 
     if ce.cmd == CMD_TIMEOUT:
         if len(ctx.args) >= 3:
-            for a in ctx.args[:3]:
-                parse_timeout(a, 0, MAX_TIMEOUT)
+            ce.timeouts = [parse_timeout(a, 0, MAX_TIMEOUT) for a in ctx.args[:3]]
             ctx.args = ctx.args[3:]
         else:
             fail("--set option requires 3 timeout values")
@@ -694,17 +700,21 @@ def _list(c, ctx):
     fmt = c.fmt
     if O["connection"] in o:
         ctl = ctx.control()
+        if ctl:
+            ctl.sweep()
         out.write(F.conn_listing(ctl.connections() if ctl else [], fmt))
         return 0
     if O["service-address"] in o:
         ctl = ctx.control()
         if ctl is None or not _plain_v4(c):
             raise XdplbError(model.E_NO_SERVICE, 1)
+        ctl.sweep()
         svcs = ctl.services(_key(c), stats=bool(fmt & F.FMT_STATS), rate=bool(fmt & F.FMT_RATE))
         out.write(F.list_service(svcs[0], fmt))
         return 0
     if O["timeout"] in o:
-        out.write(F.timeout_text(*model.DEFAULT_TIMEOUTS))
+        ctl = ctx.control()
+        out.write(F.timeout_text(*(ctl.timeouts() if ctl else model.DEFAULT_TIMEOUTS)))
         return 0
     if O["daemon"] in o:
         return 0
@@ -716,6 +726,8 @@ def _list_all(fmt, ctx):
     ctl = ctx.control()
     svcs = []
     if ctl is not None:
+        if not fmt & F.FMT_RULE:
+            ctl.sweep()
         svcs = ctl.services(stats=bool(fmt & F.FMT_STATS), rate=bool(fmt & F.FMT_RATE),
                             counts=not fmt & F.FMT_RULE)
     sys.stdout.write(F.list_all(svcs, fmt))
@@ -768,8 +780,8 @@ def process_options(argv, reading_stdin, ctx):
         return 0
     try:
         if ce.cmd == CMD_TIMEOUT:
-            raise XdplbError("xdplb: setting connection timeouts (--set) is not supported yet; "
-                             "the timeouts are IPVS's defaults (tcp 900, tcpfin 120, udp 300)")
+            ctx.control(create=True).set_timeouts(*ce.timeouts)
+            return 0
         if ce.cmd == CMD_STARTDAEMON:
             raise XdplbError("xdplb: the connection sync daemon (--start-daemon) is not "
                              "supported yet")

@@ -33,9 +33,11 @@ from . import state as statemod
 from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E_SVC_EXISTS,
                     E_SVC_NOT_DEFINED, IPPROTO_TCP, IPPROTO_UDP, Destination, Service, Stats,
                     XdplbError)
-from .structs import (IP_VS_CONN_F_DROUTE, XDPLB_DEST_F_AVAILABLE, XDPLB_DIR_IN,
+from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, XDPLB_DEST_F_AVAILABLE,
+                      XDPLB_DIR_IN, XDPLB_DIR_OUT, XDPLB_DIR_TEMPLATE, XDPLB_LIST_MAX,
                       XDPLB_MAX_DESTS, XDPLB_MAX_RING, XDPLB_MAX_SERVICES, XDPLB_RING_GEN_BIT,
-                      Dest, RingKey, SchedPos)
+                      XDPLB_TMO_UDP, XDPLB_CFG_CONN_REUSE, Conn, ConnKey, Dest, DestConns, RingKey,
+                      SchedPos, SvcDests)
 from .structs import Service as CService
 from .structs import SvcKey
 
@@ -80,12 +82,28 @@ def _now_ns():
     return time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE)
 
 
-def _conn_timeout(proto, state):
+def _conn_timeout(proto, state, c=None):
+    """Seconds an entry may idle: its own (set by the data path at each state
+    change from the timeouts map, or the template's -p value), else IPVS's
+    default for its state."""
+    if c is not None and c.timeout:
+        return c.timeout
     if proto == IPPROTO_UDP:
         return model.UDP_TIMEOUT
     if 0 <= state < len(model.TCP_TIMEOUTS):
         return model.TCP_TIMEOUTS[state]
     return model.TCP_TIMEOUTS[0]
+
+
+def _sched_fields(name):
+    """Service fields of a scheduler: id and sched_list()'s parameters."""
+    a, b, c, f = S.LIST_PARAMS.get(name, (0, 0, 0, 0))
+    return dict(sched=model.SCHED_IDS[name], list_a=a, list_b=b, list_c=c, list_flags=f)
+
+
+def _dest_meta(d):
+    """(addr, port, last_weight) host-order, as the mh table wants them."""
+    return (int.from_bytes(bytes(d.addr), "big"), socket.ntohs(d.port), d.last_weight)
 
 
 def prime_neighbour(addr):
@@ -154,10 +172,18 @@ class Control:
             return {}
         return dict(_used_dest_slots(self.st.dests, hw + 1 if hw else None))
 
-    def _raise_high_water(self, slot):
+    def _raise_high_water(self, slot, seq=0):
+        """dests[0] (never a destination) keeps, control-plane private, the
+        highest slot ever allocated (seq) and the last destination seq handed
+        out (u_threshold): seqs are never reused, even after -C."""
+        hint = self.st.dests.get(0) or Dest()
+        if hint.seq < slot or hint.u_threshold < seq:
+            self.st.dests.put(0, Dest(seq=max(hint.seq, slot), u_threshold=max(hint.u_threshold, seq)))
+
+    def _next_seq(self, dests):
         hint = self.st.dests.get(0)
-        if hint is None or hint.seq < slot:
-            self.st.dests.put(0, Dest(seq=slot))
+        last = hint.u_threshold if hint is not None else 0
+        return max([last] + [d.seq for d in dests.values()]) + 1
 
     @staticmethod
     def _svc_dests(dests, svc_slot):
@@ -181,6 +207,8 @@ class Control:
     def _current_state(self, csvc, ds_list):
         """The kernel scheduler state now: replay the live ring's picks."""
         name = model.SCHED_NAMES[csvc.sched]
+        if S.kind(name) != "ring":
+            return S.SchedState()
         start = S.SchedState(csvc.sched_cl, csvc.sched_cw)
         pos = self.st.sched_pos.get(csvc.slot)
         n = (pos.pos if pos else 0) - csvc.ring_base
@@ -192,7 +220,24 @@ class Control:
         used = sum(v.ring_len for _, v in services.values())
         return XDPLB_MAX_RING - used
 
-    def _plan_ring(self, services, csvc, sched_name, ds_list, state):
+    def _plan_ring(self, services, csvc, sched_name, ds_list, state, meta=None):
+        """What sched_ring holds for the service: rr/wrr's ring, sh/dh/mh's
+        table (indexed by hash, no cycle), nothing for the list schedulers."""
+        kind = S.kind(sched_name)
+        if kind == "list":
+            if len(ds_list) > XDPLB_LIST_MAX:
+                raise XdplbError(
+                    f"xdplb: the {sched_name} scheduler considers at most {XDPLB_LIST_MAX} "
+                    f"real servers per service; this service would have {len(ds_list)}")
+            return S.Ring((), 0)
+        if kind == "table":
+            table = S.table_for(sched_name, ds_list, meta)
+            room = self._ring_room(services, csvc.slot)
+            if len(table) > room:
+                raise XdplbError(
+                    f"xdplb: the {sched_name} table of this service needs {len(table)} "
+                    f"ring entries but only {max(room, 0)} of {XDPLB_MAX_RING} are free")
+            return S.Ring(tuple(table), len(table))
         try:
             return S.build_ring(sched_name, ds_list, state, self._ring_room(services, csvc.slot))
         except S.RingTooLarge as e:
@@ -201,8 +246,18 @@ class Control:
                 f"entries but only {max(e.room, 0)} of {XDPLB_MAX_RING} are free; use smaller "
                 f"weights or weights with a common divisor") from None
 
-    def _switch(self, key, csvc, sched_id, ring, state, pos=None, **fields):
+    def _write_list(self, svc_slot, ds_list):
+        """svc_dests: the first XDPLB_LIST_MAX destinations in kernel order
+        (the list schedulers refuse more), zero-terminated."""
+        v = SvcDests(n=min(len(ds_list), XDPLB_LIST_MAX))
+        for i, (slot, w) in enumerate(ds_list[:XDPLB_LIST_MAX]):
+            v.d[i].slot, v.d[i].weight = slot, w
+        self.st.svc_dests.put(svc_slot, v)
+
+    def _switch(self, key, csvc, sched_id, ring, state, pos=None, dlist=None, **fields):
         """Write ring under the other generation, switch the service, drop the old one."""
+        if dlist is not None:
+            self._write_list(csvc.slot, dlist)
         old_gen, old_len = csvc.ring_gen, csvc.ring_len
         new = CService.from_buffer_copy(bytes(csvc))
         new.ring_gen = old_gen ^ XDPLB_RING_GEN_BIT
@@ -216,7 +271,8 @@ class Control:
         new.ring_prefix = ring.prefix
         new.sched_cl = state.cl
         new.sched_cw = state.cw
-        new.sched = sched_id
+        for f, v in _sched_fields(model.SCHED_NAMES[sched_id]).items():
+            setattr(new, f, v)
         for f, v in fields.items():
             setattr(new, f, v)
         self.st.services.put(key, new)
@@ -224,15 +280,22 @@ class Control:
             self.st.sched_ring.delete(RingKey(csvc.slot, old_gen | i))
         return new
 
-    def _reschedule(self, services, key, csvc, ds_list_before, hook, ds_list_after):
+    def _reschedule(self, services, key, csvc, ds_list_before, hook, ds_list_after, meta=None):
         """Replay to now, apply the kernel hook, install the new ring."""
         name = model.SCHED_NAMES[csvc.sched]
         p = self.st.sched_pos.get(csvc.slot)
         pos = p.pos if p else 0
         state = self._current_state(csvc, ds_list_before)
         state = hook(name, state)
-        ring = self._plan_ring(services, csvc, name, ds_list_after, state)
+        ring = self._plan_ring(services, csvc, name, ds_list_after, state, meta)
         return name, ring, state, pos
+
+    @staticmethod
+    def _meta(ds, extra=None):
+        meta = {slot: _dest_meta(d) for slot, d in ds}
+        if extra:
+            meta.update(extra)
+        return meta
 
     # --- services ----------------------------------------------------------------------
 
@@ -251,8 +314,11 @@ class Control:
             self.st.svc_stats.zero(slot)
             self.st.sched_pos.put(slot, SchedPos(0))
             c = CService(slot=slot, seq=seq, flags=svc.flags, timeout=svc.timeout,
-                         netmask=_a2b(svc.netmask), sched=model.SCHED_IDS[svc.sched],
-                         sched_cl=st.cl, sched_cw=st.cw)
+                         netmask=_a2b(svc.netmask), sched_cl=st.cl, sched_cw=st.cw,
+                         **_sched_fields(svc.sched))
+            self._write_list(slot, [])
+            if not services:   # the kernel's sysctl default, conn_reuse_mode = 1
+                self.st.timeouts.put(XDPLB_CFG_CONN_REUSE, C.c_uint32(1))
             self.st.services.put(svc_key(*svc.key), c, bpfsys.BPF_NOEXIST)
 
     def edit_service(self, svc: Service):
@@ -271,10 +337,11 @@ class Control:
                     setattr(new, f, v)
                 self.st.services.put(key, new)
                 return
-            ds_list = self._sched_list(self._svc_dests(self._dests_raw(), csvc.slot))
+            ds = self._svc_dests(self._dests_raw(), csvc.slot)
+            ds_list = self._sched_list(ds)
             state = S.init_state(svc.sched, ds_list)
-            ring = self._plan_ring(services, csvc, svc.sched, ds_list, state)
-            self._switch(key, csvc, new_id, ring, state, **fields)
+            ring = self._plan_ring(services, csvc, svc.sched, ds_list, state, self._meta(ds))
+            self._switch(key, csvc, new_id, ring, state, dlist=ds_list, **fields)
 
     def delete_service(self, proto, addr, port):
         with self.locked():
@@ -289,8 +356,10 @@ class Control:
         for slot, d in self._svc_dests(dests, csvc.slot):
             self.st.dests.put(slot, Dest())
             self.st.dest_stats.zero(slot)
+            self.st.dest_conns.put(slot, DestConns())
         self.st.svc_stats.zero(csvc.slot)
         self.st.sched_pos.put(csvc.slot, SchedPos(0))
+        self.st.svc_dests.put(csvc.slot, SvcDests())
 
     def flush(self):
         with self.locked():
@@ -304,7 +373,9 @@ class Control:
                 self.st.dest_stats.zero(slot)
             for kb, _ in self.st.sched_ring.raw_items():
                 self.st.sched_ring.delete(RingKey.from_buffer_copy(kb))
-            self.st.dests.put(0, Dest())
+            self.st.lblc.clear()
+            hint = self.st.dests.get(0)
+            self.st.dests.put(0, Dest(u_threshold=hint.u_threshold if hint else 0))
 
     # --- destinations ---------------------------------------------------------------
 
@@ -341,17 +412,20 @@ class Control:
             slot = next((i for i in range(1, XDPLB_MAX_DESTS) if i not in dests), None)
             if slot is None:
                 raise XdplbError(E_ENOMEM)
-            seq = max((d.seq for d in dests.values()), default=0) + 1
+            seq = self._next_seq(dests)
             before = self._sched_list(ds)
             after = [(slot, dest.weight)] + before
+            new = Dest(_a2b(dest.addr), socket.htons(port), dest.fwd, XDPLB_DEST_F_AVAILABLE,
+                       csvc.slot, seq, dest.weight, dest.u_threshold, dest.l_threshold,
+                       dest.weight)
             name, ring, state, pos = self._reschedule(
-                services, key, csvc, before, lambda n, s: S.on_add(n, after, s), after)
-            self._raise_high_water(slot)
+                services, key, csvc, before, lambda n, s: S.on_add(n, after, s), after,
+                self._meta(ds, {slot: _dest_meta(new)}))
+            self._raise_high_water(slot, seq)
             self.st.dest_stats.zero(slot)
-            self.st.dests.put(slot, Dest(_a2b(dest.addr), socket.htons(port), dest.fwd,
-                                         XDPLB_DEST_F_AVAILABLE, csvc.slot, seq, dest.weight,
-                                         dest.u_threshold, dest.l_threshold))
-            self._switch(key, csvc, csvc.sched, ring, state, pos)
+            self.st.dest_conns.put(slot, DestConns())
+            self.st.dests.put(slot, new)
+            self._switch(key, csvc, csvc.sched, ring, state, pos, dlist=after)
         if dest.fwd == IP_VS_CONN_F_DROUTE:
             prime_neighbour(dest.addr)
 
@@ -365,13 +439,23 @@ class Control:
                 raise XdplbError(E_NO_DEST)
             before = self._sched_list(ds)
             after = [(s, dest.weight if s == slot else w) for s, w in before]
-            name, ring, state, pos = self._reschedule(
-                services, key, csvc, before, lambda n, s: S.on_edit(n, after, s), after)
             new = Dest.from_buffer_copy(bytes(old))
             new.fwd, new.weight = dest.fwd, dest.weight
+            if dest.weight > 0:  # mh's last_weight: the latest non-zero weight
+                new.last_weight = dest.weight
+            # Editing clears OVERLOAD when u_threshold goes to 0 or up.
+            clear = not dest.u_threshold or dest.u_threshold > old.u_threshold
             new.u_threshold, new.l_threshold = dest.u_threshold, dest.l_threshold
+            name, ring, state, pos = self._reschedule(
+                services, key, csvc, before, lambda n, s: S.on_edit(n, after, s), after,
+                self._meta(ds, {slot: _dest_meta(new)}))
             self.st.dests.put(slot, new)
-            self._switch(key, csvc, csvc.sched, ring, state, pos)
+            if clear:
+                dc = self.st.dest_conns.get(slot)
+                if dc is not None and dc.overload:
+                    dc.overload = 0
+                    self.st.dest_conns.put(slot, dc)
+            self._switch(key, csvc, csvc.sched, ring, state, pos, dlist=after)
         if dest.fwd == IP_VS_CONN_F_DROUTE:
             prime_neighbour(dest.addr)
 
@@ -384,10 +468,12 @@ class Control:
             before = self._sched_list(ds)
             after = [(s, w) for s, w in before if s != slot]
             name, ring, state, pos = self._reschedule(
-                services, key, csvc, before, lambda n, s: S.on_delete(n, before, slot, s), after)
-            self._switch(key, csvc, csvc.sched, ring, state, pos)
+                services, key, csvc, before, lambda n, s: S.on_delete(n, before, slot, s), after,
+                self._meta([(s, d) for s, d in ds if s != slot]))
+            self._switch(key, csvc, csvc.sched, ring, state, pos, dlist=after)
             self.st.dests.put(slot, Dest())
             self.st.dest_stats.zero(slot)
+            self.st.dest_conns.put(slot, DestConns())
 
     # --- counters ----------------------------------------------------------------------
 
@@ -410,54 +496,167 @@ class Control:
         s = m.sum(slot)
         return Stats(s.conns, s.inpkts, s.outpkts, s.inbytes, s.outbytes)
 
-    def conn_counts(self, dests=None):
-        """{dest slot: [active, inactive]} from the connection table (IN entries
-        younger than the IPVS timeout of their state)."""
+    def _live_entries(self, dests=None, now=None):
+        """[(ConnKey, Conn, alive)] of every IN and TEMPLATE entry; alive is
+        False past its timeout or when its destination is gone."""
         dests = self._dests_raw() if dests is None else dests
-        now = _now_ns()
-        out = {}
-        from .structs import Conn, ConnKey
+        now = _now_ns() if now is None else now
+        out = []
         for kb, vb in self.st.conns.raw_items():
             c = Conn.from_buffer_copy(vb)
-            if c.dir != XDPLB_DIR_IN:
+            if c.dir == XDPLB_DIR_OUT:
                 continue
             k = ConnKey.from_buffer_copy(kb)
-            if now - c.last_seen > _conn_timeout(k.proto, c.state) * 1_000_000_000:
-                continue
+            alive = c.last_seen != 0 and (   # 0: expired by the data path
+                now - c.last_seen <= _conn_timeout(k.proto, c.state, c) * 1_000_000_000)
             d = dests.get(c.dest_slot)
-            if d is None or d.svc_slot != c.svc_slot or bytes(d.addr) != bytes(c.addr):
+            if d is None or d.svc_slot != c.svc_slot or (c.dest_seq and c.dest_seq != d.seq) \
+                    or (c.dir == XDPLB_DIR_IN and bytes(d.addr) != bytes(c.addr)):
+                alive = False
+            out.append((k, c, alive))
+        return out
+
+    def conn_counts(self, dests=None, entries=None):
+        """{dest slot: [active, inactive, persist]} from the connection table
+        (entries younger than their timeout, as IPVS counts them)."""
+        entries = self._live_entries(dests) if entries is None else entries
+        out = {}
+        for k, c, alive in entries:
+            if not alive:
                 continue
-            ac = out.setdefault(c.dest_slot, [0, 0])
-            if k.proto == IPPROTO_TCP and c.state in model.TCP_ACTIVE_STATES:
+            ac = out.setdefault(c.dest_slot, [0, 0, 0])
+            if c.dir == XDPLB_DIR_TEMPLATE:
+                ac[2] += 1
+            elif k.proto == IPPROTO_TCP and c.state in model.TCP_ACTIVE_STATES:
                 ac[0] += 1
             else:
                 ac[1] += 1
         return out
 
+    def sweep(self):
+        """What the kernel's connection timers do: delete every expired entry
+        (with the reply entry of a Masq connection), keep a template alive
+        while connections it controls live (re-armed 60 s, as expire_later),
+        then reconcile the data path's live counts (dest_conns) with the
+        table: entries the LRU evicted, or the sweep deleted, stop counting,
+        and OVERLOAD is cleared below the lower threshold. Returns the number
+        of entries deleted."""
+        with self.locked():
+            dests = self._dests_raw()
+            now = _now_ns()
+            entries = self._live_entries(dests, now)
+            controlled = {}
+            for k, c, alive in entries:
+                if alive and c.dir == XDPLB_DIR_IN:
+                    controlled.setdefault((c.svc_slot, c.dest_slot), []).append(k.saddr)
+            deleted = 0
+            keep = []
+            masks = self._template_masks()
+            for k, c, alive in entries:
+                if not alive and c.dir == XDPLB_DIR_TEMPLATE and c.last_seen and \
+                        (c.svc_slot, c.dest_slot) in controlled:
+                    svc_mask = masks.get(c.svc_slot)
+                    if svc_mask is not None and any(
+                            (int.from_bytes(bytes(a), "big") & svc_mask) ==
+                            int.from_bytes(bytes(k.saddr), "big")
+                            for a in controlled[(c.svc_slot, c.dest_slot)]):
+                        c.last_seen = now - max(c.timeout - 60, 0) * 1_000_000_000
+                        self.st.conns.put(k, c)
+                        keep.append((k, c, True))
+                        continue
+                if alive:
+                    keep.append((k, c, alive))
+                    continue
+                if c.dir == XDPLB_DIR_IN and c.fwd == IP_VS_CONN_F_MASQ:
+                    ok = ConnKey(c.addr, k.saddr, c.port, k.sport, k.proto)
+                    self.st.conns.delete(ok)
+                self.st.conns.delete(k)
+                deleted += 1
+            # reply entries whose client entry is gone (evicted or deleted)
+            live_in = {bytes(k) for k, c, alive in keep if c.dir == XDPLB_DIR_IN}
+            for kb, vb in self.st.conns.raw_items():
+                c = Conn.from_buffer_copy(vb)
+                if c.dir != XDPLB_DIR_OUT:
+                    continue
+                k = ConnKey.from_buffer_copy(kb)
+                ik = ConnKey(k.daddr, c.addr, k.dport, c.port, k.proto)
+                # (looked up again: the data path may have made it since the scan)
+                if bytes(ik) not in live_in and self.st.conns.get(ik) is None:
+                    self.st.conns.delete(k)
+            counts = self.conn_counts(dests, keep)
+            for slot, d in dests.items():
+                want = counts.get(slot, (0, 0, 0))
+                dc = self.st.dest_conns.get(slot)
+                if dc is None:
+                    continue
+                have = (dc.active, dc.inactive, dc.persist)
+                over = dc.overload
+                if over:
+                    total = want[0] + want[1]
+                    if d.l_threshold:
+                        over = total >= d.l_threshold
+                    elif d.u_threshold:
+                        over = total * 4 >= d.u_threshold * 3
+                    else:
+                        over = 0
+                if tuple(have) != tuple(want) or over != dc.overload:
+                    self.st.dest_conns.put(slot, DestConns(*want, int(bool(over))))
+            return deleted
+
+    def sweep_forever(self, interval=1.0, stop=None):
+        """The daemon's loop (`xdplb daemon`): a sweep every interval seconds
+        until stop() is true, so live counts drop on time without listings."""
+        while stop is None or not stop():
+            try:
+                self.sweep()
+            except OSError:
+                pass
+            time.sleep(interval)
+
+    def _template_masks(self):
+        return {c.slot: int.from_bytes(bytes(c.netmask), "big")
+                for _, c in self._services_raw().values()}
+
     def connections(self):
-        """Entries for `-L -c` (see ipvsfmt.conn_listing)."""
-        from .structs import Conn, ConnKey
+        """Entries for `-L -c` (see ipvsfmt.conn_listing), templates included
+        (client port 0, state NONE, as /proc/net/ip_vs_conn shows them)."""
         now = _now_ns()
         out = []
-        for kb, vb in self.st.conns.raw_items():
-            c = Conn.from_buffer_copy(vb)
-            if c.dir != XDPLB_DIR_IN:
+        for k, c, alive in self._live_entries(now=now):
+            if not alive:
                 continue
-            k = ConnKey.from_buffer_copy(kb)
-            tmo = _conn_timeout(k.proto, c.state)
+            tmo = _conn_timeout(k.proto, c.state, c)
             age = (now - c.last_seen) // 1_000_000_000
-            if age > tmo:
-                continue
-            if k.proto == IPPROTO_UDP:
-                pname, sname = "UDP", "UDP"
+            pname = "UDP" if k.proto == IPPROTO_UDP else "TCP"
+            if c.dir == XDPLB_DIR_TEMPLATE:
+                sname = "NONE"
+            elif k.proto == IPPROTO_UDP:
+                sname = "UDP"
             else:
-                pname = "TCP"
                 sname = (model.TCP_STATE_NAMES[c.state]
                          if c.state < len(model.TCP_STATE_NAMES) else "NONE")
             out.append((pname, AF_INET, _b2a(k.saddr), socket.ntohs(k.sport), _b2a(k.daddr),
                         socket.ntohs(k.dport), _b2a(c.addr), socket.ntohs(c.port), sname,
                         max(tmo - age, 0), "", ""))
         return out
+
+    # --- timeouts -------------------------------------------------------------------
+
+    def timeouts(self):
+        """(tcp, tcpfin, udp) as `--timeout` shows them."""
+        def get(i, default):
+            v = self.st.timeouts.get(i)
+            return v.value if v is not None and v.value else default
+        return (get(1, model.TCP_TIMEOUTS[1]), get(4, model.TCP_TIMEOUTS[4]),
+                get(XDPLB_TMO_UDP, model.UDP_TIMEOUT))
+
+    def set_timeouts(self, tcp, tcpfin, udp):
+        """--set: TCP ESTABLISHED, TCP FIN_WAIT, UDP; 0 leaves one unchanged.
+        Entries take a new value at their next state change or packet."""
+        with self.locked():
+            for idx, v in ((1, tcp), (4, tcpfin), (XDPLB_TMO_UDP, udp)):
+                if v:
+                    self.st.timeouts.put(idx, C.c_uint32(v))
 
     # --- listing --------------------------------------------------------------------
 
@@ -484,11 +683,11 @@ class Control:
             if stats or rate:
                 svc.stats = self._stats(self.st.svc_stats, c.slot)
             for slot, d in self._svc_dests(dests, c.slot):
-                a, i = cc.get(slot, (0, 0))
+                a, i, pc = cc.get(slot, (0, 0, 0))
                 dst = Destination(addr=_b2a(d.addr), port=socket.ntohs(d.port), fwd=d.fwd,
                                   weight=d.weight, u_threshold=d.u_threshold,
                                   l_threshold=d.l_threshold, active=a, inactive=i,
-                                  slot=slot, seq=d.seq)
+                                  persist=pc, slot=slot, seq=d.seq)
                 if stats or rate:
                     dst.stats = self._stats(self.st.dest_stats, slot)
                 svc.dests.append(dst)

@@ -12,13 +12,28 @@ from .state import PROG_PIN, State
 
 BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
 ENTRY = "xdplb_main"
+# New connections continue, by tail call through the new_conn prog array, in
+# the program of their scheduler's family (bpf/xdplb.c): XDPLB_SCHED_* ->
+# function name.
+NEW_CONN_PIN = "new_conn"
+NEW_CONN_PROGS = {1: "xdplb_new_ring", 2: "xdplb_new_ring",
+                  **{i: "xdplb_new_list" for i in range(3, 9)},
+                  9: "xdplb_new_sh", 10: "xdplb_new_dh", 11: "xdplb_new_mh",
+                  12: "xdplb_new_lblc", 13: "xdplb_new_lblcr",
+                  15: "xdplb_conn"}   # XDPLB_PROG_CONN: builds the connection
 
 
 def compile_program(cflags=()):
-    """Compile bpf/xdplb.c; returns the bcc BPF object and the loaded XDP function."""
+    """Compile bpf/xdplb.c; returns the bcc BPF object and the loaded XDP
+    function (whose new_conn prog array is filled with the scheduler programs)."""
+    import ctypes as C
     from bcc import BPF
     b = BPF(src_file=os.path.join(BPF_DIR, "xdplb.c").encode(),
             cflags=[f"-I{BPF_DIR}", "-Wno-unused-function", *cflags])
+    fns = {name: b.load_func(name.encode(), BPF.XDP) for name in set(NEW_CONN_PROGS.values())}
+    table = b[NEW_CONN_PIN.encode()]
+    for idx, name in NEW_CONN_PROGS.items():
+        table[C.c_int(idx)] = C.c_int(fns[name].fd)
     return b, b.load_func(ENTRY, BPF.XDP)
 
 
@@ -31,8 +46,8 @@ def create_state(folder, cflags=()):
     shutil.rmtree(tmp, ignore_errors=True)
     os.mkdir(tmp, 0o700)
     try:
-        for name in maps.MAPS:
-            bpfsys.obj_pin(b[name].map_fd, os.path.join(tmp, name))
+        for name in (*maps.MAPS, NEW_CONN_PIN):  # a prog array empties without a pin
+            bpfsys.obj_pin(b[name.encode()].map_fd, os.path.join(tmp, name))
         bpfsys.obj_pin(fn.fd, os.path.join(tmp, PROG_PIN))
         try:
             os.rename(tmp, folder)

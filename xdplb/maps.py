@@ -7,8 +7,8 @@ import ctypes as C
 import os
 
 from . import bpfsys
-from .structs import (COUNTERS, XDPLB_CNT_MAX, Conn, ConnKey, Dest, IpVsStats, RingKey,
-                      SchedPos, Service, SvcKey)
+from .structs import (COUNTERS, XDPLB_CNT_MAX, Conn, ConnKey, Dest, DestConns, IpVsStats,
+                      LblcEnt, LblcKey, RingKey, SchedPos, Service, SvcDests, SvcKey)
 
 XDPLB_CNT_RX = COUNTERS.index("rx")
 
@@ -165,6 +165,10 @@ MAPS = {
     "dest_stats": (PerCpuMap, C.c_uint32, IpVsStats),
     "counters": (CounterMap, C.c_uint32, C.c_uint64),
     "tx_ports": (Map, C.c_uint32, C.c_uint32),
+    "dest_conns": (Map, C.c_uint32, DestConns),
+    "svc_dests": (Map, C.c_uint32, SvcDests),
+    "timeouts": (Map, C.c_uint32, C.c_uint32),
+    "lblc": (Map, LblcKey, LblcEnt),
 }
 
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from . import sched as _sched
+from . import structs as _st
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_MASQ,
                       IP_VS_CONN_F_TUNNEL, IP_VS_SVC_F_ONEPACKET, IP_VS_SVC_F_PERSISTENT,
-                      IP_VS_SVC_F_SCHED1, IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3,
-                      XDPLB_SCHED_RR, XDPLB_SCHED_WRR)
+                      IP_VS_SVC_F_SCHED1, IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3)
 
 AF_INET = 2
 AF_INET6 = 10
@@ -29,12 +29,11 @@ DEF_SCHED = "wlc"
 IPVS_SVC_PERSISTENT_TIMEOUT = 6 * 60
 MAX_TIMEOUT = 86400 * 31
 
-# Every scheduler kernel IPVS knows; xdplb runs rr and wrr.
+# Every scheduler kernel IPVS knows; xdplb runs all but twos (not in ipvsadm 1.31).
 IPVS_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq",
                    "fo", "ovf", "mh", "twos")
-SCHED_IDS = {"rr": XDPLB_SCHED_RR, "wrr": XDPLB_SCHED_WRR}
+SCHED_IDS = {name: getattr(_st, "XDPLB_SCHED_" + name.upper()) for name in _sched.SCHEDULERS}
 SCHED_NAMES = {v: k for k, v in SCHED_IDS.items()}
-assert tuple(SCHED_IDS) == _sched.SCHEDULERS
 IPVS_PES = ("sip",)
 
 FWD_NAMES = {IP_VS_CONN_F_MASQ: "Masq", IP_VS_CONN_F_LOCALNODE: "Local",
@@ -133,8 +132,11 @@ E_EINVAL = "Invalid operation.  Possibly wrong module version, address not unica
 E_ENOMEM = "Memory allocation problem"
 E_NO_DAEMON = "No daemon is running"
 
-SUPPORTED = ("xdplb supports TCP and UDP IPv4 services with the rr and wrr "
-             "schedulers and -m (masquerading) or -g (direct routing) servers")
+SUPPORTED = ("xdplb supports TCP and UDP IPv4 services with every ipvsadm scheduler "
+             "and -m (masquerading) or -g (direct routing) servers")
+E_FWMARK = ("xdplb: firewall-mark services (-f) cannot work with xdplb: the XDP data path "
+            "sees packets before the kernel builds a socket buffer, so there is no packet "
+            "mark (set by iptables/nftables) to match; use -t or -u services")
 
 
 def unsupported(what):
@@ -146,16 +148,14 @@ def check_scheduler(name):
     if name in SCHED_IDS:
         return
     if name in IPVS_SCHEDULERS:
-        dflt = " (the ipvsadm default, used when -s is not given)" if name == DEF_SCHED else ""
-        raise XdplbError(f"xdplb: scheduler '{name}'{dflt} is not supported yet; "
-                         f"use -s rr or -s wrr ({SUPPORTED})")
+        raise XdplbError(f"xdplb: scheduler '{name}' is not supported yet ({SUPPORTED})")
     raise XdplbError(E_NO_SCHED)
 
 
 def check_service_kind(af, proto, fwmark):
     """Refuse the kinds of virtual service the data path does not handle."""
     if fwmark:
-        raise unsupported("firewall-mark services (-f) are")
+        raise XdplbError(E_FWMARK)
     if af != AF_INET:
         raise unsupported("IPv6 services are")
     if proto == IPPROTO_SCTP:
@@ -173,14 +173,10 @@ def check_service(svc):
     if svc.pe and svc.pe not in IPVS_PES:
         raise XdplbError(E_NO_SCHED)
     check_service_kind(svc.af, svc.proto, svc.fwmark)
-    if svc.flags & IP_VS_SVC_F_PERSISTENT:
-        raise unsupported("persistence (-p) is")
     if svc.pe:
         raise unsupported("persistence engines (--pe) are")
     if svc.flags & IP_VS_SVC_F_ONEPACKET:
         raise unsupported("one-packet scheduling (-o) is")
-    if svc.flags & IP_VS_SVC_F_SCHED_FLAGS:
-        raise unsupported("scheduler flags (-b) are")
     try:
         socket.inet_aton(svc.netmask)
     except (OSError, TypeError):
@@ -205,5 +201,3 @@ def check_dest(dest):
         raise unsupported("tunnelling (-i) is")
     if dest.fwd not in SUPPORTED_FWD:
         raise unsupported("this forwarding method is")
-    if dest.u_threshold or dest.l_threshold:
-        raise unsupported("connection thresholds (-x/-y) are")

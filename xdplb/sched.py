@@ -1,4 +1,8 @@
-"""The kernel's rr and wrr schedulers, replayed in user space.
+"""The kernel's schedulers in user space: rr/wrr replayed into rings, the
+sh/dh/mh tables filled as the kernel fills them, and reference ports of the
+list-walking schedulers (lc wlc sed nq fo ovf) used by the tests.
+
+rr and wrr:
 
 The data path does not run a scheduler: it walks a precomputed ring of
 destination slots (see the comment on sched_pos in bpf/xdplb.h). This module
@@ -24,11 +28,37 @@ A destination list is a sequence of (slot, weight) pairs.
 from dataclasses import dataclass
 from math import gcd
 
-from .structs import XDPLB_MAX_RING
+from .structs import (XDPLB_LIST_F_IDLE, XDPLB_LIST_F_SKIP_OVER, XDPLB_LIST_F_SKIP_ZERO,
+                      XDPLB_LIST_F_UNIT, XDPLB_MAX_RING, XDPLB_MH_TAB_SIZE, XDPLB_SH_TAB_SIZE)
 
 RR, WRR = "rr", "wrr"
-SCHEDULERS = (RR, WRR)
+RING_SCHEDULERS = (RR, WRR)
+LIST_SCHEDULERS = ("lc", "wlc", "sed", "nq", "fo", "ovf", "lblc", "lblcr")
+TABLE_SCHEDULERS = ("sh", "dh", "mh")
+SCHEDULERS = RING_SCHEDULERS + LIST_SCHEDULERS + TABLE_SCHEDULERS
 HEAD = 0  # the list head, as a "slot"
+
+# sched_list() in bpf/xdplb.c runs every list scheduler as one form:
+# (list_a, list_b, list_c, list_flags) -> overhead = a*active + b*inactive + c.
+LIST_PARAMS = {
+    "lc": (256, 1, 0, XDPLB_LIST_F_SKIP_ZERO | XDPLB_LIST_F_UNIT),
+    "wlc": (256, 1, 0, 0),
+    "lblc": (256, 1, 0, 0),
+    "lblcr": (256, 1, 0, 0),
+    "sed": (1, 0, 1, 0),
+    "nq": (1, 0, 1, XDPLB_LIST_F_SKIP_ZERO | XDPLB_LIST_F_IDLE),
+    "fo": (0, 0, 1, 0),
+    "ovf": (0, 0, 1, XDPLB_LIST_F_SKIP_ZERO | XDPLB_LIST_F_SKIP_OVER),
+}
+
+
+def kind(sched):
+    """'ring', 'table' or 'list': how the data path runs this scheduler."""
+    if sched in RING_SCHEDULERS:
+        return "ring"
+    if sched in TABLE_SCHEDULERS:
+        return "table"
+    return "list"
 
 
 class RingTooLarge(Exception):
@@ -61,8 +91,8 @@ class Ring:
 
 
 def _check(sched):
-    if sched not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {sched!r}")
+    if sched not in RING_SCHEDULERS:
+        raise ValueError(f"not a ring scheduler: {sched!r}")
 
 
 def wrr_di_mw(dests):
@@ -207,6 +237,8 @@ def build_ring(sched, dests, state, room=XDPLB_MAX_RING):
 
 def state_after(sched, dests, state, n):
     """The scheduler state after n picks from state (failed picks change nothing)."""
+    if sched not in RING_SCHEDULERS:
+        return state
     dests = list(dests)
     if n <= 0:
         return state
@@ -235,6 +267,8 @@ def picks(sched, dests, state, n):
 
 def init_state(sched, dests):
     """init_svc: binding the scheduler to the service (-A, or -E to another one)."""
+    if sched not in RING_SCHEDULERS:
+        return SchedState()
     _check(sched)
     if sched == RR:
         return SchedState(HEAD, 0)
@@ -254,19 +288,22 @@ def _wrr_dest_changed(dests, state):
 
 def on_add(sched, dests_after, state):
     """A destination was added (it is first in dests_after)."""
-    _check(sched)
+    if sched not in RING_SCHEDULERS:
+        return state
     return state if sched == RR else _wrr_dest_changed(dests_after, state)
 
 
 def on_edit(sched, dests_after, state):
     """A destination was edited (weight or anything else)."""
-    _check(sched)
+    if sched not in RING_SCHEDULERS:
+        return state
     return state if sched == RR else _wrr_dest_changed(dests_after, state)
 
 
 def on_delete(sched, dests_before, slot, state):
     """The destination in slot is removed from dests_before."""
-    _check(sched)
+    if sched not in RING_SCHEDULERS:
+        return state
     after = [d for d in dests_before if d[0] != slot]
     if sched == WRR:
         return _wrr_dest_changed(after, state)
@@ -274,3 +311,181 @@ def on_delete(sched, dests_before, slot, state):
         i = _index(dests_before, slot)
         return SchedState(_slot(dests_before, i - 1), 0)
     return state
+
+
+# --- hash schedulers: the kernel's tables and hashes ------------------------------
+
+def hash_32(v, bits):
+    """include/linux/hash.h hash_32 (GOLDEN_RATIO_32)."""
+    return ((v * 0x61C88647) & 0xffffffff) >> (32 - bits)
+
+
+def sh_hashkey(addr, port, offset=0):
+    """ip_vs_sh_hashkey: addr and port host-order ints."""
+    return (offset + hash_32((port + addr) & 0xffffffff, 8)) & (XDPLB_SH_TAB_SIZE - 1)
+
+
+def dh_hashkey(addr):
+    return hash_32(addr, 8)
+
+
+_M64 = (1 << 64) - 1
+
+
+def _rol(x, b):
+    return ((x << b) | (x >> (64 - b))) & _M64
+
+
+def hsiphash_u32(m, k0, k1):
+    """lib/siphash.c hsiphash() of one u32 on 64-bit kernels (SipHash-1-3)."""
+    v0 = 0x736f6d6570736575 ^ k0
+    v1 = 0x646f72616e646f6d ^ k1
+    v2 = 0x6c7967656e657261 ^ k0
+    v3 = 0x7465646279746573 ^ k1
+    b = (4 << 56) | m
+
+    def sipround(v0, v1, v2, v3):
+        v0 = (v0 + v1) & _M64; v1 = _rol(v1, 13); v1 ^= v0; v0 = _rol(v0, 32)  # noqa: E702
+        v2 = (v2 + v3) & _M64; v3 = _rol(v3, 16); v3 ^= v2                      # noqa: E702
+        v0 = (v0 + v3) & _M64; v3 = _rol(v3, 21); v3 ^= v0                      # noqa: E702
+        v2 = (v2 + v1) & _M64; v1 = _rol(v1, 17); v1 ^= v2; v2 = _rol(v2, 32)  # noqa: E702
+        return v0, v1, v2, v3
+
+    v3 ^= b
+    v0, v1, v2, v3 = sipround(v0, v1, v2, v3)
+    v0 ^= b
+    v2 ^= 0xff
+    for _ in range(3):
+        v0, v1, v2, v3 = sipround(v0, v1, v2, v3)
+    return (v0 ^ v1 ^ v2 ^ v3) & 0xffffffff
+
+
+MH_HASH1 = 2654435761
+MH_HASH2 = 2654446892
+
+
+def mh_hashkey(addr, port, key, offset=0):
+    """ip_vs_mh_hashkey (host-order addr, port), not reduced mod M."""
+    return hsiphash_u32((offset + port + addr) & 0xffffffff, key, key)
+
+
+def sh_table(dests):
+    """ip_vs_sh_reassign: dests [(slot, weight)] in list order -> 256 slots."""
+    if not dests:
+        return []
+    out, i, count = [], 0, 0
+    for _ in range(XDPLB_SH_TAB_SIZE):
+        slot, w = dests[i]
+        out.append(slot)
+        count += 1
+        if count >= w:
+            i, count = (i + 1) % len(dests), 0
+    return out
+
+
+def dh_table(dests):
+    """ip_vs_dh_reassign: one bucket per destination, round robin."""
+    if not dests:
+        return []
+    return [dests[i % len(dests)][0] for i in range(XDPLB_SH_TAB_SIZE)]
+
+
+def mh_table(dests):
+    """ip_vs_mh_reassign: dests [(slot, addr, port, last_weight)] in list order
+    (addr, port host-order ints) -> XDPLB_MH_TAB_SIZE slots, or [] when every
+    last_weight is 0."""
+    M = XDPLB_MH_TAB_SIZE
+    g = 0
+    for *_, lw in dests:
+        if lw > 0:
+            g = gcd(lw, g) if g > 0 else lw
+    if g < 1:
+        return []
+    mw = max(lw for *_, lw in dests) // g
+    shift = max(mw.bit_length() - 6, 0)    # fls(mw) - IP_VS_MH_TAB_BITS
+    setup = []
+    for slot, addr, port, lw in dests:
+        offset = mh_hashkey(addr, port, MH_HASH1) % M
+        skip = mh_hashkey(addr, port, MH_HASH2) % (M - 1) + 1
+        turns = ((lw // g) >> shift) or (1 if lw else 0)
+        setup.append([slot, offset, skip, turns])
+    table = [0] * M
+    used = bytearray(M)
+    n = 0
+    while True:
+        for ds in setup:
+            slot, _, skip, turns = ds
+            for _ in range(turns):
+                c = ds[1]
+                while used[c]:
+                    ds[1] += skip
+                    if ds[1] >= M:
+                        ds[1] -= M
+                    c = ds[1]
+                used[c] = 1
+                table[c] = slot
+                n += 1
+                if n == M:
+                    return table
+
+
+def table_for(sched, dests, meta=None):
+    """The hash scheduler's table. dests [(slot, weight)]; meta {slot: (addr,
+    port, last_weight)} (host-order) for mh."""
+    if sched == "sh":
+        return sh_table(dests)
+    if sched == "dh":
+        return dh_table(dests)
+    return mh_table([(s, *meta[s]) for s, _ in dests])
+
+
+# --- reference ports of the list schedulers (the tests compare the data path
+# with them) -----------------------------------------------------------------------
+
+def list_pick(sched, dests):
+    """The kernel's pick for dests [(slot, weight, active, inactive, overload)]
+    in list order; None when no destination is available."""
+    def oh(d):
+        return (d[2] << 8) + d[3]
+    least = None
+    if sched == "lc":
+        for d in dests:
+            if d[4] or d[1] == 0:
+                continue
+            if least is None or oh(d) < oh(least):
+                least = d
+    elif sched in ("wlc", "sed", "lblc", "lblcr"):
+        f = oh if sched != "sed" else (lambda d: d[2] + 1)
+        for i, d in enumerate(dests):
+            if not d[4] and d[1] > 0:
+                least = d
+                break
+        if least is None:
+            return None
+        for d in dests[i + 1:]:
+            if d[4]:
+                continue
+            if f(least) * d[1] > f(d) * least[1]:
+                least = d
+    elif sched == "nq":
+        for d in dests:
+            if d[4] or not d[1]:
+                continue
+            if d[2] == 0:
+                return d[0]
+            if least is None or (least[2] + 1) * d[1] > (d[2] + 1) * least[1]:
+                least = d
+    elif sched == "fo":
+        hw = 0
+        for d in dests:
+            if not d[4] and d[1] > hw:
+                least, hw = d, d[1]
+    elif sched == "ovf":
+        for d in dests:
+            if d[4] or d[2] > d[1] or d[1] == 0:
+                continue
+            if least is None or d[1] > least[1]:
+                least = d
+    else:
+        raise ValueError(sched)
+    return None if least is None else least[0]

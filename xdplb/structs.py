@@ -10,6 +10,8 @@ XDPLB_MAX_DESTS = 131072
 XDPLB_MAX_CONNS = 262144
 XDPLB_MAX_RING = 1048576
 XDPLB_MAX_PORTS = 256
+XDPLB_LIST_MAX = 64
+XDPLB_MAX_LBLC = 65536
 
 IP_VS_CONN_F_MASQ = 0
 IP_VS_CONN_F_LOCALNODE = 1
@@ -25,6 +27,30 @@ IP_VS_SVC_F_SCHED3 = 0x0020
 
 XDPLB_SCHED_RR = 1
 XDPLB_SCHED_WRR = 2
+XDPLB_SCHED_LC = 3
+XDPLB_SCHED_WLC = 4
+XDPLB_SCHED_SED = 5
+XDPLB_SCHED_NQ = 6
+XDPLB_SCHED_FO = 7
+XDPLB_SCHED_OVF = 8
+XDPLB_SCHED_SH = 9
+XDPLB_SCHED_DH = 10
+XDPLB_SCHED_MH = 11
+XDPLB_SCHED_LBLC = 12
+XDPLB_SCHED_LBLCR = 13
+
+XDPLB_SH_TAB_SIZE = 256
+XDPLB_DH_TAB_SIZE = 256
+XDPLB_MH_TAB_SIZE = 4093
+XDPLB_MH_FALLBACK_PROBES = 256
+
+XDPLB_LIST_F_SKIP_ZERO = 0x01
+XDPLB_LIST_F_SKIP_OVER = 0x02
+XDPLB_LIST_F_UNIT = 0x04
+XDPLB_LIST_F_IDLE = 0x08
+
+XDPLB_LBLCR_SET = 8
+XDPLB_LBLCR_EXPIRATION_NS = 24 * 3600 * 1000000000
 
 XDPLB_DEST_F_AVAILABLE = 0x01
 
@@ -43,6 +69,11 @@ IP_VS_TCP_S_LAST = 11
 
 XDPLB_DIR_IN = 0
 XDPLB_DIR_OUT = 1
+XDPLB_DIR_TEMPLATE = 2
+
+XDPLB_TMO_UDP = 11
+XDPLB_CFG_CONN_REUSE = 12
+XDPLB_TMO_MAX = 16
 
 XDPLB_RING_GEN_BIT = 0x80000000
 
@@ -62,14 +93,37 @@ class Service(C.Structure):
                 ("flags", C.c_uint32), ("timeout", C.c_uint32), ("netmask", C.c_uint8 * 4),
                 ("ring_len", C.c_uint32), ("ring_prefix", C.c_uint32),
                 ("ring_gen", C.c_uint32), ("sched_cl", C.c_uint32), ("sched_cw", C.c_int32),
-                ("sched", C.c_uint8), ("pad", C.c_uint8 * 7)]
+                ("sched", C.c_uint8), ("list_flags", C.c_uint8), ("list_b", C.c_uint8),
+                ("list_c", C.c_uint8), ("list_a", C.c_uint16), ("pad", C.c_uint8 * 2)]
 
 
 class Dest(C.Structure):
     _fields_ = [("addr", C.c_uint8 * 4), ("port", C.c_uint16), ("fwd", C.c_uint8),
                 ("flags", C.c_uint8), ("svc_slot", C.c_uint32), ("seq", C.c_uint32),
                 ("weight", C.c_uint32), ("u_threshold", C.c_uint32),
-                ("l_threshold", C.c_uint32)]
+                ("l_threshold", C.c_uint32), ("last_weight", C.c_uint32)]
+
+
+class DestConns(C.Structure):
+    _fields_ = [("active", C.c_int64), ("inactive", C.c_int64), ("persist", C.c_int64),
+                ("overload", C.c_uint64)]
+
+
+class SvcDestEnt(C.Structure):
+    _fields_ = [("slot", C.c_uint32), ("weight", C.c_uint32)]
+
+
+class SvcDests(C.Structure):
+    _fields_ = [("n", C.c_uint32), ("pad", C.c_uint32), ("d", SvcDestEnt * XDPLB_LIST_MAX)]
+
+
+class LblcKey(C.Structure):
+    _fields_ = [("svc_slot", C.c_uint32), ("addr", C.c_uint8 * 4)]
+
+
+class LblcEnt(C.Structure):
+    _fields_ = [("n", C.c_uint32), ("pad", C.c_uint32), ("slot", C.c_uint32 * XDPLB_LBLCR_SET),
+                ("last_used", C.c_uint64), ("last_mod", C.c_uint64)]
 
 
 class RingKey(C.Structure):
@@ -89,7 +143,18 @@ class Conn(C.Structure):
     _fields_ = [("addr", C.c_uint8 * 4), ("port", C.c_uint16), ("dir", C.c_uint8),
                 ("fwd", C.c_uint8), ("dest_slot", C.c_uint32), ("svc_slot", C.c_uint32),
                 ("ifindex", C.c_uint32), ("smac", C.c_uint8 * 6), ("dmac", C.c_uint8 * 6),
-                ("state", C.c_uint8), ("pad", C.c_uint8 * 3), ("last_seen", C.c_uint64)]
+                ("state", C.c_uint8), ("timeout_hi", C.c_uint8), ("timeout_lo", C.c_uint16),
+                ("dest_seq", C.c_uint32), ("last_seen", C.c_uint64)]
+
+    @property
+    def timeout(self):
+        """Seconds the entry may idle (24 bits; 0 = the state's default)."""
+        return self.timeout_hi << 16 | self.timeout_lo
+
+    @timeout.setter
+    def timeout(self, t):
+        t = min(t, 0xffffff)
+        self.timeout_hi, self.timeout_lo = t >> 16, t & 0xffff
 
 
 class IpVsStats(C.Structure):
@@ -101,4 +166,6 @@ class IpVsStats(C.Structure):
 MIRRORS = {
     "svc_key": SvcKey, "service": Service, "dest": Dest, "ring_key": RingKey,
     "sched_pos": SchedPos, "conn_key": ConnKey, "conn": Conn, "ip_vs_stats": IpVsStats,
+    "dest_conns": DestConns, "svc_dest_ent": SvcDestEnt, "svc_dests": SvcDests,
+    "lblc_key": LblcKey, "lblc_ent": LblcEnt,
 }

@@ -27,7 +27,7 @@ import statistics
 import time
 
 from . import rules
-from .common import (CL_IP, CL_MAC, LB_CL_MAC, RPORT, RS_IP, VIP, VPORT, BenchError, Topo,
+from .common import (CL_IP, CL_MAC, LB_CL_MAC, RPORT, RS_IP, VIP, VPORT, Topo,
                      child_env, inject, ipvs_available, percpu_sum, pin_folder, tool,
                      udp_frame)
 

@@ -3,7 +3,6 @@ maps' own accounting (/proc/<pid>/fdinfo of each map: memlock = the kernel's
 map_mem_usage(), max_entries), on the real data path compiled with the
 default capacities. All of xdplb's maps are preallocated, so this is what the
 kernel holds whether or not the entries are in use."""
-import os
 import time
 
 from .. import bpfsys
