@@ -1044,6 +1044,8 @@ int xdplb_main(struct xdp_md *ctx)
 	if (p.key.proto == IPPROTO_TCP &&
 	    (p.tcp_flags & (XDPLB_TCP_SYN | XDPLB_TCP_ACK | XDPLB_TCP_RST)) != XDPLB_TCP_SYN)
 		return pass();
+	if (!ip_csum_ok(p.ip, data_end))
+		return pass();
 	new_conn.call(ctx, svc->sched);
 	return drop(XDPLB_CNT_NO_DEST);	/* no program for this scheduler */
 }

@@ -5,7 +5,10 @@ import os
 import re
 import subprocess
 
+import pytest
 from conftest import xdplb_argv
+
+from xdplb import netns
 
 
 def test_attach_status_detach_native(cli_netns):
@@ -131,3 +134,19 @@ def test_lab_cli_lifecycle(xlab_prefix):
         assert gone.returncode != 0 and "not up" in gone.stderr
     finally:
         lab.down(quiet=True)
+
+
+def test_daemon_sweeps_until_stopped(cli_netns):
+    """`xdplb daemon` refuses without state, and with state keeps running
+    (sweeping) until it is terminated."""
+    p = cli_netns.xdplb("daemon")
+    assert p.returncode != 0 and "no state" in p.stderr
+    assert cli_netns.xdplb("attach", "v0").returncode == 0
+    proc = subprocess.Popen(netns.in_ns(cli_netns.name, xdplb_argv("daemon", "--interval", "0.2")),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

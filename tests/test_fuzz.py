@@ -312,15 +312,8 @@ def test_structured_frames_hypothesis(fuzzer):
     assert fz.stats["violations"] == 0, report(fz)
 
 
-# --- findings: data-path bugs, failing until fixed (routed to the data path) ----
+# --- findings: data-path bugs the fuzzer found, kept as regressions ----------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "data-path bug (fuzz): the IPv4 header checksum is not verified, so a frame "
-    "with a corrupt IP header to a virtual service is scheduled (conn entry, "
-    "Conns/InPkts counted, ring advanced) and forwarded with the corruption "
-    "carried; the kernel drops it in ip_rcv, so IPVS never sees it. Frames with "
-    "a bad IP header checksum should leave XDP_PASS untouched, like other "
-    "malformed frames"))
 def test_bad_ip_header_checksum_is_not_ours(fuzzer):
     """Setup: the fuzz services (10.0.0.100:80 TCP, Masq -> 172.80.0.2:8080
     first in its ring). Frame: 02:00:00:00:01:02 -> 02:00:00:00:01:01, SYN

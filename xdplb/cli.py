@@ -241,6 +241,30 @@ def exec_(ctx, node, argv):
         _fail(e)
 
 
+@xdplb.command()
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="seconds between sweeps")
+def daemon(interval):
+    """Expire idle connections on time (runs in the foreground until killed).
+
+    Without it, expiry happens when a packet meets an expired entry and on
+    every listing; the daemon makes ActiveConn/InActConn, and the schedulers
+    that read them, drop expired connections within INTERVAL."""
+    from .control import Control
+    try:
+        ctl = Control.open()
+    except (StateError, OSError) as e:
+        _fail(e)
+    if ctl is None:
+        _fail(StateError("xdplb has no state in this network namespace (xdplb attach or "
+                         "xdplbadm -A creates it)"))
+    with ctl:
+        try:
+            ctl.sweep_forever(interval)
+        except KeyboardInterrupt:
+            pass
+
+
 lab.add_command(compare_command, "compare")
 xdplb.add_command(bench_command, "bench")
 
