@@ -118,28 +118,44 @@ static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 /* The kernel drops a bad IPv4 header checksum in ip_rcv, so IPVS never
  * schedules such a packet. Checked before a new connection only: packets of
  * tracked flows carry whatever they have, and the receiver judges them. */
+static __always_inline int ip_option_word(const __u32 *w, __u32 k, const void *data_end,
+					  __u64 *sum)
+{
+	const __u32 *next = w + k + 1;
+
+	/* opaque to clang, which otherwise folds the bound into arithmetic on
+	 * data_end, which the verifier refuses */
+	asm volatile("" : "+r"(next));
+	if ((const void *)next > data_end)
+		return 0;
+	*sum += next[-1];
+	return 1;
+}
+
+/* Written out word by word: a loop here is more than the 6.1 verifier
+ * (Debian 12's kernel) can follow. */
+#define XDPLB_IP_OPTION_WORD(k)						\
+	if (ihl > (k) && !ip_option_word(w, (k), data_end, &sum))	\
+		return 0
+
 static __always_inline int ip_csum_ok(const struct iphdr *ip, const void *data_end)
 {
 	const __u32 *w = (const void *)ip;
 	__u32 ihl = ip->ihl;
 	__u64 sum;
-	int i;
 
-	/* parse_pkt has bounded the fixed header; options word by word */
+	/* parse_pkt has bounded the fixed header */
 	sum = (__u64)w[0] + w[1] + w[2] + w[3] + w[4];
-#pragma clang loop unroll(full)
-	for (i = 5; i < 15; i++) {
-		if (i >= ihl)
-			break;
-		const __u32 *next = w + i + 1;
-
-		/* opaque to clang, which otherwise rewrites the bound as
-		 * arithmetic on data_end, which the verifier refuses */
-		asm volatile("" : "+r"(next));
-		if ((const void *)next > data_end)
-			return 0;
-		sum += next[-1];
-	}
+	XDPLB_IP_OPTION_WORD(5);
+	XDPLB_IP_OPTION_WORD(6);
+	XDPLB_IP_OPTION_WORD(7);
+	XDPLB_IP_OPTION_WORD(8);
+	XDPLB_IP_OPTION_WORD(9);
+	XDPLB_IP_OPTION_WORD(10);
+	XDPLB_IP_OPTION_WORD(11);
+	XDPLB_IP_OPTION_WORD(12);
+	XDPLB_IP_OPTION_WORD(13);
+	XDPLB_IP_OPTION_WORD(14);
 	sum = (sum & 0xffffffff) + (sum >> 32);
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);

@@ -8,6 +8,7 @@ kernel refusal), 1 for listing failures. See ipvs-reference.md §1-2.
 Start-up stays fast: listing never imports bcc; only the first writing
 command of a netns compiles the data path (xdplb/state.py).
 """
+import io
 import os
 import re
 import socket
@@ -734,21 +735,172 @@ def _list_all(fmt, ctx):
 
 
 def restore_table(argv, reading_stdin, ctx):
+    """-R: every line is parsed and checked first; a command-line error (fail(),
+    try-help) stops with its status and NOTHING is changed (ipvsadm would have
+    run the lines before it). Then the lines run: -A / -a only (the usual
+    restore) as one transaction (Control.restore), anything else one by one.
+    Refused lines print their message and the rest goes on; the status is the
+    last line's, as ipvsadm's."""
     if reading_stdin:
         tryhelp_exit(ctx.prog)
-    result = 0
+    parsed = []
+    real = sys.stderr
     for line in sys.stdin:
         toks = [t for t in re.split(r"[ \t\r\n]+", line)
                 if t and t not in ("ipvsadm", "xdplbadm")]
-        if toks:
-            result = process_options([argv[0]] + toks, True, ctx)
+        if not toks:
+            continue
+        buf = io.StringIO()
+        sys.stderr = buf
+        try:
+            ce = _checked([argv[0]] + toks, ctx)
+            if ce is not None and ce.cmd == CMD_RESTORE:
+                tryhelp_exit(ctx.prog)      # nested -R
+        except Exit:
+            sys.stderr = real
+            sys.stderr.write(buf.getvalue())
+            raise
+        finally:
+            sys.stderr = real
+        parsed.append((ce, buf.getvalue()))
+    if all(ce is None or ce.cmd in (CMD_ADD, CMD_ADDDEST) for ce, _ in parsed):
+        return _restore_batch(parsed, ctx)
+    result = 0
+    for ce, err in parsed:
+        if ce is None:
+            sys.stdout.flush()
+            sys.stderr.write(err)
+            result = -1
+        else:
+            result = _execute(ce, ctx)
     return result
 
 
-def process_options(argv, reading_stdin, ctx):
+def _restore_batch(parsed, ctx):
+    lines = []
+    create = False
+    for ce, err in parsed:
+        if ce is None:
+            lines.append(("err", XdplbError(err.rstrip("\n"))))
+        elif ce.cmd == CMD_ADD:
+            svc = _service(ce)
+            try:
+                model.check_service(svc)
+            except XdplbError as e:
+                lines.append(("err", e))
+                continue
+            if _plain_v4(ce):
+                lines.append(("svc", svc))
+                create = True
+            else:
+                lines.append(("ok",))
+        elif not _plain_v4(ce):
+            lines.append(("err", XdplbError(model.E_SVC_NOT_DEFINED)))
+        else:
+            lines.append(("dest", _key(ce), Destination(
+                addr=ce.dest.addr, port=ce.dest.port, fwd=ce.fwd, weight=ce.weight,
+                u_threshold=ce.u_thr, l_threshold=ce.l_thr, af=ce.dest.af)))
+    primed = []
+    try:
+        ctl = ctx.control(create=create)
+        if ctl is None:    # no state and nothing creates it: nothing to refer to
+            results = [ln[1] if ln[0] == "err" else
+                       XdplbError(model.E_SVC_NOT_DEFINED) if ln[0] == "dest" else None
+                       for ln in lines]
+        else:
+            results, primed = ctl.restore(lines)
+    except XdplbError as e:
+        sys.stdout.flush()
+        sys.stderr.write(e.message + "\n")
+        return -1
+    result = 0
+    for e in results:
+        if e is not None:
+            sys.stdout.flush()
+            sys.stderr.write(e.message + "\n")
+        result = 0 if e is None else -1
+    if primed:
+        from .control import prime_neighbour
+        for addr in dict.fromkeys(primed):
+            prime_neighbour(addr)
+    return result
+
+
+_QUAD = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_FAST_ADDR = re.compile(rf"({_QUAD}(?:\.{_QUAD}){{3}})(?::([0-9]{{1,5}}))?")
+_FAST_PROTO = {"-t": IPPROTO_TCP, "-u": IPPROTO_UDP}
+
+
+def _fast_checked(toks):
+    """The usual -R lines (what -S -n writes: `-A -t|-u VIP:PORT [-s S]` and
+    `-a -t|-u VIP:PORT -r RIP[:PORT] [-g|-m] [-w N]`, plain dotted quads)
+    parsed without popt: the same Cmd as _checked gives them, or None for
+    anything else (then the full parser decides)."""
+    n = len(toks)
+    if n < 3 or toks[1] not in _FAST_PROTO or toks[0] not in ("-A", "-a"):
+        return None
+    m = _FAST_ADDR.fullmatch(toks[2])
+    if m is None or m.group(2) is None:
+        return None
+    port = int(m.group(2))
+    if port > 65535 or port == 0:
+        return None
+    ce = Cmd()
+    ce.svc.af, ce.svc.addr, ce.svc.port, ce.svc.proto = AF_INET, m.group(1), port, \
+        _FAST_PROTO[toks[1]]
+    ce.options.add(O["service-address"])
+    i = 3
+    if toks[0] == "-A":
+        ce.cmd = CMD_ADD
+        if n == 5 and toks[3] == "-s" and not toks[4].startswith("-"):
+            ce.options.add(O["scheduler"])
+            ce.sched = toks[4][:15]
+        elif n != 3:
+            return None
+        ce.sched = ce.sched or DEF_SCHED
+        return ce
+    ce.cmd = CMD_ADDDEST
+    while i < n:
+        t = toks[i]
+        if t == "-r" and i + 1 < n and O["real-server"] not in ce.options:
+            m = _FAST_ADDR.fullmatch(toks[i + 1])
+            if m is None:
+                return None
+            dport = int(m.group(2)) if m.group(2) is not None else port
+            if dport > 65535:
+                return None
+            ce.dest.af, ce.dest.addr, ce.dest.port = AF_INET, m.group(1), dport
+            ce.options.add(O["real-server"])
+            i += 2
+        elif t in ("-g", "-m") and O["forwarding-method"] not in ce.options:
+            ce.fwd = IP_VS_CONN_F_DROUTE if t == "-g" else IP_VS_CONN_F_MASQ
+            ce.options.add(O["forwarding-method"])
+            i += 1
+        elif t == "-w" and i + 1 < n and O["weight"] not in ce.options:
+            w = toks[i + 1]
+            if not w.isdigit() or not w.isascii() or len(w) > 5 or int(w) > 65535:
+                return None
+            ce.weight = int(w)
+            ce.options.add(O["weight"])
+            i += 2
+        else:
+            return None
+    if O["real-server"] not in ce.options:
+        return None
+    if ce.fwd == IP_VS_CONN_F_DROUTE:
+        ce.dest.port = ce.svc.port
+    return ce
+
+
+def _checked(argv, ctx):
+    """process_options' parsing and checks: the command, or None after a popt
+    error (printed). fail() raises Exit."""
+    ce = _fast_checked(argv[1:])
+    if ce is not None:
+        return ce
     ce = Cmd()
     if parse_options(argv, ce, ctx.prog):
-        return -1
+        return None
     generic_opt_check(ce.cmd, ce.options)
     if ce.cmd in (CMD_ADD, CMD_EDIT):
         if not ce.fwmark and not ce.svc.port and not ce.flags & IP_VS_SVC_F_PERSISTENT:
@@ -769,12 +921,25 @@ def process_options(argv, reading_stdin, ctx):
              and o & {O["stats"], O["rate"], O["thresholds"]})
                 or (o & {O["timeout"], O["daemon"]} and O["persistent-conn"] in o)):
             fail("options conflicts in the list command")
+    return ce
+
+
+def process_options(argv, reading_stdin, ctx):
+    ce = _checked(argv, ctx)
+    if ce is None:
+        return -1
+    if ce.cmd == CMD_RESTORE:
+        return restore_table(argv, reading_stdin, ctx)
+    return _execute(ce, ctx)
+
+
+def _execute(ce, ctx):
+    """Run a checked command (process_options after its checks)."""
+    if ce.cmd == CMD_LIST:
         try:
             return _list(ce, ctx)
         except XdplbError as e:
             fail(e.message, e.code)
-    if ce.cmd == CMD_RESTORE:
-        return restore_table(argv, reading_stdin, ctx)
     if ce.cmd == CMD_SAVE:
         _list_all(ce.fmt | F.FMT_RULE, ctx)
         return 0

@@ -34,6 +34,8 @@ for _name, _args in {
     "bpf_prog_get_fd_by_id": [C.c_uint32],
     "bpf_map_lookup_batch": [C.c_int, C.c_void_p, C.c_void_p, C.c_void_p, C.c_void_p,
                              C.POINTER(C.c_uint32), C.c_void_p],
+    "bpf_map_update_batch": [C.c_int, C.c_void_p, C.c_void_p, C.POINTER(C.c_uint32),
+                             C.c_void_p],
 }.items():
     getattr(_lib, _name).argtypes = _args
     getattr(_lib, _name).restype = C.c_int
@@ -101,6 +103,25 @@ def lookup_batch(fd, in_batch, out_batch, keys, values, count):
     if err:
         raise OSError(err, f"map batch lookup: {os.strerror(err)}")
     return n.value, True
+
+
+class BpfMapBatchOpts(C.Structure):
+    _fields_ = [("sz", C.c_size_t), ("elem_flags", C.c_uint64), ("flags", C.c_uint64)]
+
+
+def update_batch(fd, keys, values, count, flags=BPF_ANY):
+    """BPF_MAP_UPDATE_BATCH of count packed keys and values (bytes); returns
+    the entries written. NotImplementedError where the map type has no batch
+    operations (nothing has been written then)."""
+    n = C.c_uint32(count)
+    opts = BpfMapBatchOpts(C.sizeof(BpfMapBatchOpts), flags, 0)
+    ret = _lib.bpf_map_update_batch(fd, keys, values, C.byref(n), C.byref(opts))
+    err = -ret if ret < -1 else (C.get_errno() if ret == -1 else 0)
+    if err in (errno.EOPNOTSUPP, ENOTSUPP, errno.EINVAL) and n.value == 0:
+        raise NotImplementedError   # (a real EINVAL shows again, one update at a time)
+    if err:
+        raise OSError(err, f"map batch update: {os.strerror(err)}")
+    return n.value
 
 
 class BpfMapInfo(C.Structure):

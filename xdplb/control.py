@@ -35,7 +35,8 @@ from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E
                     XdplbError)
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, XDPLB_DEST_F_AVAILABLE,
                       XDPLB_DIR_IN, XDPLB_DIR_OUT, XDPLB_DIR_TEMPLATE, XDPLB_LIST_MAX,
-                      XDPLB_MAX_DESTS, XDPLB_MAX_RING, XDPLB_MAX_SERVICES, XDPLB_RING_GEN_BIT,
+                      XDPLB_MAX_DESTS, XDPLB_MAX_RING, XDPLB_MAX_SERVICES, XDPLB_MH_TAB_SIZE,
+                      XDPLB_RING_GEN_BIT, XDPLB_SH_TAB_SIZE,
                       XDPLB_TMO_UDP, XDPLB_CFG_CONN_REUSE, Conn, ConnKey, Dest, DestConns, RingKey,
                       SchedPos, SvcDests)
 from .structs import Service as CService
@@ -726,6 +727,310 @@ class Control:
             limit = dlimit if name in ("dests", "dest_stats") else None
             snap[name] = sorted((k, v) for k, v in m.raw_items(limit) if any(v))
         return snap
+
+    # --- restore: many -A / -a lines at once ------------------------------------------
+
+    def restore(self, lines):
+        """Run -A / -a lines as one transaction (xdplbadm -R).
+
+        lines: [("svc", Service) | ("dest", (proto, addr, port), Destination) |
+        ("err", XdplbError)]. Every line is first run against an in-memory copy
+        of the tables, with the checks (and the order of checks) of
+        add_service / add_dest, so each refusal is the one the kernel would
+        give at that point of the sequence; then the net result is written
+        under one lock, each touched service's schedule computed once from its
+        final destination list and scheduler state (the same maps as running
+        the lines one by one). Returns one XdplbError or None per line.
+        """
+        with self.locked():
+            sim = _RestoreSim(self)
+            results = [sim.run(line) for line in lines]
+            sim.apply()
+        return results, sim.primed
+
+
+class _SimSvc:
+    __slots__ = ("key", "orig", "c", "new", "ds", "addrs", "state", "switches", "ring_len",
+                 "name")
+
+
+class _RestoreSim:
+    """The tables as the lines of a restore see them, and their net effect."""
+
+    def __init__(self, ctl):
+        self.ctl = ctl
+        st = ctl.st
+        self.services = ctl._services_raw()            # {key tuple: (SvcKey, CService)}
+        self.sim = {}                                  # key tuple -> _SimSvc (touched)
+        used = {c.slot for _, c in self.services.values()}
+        self.svc_free = _SlotPool(used, 0, XDPLB_MAX_SERVICES)
+        self.svc_seq = max((c.seq for _, c in self.services.values()), default=0)
+        self.nservices = len(self.services)
+        self.dests = ctl._dests_raw(self.services)
+        self.by_svc = None
+        hint = st.dests.get(0)
+        self.hw_slot = hint.seq if hint is not None else 0
+        self.hw_seq0 = hint.u_threshold if hint is not None else 0
+        self.last_seq = max([self.hw_seq0] + [d.seq for d in self.dests.values()])
+        self.hw_seq = self.hw_seq0
+        self.hw_slot0 = self.hw_slot
+        self.dest_free = _SlotPool(set(self.dests) | {0}, 1, XDPLB_MAX_DESTS)
+        self.ring_used = sum(c.ring_len for _, c in self.services.values())
+        self.new_services = []                         # _SimSvc in creation order
+        self.new_dests = []                            # (slot, Dest)
+        self.set_reuse = False
+        self.primed = []
+        self._ring_cache = {}
+
+    # -- lines --
+
+    def run(self, line):
+        try:
+            if line[0] == "err":
+                raise line[1]
+            if line[0] == "svc":
+                self._add_service(line[1])
+            else:
+                self._add_dest(line[1], line[2])
+        except XdplbError as e:
+            return e
+        return None
+
+    def _add_service(self, svc):
+        model.check_service(svc)
+        if svc.key in self.services or svc.key in self.sim and self.sim[svc.key].new:
+            raise XdplbError(E_SVC_EXISTS)
+        slot = self.svc_free.peek()
+        if slot is None:
+            raise XdplbError(E_ENOMEM)
+        self.svc_free.take()
+        self.svc_seq += 1
+        st = S.init_state(svc.sched, [])
+        c = CService(slot=slot, seq=self.svc_seq, flags=svc.flags, timeout=svc.timeout,
+                     netmask=_a2b(svc.netmask), sched_cl=st.cl, sched_cw=st.cw,
+                     **_sched_fields(svc.sched))
+        if self.nservices == 0:
+            self.set_reuse = True
+        self.nservices += 1
+        s = _SimSvc()
+        s.key, s.orig, s.c, s.new = svc_key(*svc.key), None, c, True
+        s.ds, s.addrs, s.state, s.switches, s.ring_len = [], set(), st, 0, 0
+        s.name = svc.sched
+        self.sim[svc.key] = s
+        self.new_services.append(s)
+
+    def _touch(self, k):
+        s = self.sim.get(k)
+        if s is not None:
+            return s
+        if k not in self.services:
+            return None
+        key, csvc = self.services[k]
+        if self.by_svc is None:
+            self.by_svc = {}
+            for slot, d in self.dests.items():
+                self.by_svc.setdefault(d.svc_slot, []).append((slot, d))
+        ds = sorted(self.by_svc.get(csvc.slot, []), key=lambda sd: sd[1].seq, reverse=True)
+        s = _SimSvc()
+        s.key, s.orig, s.c, s.new = key, csvc, csvc, False
+        s.ds = ds
+        s.addrs = {(bytes(d.addr), d.port) for _, d in ds}
+        s.name = model.SCHED_NAMES[csvc.sched]
+        s.state = None          # replayed from the live ring at the first change
+        s.switches, s.ring_len = 0, csvc.ring_len
+        self.sim[k] = s
+        return s
+
+    def _add_dest(self, svc_k, dest):
+        s = self._touch(tuple(svc_k))
+        if s is None:
+            raise XdplbError(E_SVC_NOT_DEFINED)
+        model.check_dest(dest)
+        port = Control._dest_port(svc_k[2], dest)
+        ident = (socket.inet_aton(dest.addr), socket.htons(port))
+        if ident in s.addrs:
+            raise XdplbError(E_DEST_EXISTS)
+        slot = self.dest_free.peek()
+        if slot is None:
+            raise XdplbError(E_ENOMEM)
+        seq = self.last_seq + 1
+        before = Control._sched_list(s.ds)
+        after = [(slot, dest.weight)] + before
+        new = Dest(_a2b(dest.addr), socket.htons(port), dest.fwd, XDPLB_DEST_F_AVAILABLE,
+                   s.c.slot, seq, dest.weight, dest.u_threshold, dest.l_threshold, dest.weight)
+        state = s.state
+        if state is None:
+            state = self.ctl._current_state(s.orig, before)
+        state = S.on_add(s.name, after, state)
+        ring_len = self._plan_len(s, after, [(slot, new)] + s.ds, state)
+        # committed: the line's writes
+        self.dest_free.take()
+        self.last_seq = seq
+        self.hw_slot, self.hw_seq = max(self.hw_slot, slot), max(self.hw_seq, seq)
+        s.ds.insert(0, (slot, new))
+        s.addrs.add(ident)
+        s.state = state
+        self.ring_used += ring_len - s.ring_len
+        s.ring_len = ring_len
+        s.switches += 1
+        self.new_dests.append((slot, new))
+        if dest.fwd == IP_VS_CONN_F_DROUTE:
+            self.primed.append(dest.addr)
+
+    def _plan_len(self, s, dlist, ds, state):
+        """Length of the schedule _plan_ring would build (its refusals too)."""
+        name = s.name
+        room = XDPLB_MAX_RING - self.ring_used
+        kind = S.kind(name)
+        if kind == "list":
+            if len(dlist) > XDPLB_LIST_MAX:
+                raise XdplbError(
+                    f"xdplb: the {name} scheduler considers at most {XDPLB_LIST_MAX} "
+                    f"real servers per service; this service would have {len(dlist)}")
+            return 0
+        if kind == "table":
+            if name == "mh":
+                n = XDPLB_MH_TAB_SIZE if any(d.last_weight for _, d in ds) else 0
+            else:
+                n = XDPLB_SH_TAB_SIZE if dlist else 0
+            if n > room:
+                raise XdplbError(
+                    f"xdplb: the {name} table of this service needs {n} "
+                    f"ring entries but only {max(room, 0)} of {XDPLB_MAX_RING} are free")
+            return n
+        # rr / wrr: the ring's shape only depends on the weights and the state's
+        # list position, so it is computed once per shape.
+        idx = -1 if state.cl == S.HEAD else S._index(dlist, state.cl)
+        shape = (name, tuple([w for _, w in dlist]), idx, state.cw)
+        got = self._ring_cache.get(shape)
+        if got is None:
+            norm = [(i + 1, w) for i, (_, w) in enumerate(dlist)]
+            nstate = S.SchedState(S.HEAD if idx < 0 else idx + 1, state.cw)
+            need = S.cycle_length(name, norm)
+            try:
+                picks, _, _ = S.simulate(name, norm, nstate, limit=2 * XDPLB_MAX_RING + 2)
+                length = len(S.build_ring(name, norm, nstate))
+                got = (need, len(picks), length)
+            except S.RingTooLarge:
+                got = (need, None, None)
+            self._ring_cache[shape] = got
+        need, npicks, length = got
+        if npicks is not None and need <= room and length <= room and npicks - 1 <= 2 * room + 2:
+            return length
+        # near (or past) the limit: the exact computation, with its exact refusal
+        return len(self.ctl._plan_ring(self._room_services(), s.c, name, dlist, state))
+
+    def _room_services(self):
+        """A services dict whose ring_len sum is ring_used (for _ring_room)."""
+        return {None: (None, CService(ring_len=max(self.ring_used, 0)))}
+
+    # -- the net result --
+
+    def apply(self):
+        st = self.ctl.st
+        if not self.new_services and not self.new_dests:
+            return
+        if self.hw_slot != self.hw_slot0 or self.hw_seq != self.hw_seq0:
+            st.dests.put(0, Dest(seq=self.hw_slot, u_threshold=self.hw_seq))
+        if self.new_dests:
+            slots = [slot for slot, _ in self.new_dests]
+            st.dest_stats.zero_many(slots)
+            st.dest_conns.put_zeros(slots)
+            st.dests.put_many(self.new_dests)
+        news = self.new_services
+        if news:
+            st.svc_stats.zero_many(s.c.slot for s in news)
+            st.sched_pos.put_zeros(s.c.slot for s in news)
+        lists, rings, svcs = [], [], []
+        for s in news:
+            c = s.c
+            if s.switches:
+                ring, dlist = self._final_ring(s)
+                c = self._switched(s, ring, 0, c, c.ring_gen ^ (
+                    XDPLB_RING_GEN_BIT if s.switches % 2 else 0))
+                for i, slot in enumerate(ring.entries):
+                    rings.append((RingKey(c.slot, c.ring_gen | i), C.c_uint32(slot)))
+            else:
+                dlist = []
+            lists.append((c.slot, _svc_dests_value(dlist)))
+            svcs.append((s.key, c))
+        st.svc_dests.put_many(lists)
+        st.sched_ring.put_many(rings)
+        if self.set_reuse:
+            st.timeouts.put(XDPLB_CFG_CONN_REUSE, C.c_uint32(1))
+        st.services.put_many(svcs)
+        # services that existed: switched as _switch does, once (twice when the
+        # line-by-line generation parity ends where it started)
+        for s in self.sim.values():
+            if s.new or not s.switches:
+                continue
+            ring, dlist = self._final_ring(s)
+            p = st.sched_pos.get(s.orig.slot)
+            pos = p.pos if p else 0
+            st.svc_dests.put(s.orig.slot, _svc_dests_value(dlist))
+            cur = s.orig
+            for _ in range(2 if s.switches % 2 == 0 else 1):
+                new = self._switched(s, ring, pos, cur, cur.ring_gen ^ XDPLB_RING_GEN_BIT)
+                st.sched_ring.put_many((RingKey(new.slot, new.ring_gen | i), C.c_uint32(slot))
+                                       for i, slot in enumerate(ring.entries))
+                st.services.put(s.key, new)
+                for i in range(cur.ring_len):
+                    st.sched_ring.delete(RingKey(cur.slot, cur.ring_gen | i))
+                cur = new
+
+    def _final_ring(self, s):
+        dlist = Control._sched_list(s.ds)
+        kind = S.kind(s.name)
+        if kind == "list":
+            return S.Ring((), 0), dlist
+        if kind == "table":
+            table = S.table_for(s.name, dlist, Control._meta(s.ds))
+            return S.Ring(tuple(table), len(table)), dlist
+        return S.build_ring(s.name, dlist, s.state), dlist
+
+    def _switched(self, s, ring, pos, base, gen):
+        """base with the schedule ring under generation gen (as _switch writes it)."""
+        new = CService.from_buffer_copy(bytes(base))
+        new.ring_gen = gen
+        new.ring_base = pos
+        new.ring_len = len(ring)
+        new.ring_prefix = ring.prefix
+        new.sched_cl, new.sched_cw = s.state.cl, s.state.cw
+        for f, v in _sched_fields(s.name).items():
+            setattr(new, f, v)
+        return new
+
+
+def _svc_dests_value(ds_list):
+    v = SvcDests(n=min(len(ds_list), XDPLB_LIST_MAX))
+    for i, (slot, w) in enumerate(ds_list[:XDPLB_LIST_MAX]):
+        v.d[i].slot, v.d[i].weight = slot, w
+    return v
+
+
+class _SlotPool:
+    """The lowest free slot in [lo, hi) given the used ones (sparse above the
+    highest used slot)."""
+
+    def __init__(self, used, lo, hi):
+        import heapq
+        self._heapq = heapq
+        top = max(used, default=lo - 1)
+        self.holes = [i for i in range(lo, top + 1) if i not in used]
+        heapq.heapify(self.holes)
+        self.fresh = max(top + 1, lo)
+        self.hi = hi
+
+    def peek(self):
+        if self.holes:
+            return self.holes[0]
+        return self.fresh if self.fresh < self.hi else None
+
+    def take(self):
+        if self.holes:
+            return self._heapq.heappop(self.holes)
+        self.fresh += 1
+        return self.fresh - 1
 
 
 def open_control(create=False):

@@ -32,6 +32,59 @@ class Map:
     def delete(self, key):
         return bpfsys.delete(self.fd, self._key(key))
 
+    def _value_bytes(self, value):
+        return bytes(value)
+
+    def put_many(self, items, flags=bpfsys.BPF_ANY):
+        """Write many (key, value) pairs with bpf_map_update_batch (a few
+        syscalls for 10^5 entries); one update at a time where the map type
+        has no batch operations."""
+        items = list(items)
+        if not items:
+            return
+        if not self._batch_ok:
+            for k, v in items:
+                self.put(k, v, flags)
+            return
+        for i in range(0, len(items), self.PUT_BATCH):
+            chunk = items[i:i + self.PUT_BATCH]
+            keys = b"".join(bytes(self._key(k)) for k, _ in chunk)
+            vals = b"".join(self._value_bytes(v) for _, v in chunk)
+            try:
+                done = bpfsys.update_batch(self.fd, keys, vals, len(chunk), flags)
+            except NotImplementedError:
+                self._batch_ok = False
+                for k, v in items[i:]:
+                    self.put(k, v, flags)
+                return
+            if done != len(chunk):
+                for k, v in chunk[done:]:
+                    self.put(k, v, flags)
+
+    _batch_ok = True
+    PUT_BATCH = 65536
+
+    def put_zeros(self, keys):
+        """Zero the entries of many u32 keys (array maps) in a few syscalls."""
+        import array
+        keys = list(keys)
+        if not self._batch_ok or not keys:
+            for k in keys:
+                self.put(k, self.value_type() if not isinstance(self, PerCpuMap) else
+                         self.value_type())
+            return
+        vsz = self._value_size()
+        for i in range(0, len(keys), self.PUT_BATCH):
+            chunk = keys[i:i + self.PUT_BATCH]
+            try:
+                done = bpfsys.update_batch(self.fd, array.array("I", chunk).tobytes(),
+                                           bytes(vsz * len(chunk)), len(chunk))
+            except NotImplementedError:
+                self._batch_ok = False
+                return self.put_zeros(keys[i:])
+            for k in chunk[done:]:
+                self.put(k, self.value_type())
+
     def keys(self):
         key, nxt = None, self.key_type()
         while bpfsys.next_key(self.fd, key, nxt):
@@ -128,6 +181,15 @@ class PerCpuMap(Map):
         for i, v in enumerate(values):
             C.memmove(C.addressof(buf) + i * self._stride(), C.addressof(v), C.sizeof(v))
         bpfsys.update(self.fd, self._key(key), buf, flags)
+
+    def _value_bytes(self, values):
+        stride = self._stride()
+        if not isinstance(values, (list, tuple)):
+            return bytes(values).ljust(stride, b"\0") * self.ncpus
+        return b"".join(bytes(v).ljust(stride, b"\0") for v in values)
+
+    def zero_many(self, keys):
+        self.put_zeros(keys)
 
     def sum(self, key):
         """Add up the per-CPU values of a structure of integer fields."""
