@@ -66,28 +66,12 @@ def datapath_state(datapath_net):
     """The real data path, compiled with bcc and pinned in a private folder
     /sys/fs/bpf/xdplb/test-<pid>-dp; unpinned at the end."""
     from xdplb import state as st
-    if not os.path.ismount(st.SYS_BPFFS):
-        pytest.skip(f"no bpffs mounted on {st.SYS_BPFFS}")
-    parent = os.path.join(st.SYS_BPFFS, "xdplb")
-    made_parent = not os.path.isdir(parent)
-    folder = os.path.join(parent, f"test-{os.getpid()}-dp")
-    s = None
-    try:
-        s = st.State.open(create=True, folder=folder)
-        with datapath_net["ns"].entered():  # a DEVMAP resolves ifindexes now
-            for idx in (datapath_net["cli_idx"], datapath_net["srv_idx"]):
-                s.tx_ports.put(idx, s.tx_ports.value_type(idx))
-        yield s
-    finally:
-        if s is not None:
-            s.close()
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(f"{folder}_tmp{os.getpid()}", ignore_errors=True)
-        if made_parent:
-            try:
-                os.rmdir(parent)
-            except OSError:
-                pass
+    with st.private_folder(f"test-{os.getpid()}-dp") as folder:
+        with st.State.open(create=True, folder=folder) as s:
+            with datapath_net["ns"].entered():  # a DEVMAP resolves ifindexes now
+                for idx in (datapath_net["cli_idx"], datapath_net["srv_idx"]):
+                    s.tx_ports.put(idx, s.tx_ports.value_type(idx))
+            yield s
 
 
 # --- lab / CLI fixtures (xdplb/lab.py, xdplb/cli.py); prefixed `xlab_` / `cli_` ---
@@ -180,14 +164,8 @@ class CliNetns(NetNs):
             if with_state:
                 self.xdplb("detach")
             if folder:
-                shutil.rmtree(folder, ignore_errors=True)
-                try:
-                    os.rmdir(os.path.dirname(folder))
-                except OSError:
-                    pass
-                lock = "/run/xdplb/" + folder.strip("/").replace("/", "_") + ".lock"
-                if os.path.exists(lock):
-                    os.unlink(lock)
+                from xdplb import state
+                state.remove(folder)
         super().delete()
 
 

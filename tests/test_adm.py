@@ -60,9 +60,6 @@ def pin():
     create_stub_state(folder)
     yield folder
     statemod.remove(folder)
-    lock = os.path.join(statemod.LOCK_DIR, folder.strip("/").replace("/", "_") + ".lock")
-    if os.path.exists(lock):
-        os.unlink(lock)
     if old is None:
         del os.environ["XDPLB_PIN_DIR"]
     else:

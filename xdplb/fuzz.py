@@ -39,7 +39,6 @@ import ctypes as C
 import errno
 import os
 import random
-import shutil
 import socket
 import struct
 import sys
@@ -1106,7 +1105,6 @@ class FuzzEnv:
         self.ns = None
         self.state = None
         self.folder = None
-        self.made_parent = False
 
     def __enter__(self):
         from . import state as st
@@ -1127,10 +1125,8 @@ class FuzzEnv:
             neighs += [(addr, m, n["srv_if"]) for addr, m in n["rs"]]
             for addr, m, dev in neighs:
                 ns.ip("neigh", "replace", addr, "lladdr", m, "dev", dev, "nud", "permanent")
-            root = st.bpffs_root(create=True)
-            parent = os.path.join(root, "xdplb")
-            self.made_parent = not os.path.isdir(parent)
-            self.folder = os.path.join(parent, f"fuzz-{os.getpid()}")
+            self.folder = os.path.join(st.bpffs_root(create=True), "xdplb",
+                                       f"fuzz-{os.getpid()}")
             self.state = st.State.open(create=True, folder=self.folder)
             ns.enter()
             self.net = dict(n, ns=ns, cli_idx=socket.if_nametoindex(n["cli_if"]),
@@ -1146,13 +1142,8 @@ class FuzzEnv:
         if self.state is not None:
             self.state.close()
         if self.folder:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            shutil.rmtree(f"{self.folder}_tmp{os.getpid()}", ignore_errors=True)
-            if self.made_parent:
-                try:
-                    os.rmdir(os.path.dirname(self.folder))
-                except OSError:
-                    pass
+            from .state import remove
+            remove(self.folder)
         if self.ns is not None:
             self.ns.delete()
 

@@ -26,7 +26,6 @@ exec`) keeps /sys/fs/bpf, where the state is pinned.
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -299,13 +298,8 @@ class Lab:
                 removed.append("xdplb: " + "; ".join(p.stdout.strip().splitlines()))
             if folder:
                 if os.path.exists(folder):
-                    xstate.remove(folder)
                     removed.append(f"pins {folder}")
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(
-                        xstate.LOCK_DIR, folder.strip("/").replace("/", "_") + ".lock"))
-                for tmp in _glob_tmp(folder):
-                    shutil.rmtree(tmp, ignore_errors=True)
+                xstate.remove(folder)
         for node in NODES:
             if os.path.exists(self.ns_path(node)):
                 netns.NetNs(self.ns(node), create=False).delete()
@@ -320,13 +314,6 @@ class Lab:
             else:
                 self.say(f"lab {self.prefix!r} is not up: nothing to remove")
         return removed
-
-
-def _glob_tmp(folder):
-    parent, base = os.path.split(folder)
-    if not os.path.isdir(parent):
-        return []
-    return [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(base + "_tmp")]
 
 
 def _alive(pid):

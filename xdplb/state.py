@@ -8,6 +8,7 @@ XDPLB_PIN_DIR overrides the folder (tests use it to keep their state apart).
 """
 import contextlib
 import fcntl
+import glob
 import os
 import shutil
 import subprocess
@@ -63,12 +64,15 @@ def pin_dir(create=False):
     return os.path.join(bpffs_root(create), "xdplb", f"net{netns_id()}")
 
 
+def lock_path(folder):
+    return os.path.join(LOCK_DIR, folder.strip("/").replace("/", "_") + ".lock")
+
+
 @contextlib.contextmanager
 def locked(folder):
     """Serialise writers of one state folder (an flock on a file in /run)."""
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    name = folder.strip("/").replace("/", "_")
-    fd = os.open(os.path.join(LOCK_DIR, name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(lock_path(folder), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -114,9 +118,25 @@ class State:
 
 
 def remove(folder):
-    """Unpin everything in a state folder (the kernel frees unreferenced objects)."""
+    """Unpin everything in a state folder (the kernel frees unreferenced objects),
+    with its lock file and any folder a create left half-made."""
     if os.path.isdir(folder):
         shutil.rmtree(folder)
+    for tmp in glob.glob(glob.escape(folder) + "_tmp*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(lock_path(folder))
     parent = os.path.dirname(folder)
     with contextlib.suppress(OSError):
         os.rmdir(parent)  # only if no other netns has state
+
+
+@contextlib.contextmanager
+def private_folder(name):
+    """A state folder of its own, <bpffs>/xdplb/<name>, for tests and
+    benchmarks; removed on exit, whatever happened."""
+    folder = os.path.join(bpffs_root(create=True), "xdplb", name)
+    try:
+        yield folder
+    finally:
+        remove(folder)

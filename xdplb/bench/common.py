@@ -12,6 +12,7 @@ import time
 
 from .. import bpfsys
 from ..netns import NetNs, NetnsError
+from ..state import private_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BPF_DIR = os.path.join(ROOT, "bpf")
@@ -45,21 +46,9 @@ def bpffs():
     return bpffs_root(create=True)
 
 
-@contextlib.contextmanager
 def pin_folder(tag):
     """A private xdplb state folder <bpffs>/xdplb/bench-<pid>-<tag>, removed on exit."""
-    parent = os.path.join(bpffs(), "xdplb")
-    made_parent = not os.path.isdir(parent)
-    folder = os.path.join(parent, f"bench-{os.getpid()}-{tag}")
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        for leftover in (f"{folder}_tmp{os.getpid()}",):
-            shutil.rmtree(leftover, ignore_errors=True)
-        if made_parent:
-            with contextlib.suppress(OSError):
-                os.rmdir(parent)
+    return private_folder(f"bench-{os.getpid()}-{tag}")
 
 
 def which(name):

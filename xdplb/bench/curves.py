@@ -11,7 +11,6 @@ measure the established NAT flow and a new connection at each size."""
 import contextlib
 import ctypes as C
 import os
-import shutil
 import socket
 import statistics
 import time
@@ -40,23 +39,11 @@ def update_batch(fd, keys, values):
 @contextlib.contextmanager
 def sized_state(tag, cflags):
     from ..loader import create_state
-    from ..state import State
-    parent = os.path.join(pkt._bpffs(), "xdplb")
-    made = not os.path.isdir(parent)
-    folder = os.path.join(parent, f"bench-{os.getpid()}-{tag}")
-    st = None
-    try:
+    from ..state import State, private_folder
+    with private_folder(f"bench-{os.getpid()}-{tag}") as folder:
         create_state(folder, cflags)
-        st = State(folder)
-        yield st
-    finally:
-        if st is not None:
-            st.close()
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(f"{folder}_tmp{os.getpid()}", ignore_errors=True)
-        if made:
-            with contextlib.suppress(OSError):
-                os.rmdir(parent)
+        with State(folder) as st:
+            yield st
 
 
 def _harness(b, fds, st, vip):

@@ -15,7 +15,6 @@ import contextlib
 import ctypes as C
 import os
 import platform
-import shutil
 import socket
 import statistics
 import struct
@@ -175,22 +174,10 @@ def _bpffs():
 @contextlib.contextmanager
 def private_state():
     """The real program and maps, compiled and pinned in <bpffs>/xdplb/bench-<pid>."""
-    from ..state import State
-    parent = os.path.join(_bpffs(), "xdplb")
-    made_parent = not os.path.isdir(parent)
-    folder = os.path.join(parent, f"bench-{os.getpid()}")
-    st = None
-    try:
-        st = State.open(create=True, folder=folder)
-        yield st
-    finally:
-        if st is not None:
-            st.close()
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(f"{folder}_tmp{os.getpid()}", ignore_errors=True)
-        if made_parent:
-            with contextlib.suppress(OSError):
-                os.rmdir(parent)
+    from ..state import State, private_folder
+    with private_folder(f"bench-{os.getpid()}") as folder:
+        with State.open(create=True, folder=folder) as st:
+            yield st
 
 
 def compile_reference():
