@@ -1,7 +1,6 @@
 """Shared pytest fixtures. Data-path fixtures are prefixed `datapath_`."""
 import os
 import shutil
-import socket
 import sys
 
 import pytest
@@ -9,24 +8,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from xdplb import testnet  # noqa: E402
 from xdplb.netns import NetNs  # noqa: E402
 
-# Data-path test network: one veth pair inside a private netns. The client
-# side (cli0) and the real-server side (srv0) are the two ends, so a NATed
-# packet coming in on one end leaves through the other; permanent neighbours
-# make bpf_fib_lookup deterministic.
-DP_NET = {
-    "cli_if": "cli0", "cli_mac": "02:00:00:00:01:01", "cli_ip": "10.0.0.1",
-    "srv_if": "srv0", "srv_mac": "02:00:00:00:02:01", "srv_ip": "172.80.0.1",
-    "client_ip": "10.0.0.2", "client_mac": "02:00:00:00:01:02",
-    # a real server on the client-facing link: egress == ingress -> XDP_TX
-    "near_rs_ip": "10.0.0.3", "near_rs_mac": "02:00:00:00:01:03",
-    "rs": [("172.80.0.2", "02:00:00:00:02:02"), ("172.80.0.3", "02:00:00:00:02:03"),
-           ("172.80.0.4", "02:00:00:00:02:04")],
-    "rs_no_neigh": "172.80.0.9",	# on-link, no neighbour entry
-    "rs_no_route": "192.0.2.1",	# no route at all
-    "vip": "10.0.0.100",
-}
+DP_NET = testnet.TOPO
 
 
 @pytest.fixture(scope="session")
@@ -37,28 +22,11 @@ def datapath_net():
     current netns); the rest of the session stays in its own netns."""
     if os.geteuid() != 0:
         pytest.skip("data-path tests need root")
-    ns = NetNs(f"xdplbt-{os.getpid()}")
+    net = testnet.build(f"xdplbt-{os.getpid()}")
     try:
-        n = DP_NET
-        ns.ip("link", "set", "lo", "up")
-        ns.ip("link", "add", n["cli_if"], "address", n["cli_mac"], "type", "veth",
-              "peer", "name", n["srv_if"], "address", n["srv_mac"])
-        ns.ip("addr", "add", n["cli_ip"] + "/24", "dev", n["cli_if"])
-        ns.ip("addr", "add", n["srv_ip"] + "/24", "dev", n["srv_if"])
-        ns.ip("link", "set", n["cli_if"], "up")
-        ns.ip("link", "set", n["srv_if"], "up")
-        ns.sysctl("net.ipv4.ip_forward=1")  # bpf_fib_lookup only forwards
-        neighs = [(n["client_ip"], n["client_mac"], n["cli_if"]),
-                  (n["near_rs_ip"], n["near_rs_mac"], n["cli_if"])]
-        neighs += [(addr, mac, n["srv_if"]) for addr, mac in n["rs"]]
-        for addr, mac, dev in neighs:
-            ns.ip("neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
-        with ns.entered():
-            idx = {"cli_idx": socket.if_nametoindex(n["cli_if"]),
-                   "srv_idx": socket.if_nametoindex(n["srv_if"])}
-        yield dict(n, ns=ns, **idx)
+        yield net
     finally:
-        ns.delete()
+        net["ns"].delete()
 
 
 @pytest.fixture(scope="session")

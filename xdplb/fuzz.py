@@ -46,6 +46,7 @@ import time
 
 from . import bpfsys
 from . import structs as S
+from . import testnet
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 VERDICTS = ("ABORTED", "DROP", "PASS", "TX", "REDIRECT")
@@ -54,20 +55,7 @@ TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG = 0x01, 0x02, 0x04, 0x08, 0
 MTU = 1500
 MAX_FRAME = 1600
 
-# The test network: the same topology as tests/conftest.py's DP_NET (two
-# veth ends in one netns, permanent neighbours), so the pytest run can use
-# the session's datapath_net / datapath_state fixtures.
-TOPO = {
-    "cli_if": "cli0", "cli_mac": "02:00:00:00:01:01", "cli_ip": "10.0.0.1",
-    "srv_if": "srv0", "srv_mac": "02:00:00:00:02:01", "srv_ip": "172.80.0.1",
-    "client_ip": "10.0.0.2", "client_mac": "02:00:00:00:01:02",
-    "near_rs_ip": "10.0.0.3", "near_rs_mac": "02:00:00:00:01:03",
-    "rs": [("172.80.0.2", "02:00:00:00:02:02"), ("172.80.0.3", "02:00:00:00:02:03"),
-           ("172.80.0.4", "02:00:00:00:02:04")],
-    "rs_no_neigh": "172.80.0.9",
-    "rs_no_route": "192.0.2.1",
-    "vip": "10.0.0.100",
-}
+TOPO = testnet.TOPO
 
 
 def a4(s):
@@ -1108,29 +1096,13 @@ class FuzzEnv:
 
     def __enter__(self):
         from . import state as st
-        from .netns import NetNs
         try:
-            n = TOPO
-            self.ns = ns = NetNs(f"xdplbfz-{os.getpid()}")
-            ns.ip("link", "set", "lo", "up")
-            ns.ip("link", "add", n["cli_if"], "address", n["cli_mac"], "type", "veth",
-                  "peer", "name", n["srv_if"], "address", n["srv_mac"])
-            ns.ip("addr", "add", n["cli_ip"] + "/24", "dev", n["cli_if"])
-            ns.ip("addr", "add", n["srv_ip"] + "/24", "dev", n["srv_if"])
-            ns.ip("link", "set", n["cli_if"], "up")
-            ns.ip("link", "set", n["srv_if"], "up")
-            ns.sysctl("net.ipv4.ip_forward=1")
-            neighs = [(n["client_ip"], n["client_mac"], n["cli_if"]),
-                      (n["near_rs_ip"], n["near_rs_mac"], n["cli_if"])]
-            neighs += [(addr, m, n["srv_if"]) for addr, m in n["rs"]]
-            for addr, m, dev in neighs:
-                ns.ip("neigh", "replace", addr, "lladdr", m, "dev", dev, "nud", "permanent")
+            self.net = testnet.build(f"xdplbfz-{os.getpid()}")
+            self.ns = ns = self.net["ns"]
             self.folder = os.path.join(st.bpffs_root(create=True), "xdplb",
                                        f"fuzz-{os.getpid()}")
             self.state = st.State.open(create=True, folder=self.folder)
             ns.enter()
-            self.net = dict(n, ns=ns, cli_idx=socket.if_nametoindex(n["cli_if"]),
-                            srv_idx=socket.if_nametoindex(n["srv_if"]))
             for idx in (self.net["cli_idx"], self.net["srv_idx"]):
                 self.state.tx_ports.put(idx, self.state.tx_ports.value_type(idx))
             return self
