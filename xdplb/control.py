@@ -12,9 +12,11 @@ It keeps IPVS's configuration in the pinned maps of this netns's state
 * svc_stats / dest_stats: per-CPU IPVS counters by slot;
 * conns: the connection table, scanned for ActiveConn / InActConn.
 
-Every writer runs under state.locked(folder) and validates everything before
-its first map write, so a refused command changes nothing. Refusals raise
-model.XdplbError (message + ipvsadm exit code).
+Every writer runs in self.transaction() (xdplb/journal.py): under the state
+lock, its writes are recorded and only journaled and applied when it ends,
+so a refused command changes nothing and a killed one is redone by the next
+lock holder; it also validates everything before its first map write.
+Refusals raise model.XdplbError (message + ipvsadm exit code).
 
     ctl = Control.open(create=True)      # None-free: creates the state on first use
     ctl.add_service(Service(IPPROTO_TCP, "10.0.0.1", 80, sched="rr"))
@@ -27,7 +29,7 @@ import re
 import socket
 import time
 
-from . import bpfsys, ipvsfmt, model
+from . import bpfsys, ipvsfmt, journal, model
 from . import sched as S
 from . import state as statemod
 from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E_SVC_EXISTS,
@@ -130,13 +132,20 @@ class Control:
         """The state of this netns; None when it does not exist and not create."""
         try:
             folder = folder or statemod.pin_dir(create)
-        except statemod.StateError:
-            if create:
+        except statemod.StateError as e:
+            if create or isinstance(e, statemod.BadPinDir):
                 raise
             return None
         if not create and not os.path.exists(os.path.join(folder, statemod.PROG_PIN)):
+            statemod.reap(folder)   # what a killed create left
             return None
-        return cls(statemod.State.open(create=create, folder=folder))
+        ctl = cls(statemod.State.open(create=create, folder=folder))
+        try:
+            journal.settle(ctl.st)  # redo a change a killed writer left half-applied
+        except BaseException:
+            ctl.close()
+            raise
+        return ctl
 
     def close(self):
         self.st.close()
@@ -148,7 +157,14 @@ class Control:
         self.close()
 
     def locked(self):
-        return statemod.locked(self.folder)
+        """The state lock (after redoing a killed writer's journal)."""
+        return journal.locked(self.st)
+
+    def transaction(self):
+        """The state lock, with the block's map writes journaled and applied
+        at its end, all or (if it raises) none; a kill -9 at any point leaves
+        either nothing or a journal the next command redoes (xdplb/journal.py)."""
+        return journal.transaction(self.st)
 
     # --- raw reads ----------------------------------------------------------------
 
@@ -301,7 +317,7 @@ class Control:
     # --- services ----------------------------------------------------------------------
 
     def add_service(self, svc: Service):
-        with self.locked():
+        with self.transaction():
             services = self._services_raw()
             if svc.key in services and svc.af == AF_INET and not svc.fwmark:
                 raise XdplbError(E_SVC_EXISTS)
@@ -323,7 +339,7 @@ class Control:
             self.st.services.put(svc_key(*svc.key), c, bpfsys.BPF_NOEXIST)
 
     def edit_service(self, svc: Service):
-        with self.locked():
+        with self.transaction():
             services = self._services_raw()
             if svc.af != AF_INET or svc.fwmark or svc.key not in services:
                 model.check_service_kind(svc.af, svc.proto, svc.fwmark)
@@ -345,7 +361,7 @@ class Control:
             self._switch(key, csvc, new_id, ring, state, dlist=ds_list, **fields)
 
     def delete_service(self, proto, addr, port):
-        with self.locked():
+        with self.transaction():
             services = self._services_raw()
             key, csvc = self._get_svc(services, (proto, addr, port), E_NO_SERVICE)
             self._remove_service(key, csvc, self._dests_raw())
@@ -363,7 +379,7 @@ class Control:
         self.st.svc_dests.put(csvc.slot, SvcDests())
 
     def flush(self):
-        with self.locked():
+        with self.transaction():
             services = self._services_raw()
             dests = self._dests_raw()
             for key, csvc in services.values():
@@ -404,7 +420,7 @@ class Control:
 
     def add_dest(self, svc_k, dest: Destination):
         """svc_k = (proto, addr, port) of the service."""
-        with self.locked():
+        with self.transaction():
             services, key, csvc, dests, ds = self._lookup_for_dest(svc_k)
             model.check_dest(dest)
             port = self._dest_port(svc_k[2], dest)
@@ -431,7 +447,7 @@ class Control:
             prime_neighbour(dest.addr)
 
     def edit_dest(self, svc_k, dest: Destination):
-        with self.locked():
+        with self.transaction():
             services, key, csvc, dests, ds = self._lookup_for_dest(svc_k)
             model.check_dest(dest)
             port = self._dest_port(svc_k[2], dest)
@@ -461,7 +477,7 @@ class Control:
             prime_neighbour(dest.addr)
 
     def delete_dest(self, svc_k, addr, port):
-        with self.locked():
+        with self.transaction():
             services, key, csvc, dests, ds = self._lookup_for_dest(svc_k)
             slot, _ = self._find_dest(ds, addr, port)
             if slot is None:
@@ -480,7 +496,7 @@ class Control:
 
     def zero(self, svc_k=None):
         """-Z: every service and destination, or one service and its destinations."""
-        with self.locked():
+        with self.transaction():
             services = self._services_raw()
             if svc_k is not None:
                 key, csvc = self._get_svc(services, tuple(svc_k), E_NO_SERVICE)
@@ -654,7 +670,7 @@ class Control:
     def set_timeouts(self, tcp, tcpfin, udp):
         """--set: TCP ESTABLISHED, TCP FIN_WAIT, UDP; 0 leaves one unchanged.
         Entries take a new value at their next state change or packet."""
-        with self.locked():
+        with self.transaction():
             for idx, v in ((1, tcp), (4, tcpfin), (XDPLB_TMO_UDP, udp)):
                 if v:
                     self.st.timeouts.put(idx, C.c_uint32(v))
@@ -724,7 +740,7 @@ class Control:
         snap = {}
         for name in maps.MAPS:
             m = getattr(self.st, name)
-            limit = dlimit if name in ("dests", "dest_stats") else None
+            limit = dlimit if name in ("dests", "dest_stats", "dest_conns") else None
             snap[name] = sorted((k, v) for k, v in m.raw_items(limit) if any(v))
         return snap
 
@@ -742,7 +758,7 @@ class Control:
         final destination list and scheduler state (the same maps as running
         the lines one by one). Returns one XdplbError or None per line.
         """
-        with self.locked():
+        with self.transaction():
             sim = _RestoreSim(self)
             results = [sim.run(line) for line in lines]
             sim.apply()

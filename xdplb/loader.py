@@ -7,8 +7,8 @@ import os
 import shutil
 import socket
 
-from . import bpfsys, maps
-from .state import PROG_PIN, State
+from . import bpfsys, fault, maps
+from .state import PROG_PIN, State, locked, private_dir, reap
 
 BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
 ENTRY = "xdplb_main"
@@ -38,26 +38,34 @@ def compile_program(cflags=()):
 
 
 def create_state(folder, cflags=()):
-    """Compile and pin a fresh state; all pins appear at once (rename of a full folder)."""
+    """Compile and pin a fresh state; all pins appear at once (rename of a full
+    folder). The pinning runs under the state lock, after removing what a
+    killed creator or remover left: `<folder>_tmp<pid>` folders of dead pids
+    (full of pinned maps) and a folder without its program pin (state.remove
+    unpins the program first, so that is a removal cut short)."""
     b, fn = compile_program(cflags)
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, mode=0o700, exist_ok=True)
-    tmp = f"{folder}_tmp{os.getpid()}"  # bpffs names cannot contain dots
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.mkdir(tmp, 0o700)
     try:
-        for name in (*maps.MAPS, NEW_CONN_PIN):  # a prog array empties without a pin
-            bpfsys.obj_pin(b[name.encode()].map_fd, os.path.join(tmp, name))
-        bpfsys.obj_pin(fn.fd, os.path.join(tmp, PROG_PIN))
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not os.path.exists(os.path.join(folder, PROG_PIN)):
+        private_dir(os.path.dirname(folder))  # 0700, whatever the umask
+        with locked(folder):
+            reap(folder)
+            if os.path.exists(os.path.join(folder, PROG_PIN)):
+                return  # another process created it meanwhile: use theirs
+            if os.path.isdir(folder):
+                shutil.rmtree(folder)
+            tmp = f"{folder}_tmp{os.getpid()}"  # bpffs names cannot contain dots
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.mkdir(tmp, 0o700)
+            try:
+                for name in (*maps.MAPS, NEW_CONN_PIN):  # a prog array empties without a pin
+                    fault.point("pin")
+                    bpfsys.obj_pin(b[name.encode()].map_fd, os.path.join(tmp, name))
+                fault.point("pin")
+                bpfsys.obj_pin(fn.fd, os.path.join(tmp, PROG_PIN))
+                fault.point("pin")
+                os.rename(tmp, folder)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            shutil.rmtree(tmp)  # another process created it first: use theirs
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     finally:
         b.cleanup()
 
@@ -76,10 +84,52 @@ def ifindex(ifname):
 
 
 def attach(state: State, ifname, mode="native"):
-    """Attach the pinned program to ifname and make it a redirect target."""
+    """Attach the pinned program to ifname, then make it a redirect target.
+
+    The data path redirects only to interfaces in tx_ports, and tx_ports must
+    only name interfaces running xdplb (the others get frames through the
+    stack), so tx_ports follows XDP here and goes first in detach(). A kill
+    between the two steps leaves an interface attached but not a redirect
+    target (traffic to it goes through the stack): running attach again
+    completes it, and the next attach, detach or status repairs it
+    (reconcile()). Returns what reconcile() repaired."""
     idx = ifindex(ifname)
-    bpfsys.xdp_attach(idx, state.prog_fd, MODES[mode])
-    state.tx_ports.put(idx, maps.MAPS["tx_ports"][2](idx))
+    with locked(state.folder):
+        repaired = reconcile(state)
+        fault.point("attach")
+        bpfsys.xdp_attach(idx, state.prog_fd, MODES[mode])
+        fault.point("attach")
+        state.tx_ports.put(idx, maps.MAPS["tx_ports"][2](idx))
+    return repaired
+
+
+def repair(state: State):
+    """What `xdplb status` runs first, under the state lock: redo the journal
+    of a killed xdplbadm (xdplb/journal.py, reported on stderr) and
+    reconcile(); returns the tx_ports repairs."""
+    from . import journal
+    with journal.locked(state):
+        return reconcile(state)
+
+
+def reconcile(state: State):
+    """Make tx_ports name exactly the interfaces running this state's program
+    (XDP is the truth: it is what `ip link` shows): an entry without xdplb
+    attached (a detach killed half-way) is removed, an attached interface
+    without entry (an attach killed half-way) is added. The caller holds the
+    state lock. Returns one message per repair."""
+    att = {idx: name for name, idx, _ in attached(state)}
+    ports = {k for k, _ in state.tx_ports.items()}
+    names = {idx: name for idx, name in socket.if_nameindex()}
+    out = []
+    for idx in sorted(ports - set(att)):
+        state.tx_ports.delete(idx)
+        out.append(f"{names.get(idx, f'ifindex {idx}')} was a redirect target without xdplb "
+                   f"attached: removed from tx_ports")
+    for idx in sorted(set(att) - ports):
+        state.tx_ports.put(idx, maps.MAPS["tx_ports"][2](idx))
+        out.append(f"{att[idx]} runs xdplb but was not a redirect target: added to tx_ports")
+    return out
 
 
 def attached(state: State):
@@ -98,11 +148,18 @@ def attached(state: State):
 
 
 def detach(state: State, ifname=None):
-    """Detach from ifname, or from every interface running this state's program."""
-    targets = [(n, i, m) for n, i, m in attached(state) if ifname in (None, n)]
-    if ifname is not None and not targets:
-        raise ValueError(f"xdplb is not attached to {ifname}")
-    for name, idx, mode in targets:
-        bpfsys.xdp_detach(idx, MODES[mode])
-        state.tx_ports.delete(idx)
+    """Detach from ifname, or from every interface running this state's program
+    (tx_ports entry first: see attach())."""
+    with locked(state.folder):
+        reconcile(state)
+        targets = [(n, i, m) for n, i, m in attached(state) if ifname in (None, n)]
+        if ifname is not None and not targets:
+            raise ValueError(f"xdplb is not attached to {ifname}")
+        for name, idx, mode in targets:
+            fault.point("detach")
+            state.tx_ports.delete(idx)
+            fault.point("detach")
+            bpfsys.xdp_detach(idx, MODES[mode])
+        if ifname is None:
+            fault.point("detach")  # (the caller unpins the state next)
     return [t[0] for t in targets]
