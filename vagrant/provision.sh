@@ -49,7 +49,7 @@ After=network-online.target
 Environment=PYTHONPATH=/opt/xdplb
 ExecStartPre=-/usr/sbin/ethtool -K $dev tx off
 ExecStartPre=-/usr/sbin/ip route replace 10.0.0.0/24 via 172.80.0.1 dev $dev
-ExecStart=/usr/bin/python3 -m xdplb.httpd $n --port 80 --udp 80
+ExecStart=/usr/bin/python3 -m xdplb.httpd $n --port 80 --udp 80 --bind 172.80.0.$((n + 1))
 Restart=always
 [Install]
 WantedBy=multi-user.target

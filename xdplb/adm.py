@@ -709,6 +709,7 @@ def _list(c, ctx):
         ctl = ctx.control()
         if ctl is None or not _plain_v4(c):
             raise XdplbError(model.E_NO_SERVICE, 1)
+        ctl.services(_key(c), counts=False)   # refuses a missing service before the sweep
         ctl.sweep()
         svcs = ctl.services(_key(c), stats=bool(fmt & F.FMT_STATS), rate=bool(fmt & F.FMT_RATE))
         out.write(F.list_service(svcs[0], fmt))
@@ -975,6 +976,10 @@ def run(argv):
         return process_options(argv, False, ctx) & 0xff
     except Exit as e:
         return e.code & 0xff
+    except XdplbError as e:  # e.g. a bad XDPLB_PIN_DIR met by a plain listing or -S
+        sys.stdout.flush()
+        sys.stderr.write(e.message + "\n")
+        return e.code & 0xff
     except OSError as e:  # the state could not be opened or written
         sys.stdout.flush()
         sys.stderr.write(f"xdplb: {e}\n")
@@ -987,7 +992,15 @@ def run(argv):
             pass
 
 
+NOT_ROOT = ("Can't initialize ipvs: Permission denied (you must be root)\n"
+            "Are you sure that IP Virtual Server is built in the kernel or as module?\n")
+
+
 def main():
+    from .bpfsys import privileged
+    if not privileged():  # ipvsadm refuses before parsing anything, with these words
+        sys.stderr.write(NOT_ROOT)
+        sys.exit(2)
     argv = [_prog()] + sys.argv[1:]
     sys.exit(run(argv))
 

@@ -49,7 +49,24 @@ def _check(ret, what):
     return ret
 
 
-def obj_get(path):
+BPF_F_RDONLY = 1 << 3  # file_flags of BPF_OBJ_GET: the fd can read the map, never write it
+
+
+class BpfObjGetOpts(C.Structure):
+    _fields_ = [("sz", C.c_size_t), ("file_flags", C.c_uint32), ("path_fd", C.c_int)]
+
+
+_lib.bpf_obj_get_opts.argtypes = [C.c_char_p, C.POINTER(BpfObjGetOpts)]
+_lib.bpf_obj_get_opts.restype = C.c_int
+
+
+def obj_get(path, readonly=False):
+    """fd of a pinned object; readonly: a map fd the kernel refuses every
+    update and delete through (EPERM), whatever the caller does with it."""
+    if readonly:
+        opts = BpfObjGetOpts(C.sizeof(BpfObjGetOpts), BPF_F_RDONLY, 0)
+        return _check(_lib.bpf_obj_get_opts(os.fsencode(path), C.byref(opts)),
+                      f"open pinned object {path} read-only")
     return _check(_lib.bpf_obj_get(os.fsencode(path)), f"open pinned object {path}")
 
 
@@ -203,3 +220,20 @@ def possible_cpus():
         lo, _, hi = part.partition("-")
         n = max(n, int(hi or lo) + 1)
     return n
+
+
+CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 1, 12, 21, 39
+
+
+def privileged():
+    """Whether this process may use xdplb's state: root's pins are 0600 in
+    0700 folders (CAP_DAC_OVERRIDE), bpf() needs CAP_BPF or CAP_SYS_ADMIN,
+    XDP attachment CAP_NET_ADMIN. Root has them all; `nobody` has none."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return os.geteuid() == 0
+    has = lambda cap: bool(eff >> cap & 1)  # noqa: E731
+    return (has(CAP_DAC_OVERRIDE) and has(CAP_NET_ADMIN)
+            and (has(CAP_SYS_ADMIN) or has(CAP_BPF)))

@@ -15,11 +15,31 @@ from .bench import bench_command
 from .compare import compare_command
 from .lab import NODES as LAB_NODES, PREFIX as LAB_PREFIX
 from .netns import NetnsError
-from .state import State, StateError, pin_dir
+from .state import BadPinDir, State, StateError, pin_dir, reap
 
 
 def _fail(exc):
     raise click.ClickException(str(exc)) from exc
+
+
+IFNAMSIZ = 16
+
+
+def _ifnames(ctx, param, names):
+    """Interface names as the kernel's dev_valid_name() takes them, checked
+    before anything is touched."""
+    for name in names:
+        why = None
+        if not name:
+            why = "empty"
+        elif len(name.encode("utf-8", "surrogateescape")) >= IFNAMSIZ:
+            why = f"longer than {IFNAMSIZ - 1} bytes"
+        elif name in (".", "..") or any(c in name for c in "/:") \
+                or any(c.isspace() or not c.isprintable() for c in name):
+            why = "not a valid interface name (no '/', ':', blanks, '.' or '..')"
+        if why:
+            raise click.BadParameter(f"{name!r}: {why}", ctx=ctx, param=param)
+    return names
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,12 +48,14 @@ def xdplb():
 
 
 @xdplb.command()
-@click.argument("ifnames", metavar="IFNAME...", nargs=-1, required=True)
+@click.argument("ifnames", metavar="IFNAME...", nargs=-1, required=True, callback=_ifnames)
 @click.option("--mode", type=click.Choice(["native", "generic"]), default="native",
               show_default=True, help="XDP mode: driver (native) or generic (skb)")
 def attach(ifnames, mode):
     """Attach xdplb to interfaces (creates this netns's state if absent)."""
     try:
+        for ifname in ifnames:  # every name exists before the state is made or touched
+            loader.ifindex(ifname)
         existed = os.path.exists(os.path.join(pin_dir(create=True), "prog"))
         with State.open(create=True) as st:
             if not existed:
@@ -46,14 +68,18 @@ def attach(ifnames, mode):
 
 
 @xdplb.command()
-@click.argument("ifnames", metavar="[IFNAME...]", nargs=-1)
+@click.argument("ifnames", metavar="[IFNAME...]", nargs=-1, callback=_ifnames)
 def detach(ifnames):
     """Detach xdplb; with no IFNAME, from everywhere, and unpin this netns's state."""
     from .state import remove
     try:
+        for ifname in ifnames:
+            loader.ifindex(ifname)
         folder = pin_dir()
+    except ValueError as e:
+        _fail(e)
     except StateError as e:
-        if ifnames:
+        if ifnames or isinstance(e, BadPinDir):
             _fail(e)
         click.echo("xdplb has no state in this network namespace: nothing to detach")
         return
@@ -64,6 +90,7 @@ def detach(ifnames):
             remove(folder)
             click.echo(f"removed incomplete state {folder}")
         else:
+            reap(folder)  # pins a killed create left
             click.echo("xdplb has no state in this network namespace: nothing to detach")
         return
     try:
@@ -143,15 +170,20 @@ def status():
     try:
         folder = pin_dir()
     except StateError as e:
+        if isinstance(e, BadPinDir):
+            _fail(e)
         click.echo(f"xdplb: not loaded ({e})")
         return
     if not os.path.exists(os.path.join(folder, "prog")):
+        reap(folder)  # pins a killed create left
         click.echo(f"xdplb: not loaded in this network namespace (no state in {folder})")
         return
     try:
         with State.open(folder=folder) as st:
             click.echo(f"state:    {st.folder}")
             click.echo(f"program:  id {st.prog_id()}")
+            for msg in loader.repair(st):  # what a killed attach/detach left
+                click.echo(f"repaired: {msg}")
             ifs = loader.attached(st)
             click.echo("interfaces:" + ("" if ifs else " none (xdplb attach IFNAME...)"))
             for name, idx, mode in ifs:
@@ -265,8 +297,68 @@ def daemon(interval):
             pass
 
 
+def _listen(ctx, param, value):
+    from .exporter import ListenError, parse_listen
+    try:
+        return parse_listen(value)
+    except ListenError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+
+
+@xdplb.command()
+@click.option("--listen", metavar="ADDR:PORT", default="127.0.0.1:19370", show_default=True,
+              callback=_listen,
+              help="address and port of /metrics (an IP address; 0.0.0.0 or [::] to listen "
+                   "on every address)")
+def exporter(listen):
+    """Prometheus exporter of the IPVS statistics (read-only; runs until killed).
+
+    Per service and real server: connections, packets and bytes in and out,
+    ActiveConn, InActConn, PersistConn and weight (node_exporter's ipvs names
+    with an xdplb_ prefix), and the data path's counters. The maps are
+    opened read-only; with no state yet it serves empty metrics."""
+    import logging
+    from . import exporter as xexp
+    logging.basicConfig(level=logging.INFO, format="xdplb exporter: %(message)s")
+    host, port = listen
+    try:
+        xexp.serve(host, port)
+    except StateError as e:
+        _fail(e)
+    except OSError as e:
+        shown = f"[{host}]" if ":" in host else host
+        raise click.ClickException(f"cannot listen on {shown}:{port}: "
+                                   f"{e.strerror or e}") from e
+
+
 lab.add_command(compare_command, "compare")
 xdplb.add_command(bench_command, "bench")
+
+
+def _root_only(callback):
+    """Every command but --help needs root: say so instead of failing later
+    with EACCES/EPERM (or worse, seeing no state through a 0700 folder)."""
+    import functools
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        if not bpfsys.privileged():
+            raise click.ClickException(
+                "permission denied: xdplb needs root (CAP_BPF or CAP_SYS_ADMIN, "
+                "CAP_NET_ADMIN, CAP_DAC_OVERRIDE)")
+        return callback(*args, **kwargs)
+    return run
+
+
+def _guard(group):
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _guard(cmd)
+        elif cmd.callback is not None:
+            cmd.callback = _root_only(cmd.callback)
+
+
+_guard(xdplb)
 
 
 def main(argv=None):

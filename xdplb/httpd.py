@@ -5,9 +5,11 @@ pods. A request with an `X-Want-Addr: 1` header also gets two headers that
 tell what the server's socket saw: X-Server-Addr (its local address: the VIP
 under direct routing, its own address under Masq) and X-Client-Addr (the
 peer: the real client, as IPVS never rewrites the source). With --udp, every datagram is echoed back
-prefixed with `service #N: `.
+prefixed with `service #N: `. It listens on 127.0.0.1 unless --bind says
+otherwise (the lab passes 0.0.0.0: its backends live in namespaces of their own).
 """
 import argparse
+import ipaddress
 import signal
 import socket
 import sys
@@ -56,7 +58,7 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-def udp_echo(number, port, host=""):
+def udp_echo(number, port, host="127.0.0.1"):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -71,12 +73,27 @@ def udp_echo(number, port, host=""):
     return sock
 
 
+def _address(text):
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
+
+
+def _port(text):
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port (1-65535): {text!r}")
+    return int(text)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="xdplb-httpd", description=__doc__.splitlines()[0])
     p.add_argument("number", type=int, help="N of `This is service #N`")
-    p.add_argument("--port", type=int, default=80, help="TCP port for HTTP (default 80)")
-    p.add_argument("--udp", type=int, metavar="PORT", help="also echo UDP datagrams on PORT")
-    p.add_argument("--bind", default="", help="address to listen on (default: all)")
+    p.add_argument("--port", type=_port, default=80, help="TCP port for HTTP (default 80)")
+    p.add_argument("--udp", type=_port, metavar="PORT", help="also echo UDP datagrams on PORT")
+    p.add_argument("--bind", default="127.0.0.1", type=_address,
+                   help="IP address to listen on (default 127.0.0.1; 0.0.0.0 for every "
+                        "address, as the lab's backends do in their own namespaces)")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if args.udp:

@@ -224,12 +224,14 @@ class Lab:
         self.say(f"veth peer ends ({PEER_IF} of client, {', '.join(BACKENDS)}): GRO on "
                  "(redirected frames need it), TX checksum offload off (XDP rewrites "
                  "need full checksums)")
-        # backend servers
+        # backend servers: every address of their own namespace (explicitly; the
+        # default is loopback), which holds only lo and the lab's veth, because
+        # under direct routing (-g) they must also answer on a VIP added to lo
         pids = {}
         for i, node in enumerate(BACKENDS, 1):
             proc = subprocess.Popen(
                 self.cmd(node, [sys.executable, "-m", "xdplb.httpd", str(i), "--port", "80",
-                                "--udp", "80"]),
+                                "--udp", "80", "--bind", "0.0.0.0"]),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, env=child_env(), cwd="/")
             pids[node] = proc.pid
@@ -265,9 +267,13 @@ class Lab:
         raise LabError(f"the HTTP server of {node} is not listening after {timeout}s")
 
     def _save(self, rec):
-        os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
+        xstate.private_dir(RUN_DIR)
         tmp = self.state_file + ".tmp"
-        with open(tmp, "w") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        # root-only, whatever the umask: O_EXCL|O_NOFOLLOW never reuse what is there
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
             json.dump(rec, f)
         os.replace(tmp, self.state_file)
 

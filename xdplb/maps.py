@@ -234,6 +234,9 @@ MAPS = {
 }
 
 
-def open_map(folder, name):
+def open_map(folder, name, readonly=False):
+    """The pinned map `name` of a state folder; readonly opens it with
+    BPF_F_RDONLY, so the kernel refuses any write through it."""
     cls, key_type, value_type = MAPS[name]
-    return cls(bpfsys.obj_get(os.path.join(folder, name)), key_type, value_type, name)
+    return cls(bpfsys.obj_get(os.path.join(folder, name), readonly=readonly),
+               key_type, value_type, name)

@@ -80,7 +80,8 @@ def run(parts=PARTS, quick=False, log=None, **over):
 @click.option("--parts", default=",".join(PARTS), show_default=True,
               help="comma-separated subset of: " + "; ".join(f"{k} = {v}"
                                                              for k, v in PART_HELP.items()))
-@click.option("--out", default="bench-results", show_default=True, type=click.Path(),
+@click.option("--out", default="bench-results", show_default=True,
+              type=click.Path(file_okay=False, writable=True),
               help="results folder (results.md, results.json, *.png)")
 @click.option("--quick", is_flag=True, help="tiny sizes: checks that everything runs (seconds)")
 @click.option("--repeat", type=click.IntRange(1), default=None,

@@ -74,11 +74,12 @@ def _die_with_parent():
         os._exit(0)
 
 
-def serve(port, procs=SERVER_PROCS, out=sys.stdout):
-    """Accept / read / answer / close forever, in procs processes."""
+def serve(port, procs=SERVER_PROCS, out=sys.stdout, host="127.0.0.1"):
+    """Accept / read / answer / close forever, in procs processes, on host
+    (the benchmark passes the real server's address in its own namespace)."""
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("", port))
+    ls.bind((host, port))
     ls.listen(4096)
     pids = [os.getpid()]
     for _ in range(procs - 1):
@@ -250,6 +251,7 @@ def main(argv=None):
     s = sub.add_parser("server")
     s.add_argument("--port", type=int, default=RPORT)
     s.add_argument("--procs", type=int, default=SERVER_PROCS)
+    s.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     c = sub.add_parser("client")
     c.add_argument("host")
     c.add_argument("port", type=int)
@@ -263,7 +265,7 @@ def main(argv=None):
         os.nice(a.nice)
     if a.cmd == "server":
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-        serve(a.port, a.procs)
+        serve(a.port, a.procs, host=a.bind)
     else:
         print(json.dumps(client(a.host, a.port, a.workers, a.count, a.seconds, a.warmup,
                                 a.lat_out)))
@@ -401,7 +403,7 @@ class Server:
     def __init__(self, topo):
         self.p = subprocess.Popen(topo.cmd("rs", [sys.executable, "-m", "xdplb.bench.cps",
                                                   "--nice", str(NICE), "server", "--port",
-                                                  str(RPORT)]),
+                                                  str(RPORT), "--bind", RS_IP]),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env=child_env(), start_new_session=True)
         line = self.p.stdout.readline().split()
