@@ -87,6 +87,7 @@ class State:
         self.folder = folder
         for name in maps.MAPS:
             setattr(self, name, maps.open_map(folder, name))
+        self.conn_table = maps.ConnTable(self.conns, self.conns_assured)
         self.prog_fd = bpfsys.obj_get(os.path.join(folder, PROG_PIN))
 
     @classmethod
