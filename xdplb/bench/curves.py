@@ -86,7 +86,7 @@ def _established(st, bc0, br0):
 
     def reput():
         for k in keys:
-            st.conn_table.put(k, c)
+            pkt.put_assured(st, k, c)
     reput()
     frame = pkt.tcp_frame(pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT, pkt.TCP_ACK, pkt.CLIENT_MAC)
     return frame, pkt._probe(st, svc=pkt.SVC_NAT, dest=c.dest_slot), reput

@@ -216,13 +216,20 @@ def configure(st, ifindex):
 
 
 def _copy_conn(st, src_key, dst_key, state=None):
+    """Copy a connection entry to dst_key in conns_assured, where the data
+    path keeps established connections."""
     c = st.conn_table.get(src_key)
     if c is None:
         raise BenchError("the data path did not create the expected connection entry")
     if state is not None:
         c.state = state
-    st.conn_table.put(dst_key, c)
+    put_assured(st, dst_key, c)
     return c
+
+
+def put_assured(st, key, c):
+    st.conn_table.delete(key)
+    st.conns_assured.put(key, c)
 
 
 # ---- measuring ---------------------------------------------------------------------
