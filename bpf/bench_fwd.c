@@ -9,7 +9,9 @@
  *               live-frame pages are recycled, not re-initialised), varies the
  *               source port over gen_cfg.flows flows (or, with flows == 0, a
  *               never-seen source address:port per frame) and returns XDP_TX:
- *               the frame leaves through the veth into the balancer.
+ *               the frame leaves through the veth into the balancer. UDP
+ *               templates carry no checksum; TCP ones (gen_cfg.tcp, e.g. a
+ *               SYN flood) get theirs updated, so real servers accept them.
  * bench_pass    XDP_PASS: lets a veth take redirected/transmitted frames into
  *               the kernel stack (the kernel-path variants).
  * bench_sink    counts and drops what reaches the real server's veth (or,
@@ -20,6 +22,7 @@
 #include <linux/ip.h>
 #include <linux/in.h>
 #include <linux/udp.h>
+#include <linux/tcp.h>
 
 #define GEN_WORDS 8	/* 64-byte template: Ethernet + IPv4 + UDP + padding */
 
@@ -29,7 +32,7 @@ struct gen_tmpl {
 
 struct gen_cfg {
 	__u32 flows;	/* 0: a new flow per frame */
-	__u32 pad;
+	__u32 tcp;	/* the template is TCP: keep its checksum right */
 };
 
 BPF_ARRAY(gen_tmpl, struct gen_tmpl, 1);
@@ -52,9 +55,10 @@ int bench_inject(struct xdp_md *ctx)
 	__u64 *w = data;
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	struct udphdr *udp = (void *)(ip + 1);
+	struct tcphdr *tcp = (void *)(ip + 1);
 	struct gen_tmpl *t;
 	struct gen_cfg *cfg;
-	__u32 zero = 0, c;
+	__u32 zero = 0, c, saddr;
 	__u64 *seq, n;
 	__u16 sport;
 	int i;
@@ -71,21 +75,29 @@ int bench_inject(struct xdp_md *ctx)
 #pragma unroll
 	for (i = 0; i < GEN_WORDS; i++)
 		w[i] = t->w[i];
-	/* UDP checksum 0 (none) in the template: only the IP checksum moves. */
 	if (cfg->flows) {
 		sport = htons(10000 + (__u16)(n % cfg->flows));
-		udp->source = sport;
+		saddr = ip->saddr;
 	} else {
 		/* 2^14 ports x 2^24 addresses in 11.0.0.0/8: never a repeat. */
-		__u32 saddr = htonl(0x0b000000 | ((n >> 14) & 0xffffff));
-
-		udp->source = htons(0x8000 | (n & 0x3fff));
+		sport = htons(0x8000 | (n & 0x3fff));
+		saddr = htonl(0x0b000000 | ((n >> 14) & 0xffffff));
+	}
+	/* TCP's checksum covers the address (pseudo header) and the port. */
+	if (cfg->tcp) {
+		c = (__u16)~tcp->check;
+		c += (__u16)~ip->saddr + (__u16)(~ip->saddr >> 16) + (__u16)saddr +
+		     (__u16)(saddr >> 16) + (__u16)~tcp->source + sport;
+		tcp->check = ~fold32(c);
+	}
+	if (saddr != ip->saddr) {
 		c = (__u16)~ip->check;
 		c += (__u16)~ip->saddr + (__u16)(~ip->saddr >> 16) + (__u16)saddr +
 		     (__u16)(saddr >> 16);
 		ip->check = ~fold32(c);
 		ip->saddr = saddr;
 	}
+	udp->source = sport;
 	return XDP_TX;
 }
 

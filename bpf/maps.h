@@ -42,6 +42,7 @@ BPF_TABLE("array", __u32, struct dest, dests, XDPLB_MAX_DESTS);
 BPF_TABLE("hash", struct ring_key, __u32, sched_ring, XDPLB_MAX_RING);
 BPF_TABLE("array", __u32, struct sched_pos, sched_pos, XDPLB_MAX_SERVICES);
 BPF_F_TABLE("lru_hash", struct conn_key, struct conn, conns, XDPLB_MAX_CONNS, XDPLB_CONNS_FLAGS);
+BPF_TABLE("hash", struct conn_key, struct conn, conns_assured, XDPLB_MAX_ASSURED);
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, svc_stats, XDPLB_MAX_SERVICES);
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, dest_stats, XDPLB_MAX_DESTS);
 BPF_TABLE("percpu_array", __u32, __u64, counters, XDPLB_CNT_MAX);

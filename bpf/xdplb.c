@@ -192,10 +192,81 @@ static __always_inline int dest_valid(const struct dest *d, __u32 svc_slot)
 	return d && (d->flags & XDPLB_DEST_F_AVAILABLE) && d->svc_slot == svc_slot;
 }
 
+/* --- the two connection tables (conns, conns_assured: see xdplb.h) -------- */
+
+/* The entry of k: assured first (where established traffic finds it), then
+ * the LRU. *assured says which table holds it. */
+static __always_inline struct conn *conn_lookup(struct conn_key *k, int *assured)
+{
+	struct conn *c = conns_assured.lookup(k);
+
+	*assured = c != NULL;
+	return c ? c : conns.lookup(k);
+}
+
+/* Move the entry c of k to the other table: copied in first, then deleted,
+ * so a concurrent lookup finds one or the other. Non-zero: the insert
+ * failed and the entry stays where it was. */
+static __always_inline int conn_move(struct conn_key *k, struct conn *c, int to_assured)
+{
+	struct conn copy = *c;
+
+	if (to_assured) {
+		if (conns_assured.update(k, &copy))
+			return -1;
+		conns.delete(k);
+	} else {
+		if (conns.update(k, &copy))
+			return -1;
+		conns_assured.delete(k);
+	}
+	return 0;
+}
+
+/* Should a connection change table, at this packet from its client?
+ * TCP is assured when ESTABLISHED and goes back to the LRU once it has
+ * closed (its TIME_WAIT / CLOSE entry only catches stragglers); UDP is
+ * assured once it outlives a last_seen grain. A failed move is retried at
+ * the next state change or refresh, not on every packet. */
+static __always_inline int conn_wants_move(const struct pkt *p, const struct conn *c,
+					   int assured, int changed, int refreshed)
+{
+	if (p->key.proto != IPPROTO_TCP)
+		return !assured && refreshed;
+	if (assured)
+		return c->state == IP_VS_TCP_S_TIME_WAIT || c->state == IP_VS_TCP_S_CLOSE;
+	return (changed || refreshed) && c->state == IP_VS_TCP_S_ESTABLISHED;
+}
+
+/* Move the connection of p (IN entry c, and a Masq connection's reply
+ * entry) to the other table. Returns the IN entry in its new table, or
+ * NULL if it could not move (it is still c; a reply entry that moved alone
+ * is found by conn_lookup all the same). */
+static __always_inline struct conn *conn_set_assured(struct pkt *p, struct conn *c,
+						     int to_assured)
+{
+	struct conn_key ok = {};
+	struct conn *o;
+
+	if (c->fwd == IP_VS_CONN_F_MASQ) {
+		conn_out_key(&ok, &p->key, c->addr, c->port);
+		o = to_assured ? conns.lookup(&ok) : conns_assured.lookup(&ok);
+		if (o && conn_move(&ok, o, to_assured))
+			goto failed;
+	}
+	if (conn_move(&p->key, c, to_assured))
+		goto failed;
+	return to_assured ? conns_assured.lookup(&p->key) : conns.lookup(&p->key);
+failed:
+	if (to_assured)
+		count(XDPLB_CNT_ASSURE_FULL);
+	return NULL;
+}
+
 /* An IN entry idle past its timeout: the kernel's timer would have removed
  * it. Uncount it (once: the first CPU to flag it does) and delete it and
  * its reply entry; the packet is then handled as if there were none. */
-static __always_inline void conn_expire(struct pkt *p, struct conn *c)
+static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assured)
 {
 	struct conn_key ok = {};
 	__u32 slot = c->dest_slot;
@@ -208,9 +279,13 @@ static __always_inline void conn_expire(struct pkt *p, struct conn *c)
 		dest_unbind(slot, d, conn_kind(p->key.proto, c->state));
 	if (c->fwd == IP_VS_CONN_F_MASQ) {
 		conn_out_key(&ok, &p->key, c->addr, c->port);
-		conns.delete(&ok);
+		conns.delete(&ok);	/* in either table: it may have moved alone */
+		conns_assured.delete(&ok);
 	}
-	conns.delete(&p->key);
+	if (assured)
+		conns_assured.delete(&p->key);
+	else
+		conns.delete(&p->key);
 }
 
 /* Masq and Route have an XDP path; Tunnel / local node go to the stack. */
@@ -321,9 +396,10 @@ static __always_inline void out_state_sync(const struct pkt *p, const struct con
 {
 	struct conn_key ok = {};
 	struct conn *o;
+	int assured;
 
 	conn_out_key(&ok, &p->key, c->addr, c->port);
-	o = conns.lookup(&ok);
+	o = conn_lookup(&ok, &assured);
 	if (o)
 		o->state = state;
 }
@@ -332,10 +408,12 @@ static __always_inline void out_state_sync(const struct pkt *p, const struct con
  * only when they change: an unchanged entry keeps its cache line clean on
  * every CPU that reads it. */
 static __always_inline int handle_in(struct xdp_md *ctx, struct pkt *p, struct conn *c,
-				     __u64 now)
+				     int assured, __u64 now)
 {
 	__u32 slot = c->dest_slot;
 	struct dest *d = dests.lookup(&slot);
+	int changed = 0, refreshed = 0;
+	struct conn *moved;
 
 	/* IPVS drops packets of connections whose destination went away (a
 	 * slot since reused by another destination has another seq). */
@@ -347,6 +425,7 @@ static __always_inline int handle_in(struct xdp_md *ctx, struct pkt *p, struct c
 		__u8 st = tcp_next_state(tcp_dir_in(c->fwd), p->tcp_flags, old);
 
 		if (st != old) {
+			changed = 1;
 			c->state = st;
 			conn_set_timeout(c, conn_timeout(IPPROTO_TCP, st));
 			dest_move(slot, old, st);
@@ -359,9 +438,15 @@ static __always_inline int handle_in(struct xdp_md *ctx, struct pkt *p, struct c
 		/* the kernel re-reads the state's timeout on every packet */
 		__u32 t = conn_timeout(p->key.proto, c->state);
 
+		refreshed = 1;
 		c->last_seen = now;
 		if (conn_get_timeout(c) != t)
 			conn_set_timeout(c, t);
+	}
+	if (conn_wants_move(p, c, assured, changed, refreshed)) {
+		moved = conn_set_assured(p, c, !assured);
+		if (moved)
+			c = moved;
 	}
 	stats_add(c, 0, p->l3_len);
 	return forward(ctx, p, c);
@@ -386,9 +471,10 @@ static __always_inline int handle_out(struct xdp_md *ctx, struct pkt *p, struct 
 				    tcp_reply_ack_keeps(c->state)))) {
 		struct conn_key ik = {};
 		struct conn *in;
+		int assured;
 
 		conn_in_key(&ik, &p->key, c);
-		in = conns.lookup(&ik);
+		in = conn_lookup(&ik, &assured);
 		if (in) {
 			if (tcp) {
 				__u8 st = tcp_next_state(TCP_DIR_OUTPUT, p->tcp_flags, in->state);
@@ -1020,19 +1106,20 @@ int xdplb_main(struct xdp_md *ctx)
 	struct conn *c;
 	__be16 port;
 	__u64 now;
+	int assured;
 
 	if (parse_pkt(data, data_end, &p) < 0)
 		return pass();
 
-	c = conns.lookup(&p.key);
+	c = conn_lookup(&p.key, &assured);
 	if (c) {
 		if (c->dir == XDPLB_DIR_OUT)
 			return handle_out(ctx, &p, c);
 		if (c->dir == XDPLB_DIR_IN) {
 			now = now_ns();
 			if (!conn_expired(c, now) && !conn_reuse(&p, c))
-				return handle_in(ctx, &p, c, now);
-			conn_expire(&p, c);
+				return handle_in(ctx, &p, c, assured, now);
+			conn_expire(&p, c, assured);
 		}
 		/* expired, reused, or a template's key: as if untracked */
 	}

@@ -22,6 +22,10 @@
 #ifndef XDPLB_MAX_CONNS
 #define XDPLB_MAX_CONNS		262144
 #endif
+/* Assured connections (conns_assured): never evicted, only expired. */
+#ifndef XDPLB_MAX_ASSURED
+#define XDPLB_MAX_ASSURED	262144
+#endif
 #ifndef XDPLB_MAX_RING
 #define XDPLB_MAX_RING		1048576
 #endif
@@ -122,6 +126,10 @@ enum xdplb_counter {
 	XDPLB_CNT_CONN_FULL,	/* connection entry could not be inserted: dropped */
 	XDPLB_CNT_DEST_GONE,	/* tracked connection whose destination was removed: dropped */
 	XDPLB_CNT_NO_ROUTE,	/* fib lookup failed: passed untouched */
+	/* Not a verdict: an attempt to assure a connection found conns_assured
+	 * full, so it stays in the LRU, where a flood of new connections can
+	 * evict it (tried again at each state change and last_seen refresh). */
+	XDPLB_CNT_ASSURE_FULL,
 	XDPLB_CNT_MAX,
 };
 
@@ -233,8 +241,15 @@ struct sched_pos {
 	__u64 pos;
 };
 
-/* conns: LRU_HASH conn_key -> conn. A Masq connection has two entries: the
- * client's tuple (DIR_IN) and the real server's reply tuple (DIR_OUT). */
+/* conns: LRU_HASH conn_key -> conn: new connections and templates.
+ * conns_assured: HASH, same key and value: connections that proved to be
+ * real (TCP: ESTABLISHED; UDP: still sending after a last_seen grain), moved
+ * there from conns so that a flood of new connections, which recycles the
+ * LRU, cannot evict them (conntrack's IPS_ASSURED). They move back to conns
+ * when they close (TIME_WAIT, CLOSE), and leave conns_assured only by expiry
+ * (on lookup, or the control plane's sweep). A Masq connection has two
+ * entries, in the same table: the client's tuple (DIR_IN) and the real
+ * server's reply tuple (DIR_OUT). */
 struct conn_key {
 	__be32 saddr;
 	__be32 daddr;

@@ -36,7 +36,7 @@ int xdplb_main(struct xdp_md *ctx) { return XDP_PASS; }
 """
 
 
-def create_stub_state(folder):
+def create_stub_state(folder, cflags=()):
     from xdplb import loader
 
     def compile_stub(cflags=()):
@@ -47,7 +47,7 @@ def create_stub_state(folder):
     real = loader.compile_program
     loader.compile_program = compile_stub
     try:
-        loader.create_state(folder)
+        loader.create_state(folder, cflags)
     finally:
         loader.compile_program = real
 
@@ -467,10 +467,10 @@ def test_conn_counts_and_connection_listing(base):
             k = ConnKey(ip("192.168.10.5"), ip("10.0.0.1"), socket.htons(cport), socket.htons(80), 6)
             v = Conn(ip("10.1.0.1"), socket.htons(80), direction, 0, d.slot, svc.slot,
                      state=st, last_seen=now - age * 10**9)
-            ctl.st.conns.put(k, v)
+            ctl.st.conn_table.put(k, v)
         assert ctl.st.services.get(svc_key(6, "10.0.0.1", 80)) is not None
         counts = ctl.conn_counts()
-        assert counts == {d.slot: [2, 1, 0]}, (counts, d.slot, len(list(ctl.st.conns.keys())))
+        assert counts == {d.slot: [2, 1, 0]}, (counts, d.slot, len(list(ctl.st.conn_table.keys())))
     out = ok("-Ln")
     assert dline("10.1.0.1:80", "Masq", 3, 2, 1) in out
     conns = ok("-Lnc").splitlines()
@@ -485,7 +485,7 @@ def test_conn_counts_and_connection_listing(base):
     assert [e for _, e in rows] in (["14:55  ", "01:55  ", "00:55  "],
                                     ["14:54  ", "01:54  ", "00:54  "])
     with Control.open() as ctl:
-        ctl.st.conns.clear()
+        ctl.st.conn_table.clear()
 
 
 def test_rate_samples_one_second(base):

@@ -204,6 +204,12 @@ def _fake_service(ctl, addr, ring_len=0, slot=None):
     return k
 
 
+SVC_FULL = ("Memory allocation problem: xdplb's services table is full "
+            f"({XDPLB_MAX_SERVICES} services, the size its maps were compiled with)\n")
+DEST_FULL = ("Memory allocation problem: xdplb's destinations table is full "
+             f"({XDPLB_MAX_DESTS - 1} destinations, the size its maps were compiled with)\n")
+
+
 def test_capacity_refusals_change_nothing(folder):
     """xdplb's own limits (list schedulers' 64 servers, ring room, the sh/mh
     tables, the service and destination tables full) are refused before any
@@ -270,9 +276,9 @@ def test_capacity_refusals_change_nothing(folder):
                                  for k, s in zip(keys, free))
         before = ctl.snapshot()
     rc, err = _adm("-A", "-t", "10.40.0.11:80", "-s", "rr")
-    assert (rc, err) == (255, "Memory allocation problem\n")
+    assert (rc, err) == (255, SVC_FULL)
     rc, err = _adm("-R", stdin="-A -t 10.40.0.11:80 -s rr\n-a -t 10.40.0.11:80 -r 10.1.1.1\n")
-    assert (rc, err) == (255, "Memory allocation problem\nService not defined\n")
+    assert (rc, err) == (255, SVC_FULL + "Service not defined\n")
     with Control.open() as ctl:
         assert ctl.snapshot() == before
         for k in keys:
@@ -286,9 +292,9 @@ def test_capacity_refusals_change_nothing(folder):
         ctl.st.dests.put(0, Dest(seq=XDPLB_MAX_DESTS - 1, u_threshold=hint.u_threshold))
         before = ctl.snapshot()
     rc, err = _adm("-a", "-t", "10.40.0.2:80", "-r", "10.42.0.9", "-m")
-    assert (rc, err) == (255, "Memory allocation problem\n")
+    assert (rc, err) == (255, DEST_FULL)
     rc, err = _adm("-R", stdin="-a -t 10.40.0.2:80 -r 10.42.0.9 -m\n")
-    assert (rc, err) == (255, "Memory allocation problem\n")
+    assert (rc, err) == (255, DEST_FULL)
     with Control.open() as ctl:
         assert ctl.snapshot() == before
         ctl.st.dests.put_many((i, Dest()) for i in dfree)

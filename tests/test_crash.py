@@ -32,6 +32,8 @@ from xdplb.structs import XDPLB_TMO_MAX, Dest, SchedPos
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (bpffs)")
 
 KILLED = {"n": 0, "external": 0}   # processes killed by an injected fault / from outside
+# `make fuzz` runs these with a larger sample of write points and more kills
+SCALE = int(os.environ.get("XDPLB_CRASH_SCALE", "1"))
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +308,7 @@ def test_table_schedulers_sampled_points(pin):
     for args in (["-C"], ["-a", "-t", "10.0.0.4:443", "-r", "10.5.0.2", "-m"],
                  ["-d", "-t", "10.0.0.3:443", "-r", "10.4.0.1"],
                  ["-E", "-t", "10.0.0.4:443", "-s", "rr"]):
-        assert crash_at_points(pin, BASE_TABLES, args, sample=6) > 256
+        assert crash_at_points(pin, BASE_TABLES, args, sample=6 * SCALE) > 256
 
 
 def test_redo_killed_too(pin):
@@ -349,7 +351,7 @@ def test_external_sigkill_during_restore(pin):
     rnd = random.Random(1234)
     outcome = {"before": 0, "after": 0, "after with journal": 0}
     jpath = statemod.journal_path(pin)
-    for run in range(20):
+    for run in range(20 * SCALE):
         reset(base)
         p = subprocess.Popen(UNSHARE + CMD + ["-R"], stdin=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,

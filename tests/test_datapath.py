@@ -49,7 +49,7 @@ class DataPath:
         self.cli, self.srv = net["cli_idx"], net["srv_idx"]
 
     def reset(self):
-        for name in ("services", "sched_ring", "conns"):
+        for name in ("services", "sched_ring", "conn_table"):
             getattr(self.s, name).clear()
         for slot in range(16):
             self.s.dests.put(slot, S.Dest())
@@ -80,7 +80,7 @@ class DataPath:
         return {name: self.s.counters.sum(i) for i, name in enumerate(S.COUNTERS)}
 
     def conn(self, saddr, daddr, sport, dport, proto=socket.IPPROTO_TCP):
-        return self.s.conns.get(S.ConnKey(saddr=ip4(saddr), daddr=ip4(daddr),
+        return self.s.conn_table.get(S.ConnKey(saddr=ip4(saddr), daddr=ip4(daddr),
                                           sport=be16(sport), dport=be16(dport), proto=proto))
 
 
@@ -340,14 +340,14 @@ def test_not_ours_passes_identical(dp):
     for f in frames:
         assert_pass_identical(dp, f)
     assert dp.counters()["pass"] == len(frames)
-    assert dp.s.conns.get(S.ConnKey()) is None and not list(dp.s.conns.keys())
+    assert dp.s.conn_table.get(S.ConnKey()) is None and not list(dp.s.conn_table.keys())
 
 
 @pytest.mark.parametrize("flags", ["A", "SA", "SR", "F", "R", "PA", ""])
 def test_non_syn_without_entry_passes(dp, flags):
     dp.service(1, {1: RS[0][0]})
     assert_pass_identical(dp, tcp(CLIENT, VIP, 40050, VPORT, flags=flags))
-    assert not list(dp.s.conns.keys())
+    assert not list(dp.s.conn_table.keys())
 
 
 def test_truncated_frames(dp):
@@ -400,7 +400,7 @@ def test_malformed_ip_passes_identical(dp):
     bad.append(short_udp)
     for f in bad:
         assert_pass_identical(dp, Ether(bytes(f)))
-    assert not list(dp.s.conns.keys())
+    assert not list(dp.s.conn_table.keys())
     # DF is not a fragment
     df = tcp(CLIENT, VIP, 40072, VPORT, flags="S")
     df[IP].flags = "DF"
@@ -493,11 +493,11 @@ def test_established_path_uses_cached_egress(dp):
     assert dp.run(tcp(CLIENT, VIP, 40092, VPORT))[0] == XDP_REDIRECT
     key = S.ConnKey(saddr=ip4(CLIENT), daddr=ip4(VIP), sport=be16(40092), dport=be16(VPORT),
                     proto=socket.IPPROTO_TCP)
-    c = dp.s.conns.get(key)
+    c = dp.s.conn_table.get(key)
     assert c.ifindex == dp.srv and bytes(c.dmac) == bytes.fromhex(RS[0][1].replace(":", ""))
     c.dmac = (C.c_uint8 * 6)(2, 0, 0, 0, 0x99, 0x99)
     c.ifindex = dp.cli  # egress == ingress now: XDP_TX
-    dp.s.conns.put(key, c)
+    dp.s.conn_table.put(key, c)
     pkt = tcp(CLIENT, VIP, 40092, VPORT, flags="A")
     verdict, out = dp.run(pkt)
     assert verdict == XDP_TX
@@ -517,3 +517,119 @@ def test_egress_without_xdplb_goes_to_stack(dp):
     assert verdict == XDP_PASS
     assert out == rebuilt(syn, {(IP, "dst"): RS[0][0], (TCP, "dport"): RPORT})
     assert dp.counters()["to_stack"] == 1 and dp.counters()["fwd"] == 0
+
+
+# --- assured connections: out of the LRU's reach -----------------------------
+
+def where(dp, saddr, daddr, sport, dport, proto=socket.IPPROTO_TCP):
+    """'assured', 'lru' or None: the table holding a connection entry."""
+    k = S.ConnKey(saddr=ip4(saddr), daddr=ip4(daddr), sport=be16(sport), dport=be16(dport),
+                  proto=proto)
+    in_assured, in_lru = dp.s.conns_assured.get(k) is not None, dp.s.conns.get(k) is not None
+    assert not (in_assured and in_lru), "an entry in both tables"
+    return "assured" if in_assured else "lru" if in_lru else None
+
+
+def test_masq_tcp_is_assured_when_established_and_leaves_when_closed(dp):
+    dp.service(1, {1: RS[0][0]})
+    rs, rmac = RS[0]
+    both = lambda: (where(dp, CLIENT, VIP, 40100, VPORT), where(dp, rs, CLIENT, RPORT, 40100))
+    reply = lambda flags, data=b"": tcp(rs, CLIENT, RPORT, 40100, flags=flags, smac=rmac,
+                                        dmac=SRV_MAC, payload=data)
+    unnat = lambda f: rebuilt(f, {(Ether, "src"): CLI_MAC, (Ether, "dst"): CLIENT_MAC,
+                                  (IP, "src"): VIP, (TCP, "sport"): VPORT})
+
+    assert dp.run(tcp(CLIENT, VIP, 40100, VPORT))[0] == XDP_REDIRECT
+    assert both() == ("lru", "lru")
+    assert dp.run(reply("SA"), dp.srv)[0] == XDP_REDIRECT
+    assert both() == ("lru", "lru")
+    ack = tcp(CLIENT, VIP, 40100, VPORT, flags="A", payload=b"hello")
+    assert dp.run(ack) == (XDP_REDIRECT, nat_in(ack, rs, rmac))
+    assert both() == ("assured", "assured")
+    c = dp.conn(CLIENT, VIP, 40100, VPORT)
+    assert c.state == S.IP_VS_TCP_S_ESTABLISHED and c.ifindex == dp.srv and c.dest_slot == 1
+    data = reply("PA", b"world")
+    assert dp.run(data, dp.srv) == (XDP_REDIRECT, unnat(data))
+
+    # client closes first: FIN (CLOSE_WAIT), the server's FIN (TIME_WAIT,
+    # seen on the reply side), the client's last ACK moves it back
+    fin = tcp(CLIENT, VIP, 40100, VPORT, flags="FA")
+    assert dp.run(fin) == (XDP_REDIRECT, nat_in(fin, rs, rmac))
+    assert dp.run(reply("FA"), dp.srv) == (XDP_REDIRECT, unnat(reply("FA")))
+    assert dp.conn(CLIENT, VIP, 40100, VPORT).state == S.IP_VS_TCP_S_TIME_WAIT
+    assert both() == ("assured", "assured")
+    last = tcp(CLIENT, VIP, 40100, VPORT, flags="A")
+    assert dp.run(last) == (XDP_REDIRECT, nat_in(last, rs, rmac))
+    assert both() == ("lru", "lru")
+    assert dp.conn(CLIENT, VIP, 40100, VPORT).state == S.IP_VS_TCP_S_TIME_WAIT
+    assert dp.counters()["assure_full"] == 0 and dp.counters()["fwd"] == 7
+
+
+def test_droute_tcp_assured_then_reset(dp):
+    dp.service(1, {1: RS[1][0]}, fwd=S.IP_VS_CONN_F_DROUTE)
+    assert dp.run(tcp(CLIENT, VIP, 40101, VPORT))[0] == XDP_REDIRECT
+    assert where(dp, CLIENT, VIP, 40101, VPORT) == "lru"
+    assert dp.run(tcp(CLIENT, VIP, 40101, VPORT, flags="A"))[0] == XDP_REDIRECT
+    assert where(dp, CLIENT, VIP, 40101, VPORT) == "assured"
+    rst = tcp(CLIENT, VIP, 40101, VPORT, flags="R")
+    verdict, out = dp.run(rst)
+    assert verdict == XDP_REDIRECT
+    assert out == rebuilt(rst, {(Ether, "src"): SRV_MAC, (Ether, "dst"): RS[1][1]})
+    assert where(dp, CLIENT, VIP, 40101, VPORT) == "lru"
+    assert dp.conn(CLIENT, VIP, 40101, VPORT).state == S.IP_VS_TCP_S_CLOSE
+
+
+def _age(dp, key_args, seconds):
+    """Move a connection's last_seen back, as if it had been idle."""
+    k = S.ConnKey(saddr=ip4(key_args[0]), daddr=ip4(key_args[1]), sport=be16(key_args[2]),
+                  dport=be16(key_args[3]), proto=key_args[4])
+    c = dp.s.conn_table.get(k)
+    c.last_seen -= int(seconds * 1e9)
+    dp.s.conn_table.put(k, c)
+
+
+def test_udp_is_assured_once_it_outlives_a_grain(dp):
+    dp.service(1, {1: RS[0][0]}, proto=socket.IPPROTO_UDP)
+    key = (CLIENT, VIP, 40102, VPORT, socket.IPPROTO_UDP)
+    for _ in range(3):
+        assert dp.run(udp(CLIENT, VIP, 40102, VPORT))[0] == XDP_REDIRECT
+    assert where(dp, *key) == "lru"
+    assert where(dp, RS[0][0], CLIENT, RPORT, 40102, socket.IPPROTO_UDP) == "lru"
+    _age(dp, key, 0.5)
+    dgram = udp(CLIENT, VIP, 40102, VPORT, payload=b"still here")
+    assert dp.run(dgram) == (XDP_REDIRECT, nat_in(dgram, *RS[0]))
+    assert where(dp, *key) == "assured"
+    assert where(dp, RS[0][0], CLIENT, RPORT, 40102, socket.IPPROTO_UDP) == "assured"
+
+
+def test_assured_table_full_keeps_the_flow_in_the_lru_and_counts(dp):
+    """With conns_assured full an established connection still works from
+    the LRU; every refused move is counted, and retried at the next refresh."""
+    n = S.XDPLB_MAX_ASSURED
+    keys = [S.ConnKey(saddr=(C.c_uint8 * 4)(30, i >> 16 & 255, i >> 8 & 255, i & 255),
+                      daddr=ip4(VIP), sport=be16(1), dport=be16(VPORT), proto=6)
+            for i in range(n)]
+    filler = S.Conn(dir=S.XDPLB_DIR_IN, state=S.IP_VS_TCP_S_ESTABLISHED)
+    dp.s.conns_assured.put_many((k, filler) for k in keys)
+    try:
+        assert len(dp.s.conns_assured.raw_items()) == n
+        dp.service(1, {1: RS[0][0]})
+        key = (CLIENT, VIP, 40103, VPORT, socket.IPPROTO_TCP)
+        assert dp.run(tcp(CLIENT, VIP, 40103, VPORT))[0] == XDP_REDIRECT
+        ack = tcp(CLIENT, VIP, 40103, VPORT, flags="A")
+        assert dp.run(ack) == (XDP_REDIRECT, nat_in(ack, *RS[0]))
+        assert where(dp, *key) == "lru"
+        assert dp.counters()["assure_full"] == 1
+        assert dp.run(ack) == (XDP_REDIRECT, nat_in(ack, *RS[0]))
+        assert dp.counters()["assure_full"] == 1      # not retried on every packet
+        for k in keys[:2]:
+            dp.s.conns_assured.delete(k)
+        _age(dp, key, 0.5)
+        assert dp.run(ack) == (XDP_REDIRECT, nat_in(ack, *RS[0]))
+        assert where(dp, *key) == "assured"
+        assert where(dp, RS[0][0], CLIENT, RPORT, 40103) == "assured"
+        assert dp.counters()["assure_full"] == 1
+        assert dp.counters()["rx"] == dp.counters()["fwd"] == 4
+    finally:
+        for k in keys:
+            dp.s.conns_assured.delete(k)

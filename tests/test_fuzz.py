@@ -186,7 +186,7 @@ def test_oracle_reports_table_drift(fuzzer):
     key = fuzzer.flows_in[0]
     k = S.ConnKey(saddr=(C.c_uint8 * 4)(*key[0]), daddr=(C.c_uint8 * 4)(*key[1]),
                   sport=socket.htons(key[2]), dport=socket.htons(key[3]), proto=key[4])
-    assert fuzzer.s.conns.delete(k)
+    assert fuzzer.s.conn_table.delete(k)
     fuzzer.end_batch()
     assert any("conns map differs" in v["what"] for v in fuzzer.violations)
 
@@ -327,4 +327,4 @@ def test_bad_ip_header_checksum_is_not_ours(fuzzer):
     assert p is not None and F.residue(frame[14:34]) != 0
     verdict, out = fz.runner.run(frame, fz.cli)
     assert (F.VERDICTS[verdict], out.hex()) == ("PASS", frame.hex())
-    assert not list(fz.s.conns.keys())
+    assert not list(fz.s.conn_table.keys())

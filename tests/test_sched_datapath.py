@@ -32,7 +32,7 @@ def ctl(datapath_state, datapath_net):
 
     def clean():
         c.flush()
-        st.conns.clear()
+        st.conn_table.clear()
         st.lblc.clear()
         for slot in range(64):
             st.dest_conns.put(slot, T.DestConns())
@@ -199,16 +199,16 @@ def test_mh_quiesce_keeps_the_table_and_removal_moves_few(ctl):
     assert first == model([(RS[2], 1), (RS[1], 1), (RS[0], 1)])
     assert len(set(first)) == 3
     # the same client always lands on the same backend
-    ctl.st.conns.clear()
+    ctl.st.conn_table.clear()
     assert picks() == first
     # quiesce RS0: the table stays (last_weight); its clients get nothing
     ctl.edit_dest(SVC, Destination(RS[0], RPORT, fwd=0, weight=0))
-    ctl.st.conns.clear()
+    ctl.st.conn_table.clear()
     assert picks() == [None if b == RS[0] else b for b in first]
     # remove RS0: its clients move, the others (almost all) stay
     ctl.edit_dest(SVC, Destination(RS[0], RPORT, fwd=0, weight=1))
     ctl.delete_dest(SVC, RS[0], RPORT)
-    ctl.st.conns.clear()
+    ctl.st.conn_table.clear()
     after = picks()
     assert after == model([(RS[2], 1), (RS[1], 1)])
     assert all(b != RS[0] for b in after)
@@ -224,7 +224,7 @@ def test_sh_same_client_same_backend_and_fallback(ctl):
     got = [backend(*run(ctl, tcp(c, VIP, 30001, VPORT))) for c in clients]
     assert got == want
     ctl.edit_dest(SVC, Destination(RS[1], RPORT, fwd=0, weight=0))
-    ctl.st.conns.clear()
+    ctl.st.conn_table.clear()
     got = [backend(*run(ctl, tcp(c, VIP, 30002, VPORT))) for c in clients]
     # sh-fallback: every client still served, never by the quiesced one
     assert None not in got and RS[1] not in got
@@ -246,9 +246,9 @@ def test_threshold_overload_and_recovery(ctl):
         key = T.ConnKey((C.c_uint8 * 4)(*socket.inet_aton(CLIENT)),
                         (C.c_uint8 * 4)(*socket.inet_aton(VIP)), socket.htons(22000 + k),
                         socket.htons(VPORT), IPPROTO_TCP)
-        c = ctl.st.conns.get(key)
+        c = ctl.st.conn_table.get(key)
         c.last_seen -= 20 * 10**9
-        ctl.st.conns.put(key, c)
+        ctl.st.conn_table.put(key, c)
     assert ctl.sweep() >= 2
     dc = ctl.st.dest_conns.get(slot[RS[0]])
     assert (dc.active, dc.inactive, dc.overload) == (0, 0, 0)
@@ -278,7 +278,7 @@ def test_lru_eviction_is_reconciled_by_the_sweep(ctl):
     syns(ctl, 3, 23000)
     slot = next(iter(ctl._dests_raw()))
     assert ctl.st.dest_conns.get(slot).active == 3
-    ctl.st.conns.clear()               # as if the LRU had evicted them
+    ctl.st.conn_table.clear()               # as if the LRU had evicted them
     ctl.sweep()
     assert ctl.st.dest_conns.get(slot).active == 0
 

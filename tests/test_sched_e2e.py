@@ -43,7 +43,7 @@ def lab(xlab_lab):
     xlab_lab.adm("--set", "900", "120", "300")
     st = State.open(folder=xlab_lab.pin_folder())
     try:
-        st.conns.clear()
+        st.conn_table.clear()
         st.lblc.clear()
     finally:
         st.close()

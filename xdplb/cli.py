@@ -191,16 +191,17 @@ def status():
             click.echo("maps:")
             for name, cap in (("services", structs.XDPLB_MAX_SERVICES),
                               ("dests", structs.XDPLB_MAX_DESTS),
-                              ("conns", structs.XDPLB_MAX_CONNS)):
+                              ("conns", structs.XDPLB_MAX_CONNS),
+                              ("conns_assured", structs.XDPLB_MAX_ASSURED)):
                 info = bpfsys.obj_info(getattr(st, name).fd, bpfsys.BpfMapInfo)
                 cap = info.max_entries or cap
                 if name == "dests":
                     cap -= 1  # slot 0 is never used
                 n = count_entries(getattr(st, name), _dest_used if name == "dests" else None)
-                click.echo(f"  {name:<10} {n:>8} / {cap:<8} ({100.0 * n / cap:.1f}%)")
+                click.echo(f"  {name:<14} {n:>8} / {cap:<8} ({100.0 * n / cap:.1f}%)")
             click.echo("counters:")
             for i, name in enumerate(structs.COUNTERS):
-                click.echo(f"  {name:<10} {st.counters.sum(i):>12}")
+                click.echo(f"  {name:<14} {st.counters.sum(i):>12}")
     except (StateError, OSError, ValueError) as e:
         _fail(e)
 

@@ -10,7 +10,8 @@ It keeps IPVS's configuration in the pinned maps of this netns's state
   a change is written under the other generation bit and switched with ONE
   update of the service, then the old generation is deleted;
 * svc_stats / dest_stats: per-CPU IPVS counters by slot;
-* conns: the connection table, scanned for ActiveConn / InActConn.
+* conns, conns_assured: the connection table (maps.ConnTable), scanned for
+  ActiveConn / InActConn.
 
 Every writer runs in self.transaction() (xdplb/journal.py): under the state
 lock, its writes are recorded and only journaled and applied when it ends,
@@ -37,7 +38,7 @@ from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E
                     XdplbError)
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, XDPLB_DEST_F_AVAILABLE,
                       XDPLB_DIR_IN, XDPLB_DIR_OUT, XDPLB_DIR_TEMPLATE, XDPLB_LIST_MAX,
-                      XDPLB_MAX_DESTS, XDPLB_MAX_RING, XDPLB_MAX_SERVICES, XDPLB_MH_TAB_SIZE,
+                      XDPLB_MH_TAB_SIZE,
                       XDPLB_RING_GEN_BIT, XDPLB_SH_TAB_SIZE,
                       XDPLB_TMO_UDP, XDPLB_CFG_CONN_REUSE, Conn, ConnKey, Dest, DestConns, RingKey,
                       SchedPos, SvcDests)
@@ -61,6 +62,12 @@ def _used_dest_slots(m, limit=None):
 
 
 # --- conversions ---------------------------------------------------------------
+
+def table_full(what, capacity):
+    """A map of fixed size is full: ipvsadm's ENOMEM text, and which map."""
+    return XdplbError(f"{E_ENOMEM}: xdplb's {what} table is full ({capacity} {what}, "
+                      f"the size its maps were compiled with)")
+
 
 def _a2b(addr):
     return (C.c_uint8 * 4)(*socket.inet_aton(addr))
@@ -126,6 +133,11 @@ class Control:
     def __init__(self, st):
         self.st = st
         self.folder = st.folder
+        # The pinned maps' own sizes: a state compiled with -D overrides
+        # (benchmarks, tests) differs from bpf/xdplb.h's defaults.
+        self.max_services = st.services.max_entries
+        self.max_dests = st.dests.max_entries
+        self.max_ring = st.sched_ring.max_entries
 
     @classmethod
     def open(cls, create=False, folder=None):
@@ -235,7 +247,7 @@ class Control:
 
     def _ring_room(self, services, slot):
         used = sum(v.ring_len for _, v in services.values())
-        return XDPLB_MAX_RING - used
+        return self.max_ring - used
 
     def _plan_ring(self, services, csvc, sched_name, ds_list, state, meta=None):
         """What sched_ring holds for the service: rr/wrr's ring, sh/dh/mh's
@@ -253,14 +265,14 @@ class Control:
             if len(table) > room:
                 raise XdplbError(
                     f"xdplb: the {sched_name} table of this service needs {len(table)} "
-                    f"ring entries but only {max(room, 0)} of {XDPLB_MAX_RING} are free")
+                    f"ring entries but only {max(room, 0)} of {self.max_ring} are free")
             return S.Ring(tuple(table), len(table))
         try:
             return S.build_ring(sched_name, ds_list, state, self._ring_room(services, csvc.slot))
         except S.RingTooLarge as e:
             raise XdplbError(
                 f"xdplb: the {sched_name} schedule of this service needs {e.needed} ring "
-                f"entries but only {max(e.room, 0)} of {XDPLB_MAX_RING} are free; use smaller "
+                f"entries but only {max(e.room, 0)} of {self.max_ring} are free; use smaller "
                 f"weights or weights with a common divisor") from None
 
     def _write_list(self, svc_slot, ds_list):
@@ -323,9 +335,9 @@ class Control:
                 raise XdplbError(E_SVC_EXISTS)
             model.check_service(svc)
             used = {v.slot for _, v in services.values()}
-            slot = next((i for i in range(XDPLB_MAX_SERVICES) if i not in used), None)
+            slot = next((i for i in range(self.max_services) if i not in used), None)
             if slot is None:
-                raise XdplbError(E_ENOMEM)
+                raise table_full("services", self.max_services)
             seq = max((v.seq for _, v in services.values()), default=0) + 1
             st = S.init_state(svc.sched, [])
             self.st.svc_stats.zero(slot)
@@ -426,9 +438,9 @@ class Control:
             port = self._dest_port(svc_k[2], dest)
             if self._find_dest(ds, dest.addr, port)[0] is not None:
                 raise XdplbError(E_DEST_EXISTS)
-            slot = next((i for i in range(1, XDPLB_MAX_DESTS) if i not in dests), None)
+            slot = next((i for i in range(1, self.max_dests) if i not in dests), None)
             if slot is None:
-                raise XdplbError(E_ENOMEM)
+                raise table_full("destinations", self.max_dests - 1)
             seq = self._next_seq(dests)
             before = self._sched_list(ds)
             after = [(slot, dest.weight)] + before
@@ -519,7 +531,7 @@ class Control:
         dests = self._dests_raw() if dests is None else dests
         now = _now_ns() if now is None else now
         out = []
-        for kb, vb in self.st.conns.raw_items():
+        for kb, vb in self.st.conn_table.raw_items():
             c = Conn.from_buffer_copy(vb)
             if c.dir == XDPLB_DIR_OUT:
                 continue
@@ -578,7 +590,7 @@ class Control:
                             int.from_bytes(bytes(k.saddr), "big")
                             for a in controlled[(c.svc_slot, c.dest_slot)]):
                         c.last_seen = now - max(c.timeout - 60, 0) * 1_000_000_000
-                        self.st.conns.put(k, c)
+                        self.st.conn_table.put(k, c)
                         keep.append((k, c, True))
                         continue
                 if alive:
@@ -586,20 +598,20 @@ class Control:
                     continue
                 if c.dir == XDPLB_DIR_IN and c.fwd == IP_VS_CONN_F_MASQ:
                     ok = ConnKey(c.addr, k.saddr, c.port, k.sport, k.proto)
-                    self.st.conns.delete(ok)
-                self.st.conns.delete(k)
+                    self.st.conn_table.delete(ok)
+                self.st.conn_table.delete(k)
                 deleted += 1
             # reply entries whose client entry is gone (evicted or deleted)
             live_in = {bytes(k) for k, c, alive in keep if c.dir == XDPLB_DIR_IN}
-            for kb, vb in self.st.conns.raw_items():
+            for kb, vb in self.st.conn_table.raw_items():
                 c = Conn.from_buffer_copy(vb)
                 if c.dir != XDPLB_DIR_OUT:
                     continue
                 k = ConnKey.from_buffer_copy(kb)
                 ik = ConnKey(k.daddr, c.addr, k.dport, c.port, k.proto)
                 # (looked up again: the data path may have made it since the scan)
-                if bytes(ik) not in live_in and self.st.conns.get(ik) is None:
-                    self.st.conns.delete(k)
+                if bytes(ik) not in live_in and self.st.conn_table.get(ik) is None:
+                    self.st.conn_table.delete(k)
             counts = self.conn_counts(dests, keep)
             for slot, d in dests.items():
                 want = counts.get(slot, (0, 0, 0))
@@ -779,7 +791,7 @@ class _RestoreSim:
         self.services = ctl._services_raw()            # {key tuple: (SvcKey, CService)}
         self.sim = {}                                  # key tuple -> _SimSvc (touched)
         used = {c.slot for _, c in self.services.values()}
-        self.svc_free = _SlotPool(used, 0, XDPLB_MAX_SERVICES)
+        self.svc_free = _SlotPool(used, 0, ctl.max_services)
         self.svc_seq = max((c.seq for _, c in self.services.values()), default=0)
         self.nservices = len(self.services)
         self.dests = ctl._dests_raw(self.services)
@@ -790,7 +802,7 @@ class _RestoreSim:
         self.last_seq = max([self.hw_seq0] + [d.seq for d in self.dests.values()])
         self.hw_seq = self.hw_seq0
         self.hw_slot0 = self.hw_slot
-        self.dest_free = _SlotPool(set(self.dests) | {0}, 1, XDPLB_MAX_DESTS)
+        self.dest_free = _SlotPool(set(self.dests) | {0}, 1, ctl.max_dests)
         self.ring_used = sum(c.ring_len for _, c in self.services.values())
         self.new_services = []                         # _SimSvc in creation order
         self.new_dests = []                            # (slot, Dest)
@@ -818,7 +830,7 @@ class _RestoreSim:
             raise XdplbError(E_SVC_EXISTS)
         slot = self.svc_free.peek()
         if slot is None:
-            raise XdplbError(E_ENOMEM)
+            raise table_full("services", self.ctl.max_services)
         self.svc_free.take()
         self.svc_seq += 1
         st = S.init_state(svc.sched, [])
@@ -868,7 +880,7 @@ class _RestoreSim:
             raise XdplbError(E_DEST_EXISTS)
         slot = self.dest_free.peek()
         if slot is None:
-            raise XdplbError(E_ENOMEM)
+            raise table_full("destinations", self.ctl.max_dests - 1)
         seq = self.last_seq + 1
         before = Control._sched_list(s.ds)
         after = [(slot, dest.weight)] + before
@@ -896,7 +908,7 @@ class _RestoreSim:
     def _plan_len(self, s, dlist, ds, state):
         """Length of the schedule _plan_ring would build (its refusals too)."""
         name = s.name
-        room = XDPLB_MAX_RING - self.ring_used
+        room = self.ctl.max_ring - self.ring_used
         kind = S.kind(name)
         if kind == "list":
             if len(dlist) > XDPLB_LIST_MAX:
@@ -912,7 +924,7 @@ class _RestoreSim:
             if n > room:
                 raise XdplbError(
                     f"xdplb: the {name} table of this service needs {n} "
-                    f"ring entries but only {max(room, 0)} of {XDPLB_MAX_RING} are free")
+                    f"ring entries but only {max(room, 0)} of {self.ctl.max_ring} are free")
             return n
         # rr / wrr: the ring's shape only depends on the weights and the state's
         # list position, so it is computed once per shape.
@@ -924,8 +936,8 @@ class _RestoreSim:
             nstate = S.SchedState(S.HEAD if idx < 0 else idx + 1, state.cw)
             need = S.cycle_length(name, norm)
             try:
-                picks, _, _ = S.simulate(name, norm, nstate, limit=2 * XDPLB_MAX_RING + 2)
-                length = len(S.build_ring(name, norm, nstate))
+                picks, _, _ = S.simulate(name, norm, nstate, limit=2 * self.ctl.max_ring + 2)
+                length = len(S.build_ring(name, norm, nstate, self.ctl.max_ring))
                 got = (need, len(picks), length)
             except S.RingTooLarge:
                 got = (need, None, None)

@@ -380,7 +380,7 @@ class Fuzzer:
 
     def _write_config(self):
         s = self.s
-        for name in ("services", "sched_ring", "conns"):
+        for name in ("services", "sched_ring", "conn_table"):
             getattr(s, name).clear()
         for slot in range(16):
             s.dests.put(slot, S.Dest())
@@ -403,7 +403,7 @@ class Fuzzer:
     def cleanup(self):
         """Leave the maps empty, as tests/test_datapath.py's fixture expects."""
         s = self.s
-        for name in ("services", "sched_ring", "conns"):
+        for name in ("services", "sched_ring", "conn_table"):
             getattr(s, name).clear()
         for slot in range(16):
             s.dests.put(slot, S.Dest())
@@ -457,8 +457,13 @@ class Fuzzer:
 
     def end_batch(self):
         """The kernel's connection table equals the model; counters agree."""
+        both = {kb for kb, _ in self.s.conns.raw_items()} & \
+            {kb for kb, _ in self.s.conns_assured.raw_items()}
+        if both:
+            self.violation("a connection is in both conns and conns_assured", None, 0, None,
+                           None, f"{len(both)} keys")
         got = {}
-        for kb, vb in self.s.conns.raw_items():
+        for kb, vb in self.s.conn_table.raw_items():
             k = S.ConnKey.from_buffer_copy(kb)
             v = S.Conn.from_buffer_copy(vb)
             key = (bytes(k.saddr), bytes(k.daddr), socket.ntohs(k.sport), socket.ntohs(k.dport),
@@ -649,7 +654,7 @@ class Fuzzer:
     def _entry_matches(self, key, c):
         k = S.ConnKey(saddr=(C.c_uint8 * 4)(*key[0]), daddr=(C.c_uint8 * 4)(*key[1]),
                       sport=socket.htons(key[2]), dport=socket.htons(key[3]), proto=key[4])
-        v = self.s.conns.get(k)
+        v = self.s.conn_table.get(k)
         return v is not None and MConn(bytes(v.addr), socket.ntohs(v.port), v.dir, v.fwd,
                                        v.dest_slot, v.svc_slot) == c
 

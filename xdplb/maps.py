@@ -7,7 +7,7 @@ import ctypes as C
 import os
 
 from . import bpfsys
-from .structs import (COUNTERS, XDPLB_CNT_MAX, Conn, ConnKey, Dest, DestConns, IpVsStats,
+from .structs import (COUNTERS, VERDICTS, Conn, ConnKey, Dest, DestConns, IpVsStats,
                       LblcEnt, LblcKey, RingKey, SchedPos, Service, SvcDests, SvcKey)
 
 XDPLB_CNT_RX = COUNTERS.index("rx")
@@ -21,6 +21,11 @@ class Map:
 
     def _key(self, key):
         return self.key_type(key) if isinstance(key, int) else key
+
+    @property
+    def max_entries(self):
+        """The size the map was created with."""
+        return bpfsys.obj_info(self.fd, bpfsys.BpfMapInfo).max_entries
 
     def get(self, key):
         value = self.value_type()
@@ -208,12 +213,51 @@ class PerCpuMap(Map):
 
 class CounterMap(PerCpuMap):
     """The global counters: the data path leaves XDPLB_CNT_RX at 0 (every
-    frame ends in exactly one other counter), so its sum is derived."""
+    frame ends in exactly one verdict counter), so its sum is derived."""
 
     def sum(self, key):
         if key == XDPLB_CNT_RX:
-            return sum(super(CounterMap, self).sum(i) for i in range(XDPLB_CNT_MAX))
+            return sum(super(CounterMap, self).sum(COUNTERS.index(v)) for v in VERDICTS)
         return super().sum(key)
+
+
+class ConnTable:
+    """The connection table as one: conns (LRU: new connections, templates)
+    and conns_assured (established connections, never evicted; see
+    bpf/xdplb.h). A key lives in one of them; for an instant during a move
+    it is in both, and the assured entry is the one the data path uses."""
+
+    def __init__(self, lru, assured):
+        self.lru, self.assured = lru, assured
+
+    def get(self, key):
+        value = self.assured.get(key)
+        return value if value is not None else self.lru.get(key)
+
+    def is_assured(self, key):
+        return self.assured.get(key) is not None
+
+    def put(self, key, value):
+        """Rewrite key where it lives; a new key goes to the LRU, as the data
+        path inserts it."""
+        (self.assured if self.is_assured(key) else self.lru).put(key, value)
+
+    def delete(self, key):
+        found = self.assured.delete(key)
+        return self.lru.delete(key) or found
+
+    def raw_items(self):
+        """[(key bytes, value bytes)] of every connection, assured first."""
+        items = self.assured.raw_items()
+        seen = {k for k, _ in items}
+        return items + [(k, v) for k, v in self.lru.raw_items() if k not in seen]
+
+    def keys(self):
+        return [self.lru.key_type.from_buffer_copy(k) for k, _ in self.raw_items()]
+
+    def clear(self):
+        self.assured.clear()
+        self.lru.clear()
 
 
 # name -> (map class, key type, value type); the names are those in bpf/maps.h.
@@ -223,6 +267,7 @@ MAPS = {
     "sched_ring": (Map, RingKey, C.c_uint32),
     "sched_pos": (Map, C.c_uint32, SchedPos),
     "conns": (Map, ConnKey, Conn),
+    "conns_assured": (Map, ConnKey, Conn),
     "svc_stats": (PerCpuMap, C.c_uint32, IpVsStats),
     "dest_stats": (PerCpuMap, C.c_uint32, IpVsStats),
     "counters": (CounterMap, C.c_uint32, C.c_uint64),

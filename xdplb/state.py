@@ -200,6 +200,7 @@ class State:
         self.readonly = readonly
         for name in maps.MAPS:
             setattr(self, name, maps.open_map(folder, name, readonly=readonly))
+        self.conn_table = maps.ConnTable(self.conns, self.conns_assured)
         # read-only: no program fd either (BPF_PROG_TEST_RUN through it writes maps)
         self.prog_fd = -1 if readonly else bpfsys.obj_get(os.path.join(folder, PROG_PIN))
 

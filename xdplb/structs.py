@@ -8,6 +8,7 @@ import ctypes as C
 XDPLB_MAX_SERVICES = 16384
 XDPLB_MAX_DESTS = 131072
 XDPLB_MAX_CONNS = 262144
+XDPLB_MAX_ASSURED = 262144
 XDPLB_MAX_RING = 1048576
 XDPLB_MAX_PORTS = 256
 XDPLB_LIST_MAX = 64
@@ -79,7 +80,9 @@ XDPLB_RING_GEN_BIT = 0x80000000
 
 # enum xdplb_counter
 COUNTERS = ("rx", "pass", "fwd", "to_stack", "no_dest", "conn_full",
-            "dest_gone", "no_route")
+            "dest_gone", "no_route", "assure_full")
+# the verdicts: every frame ends in exactly one (rx is their sum)
+VERDICTS = COUNTERS[1:COUNTERS.index("no_route") + 1]
 XDPLB_CNT_MAX = len(COUNTERS)
 
 

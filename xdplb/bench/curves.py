@@ -62,7 +62,7 @@ def _newconn(b, fds, st, vip, slot, bc0, repeat, runs, hmed, floor):
     probe = pkt._probe(st, bench_maps={"nc_seq": b[b"nc_seq"]}, svc=slot)
     def prepare():  # an emptied table, and the live per-destination counts with it
         from ..control import Control
-        st.conns.clear()
+        st.conn_table.clear()
         Control(st).sweep()
     times, deltas, verdicts = pkt.measure(fds["bench_newconn"], tmpl, bc0, repeat, runs, probe,
                                           prepare=prepare)
@@ -77,7 +77,7 @@ def _established(st, bc0, br0):
                                                      pkt.TCP_SYN, pkt.CLIENT_MAC), 1,
                            ingress_ifindex=bc0)
     in_key = pkt.conn_key(pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT)
-    c = st.conns.get(in_key)
+    c = st.conn_table.get(in_key)
     if c is None:
         raise BenchError(f"xdplb did not forward the set-up SYN ({pkt.VERDICTS.get(v, v)})")
     rs = socket.inet_ntoa(bytes(c.addr))
@@ -86,7 +86,7 @@ def _established(st, bc0, br0):
 
     def reput():
         for k in keys:
-            st.conns.put(k, c)
+            pkt.put_assured(st, k, c)
     reput()
     frame = pkt.tcp_frame(pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT, pkt.TCP_ACK, pkt.CLIENT_MAC)
     return frame, pkt._probe(st, svc=pkt.SVC_NAT, dest=c.dest_slot), reput
@@ -166,8 +166,9 @@ def _dummy_services(st, start, stop):
 
 
 def _dummy_conns(st, start, stop):
-    """Masq connections start..stop-1: IN and OUT entries each (numpy-built
-    raw arrays in the layout of structs.ConnKey / structs.Conn)."""
+    """Established Masq connections start..stop-1, IN and OUT entries each,
+    in conns_assured where the data path keeps them (numpy-built raw arrays
+    in the layout of structs.ConnKey / structs.Conn)."""
     import numpy as np
     n = stop - start
     if n <= 0:
@@ -190,7 +191,7 @@ def _dummy_conns(st, start, stop):
             keys = np.frombuffer(tmpl_k[d] * m, dtype=np.uint8).reshape(m, ksz).copy()
             keys[:, 0:4 if d == 0 else 8][:, -4:] = cli   # IN: saddr; OUT: daddr
             vals = np.frombuffer(tmpl_v[d] * m, dtype=np.uint8).reshape(m, vsz).copy()
-            update_batch_raw(st.conns.fd, keys, vals, m)
+            update_batch_raw(st.conns_assured.fd, keys, vals, m)
 
 
 def update_batch_raw(fd, keys, vals, m):
@@ -206,7 +207,8 @@ def curve(kind, sizes, repeat, runs, log, floor=None):
     if kind == "services":
         cflags = [f"-DXDPLB_MAX_SERVICES={1 << max(14, (big + 1000).bit_length())}"]
     else:
-        cflags = [f"-DXDPLB_MAX_CONNS={1 << max(18, (2 * big + 1000).bit_length())}"]
+        size = 1 << max(18, (2 * big + 1000).bit_length())
+        cflags = [f"-DXDPLB_MAX_CONNS={size}", f"-DXDPLB_MAX_ASSURED={size}"]
     rows = []
     fresh = min(repeat, pkt.FRESH_MAX // 4)
     with contextlib.ExitStack() as stack:
@@ -231,7 +233,7 @@ def curve(kind, sizes, repeat, runs, log, floor=None):
             if kind == "services":
                 _dummy_services(st, have, n - 2)    # + the Masq and DR services
             else:
-                st.conns.clear()
+                st.conn_table.clear()
                 _dummy_conns(st, 0, n - 1)
             have = n - 2 if kind == "services" else 0
             frame, probe, reput = _established(st, bc0, br0)

@@ -47,21 +47,27 @@ def compile_gen():
 
 
 class Gen:
-    def __init__(self, b, fds, topo):
-        self.b, self.fds, self.topo = b, fds, topo
-        self.c0 = topo.ifindex("cl", "c0")
-        self.frame = udp_frame(CL_IP, VIP, 10000, VPORT, CL_MAC, LB_CL_MAC)
+    """bench_inject on the interface ifindex of netns ns, sending frame (a
+    64-byte template) varied per flow; tcp: frame is TCP (its checksum is
+    kept right)."""
+
+    def __init__(self, b, fds, ns, ifindex, frame, tcp=False):
+        import ctypes as C
+        self.b, self.fds, self.ns, self.ifindex = b, fds, ns, ifindex
+        self.frame, self.tcp = frame, tcp
         tm = b[b"gen_tmpl"]
         leaf = tm.Leaf()
-        import ctypes as C
         C.memmove(C.addressof(leaf), self.frame, len(self.frame))
         tm[C.c_int(0)] = leaf
+        self.set_flows(0)
 
     def set_flows(self, flows):
+        """flows source ports (10000 up), or 0: a new source per frame."""
         import ctypes as C
         cfg = self.b[b"gen_cfg"]
         leaf = cfg.Leaf()
         leaf.flows = flows
+        leaf.tcp = int(self.tcp)
         cfg[C.c_int(0)] = leaf
 
     def sunk(self):
@@ -75,10 +81,10 @@ class Gen:
         os.sched_setaffinity(0, {cpu})
         before, sent, secs = self.sunk(), 0, 0.0
         try:
-            with self.topo.ns["cl"].entered():
+            with self.ns.entered():
                 while sent < count and secs < time_limit:
                     n = min(CHUNK, count - sent)
-                    secs += inject(self.fds["bench_inject"], self.frame, n, self.c0)
+                    secs += inject(self.fds["bench_inject"], self.frame, n, self.ifindex)
                     sent += n
         finally:
             os.sched_setaffinity(0, saved)
@@ -227,7 +233,8 @@ def run(sizes=(1, 1000, 10000), count=1_000_000, new_count=300_000, runs=3, mixe
         stack.callback(b.cleanup)
         topo = stack.enter_context(Topo("f"))
         topo.xdp("rs", "s0", fds["bench_sink"])
-        gen = Gen(b, fds, topo)
+        gen = Gen(b, fds, topo.ns["cl"], topo.ifindex("cl", "c0"),
+                  udp_frame(CL_IP, VIP, 10000, VPORT, CL_MAC, LB_CL_MAC))
         for cls, n in plan(sizes):
             v = cls(topo, gen, n)
             if v.skip:

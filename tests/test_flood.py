@@ -1,0 +1,117 @@
+"""A SYN flood from the lab's client must not break an established connection.
+
+The lab (xdplb/lab.py): client -> xdplb on the lb -> rs1, a TCP echo server
+on rs1 behind VIP:7000 (Masq). The client opens one connection and exchanges
+a line. Then the flood: bpf/bench_fwd.c's bench_inject run with
+BPF_F_TEST_XDP_LIVE_FRAMES on the client's eth0 turns out SYNs to the same
+service, each from a never-seen source address and port, as fast as this
+machine can (generator, xdplb and rs1's stack share one CPU), until three
+times the capacity of xdplb's connection LRU has gone through as new
+connections. The connection, idle all along (the worst case for an LRU: it
+is the least recently used entry), must then still carry a line both ways,
+from conns_assured, where its handshake put it.
+"""
+import ctypes as C
+import json
+import socket
+import sys
+import time
+
+import pytest
+
+from xdplb import structs as S
+from xdplb.netns import NetNs
+
+VIP, PORT, RS1 = "1.2.3.4", 7000, "172.80.0.2"
+ECHO = """
+import socket, sys, threading
+srv = socket.create_server((sys.argv[1], int(sys.argv[2])), backlog=64)
+def serve(c):
+    with c:
+        while (data := c.recv(4096)):
+            c.sendall(data)
+while True:
+    threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
+"""
+
+
+def mac(ns, dev):
+    return json.loads(ns.ip("-j", "link", "show", dev).stdout)[0]["address"]
+
+
+def connect(client, timeout=10.0):
+    """The client's connection to VIP:PORT (retried while the server starts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with client.entered():
+            try:
+                return socket.create_connection((VIP, PORT), timeout=5)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+        time.sleep(0.2)
+
+
+def echo(sock, line):
+    sock.sendall(line)
+    got = b""
+    while len(got) < len(line):
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed by the other end"
+        got += chunk
+    return got
+
+
+def test_syn_flood_does_not_break_an_established_connection(xlab_lab):
+    from xdplb.bench import fwd, pkt
+    from xdplb.state import State
+
+    lab = xlab_lab
+    lab.adm("-A", "-t", f"{VIP}:{PORT}", "-s", "rr")
+    lab.adm("-a", "-t", f"{VIP}:{PORT}", "-r", f"{RS1}:{PORT}", "-m")
+    lab.start_server("rs1", [sys.executable, "-c", ECHO, RS1, str(PORT)])
+    client, lb = NetNs(lab.ns("client"), create=False), NetNs(lab.ns("lb"), create=False)
+    st = State.open(folder=lab.pin_folder())
+    b = None
+    try:
+        sock = connect(client)
+        assert echo(sock, b"before the flood\n") == b"before the flood\n"
+        cport = sock.getsockname()[1]
+        key = S.ConnKey(saddr=(C.c_uint8 * 4)(*socket.inet_aton("10.0.0.2")),
+                        daddr=(C.c_uint8 * 4)(*socket.inet_aton(VIP)),
+                        sport=socket.htons(cport), dport=socket.htons(PORT), proto=6)
+        assert st.conns_assured.get(key) is not None, "the handshake did not assure it"
+
+        b, fds = fwd.compile_gen()
+        with client.entered():
+            ifindex = socket.if_nametoindex("eth0")
+        syn = pkt.tcp_frame("10.0.0.2", VIP, 10000, PORT, pkt.TCP_SYN,
+                            smac=mac(client, "eth0"), dmac=mac(lb, "veth-client"))
+        gen = fwd.Gen(b, fds, client, ifindex, syn, tcp=True)
+        svc_slot = st.services.get(S.SvcKey(addr=(C.c_uint8 * 4)(*socket.inet_aton(VIP)),
+                                            port=socket.htons(PORT), proto=6)).slot
+        conns0 = st.svc_stats.sum(svc_slot).conns
+        want = 3 * S.XDPLB_MAX_CONNS
+        sent = secs = 0
+        while st.svc_stats.sum(svc_slot).conns - conns0 < want and secs < 60:
+            n, _, dt = gen.run(250_000)
+            sent, secs = sent + n, secs + dt
+        flooded = st.svc_stats.sum(svc_slot).conns - conns0
+        print(f"\nSYN flood: {sent} frames in {secs:.2f} s ({sent / secs / 1e6:.2f} Mpps "
+              f"injected), {flooded} new connections through xdplb "
+              f"({flooded / S.XDPLB_MAX_CONNS:.1f} x the conns LRU)")
+        assert flooded >= want, f"the flood made only {flooded} connections in {secs:.0f} s"
+
+        assert st.conns_assured.get(key) is not None
+        assert st.conns_assured.get(key).state == S.IP_VS_TCP_S_ESTABLISHED
+        assert echo(sock, b"after the flood\n") == b"after the flood\n"
+        assert st.counters.sum(S.COUNTERS.index("assure_full")) == 0
+        sock.close()
+        fresh = connect(client)   # and the service still takes new clients
+        assert echo(fresh, b"new\n") == b"new\n"
+        fresh.close()
+    finally:
+        if b is not None:
+            b.cleanup()
+        st.close()
+        lab.adm("-D", "-t", f"{VIP}:{PORT}", check=False)
