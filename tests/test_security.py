@@ -23,6 +23,7 @@ import uuid
 
 import pytest
 from conftest import _need_root_and_bpffs, xdplb_argv
+from test_adm import CMD, create_stub_state
 
 from xdplb import bpfsys, maps, netns
 from xdplb import state as statemod
@@ -30,40 +31,13 @@ from xdplb.structs import (COUNTERS, IP_VS_TCP_S_ESTABLISHED, IP_VS_TCP_S_FIN_WA
                            XDPLB_DIR_IN, Conn, ConnKey, IpVsStats)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 
 
 def adm_argv(*args):
-    exe = os.path.join(VENV_BIN, "xdplbadm")
-    if os.access(exe, os.X_OK):
-        return [exe, *args]
-    return [sys.executable, "-c", "import sys; from xdplb.adm import main; main()", *args]
+    return [*CMD, *args]
 
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (bpffs, netns)")
-
-# The control-plane state pinned from the real maps.h with a pass-through
-# program: these tests do not depend on the data path compiling.
-STUB = """#include <uapi/linux/bpf.h>
-#include "maps.h"
-int xdplb_main(struct xdp_md *ctx) { return XDP_PASS; }
-"""
-
-
-def create_stub_state(folder):
-    from xdplb import loader
-
-    def compile_stub(cflags=()):
-        from bcc import BPF
-        b = BPF(text=STUB, cflags=[f"-I{loader.BPF_DIR}", "-Wno-unused-function", *cflags])
-        return b, b.load_func(loader.ENTRY, BPF.XDP)
-
-    real = loader.compile_program
-    loader.compile_program = compile_stub
-    try:
-        loader.create_state(folder)
-    finally:
-        loader.compile_program = real
 
 
 @contextlib.contextmanager

@@ -99,7 +99,7 @@ def attach(state: State, ifname, mode="native"):
         fault.point("attach")
         bpfsys.xdp_attach(idx, state.prog_fd, MODES[mode])
         fault.point("attach")
-        state.tx_ports.put(idx, maps.MAPS["tx_ports"][2](idx))
+        state.tx_ports.put(idx, state.tx_ports.value_type(idx))
     return repaired
 
 
@@ -127,7 +127,7 @@ def reconcile(state: State):
         out.append(f"{names.get(idx, f'ifindex {idx}')} was a redirect target without xdplb "
                    f"attached: removed from tx_ports")
     for idx in sorted(set(att) - ports):
-        state.tx_ports.put(idx, maps.MAPS["tx_ports"][2](idx))
+        state.tx_ports.put(idx, state.tx_ports.value_type(idx))
         out.append(f"{att[idx]} runs xdplb but was not a redirect target: added to tx_ports")
     return out
 
