@@ -993,18 +993,18 @@ static __always_inline int conn_new(struct xdp_md *ctx, struct pkt *p, struct se
 	return send(ctx, p, &nc, rc);
 }
 
-/* conn_reuse_mode (timeouts[XDPLB_CFG_CONN_REUSE], 1 with xdplbadm as in the
- * kernel): a new SYN on a TIME_WAIT or CLOSE entry ends it and is scheduled
- * as a new connection. */
+/* conn_reuse_mode (sysctl[XDPLB_SYSCTL_CONN_REUSE_MODE], 1 with xdplbadm as in
+ * the kernel): a new SYN on a TIME_WAIT or CLOSE entry ends it and is
+ * scheduled as a new connection. */
 static __always_inline int conn_reuse(const struct pkt *p, const struct conn *c)
 {
-	__u32 idx = XDPLB_CFG_CONN_REUSE, *mode;
+	__u32 idx = XDPLB_SYSCTL_CONN_REUSE_MODE, *mode;
 
 	if ((p->tcp_flags & (XDPLB_TCP_SYN | XDPLB_TCP_ACK | XDPLB_TCP_RST)) != XDPLB_TCP_SYN ||
 	    p->key.proto != IPPROTO_TCP ||
 	    (c->state != IP_VS_TCP_S_TIME_WAIT && c->state != IP_VS_TCP_S_CLOSE))
 		return 0;
-	mode = timeouts.lookup(&idx);
+	mode = sysctl.lookup(&idx);
 	return mode && *mode;
 }
 

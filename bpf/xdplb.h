@@ -101,14 +101,23 @@
 					 * net, 0, vaddr, vport or 0> */
 
 /* timeouts: ARRAY index -> seconds; 0 = IPVS's default for that index.
- * Indexes 0..10 are the TCP states, XDPLB_TMO_UDP the UDP timeout; then
- * global settings: XDPLB_CFG_CONN_REUSE is net.ipv4.vs.conn_reuse_mode (a
- * SYN on a TIME_WAIT / CLOSE entry makes a new connection), which the
- * control plane sets to the kernel's default 1 with the first service; a
- * state configured by writing the maps directly has it 0 (off). */
+ * Indexes 0..10 are the TCP states, XDPLB_TMO_UDP the UDP timeout. */
 #define XDPLB_TMO_UDP		11
-#define XDPLB_CFG_CONN_REUSE	12
 #define XDPLB_TMO_MAX		16
+
+/* sysctl: ARRAY index -> value of one of IPVS's net.ipv4.vs.* settings the
+ * data path follows. XDPLB_SYSCTL_CONN_REUSE_MODE is conn_reuse_mode (a SYN
+ * on a TIME_WAIT / CLOSE entry makes a new connection): the control plane
+ * sets it to the kernel's default 1 with the first service; a state
+ * configured by writing the maps directly has it 0 (off). */
+#define XDPLB_SYSCTL_CONN_REUSE_MODE	0
+#define XDPLB_SYSCTL_MAX		8
+
+/* The layout of the pinned maps (their set, keys and values): written into
+ * the layout map when a state is created and checked by every process that
+ * opens one, so a state pinned by another version of xdplb is refused
+ * instead of misread. Bump it with any change to a pinned map. */
+#define XDPLB_LAYOUT_VERSION	2
 
 /* Ring index bit selecting which generation of a service's schedule is live,
  * so a new schedule is written beside the old one and switched atomically. */
@@ -183,6 +192,9 @@ struct dest {
 	__u32 u_threshold;
 	__u32 l_threshold;
 	__u32 last_weight;	/* latest non-zero weight (mh's table uses it) */
+	__u32 next;		/* the next (older) destination of the same service, 0
+				 * at the end: from svc_dests' d[0], the service's whole
+				 * list in kernel order (control plane only) */
 };
 
 /* dest_conns: ARRAY (shared, not per CPU) slot -> live connection counts of
@@ -207,6 +219,19 @@ struct svc_dests {
 	__u32 n;		/* entries used; d[n].slot (if n < XDPLB_LIST_MAX) is 0 */
 	__u32 pad;
 	struct svc_dest_ent d[XDPLB_LIST_MAX];
+};
+
+/* alloc: ARRAY, one entry: the control plane's bookkeeping of the dests
+ * and sched_ring tables, so that a change reads only the service it
+ * changes (the data path never reads it). */
+struct alloc {
+	__u32 dest_seq;		/* the last destination seq handed out (never reused,
+				 * even after -C) */
+	__u32 dest_top;		/* the highest dests slot allocated since the last -C:
+				 * every slot above it is free */
+	__u32 dest_free;	/* every dests slot below this one is in use */
+	__u32 ring_used;	/* sched_ring entries the services' live schedules
+				 * hold: the sum of their ring_len */
 };
 
 /* lblc: LRU_HASH lblc_key -> lblc_ent: lblc's per-destination-address cache

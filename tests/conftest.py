@@ -33,9 +33,10 @@ def datapath_net():
 def datapath_state(datapath_net):
     """The real data path, compiled with bcc and pinned in a private folder
     /sys/fs/bpf/xdplb/test-<pid>-dp; unpinned at the end."""
+    from xdplb import loader
     from xdplb import state as st
     with st.private_folder(f"test-{os.getpid()}-dp") as folder:
-        with st.State.open(create=True, folder=folder) as s:
+        with loader.open_state(folder) as s:
             with datapath_net["ns"].entered():  # a DEVMAP resolves ifindexes now
                 for idx in (datapath_net["cli_idx"], datapath_net["srv_idx"]):
                     s.tx_ports.put(idx, s.tx_ports.value_type(idx))

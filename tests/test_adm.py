@@ -16,7 +16,8 @@ import pytest
 
 from xdplb import state as statemod
 from xdplb.control import Control
-from xdplb.structs import RingKey, SchedPos
+from xdplb.structs import Alloc, RingKey, SchedPos
+from xdplb.tables import svc_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADM = os.path.join(ROOT, ".venv", "bin", "xdplbadm")
@@ -163,11 +164,12 @@ def test_edit_and_delete_listings(base):
     ok("-C")
     assert ok("-Ln") == HEAD
     snap = snapshot()
-    assert all(not snap[m] for m in ("services", "sched_ring", "svc_stats", "dest_stats",
-                                     "sched_pos")), snap
-    # dests[0] is control-plane bookkeeping: only the last seq handed out
-    # (u_threshold) survives -C, so no later destination reuses a seq
-    assert [bytes(v)[:20] + bytes(v)[24:] for _, v in snap["dests"]] == [bytes(28)], snap
+    assert all(not snap[m] for m in ("services", "dests", "sched_ring", "svc_stats",
+                                     "dest_stats", "sched_pos", "svc_dests")), snap
+    # of the control plane's bookkeeping only the last destination seq handed
+    # out survives -C, so no later destination reuses a seq
+    [(_, alloc)] = snap["alloc"]
+    assert Alloc.from_buffer_copy(alloc).dest_seq >= 4 and alloc[4:] == bytes(12), snap
 
 
 def test_zero(base):
@@ -384,7 +386,6 @@ def test_option_forms(base):
 
 def data_path_picks(ctl, key, n):
     """What the XDP program does for n new connections (bpf/xdplb.h)."""
-    from xdplb.control import svc_key
     out = []
     for _ in range(n):
         svc = ctl.st.services.get(svc_key(*key))
@@ -427,7 +428,7 @@ def test_schedule_through_maps_follows_kernel(pin):
     ok("-e", "-t", "10.5.0.1:80", "-r", "10.6.0.2", "-m", "-w", "0")
     with Control.open() as ctl:
         assert data_path_picks(ctl, key, 2) == [None, None]
-        svc = ctl.st.services.get(__import__("xdplb.control", fromlist=["x"]).svc_key(*key))
+        svc = ctl.st.services.get(svc_key(*key))
         assert svc.ring_len == 0
     ok("-C")
 
@@ -446,7 +447,7 @@ def test_one_add_is_fast(base):
 def test_conn_counts_and_connection_listing(base):
     """ActiveConn/InActConn and -L -c come from the conns map (IN entries only,
     expired ones skipped by the IPVS timeout of their state)."""
-    from xdplb.control import _now_ns, svc_key
+    from xdplb.conns import now_ns
     from xdplb.structs import Conn, ConnKey
 
     def ip(a):
@@ -455,7 +456,7 @@ def test_conn_counts_and_connection_listing(base):
     with Control.open() as ctl:
         svc = ctl.get_service(6, "10.0.0.1", 80, counts=False)
         d = {x.addr: x for x in svc.dests}["10.1.0.1"]
-        now = _now_ns()
+        now = now_ns()
         entries = [  # (client port, state, age s, dir)
             (1001, 1, 5, 0),      # ESTABLISHED: active
             (1002, 3, 5, 0),      # SYN_RECV: active

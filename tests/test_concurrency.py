@@ -16,9 +16,11 @@ from test_adm import CMD, UNSHARE, create_stub_state
 from xdplb import model
 from xdplb import sched as S
 from xdplb import state as statemod
-from xdplb.control import Control, svc_key
+from xdplb import config
+from xdplb.control import Control
 from xdplb.structs import (XDPLB_LIST_MAX, XDPLB_MAX_DESTS, XDPLB_MAX_RING, XDPLB_MAX_SERVICES,
-                           XDPLB_RING_GEN_BIT, Dest, RingKey, Service, SvcKey)
+                           XDPLB_RING_GEN_BIT, DestEntry, RingKey, SvcEntry, SvcKey)
+from xdplb.tables import Tables, svc_key
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (bpffs)")
 
@@ -114,16 +116,16 @@ def _check_tables(ctl, want):
 def _replayed_snapshot(ctl):
     """The maps of a fresh state given the same adds one after the other in
     the order the concurrent run applied them (destination seq order)."""
-    lines = [("svc", model.Service(proto=6, addr=f"10.20.0.{i + 1}", port=80,
-                                   sched="rr" if i % 2 == 0 else "wrr")) for i in range(NSVC)]
+    lines = [(config.add_service, (model.Service(proto=6, addr=f"10.20.0.{i + 1}", port=80,
+                                                 sched="rr" if i % 2 == 0 else "wrr"),))
+             for i in range(NSVC)]
     dests = sorted((d.seq, s.addr, d) for s in ctl.services(counts=False) for d in s.dests)
     with statemod.private_folder(f"test-{os.getpid()}-replay") as f:
         create_stub_state(f)
         with Control.open(folder=f) as rc:
             # -R gives the maps of its lines run one by one (test_restore.py)
-            lines += [("dest", (6, addr, 80), model.Destination(d.addr, d.port, fwd=d.fwd,
-                                                                weight=d.weight))
-                      for _, addr, d in dests]
+            lines += [(config.add_dest, ((6, addr, 80), model.Destination(
+                d.addr, d.port, fwd=d.fwd, weight=d.weight))) for _, addr, d in dests]
             results, _ = rc.restore(lines)
             assert results == [None] * len(lines)
             return rc.snapshot()
@@ -193,15 +195,22 @@ def _adm(*args, stdin=None):
     return p.returncode, p.stderr
 
 
-def _fake_service(ctl, addr, ring_len=0, slot=None):
-    """A service entry that only takes ring room (no ring entries)."""
+def _fake_service(ctl, addr, ring_len):
+    """A service entry that only takes ring room (no ring entries; the
+    bookkeeping counts them)."""
     k = svc_key(6, addr, 9)
-    used = {c.slot for _, c in ctl._services_raw().values()}
-    slot = slot if slot is not None else next(i for i in range(XDPLB_MAX_SERVICES)
-                                              if i not in used)
-    ctl.st.services.put(k, Service(slot=slot, seq=10**6 + slot, ring_len=ring_len,
-                                   sched=model.SCHED_IDS["wlc"]))
+    t = Tables(ctl.st)
+    ctl.st.services.put(k, SvcEntry(slot=t.free_svc_slot(), seq=10**6, ring_len=ring_len,
+                                    sched=model.SCHED_IDS["wlc"]))
+    _bookkeeping(ctl, ring_used=t.alloc().ring_used + ring_len)
     return k
+
+
+def _bookkeeping(ctl, **fields):
+    alloc = ctl.st.alloc.get(0)
+    for f, v in fields.items():
+        setattr(alloc, f, v)
+    ctl.st.alloc.put(0, alloc)
 
 
 SVC_FULL = ("Memory allocation problem: xdplb's services table is full "
@@ -214,16 +223,16 @@ def test_capacity_refusals_change_nothing(folder):
     """xdplb's own limits (list schedulers' 64 servers, ring room, the sh/mh
     tables, the service and destination tables full) are refused before any
     write: every map byte-for-byte as before, alone and in the middle of -R."""
+    def add(svc, addr, **kw):
+        return config.add_dest, ((6, svc, 80), model.Destination(addr, 80, **kw))
+
     with Control.open() as ctl:
         ctl.add_service(model.Service(proto=6, addr="10.40.0.1", port=80, sched="lc"))
         ctl.add_service(model.Service(proto=6, addr="10.40.0.2", port=80, sched="wrr"))
         ctl.add_service(model.Service(proto=6, addr="10.40.0.3", port=80, sched="rr"))
-        ctl.restore([("dest", (6, "10.40.0.1", 80), model.Destination(f"10.41.0.{i + 1}", 80))
-                     for i in range(XDPLB_LIST_MAX)] +
-                    [("dest", (6, "10.40.0.2", 80), model.Destination("10.42.0.1", 80, weight=3)),
-                     ("dest", (6, "10.40.0.2", 80), model.Destination("10.42.0.3", 80))] +
-                    [("dest", (6, "10.40.0.3", 80), model.Destination(f"10.43.0.{i + 1}", 80))
-                     for i in range(XDPLB_LIST_MAX + 1)])
+        ctl.restore([add("10.40.0.1", f"10.41.0.{i + 1}") for i in range(XDPLB_LIST_MAX)] +
+                    [add("10.40.0.2", "10.42.0.1", weight=3), add("10.40.0.2", "10.42.0.3")] +
+                    [add("10.40.0.3", f"10.43.0.{i + 1}") for i in range(XDPLB_LIST_MAX + 1)])
         before = ctl.snapshot()
     lim = f"at most {XDPLB_LIST_MAX} real servers per service"
     cases = [
@@ -244,7 +253,7 @@ def test_capacity_refusals_change_nothing(folder):
 
     # ring room: a fake service holds all of the ring but a few entries
     with Control.open() as ctl:
-        used = sum(c.ring_len for _, c in ctl._services_raw().values())
+        used = sum(c.ring_len for c in Tables(ctl.st).services().values())
         fake = _fake_service(ctl, "10.49.0.1", ring_len=XDPLB_MAX_RING - used - 3)
         before = ctl.snapshot()
     for args in (["-a", "-t", "10.40.0.2:80", "-r", "10.42.0.2", "-m", "-w", "2"],
@@ -265,14 +274,15 @@ def test_capacity_refusals_change_nothing(folder):
         ctl.delete_service(6, "10.40.0.9", 80)
         ctl.delete_service(6, "10.40.0.10", 80)
         ctl.st.services.delete(fake)
+        _bookkeeping(ctl, ring_used=used)
 
     # a full service table, then a full destination table
     with Control.open() as ctl:
-        used = {c.slot for _, c in ctl._services_raw().values()}
+        used = {c.slot for c in Tables(ctl.st).services().values()}
         free = [i for i in range(XDPLB_MAX_SERVICES) if i not in used]
         keys = [SvcKey((C.c_uint8 * 4)(10, 50 + i // 65536, (i >> 8) & 255, i & 255),
                        socket.htons(9), 6, 0) for i in range(len(free))]
-        ctl.st.services.put_many((k, Service(slot=s, seq=10**6 + s, sched=1))
+        ctl.st.services.put_many((k, SvcEntry(slot=s, seq=10**6 + s, sched=1))
                                  for k, s in zip(keys, free))
         before = ctl.snapshot()
     rc, err = _adm("-A", "-t", "10.40.0.11:80", "-s", "rr")
@@ -283,13 +293,13 @@ def test_capacity_refusals_change_nothing(folder):
         assert ctl.snapshot() == before
         for k in keys:
             ctl.st.services.delete(k)
-        hint = ctl.st.dests.get(0)
-        dused = set(ctl._dests_raw())
+        top = ctl.st.alloc.get(0).dest_top
+        dused = set(Tables(ctl.st).every_dest())
         dfree = [i for i in range(1, XDPLB_MAX_DESTS) if i not in dused]
         # destinations of a service slot nobody has (never listed)
-        ctl.st.dests.put_many((i, Dest(flags=1, svc_slot=XDPLB_MAX_SERVICES - 1, seq=0))
+        ctl.st.dests.put_many((i, DestEntry(flags=1, svc_slot=XDPLB_MAX_SERVICES - 1, seq=0))
                               for i in dfree)
-        ctl.st.dests.put(0, Dest(seq=XDPLB_MAX_DESTS - 1, u_threshold=hint.u_threshold))
+        _bookkeeping(ctl, dest_top=XDPLB_MAX_DESTS - 1)
         before = ctl.snapshot()
     rc, err = _adm("-a", "-t", "10.40.0.2:80", "-r", "10.42.0.9", "-m")
     assert (rc, err) == (255, DEST_FULL)
@@ -297,14 +307,14 @@ def test_capacity_refusals_change_nothing(folder):
     assert (rc, err) == (255, DEST_FULL)
     with Control.open() as ctl:
         assert ctl.snapshot() == before
-        ctl.st.dests.put_many((i, Dest()) for i in dfree)
-        ctl.st.dests.put(0, hint)
+        ctl.st.dests.put_many((i, DestEntry()) for i in dfree)
+        _bookkeeping(ctl, dest_top=top)
 
 
 def test_refused_listing_changes_nothing(folder):
     """`-L -t VIP:PORT` of a service that is not there is refused (exit 1)
     before the connection sweep every listing runs: a dead entry stays."""
-    from xdplb.control import _now_ns
+    from xdplb.conns import now_ns
     from xdplb.structs import Conn, ConnKey
 
     def ip(a):
@@ -317,7 +327,7 @@ def test_refused_listing_changes_nothing(folder):
         k = ConnKey(ip("192.168.10.5"), ip("10.40.0.1"), socket.htons(1000), socket.htons(80), 6)
         # an entry whose destination is gone: the sweep deletes it
         ctl.st.conns.put(k, Conn(ip("10.41.0.1"), socket.htons(80), 0, 0, 77, svc.slot,
-                                 state=1, last_seen=_now_ns()))
+                                 state=1, last_seen=now_ns()))
         before = ctl.snapshot()
     assert _adm("-L", "-n", "-t", "10.40.0.9:80") == (1, "No such service\n")
     with Control.open() as ctl:

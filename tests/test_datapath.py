@@ -52,7 +52,7 @@ class DataPath:
         for name in ("services", "sched_ring", "conn_table"):
             getattr(self.s, name).clear()
         for slot in range(16):
-            self.s.dests.put(slot, S.Dest())
+            self.s.dests.put(slot, S.DestEntry())
             self.s.sched_pos.put(slot, S.SchedPos())
             self.s.svc_stats.zero(slot)
             self.s.dest_stats.zero(slot)
@@ -64,13 +64,13 @@ class DataPath:
         """dests: {dest slot: address}; ring: dest slots in schedule order."""
         ring = list(dests) if ring is None else ring
         for dslot, addr in dests.items():
-            self.s.dests.put(dslot, S.Dest(addr=ip4(addr), port=be16(RPORT), fwd=fwd,
+            self.s.dests.put(dslot, S.DestEntry(addr=ip4(addr), port=be16(RPORT), fwd=fwd,
                                            flags=S.XDPLB_DEST_F_AVAILABLE, svc_slot=slot,
                                            weight=1))
         for i, dslot in enumerate(ring):
             self.s.sched_ring.put(S.RingKey(slot, i), C.c_uint32(dslot))
         self.s.services.put(S.SvcKey(addr=ip4(vip), port=be16(vport), proto=proto),
-                            S.Service(slot=slot, ring_len=len(ring), ring_prefix=prefix,
+                            S.SvcEntry(slot=slot, ring_len=len(ring), ring_prefix=prefix,
                                       sched=S.XDPLB_SCHED_RR))
 
     def run(self, frame, ifindex=None):

@@ -3,6 +3,9 @@ nothing changed on a command-line error, kernel-style refusals continue."""
 import pytest
 
 from test_adm import TRY, adm, ok, pin, snapshot  # noqa: F401  (pin is a fixture)
+from xdplb.control import Control
+from xdplb.structs import Alloc, SchedPos
+from xdplb.tables import Tables
 
 INPUTS = [
     # new services of every schedule kind, DR and Masq, ports and weights
@@ -38,21 +41,17 @@ INPUTS = [
 
 def _with_traffic():
     """Move the live ring positions of the base services (as traffic would)."""
-    from xdplb.control import Control
-    from xdplb.structs import SchedPos
     with Control.open() as ctl:
-        for _, c in ctl._services_raw().values():
+        for c in Tables(ctl.st).services().values():
             ctl.st.sched_pos.put(c.slot, SchedPos(c.ring_base + 5))
 
 
 def _base():
     """The same starting tables every time (seqs are never reused, even after
     -C: the last one handed out is forgotten here so both runs count alike)."""
-    from xdplb.control import Control
-    from xdplb.structs import Dest
     ok("-C")
     with Control.open() as ctl:
-        ctl.st.dests.put(0, Dest())
+        ctl.st.alloc.put(0, Alloc())
     ok("-R", stdin="-A -t 10.0.0.1:80 -s wrr\n-a -t 10.0.0.1:80 -r 10.1.0.1 -m -w 3\n"
        "-a -t 10.0.0.1:80 -r 10.1.0.2:8080 -m\n-A -u 10.0.0.1:53 -s rr\n"
        "-a -u 10.0.0.1:53 -r 10.2.0.1 -m\n-a -u 10.0.0.1:53 -r 10.2.0.2 -m\n")

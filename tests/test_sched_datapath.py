@@ -17,6 +17,7 @@ from xdplb import sched as S
 from xdplb import structs as T
 from xdplb.control import Control
 from xdplb.model import IPPROTO_TCP, IPPROTO_UDP, Destination, Service
+from xdplb.tables import Tables
 
 XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = 1, 2, 3, 4
 VIP, VPORT, RPORT = "10.0.0.100", 80, 8080
@@ -158,9 +159,9 @@ def test_list_schedulers_open_connections(ctl, sched, cfg):
     assert syns(ctl, 9) == expect_open(sched, dests, 9)
     counts = ctl.conn_counts()
     live = {socket.inet_ntoa(bytes(d.addr)): ctl.st.dest_conns.get(s)
-            for s, d in ctl._dests_raw().items()}
+            for s, d in Tables(ctl.st).every_dest().items()}
     for s, (a, i, p) in counts.items():
-        d = ctl._dests_raw()[s]
+        d = Tables(ctl.st).every_dest()[s]
         dc = live[socket.inet_ntoa(bytes(d.addr))]
         assert (dc.active, dc.inactive, dc.persist) == (a, i, p)
 
@@ -170,7 +171,7 @@ def test_state_changes_move_live_counts_and_steer_wlc(ctl):
     256*active + inactive then prefers A again."""
     setup(ctl, "wlc", [(0, 1), (1, 1)])         # list: RS1, RS0
     assert syns(ctl, 2, 21000) == [RS[1], RS[0]]
-    slot = {socket.inet_ntoa(bytes(d.addr)): s for s, d in ctl._dests_raw().items()}
+    slot = {socket.inet_ntoa(bytes(d.addr)): s for s, d in Tables(ctl.st).every_dest().items()}
     assert ctl.st.dest_conns.get(slot[RS[1]]).active == 1
     run(ctl, tcp(CLIENT, VIP, 21000, VPORT, flags="A"))      # ESTABLISHED
     assert ctl.st.dest_conns.get(slot[RS[1]]).active == 1
@@ -239,7 +240,7 @@ def test_threshold_overload_and_recovery(ctl):
     for k in (0, 1):
         run(ctl, tcp(CLIENT, VIP, 22000 + k, VPORT, flags="A"))
         run(ctl, tcp(CLIENT, VIP, 22000 + k, VPORT, flags="R"))   # CLOSE: 10 s timeout
-    slot = {socket.inet_ntoa(bytes(d.addr)): s for s, d in ctl._dests_raw().items()}
+    slot = {socket.inet_ntoa(bytes(d.addr)): s for s, d in Tables(ctl.st).every_dest().items()}
     assert ctl.st.dest_conns.get(slot[RS[0]]).overload == 1
     # expire them as the timer would: age the entries past CLOSE's 10 s
     for k in (0, 1):
@@ -263,7 +264,7 @@ def test_udp_expiry_on_lookup_reschedules_and_uncounts(ctl):
     setup(ctl, "rr", [(0, 1), (1, 1)], proto=IPPROTO_UDP, port=53)   # list RS1, RS0
     q = udp(CLIENT, VIP, 5353, 53)
     assert backend(*run(ctl, q)) == RS[1]
-    slot = {socket.inet_ntoa(bytes(d.addr)): s for s, d in ctl._dests_raw().items()}
+    slot = {socket.inet_ntoa(bytes(d.addr)): s for s, d in Tables(ctl.st).every_dest().items()}
     assert ctl.st.dest_conns.get(slot[RS[1]]).inactive == 1
     assert backend(*run(ctl, q)) == RS[1]
     time.sleep(1.6)
@@ -276,7 +277,7 @@ def test_udp_expiry_on_lookup_reschedules_and_uncounts(ctl):
 def test_lru_eviction_is_reconciled_by_the_sweep(ctl):
     setup(ctl, "lc", [(0, 1)])
     syns(ctl, 3, 23000)
-    slot = next(iter(ctl._dests_raw()))
+    slot = next(iter(Tables(ctl.st).every_dest()))
     assert ctl.st.dest_conns.get(slot).active == 3
     ctl.st.conn_table.clear()               # as if the LRU had evicted them
     ctl.sweep()
@@ -297,7 +298,7 @@ def test_persistence_netmask_groups_a_24(ctl):
     assert tpl == [("10.0.0.0", 0, VIP, VPORT, RS[2], "NONE"),
                    ("10.0.7.0", 0, VIP, VPORT, RS[1], "NONE")]
     counts = ctl.conn_counts()
-    slot = {socket.inet_ntoa(bytes(d.addr)): s for s, d in ctl._dests_raw().items()}
+    slot = {socket.inet_ntoa(bytes(d.addr)): s for s, d in Tables(ctl.st).every_dest().items()}
     assert counts[slot[RS[2]]] == [5, 0, 1] and counts[slot[RS[1]]] == [3, 0, 1]
     assert ctl.st.dest_conns.get(slot[RS[2]]).persist == 1
     # svc stats count real connections only

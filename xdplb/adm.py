@@ -6,7 +6,9 @@ exit codes: 2 for command-line errors, 255 for refused operations (as a
 kernel refusal), 1 for listing failures. See ipvs-reference.md §1-2.
 
 Start-up stays fast: listing never imports bcc; only the first writing
-command of a netns compiles the data path (xdplb/state.py).
+command of a netns compiles the data path (xdplb/loader.py). A write is an
+operation of the planner (xdplb/config.py), applied as one transaction; -R
+plans every line and applies the net result at once (Control.restore).
 """
 import io
 import os
@@ -14,8 +16,9 @@ import re
 import socket
 import sys
 
+from . import config, control, model, state
 from . import ipvsfmt as F
-from . import model
+from .tables import Tables
 from .model import (AF_INET, AF_INET6, DEF_SCHED, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
                     IPVS_SVC_PERSISTENT_TIMEOUT, MAX_TIMEOUT, Destination, Service, XdplbError)
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNEL,
@@ -376,8 +379,7 @@ class Ctx:
 
     def control(self, create=False):
         """The open state (None if there is none and not create)."""
-        from . import control, state
-        if self._ctl is None or (create and self._ctl is None):
+        if self._ctl is None:
             try:
                 self._ctl = control.Control.open(create=create)
             except (state.StateError, OSError) as e:
@@ -643,56 +645,59 @@ def _plain_v4(ce):
     return not ce.fwmark and ce.svc.af == AF_INET and ce.svc.proto in (IPPROTO_TCP, IPPROTO_UDP)
 
 
-def _write(c, ctx):
-    """Run a configuration command; XdplbError is a kernel-like refusal."""
+def _op(c):
+    """The planner operation of a checked configuration command, (operation,
+    args); raises the XdplbError of a command refused whatever the tables
+    hold (checked before any state is opened or created)."""
     cmd = c.cmd
     if cmd == CMD_FLUSH:
-        ctl = ctx.control()
-        if ctl is not None:
-            ctl.flush()
-        return
+        return config.flush, ()
+    if cmd == CMD_TIMEOUT:
+        return config.set_timeouts, tuple(c.timeouts)
+    if cmd == CMD_STARTDAEMON:
+        raise XdplbError("xdplb: the connection sync daemon (--start-daemon) is not "
+                         "supported yet")
+    if cmd == CMD_STOPDAEMON:
+        raise XdplbError(model.E_NO_DAEMON)
     if cmd == CMD_ADD:
         svc = _service(c)
-        if _plain_v4(c):
-            model.check_service(svc)  # refuse before compiling anything
-            ctx.control(create=True).add_service(svc)
-        else:
-            model.check_service(svc)
-        return
+        model.check_service(svc)  # refuse before compiling anything
+        return config.add_service, (svc,)
     if cmd == CMD_EDIT:
-        svc = _service(c)
-        ctl = ctx.control()
-        if ctl is None or not _plain_v4(c):
-            model.check_service_kind(svc.af, svc.proto, svc.fwmark)
+        if not _plain_v4(c):
+            model.check_service_kind(c.svc.af or AF_INET, c.svc.proto, c.fwmark)
             raise XdplbError(model.E_NO_SERVICE)
-        ctl.edit_service(svc)
-        return
-    if cmd == CMD_DEL or cmd == CMD_ZERO:
-        ctl = ctx.control()
-        if cmd == CMD_ZERO and O["service-address"] not in c.options:
-            if ctl is not None:
-                ctl.zero()
-            return
-        if ctl is None or not _plain_v4(c):
+        return config.edit_service, (_service(c),)
+    if cmd == CMD_ZERO and O["service-address"] not in c.options:
+        return config.zero, ()
+    if cmd in (CMD_DEL, CMD_ZERO):
+        if not _plain_v4(c):
             raise XdplbError(model.E_NO_SERVICE)
-        if cmd == CMD_DEL:
-            ctl.delete_service(*_key(c))
-        else:
-            ctl.zero(_key(c))
-        return
+        return (config.delete_service if cmd == CMD_DEL else config.zero), (_key(c),)
     # destinations
-    ctl = ctx.control()
-    if ctl is None or not _plain_v4(c):
+    if not _plain_v4(c):
         raise XdplbError(model.E_SVC_NOT_DEFINED)
     if cmd == CMD_DELDEST:
-        ctl.delete_dest(_key(c), c.dest.addr, c.dest.port)
-        return
+        return config.delete_dest, (_key(c), c.dest.addr, c.dest.port)
     dest = Destination(addr=c.dest.addr, port=c.dest.port, fwd=c.fwd, weight=c.weight,
                        u_threshold=c.u_thr, l_threshold=c.l_thr, af=c.dest.af)
-    if cmd == CMD_ADDDEST:
-        ctl.add_dest(_key(c), dest)
+    return (config.add_dest if cmd == CMD_ADDDEST else config.edit_dest), (_key(c), dest)
+
+
+def _creates(c):
+    """A command that creates the state when there is none (the others act on
+    an empty table then: they change nothing, or are refused)."""
+    return c.cmd == CMD_TIMEOUT or c.cmd == CMD_ADD and _plain_v4(c)
+
+
+def _write(c, ctx):
+    """Run a configuration command; XdplbError is a kernel-like refusal."""
+    op = _op(c)
+    ctl = ctx.control(create=_creates(c))
+    if ctl is None:
+        op[0](Tables(), *op[1])    # no state: what an empty table says
     else:
-        ctl.edit_dest(_key(c), dest)
+        ctl.apply(op[0], *op[1])
 
 
 def _list(c, ctx):
@@ -738,8 +743,8 @@ def _list_all(fmt, ctx):
 def restore_table(argv, reading_stdin, ctx):
     """-R: every line is parsed and checked first; a command-line error (fail(),
     try-help) stops with its status and NOTHING is changed (ipvsadm would have
-    run the lines before it). Then the lines run: -A / -a only (the usual
-    restore) as one transaction (Control.restore), anything else one by one.
+    run the lines before it). Then the configuration lines run as one
+    transaction (Control.restore; with a listing among them, one by one).
     Refused lines print their message and the rest goes on; the status is the
     last line's, as ipvsadm's."""
     if reading_stdin:
@@ -764,7 +769,7 @@ def restore_table(argv, reading_stdin, ctx):
         finally:
             sys.stderr = real
         parsed.append((ce, buf.getvalue()))
-    if all(ce is None or ce.cmd in (CMD_ADD, CMD_ADDDEST) for ce, _ in parsed):
+    if all(ce is None or ce.cmd not in (CMD_LIST, CMD_SAVE) for ce, _ in parsed):
         return _restore_batch(parsed, ctx)
     result = 0
     for ce, err in parsed:
@@ -778,38 +783,27 @@ def restore_table(argv, reading_stdin, ctx):
 
 
 def _restore_batch(parsed, ctx):
-    lines = []
+    """Every configuration line as one transaction (Control.restore)."""
+    ops = []
     create = False
     for ce, err in parsed:
         if ce is None:
-            lines.append(("err", XdplbError(err.rstrip("\n"))))
-        elif ce.cmd == CMD_ADD:
-            svc = _service(ce)
-            try:
-                model.check_service(svc)
-            except XdplbError as e:
-                lines.append(("err", e))
-                continue
-            if _plain_v4(ce):
-                lines.append(("svc", svc))
-                create = True
-            else:
-                lines.append(("ok",))
-        elif not _plain_v4(ce):
-            lines.append(("err", XdplbError(model.E_SVC_NOT_DEFINED)))
-        else:
-            lines.append(("dest", _key(ce), Destination(
-                addr=ce.dest.addr, port=ce.dest.port, fwd=ce.fwd, weight=ce.weight,
-                u_threshold=ce.u_thr, l_threshold=ce.l_thr, af=ce.dest.af)))
+            ops.append(XdplbError(err.rstrip("\n")))
+            continue
+        try:
+            ops.append(_op(ce))
+        except XdplbError as e:
+            ops.append(e)
+            continue
+        create = create or _creates(ce)
     primed = []
     try:
         ctl = ctx.control(create=create)
-        if ctl is None:    # no state and nothing creates it: nothing to refer to
-            results = [ln[1] if ln[0] == "err" else
-                       XdplbError(model.E_SVC_NOT_DEFINED) if ln[0] == "dest" else None
-                       for ln in lines]
+        if ctl is None:    # no state and nothing creates it: an empty table's answers
+            t = Tables()
+            results = [_dry_run(t, op) for op in ops]
         else:
-            results, primed = ctl.restore(lines)
+            results, primed = ctl.restore(ops)
     except XdplbError as e:
         sys.stdout.flush()
         sys.stderr.write(e.message + "\n")
@@ -820,11 +814,19 @@ def _restore_batch(parsed, ctx):
             sys.stdout.flush()
             sys.stderr.write(e.message + "\n")
         result = 0 if e is None else -1
-    if primed:
-        from .control import prime_neighbour
-        for addr in dict.fromkeys(primed):
-            prime_neighbour(addr)
+    for addr in dict.fromkeys(primed):
+        control.prime_neighbour(addr)
     return result
+
+
+def _dry_run(t, op):
+    if isinstance(op, XdplbError):
+        return op
+    try:
+        t.apply(op[0](t, *op[1]))
+    except XdplbError as e:
+        return e
+    return None
 
 
 _QUAD = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
@@ -945,14 +947,6 @@ def _execute(ce, ctx):
         _list_all(ce.fmt | F.FMT_RULE, ctx)
         return 0
     try:
-        if ce.cmd == CMD_TIMEOUT:
-            ctx.control(create=True).set_timeouts(*ce.timeouts)
-            return 0
-        if ce.cmd == CMD_STARTDAEMON:
-            raise XdplbError("xdplb: the connection sync daemon (--start-daemon) is not "
-                             "supported yet")
-        if ce.cmd == CMD_STOPDAEMON:
-            raise XdplbError(model.E_NO_DAEMON)
         _write(ce, ctx)
     except XdplbError as e:
         sys.stdout.flush()

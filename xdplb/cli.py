@@ -13,9 +13,10 @@ import click
 from . import bpfsys, loader, structs
 from .bench import bench_command
 from .compare import compare_command
+from .control import Control
 from .lab import NODES as LAB_NODES, PREFIX as LAB_PREFIX
 from .netns import NetnsError
-from .state import BadPinDir, State, StateError, pin_dir, reap
+from .state import BadPinDir, IncompatibleState, State, StateError, pin_dir, reap
 
 
 def _fail(exc):
@@ -57,7 +58,7 @@ def attach(ifnames, mode):
         for ifname in ifnames:  # every name exists before the state is made or touched
             loader.ifindex(ifname)
         existed = os.path.exists(os.path.join(pin_dir(create=True), "prog"))
-        with State.open(create=True) as st:
+        with loader.open_state() as st:
             if not existed:
                 click.echo(f"created xdplb state in {st.folder}")
             for ifname in ifnames:
@@ -94,14 +95,20 @@ def detach(ifnames):
             click.echo("xdplb has no state in this network namespace: nothing to detach")
         return
     try:
-        with State.open(folder=folder) as st:
+        try:
+            with State.open(folder=folder) as st:
+                if ifnames:
+                    for ifname in ifnames:
+                        loader.detach(st, ifname)
+                        click.echo(f"detached xdplb from {ifname}")
+                    return
+                detached = loader.detach(st)
+        except IncompatibleState:
             if ifnames:
-                for ifname in ifnames:
-                    loader.detach(st, ifname)
-                    click.echo(f"detached xdplb from {ifname}")
-                return
-            for ifname in loader.detach(st):
-                click.echo(f"detached xdplb from {ifname}")
+                raise
+            detached = loader.detach_program(folder)   # its maps are not ours to read
+        for ifname in detached:
+            click.echo(f"detached xdplb from {ifname}")
         remove(folder)
         click.echo(f"unpinned xdplb state {folder}")
     except (StateError, OSError, ValueError) as e:
@@ -109,8 +116,8 @@ def detach(ifnames):
 
 
 def _dest_used(key, value):
-    """A dests slot in use: not slot 0 (bookkeeping), flags set (as control.py does)."""
-    return int.from_bytes(key, "little") != 0 and value[structs.Dest.flags.offset] != 0
+    """A dests slot in use: its flags are set (slot 0 never is)."""
+    return value[structs.DestEntry.flags.offset] != 0
 
 
 def count_entries(m, used=None):
@@ -283,7 +290,6 @@ def daemon(interval):
     Without it, expiry happens when a packet meets an expired entry and on
     every listing; the daemon makes ActiveConn/InActConn, and the schedulers
     that read them, drop expired connections within INTERVAL."""
-    from .control import Control
     try:
         ctl = Control.open()
     except (StateError, OSError) as e:

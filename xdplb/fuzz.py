@@ -383,20 +383,20 @@ class Fuzzer:
         for name in ("services", "sched_ring", "conn_table"):
             getattr(s, name).clear()
         for slot in range(16):
-            s.dests.put(slot, S.Dest())
+            s.dests.put(slot, S.DestEntry())
             s.sched_pos.put(slot, S.SchedPos())
         for (addr, port, proto), svc in self.services.items():
             for i, dslot in enumerate(svc.ring):
                 s.sched_ring.put(S.RingKey(svc.slot, i), C.c_uint32(dslot))
             s.services.put(S.SvcKey(addr=(C.c_uint8 * 4)(*addr), port=socket.htons(port),
                                     proto=proto),
-                           S.Service(slot=svc.slot, ring_len=len(svc.ring),
+                           S.SvcEntry(slot=svc.slot, ring_len=len(svc.ring),
                                      sched=S.XDPLB_SCHED_RR))
         for d in self.dests.values():
             self._put_dest(d)
 
     def _put_dest(self, d):
-        self.s.dests.put(d.slot, S.Dest(addr=(C.c_uint8 * 4)(*d.addr), port=socket.htons(d.port),
+        self.s.dests.put(d.slot, S.DestEntry(addr=(C.c_uint8 * 4)(*d.addr), port=socket.htons(d.port),
                                         fwd=d.fwd, flags=S.XDPLB_DEST_F_AVAILABLE if d.available
                                         else 0, svc_slot=d.svc_slot, weight=1))
 
@@ -406,7 +406,7 @@ class Fuzzer:
         for name in ("services", "sched_ring", "conn_table"):
             getattr(s, name).clear()
         for slot in range(16):
-            s.dests.put(slot, S.Dest())
+            s.dests.put(slot, S.DestEntry())
             s.sched_pos.put(slot, S.SchedPos())
             s.svc_stats.zero(slot)
             s.dest_stats.zero(slot)
@@ -1100,13 +1100,14 @@ class FuzzEnv:
         self.folder = None
 
     def __enter__(self):
+        from . import loader
         from . import state as st
         try:
             self.net = testnet.build(f"xdplbfz-{os.getpid()}")
             self.ns = ns = self.net["ns"]
             self.folder = os.path.join(st.bpffs_root(create=True), "xdplb",
                                        f"fuzz-{os.getpid()}")
-            self.state = st.State.open(create=True, folder=self.folder)
+            self.state = loader.open_state(self.folder)
             ns.enter()
             for idx in (self.net["cli_idx"], self.net["srv_idx"]):
                 self.state.tx_ports.put(idx, self.state.tx_ports.value_type(idx))

@@ -108,8 +108,7 @@ class Txn:
             return
         last = self.ops[-1] if self.ops else None
         if last is None or last.kind != kind or last.name != m.name:
-            ksz = C.sizeof(m.key_type)
-            last = Op(kind, m.name, bpfsys.BPF_ANY, ksz, m._value_size())
+            last = Op(kind, m.name, bpfsys.BPF_ANY, m.key_size, m.value_size)
             self.ops.append(last)
             self.names.add(m.name)
         last.keys += keys
@@ -145,43 +144,41 @@ class Txn:
 
 
 class TxnMap:
-    """A map of the state during a transaction: writes are recorded, reads see them."""
+    """One map of the state as a transaction sees it: writes are recorded (the
+    lock excludes other writers and a redo must be able to write an entry
+    again, so every put is BPF_ANY), reads see them."""
 
     def __init__(self, m, txn):
-        self._m, self._txn = m, txn
+        self.map, self._txn = m, txn
+        self.name, self.key_type, self.value_type = m.name, m.key_type, m.value_type
+        self.key_size, self.value_size = m.key_size, m.value_size
+        self.encode_key, self.encode_value = m.encode_key, m.encode_value
+        self.decode_key, self.decode_value = m.decode_key, m.decode_value
 
-    def __getattr__(self, attr):
-        return getattr(self._m, attr)
+    @property
+    def max_entries(self):
+        return self.map.max_entries
 
-    def _kb(self, key):
-        return bytes(self._m._key(key))
-
-    def _decode(self, vb):
-        m = self._m
-        if isinstance(m, maps.PerCpuMap):
-            stride = m._stride()
-            return [m.value_type.from_buffer_copy(vb, i * stride) for i in range(m.ncpus)]
-        return m.value_type.from_buffer_copy(vb)
-
-    # writes (flags: the lock already excludes other writers, and a redo must
-    # be able to write an entry again, so every put is BPF_ANY)
+    # writes
 
     def put(self, key, value, flags=bpfsys.BPF_ANY):
-        self._txn.add(PUT, self._m, self._kb(key), self._m._value_bytes(value), 1)
+        self._txn.add(PUT, self.map, self.encode_key(key), self.encode_value(value), 1)
+
+    def put_raw(self, keys, values, n, flags=bpfsys.BPF_ANY):
+        self._txn.add(PUT, self.map, keys, values, n)
 
     def put_many(self, items, flags=bpfsys.BPF_ANY):
         items = list(items)
-        m = self._m
-        self._txn.add(PUT, m, b"".join(bytes(m._key(k)) for k, _ in items),
-                      b"".join(m._value_bytes(v) for _, v in items), len(items))
+        self.put_raw(b"".join(self.encode_key(k) for k, _ in items),
+                     b"".join(self.encode_value(v) for _, v in items), len(items))
 
     def put_zeros(self, keys):
         keys = list(keys)
-        if self._m.key_type is C.c_uint32 and all(isinstance(k, int) for k in keys):
+        if self.key_type is C.c_uint32 and all(isinstance(k, int) for k in keys):
             kbytes = array.array("I", keys).tobytes()
         else:
-            kbytes = b"".join(self._kb(k) for k in keys)
-        self._txn.add(ZERO, self._m, kbytes, None, len(keys))
+            kbytes = b"".join(self.encode_key(k) for k in keys)
+        self._txn.add(ZERO, self.map, kbytes, None, len(keys))
 
     def zero(self, key):
         self.put_zeros([key])
@@ -190,7 +187,7 @@ class TxnMap:
         self.put_zeros(keys)
 
     def delete(self, key):
-        self._txn.add(DEL, self._m, self._kb(key), None, 1)
+        self._txn.add(DEL, self.map, self.encode_key(key), None, 1)
         return True
 
     def clear(self):
@@ -200,29 +197,28 @@ class TxnMap:
     # reads
 
     def get(self, key):
-        if self._txn.touched(self._m.name):
-            ov = self._txn.overlay(self._m.name)
-            kb = self._kb(key)
+        if self._txn.touched(self.name):
+            ov = self._txn.overlay(self.name)
+            kb = self.encode_key(key)
             if kb in ov:
                 vb = ov[kb]
-                return None if vb is None else self._decode(vb)
-        return self._m.get(key)
+                return None if vb is None else self.decode_value(vb)
+        return self.map.get(key)
 
     def keys(self):
-        if not self._txn.touched(self._m.name):
-            yield from self._m.keys()
+        if not self._txn.touched(self.name):
+            yield from self.map.keys()
             return
-        ov = self._txn.overlay(self._m.name)
+        ov = self._txn.overlay(self.name)
         seen = set()
-        for key in self._m.keys():
-            kb = self._kb(key)
+        for key in self.map.keys():
+            kb = self.encode_key(key)
             seen.add(kb)
             if ov.get(kb, b"") is not None:
                 yield key
         for kb, vb in ov.items():
             if kb not in seen and vb is not None:
-                k = self._m.key_type.from_buffer_copy(kb)
-                yield k.value if isinstance(k, C._SimpleCData) else k
+                yield self.decode_key(kb)
 
     def items(self):
         for key in self.keys():
@@ -231,16 +227,16 @@ class TxnMap:
                 yield key, value
 
     def raw_items(self, limit=None):
-        ksz, vsz = C.sizeof(self._m.key_type), self._m._value_size()
+        ksz, vsz = self.key_size, self.value_size
         return [(kr[i * ksz:(i + 1) * ksz], vr[i * vsz:(i + 1) * vsz])
                 for kr, vr, n in self.raw_chunks(limit) for i in range(n)]
 
     def raw_chunks(self, limit=None):
-        if not self._txn.touched(self._m.name):
-            yield from self._m.raw_chunks(limit)
+        if not self._txn.touched(self.name):
+            yield from self.map.raw_chunks(limit)
             return
-        ov = self._txn.overlay(self._m.name)
-        merged = dict(self._m.raw_items(limit))
+        ov = self._txn.overlay(self.name)
+        merged = dict(self.map.raw_items(limit))
         for kb, vb in ov.items():
             if vb is None:
                 merged.pop(kb, None)
@@ -250,11 +246,19 @@ class TxnMap:
             yield b"".join(merged), b"".join(merged.values()), len(merged)
 
 
+class Transaction:
+    """The maps of a state inside one transaction (transaction() below): an
+    attribute per map of maps.MAPS, each a TxnMap over the state's map. The
+    state's own maps are left as they are."""
+
+    def __init__(self, st):
+        self.folder = st.folder
+        self.txn = Txn()
+        for name in maps.MAPS:
+            setattr(self, name, TxnMap(getattr(st, name), self.txn))
+
+
 # --- the journal file ---------------------------------------------------------------
-
-def _map_id(m):
-    return bpfsys.obj_info(m.fd, bpfsys.BpfMapInfo).id
-
 
 def _boot_id():
     with open("/proc/sys/kernel/random/boot_id") as f:
@@ -267,13 +271,13 @@ def encode(st, ops):
     for op in ops:
         name = op.name.encode()
         if op.name not in ids:
-            ids[op.name] = _map_id(getattr(st, op.name))
+            ids[op.name] = getattr(st, op.name).map_id
         body += _OP.pack(op.kind, op.flags, len(name), ids[op.name], op.n, op.ksz, op.vsz)
         body += name
         body += op.keys
         if op.kind == PUT:
             body += op.vals
-    return _HEAD.pack(MAGIC, _boot_id(), _map_id(st.services), os.getpid(), len(body),
+    return _HEAD.pack(MAGIC, _boot_id(), st.services.map_id, os.getpid(), len(body),
                       hashlib.sha256(body).digest()) + body
 
 
@@ -285,7 +289,7 @@ def decode(st, data):
     body = data[_HEAD.size:]
     if magic != MAGIC or blen != len(body) or hashlib.sha256(body).digest() != digest:
         raise JournalError("incomplete or corrupt")
-    if boot != _boot_id() or svc_id != _map_id(st.services):
+    if boot != _boot_id() or svc_id != st.services.map_id:
         raise JournalError("written for an earlier state")
     ops, off, ids = [], 0, {}
     while off < len(body):
@@ -295,9 +299,9 @@ def decode(st, data):
         off += nlen
         m = getattr(st, name, None) if name in maps.MAPS else None
         if m is not None and name not in ids:
-            ids[name] = _map_id(m)
+            ids[name] = m.map_id
         if m is None or kind not in (PUT, ZERO, DEL) or ids[name] != map_id or \
-                ksz != C.sizeof(m.key_type) or vsz != m._value_size():
+                ksz != m.key_size or vsz != m.value_size:
             raise JournalError(f"written for an earlier state (map {name})")
         op = Op(kind, name, flags, ksz, vsz)
         op.n = n
@@ -313,7 +317,8 @@ def decode(st, data):
 
 
 def apply(st, ops):
-    """Write the ops to the maps, in order; returns the syscalls made."""
+    """Write the ops to the maps, in order; returns the write points passed
+    (one per batch of puts or zeros, one per delete)."""
     calls = 0
     for op in ops:
         m = getattr(st, op.name)
@@ -322,25 +327,17 @@ def apply(st, ops):
         if op.kind == DEL:
             for e in range(op.n):
                 fault.point("write")
-                bpfsys.delete(m.fd, (C.c_char * ksz).from_buffer_copy(keys, e * ksz))
+                m.delete(keys[e * ksz:(e + 1) * ksz])
                 calls += 1
             continue
         vals = bytes(op.vals) if op.kind == PUT else None
         for i in range(0, op.n, BATCH):
             cnt = min(BATCH, op.n - i)
-            kchunk = keys[i * ksz:(i + cnt) * ksz]
-            vchunk = vals[i * vsz:(i + cnt) * vsz] if vals is not None else bytes(cnt * vsz)
             fault.point("write")
             calls += 1
-            try:
-                done = bpfsys.update_batch(m.fd, kchunk, vchunk, cnt, op.flags)
-            except NotImplementedError:
-                done = 0
-            for e in range(done, cnt):    # no batch operations, or a partial batch
-                fault.point("write")
-                calls += 1
-                bpfsys.update(m.fd, (C.c_char * ksz).from_buffer_copy(kchunk, e * ksz),
-                              (C.c_char * vsz).from_buffer_copy(vchunk, e * vsz), op.flags)
+            m.put_raw(keys[i * ksz:(i + cnt) * ksz],
+                      vals[i * vsz:(i + cnt) * vsz] if vals is not None else bytes(cnt * vsz),
+                      cnt, op.flags)
     return calls
 
 
@@ -415,19 +412,12 @@ def locked(st):
 
 @contextlib.contextmanager
 def transaction(st):
-    """Lock, record every map write of the block, then journal and apply them
-    (nothing is written if the block raises)."""
+    """Lock, hand the block a Transaction whose writes are recorded, then
+    journal and apply them (nothing is written if the block raises)."""
     with locked(st):
-        txn = Txn()
-        real = {name: getattr(st, name) for name in maps.MAPS}
-        for name, m in real.items():
-            setattr(st, name, TxnMap(m, txn))
-        try:
-            yield txn
-        finally:
-            for name, m in real.items():
-                setattr(st, name, m)
-        commit(st, txn)
+        tx = Transaction(st)
+        yield tx
+        commit(st, tx.txn)
 
 
 def settle(st):

@@ -1,14 +1,17 @@
 """Compile the data path with bcc once, pin it, and attach it to interfaces.
 
-Only `xdplb attach` and the first configuration command of a netns compile;
-everything later opens the pins (xdplb/state.py).
+Only `xdplb attach` and the first configuration command of a netns compile
+(open_state); everything later opens the pins (xdplb/state.py). bcc is
+imported only to compile, so listings start fast.
 """
+import ctypes as C
 import os
 import shutil
 import socket
 
-from . import bpfsys, fault, maps
-from .state import PROG_PIN, State, locked, private_dir, reap
+from . import bpfsys, fault, journal, maps
+from .state import PROG_PIN, State, locked, pin_dir, private_dir, reap
+from .structs import XDPLB_LAYOUT_VERSION
 
 BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
 ENTRY = "xdplb_main"
@@ -26,7 +29,6 @@ NEW_CONN_PROGS = {1: "xdplb_new_ring", 2: "xdplb_new_ring",
 def compile_program(cflags=()):
     """Compile bpf/xdplb.c; returns the bcc BPF object and the loaded XDP
     function (whose new_conn prog array is filled with the scheduler programs)."""
-    import ctypes as C
     from bcc import BPF
     b = BPF(src_file=os.path.join(BPF_DIR, "xdplb.c").encode(),
             cflags=[f"-I{BPF_DIR}", "-Wno-unused-function", *cflags])
@@ -37,14 +39,26 @@ def compile_program(cflags=()):
     return b, b.load_func(ENTRY, BPF.XDP)
 
 
+def open_state(folder=None, cflags=()):
+    """The state of this netns (or of folder), compiled and pinned first if
+    there is none."""
+    folder = folder or pin_dir(create=True)
+    reap(folder)
+    if not os.path.exists(os.path.join(folder, PROG_PIN)):
+        create_state(folder, cflags)
+    return State.open(folder=folder)
+
+
 def create_state(folder, cflags=()):
     """Compile and pin a fresh state; all pins appear at once (rename of a full
-    folder). The pinning runs under the state lock, after removing what a
-    killed creator or remover left: `<folder>_tmp<pid>` folders of dead pids
-    (full of pinned maps) and a folder without its program pin (state.remove
-    unpins the program first, so that is a removal cut short)."""
+    folder), its layout map holding XDPLB_LAYOUT_VERSION. The pinning runs
+    under the state lock, after removing what a killed creator or remover
+    left: `<folder>_tmp<pid>` folders of dead pids (full of pinned maps) and
+    a folder without its program pin (state.remove unpins the program first,
+    so that is a removal cut short)."""
     b, fn = compile_program(cflags)
     try:
+        bpfsys.update(b[b"layout"].map_fd, C.c_uint32(0), C.c_uint32(XDPLB_LAYOUT_VERSION))
         private_dir(os.path.dirname(folder))  # 0700, whatever the umask
         with locked(folder):
             reap(folder)
@@ -107,7 +121,6 @@ def repair(state: State):
     """What `xdplb status` runs first, under the state lock: redo the journal
     of a killed xdplbadm (xdplb/journal.py, reported on stderr) and
     reconcile(); returns the tx_ports repairs."""
-    from . import journal
     with journal.locked(state):
         return reconcile(state)
 
@@ -134,7 +147,10 @@ def reconcile(state: State):
 
 def attached(state: State):
     """[(ifname, ifindex, mode)] of interfaces running this state's program."""
-    pid = state.prog_id()
+    return _running(state.prog_id())
+
+
+def _running(pid):
     out = []
     for idx, name in socket.if_nameindex():
         for flag, mode in ((bpfsys.XDP_FLAGS_DRV_MODE, "native"),
@@ -163,3 +179,20 @@ def detach(state: State, ifname=None):
         if ifname is None:
             fault.point("detach")  # (the caller unpins the state next)
     return [t[0] for t in targets]
+
+
+def detach_program(folder):
+    """Detach the program pinned in folder from every interface running it,
+    without opening the state's maps (a state of another layout, which
+    `xdplb detach` removes). Returns the interfaces."""
+    fd = bpfsys.obj_get(os.path.join(folder, PROG_PIN))
+    try:
+        pid = bpfsys.obj_info(fd, bpfsys.BpfProgInfo).id
+    finally:
+        os.close(fd)
+    out = []
+    for name, idx, mode in _running(pid):
+        fault.point("detach")
+        bpfsys.xdp_detach(idx, MODES[mode])
+        out.append(name)
+    return out

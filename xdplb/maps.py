@@ -2,30 +2,79 @@
 
 Each map is opened by its pin in the state folder (xdplb/state.py) and read
 and written with the ctypes mirrors of bpf/xdplb.h (xdplb/structs.py).
+Opening a pin checks the kernel's key and value sizes against the mirrors:
+a state pinned by another layout is refused, never misread.
+
+Keys and values cross the syscall boundary as bytes: encode_key/encode_value
+and decode_key/decode_value are the one conversion, used by the journal too.
 """
+import array
 import ctypes as C
 import os
 
 from . import bpfsys
-from .structs import (COUNTERS, VERDICTS, Conn, ConnKey, Dest, DestConns, IpVsStats,
-                      LblcEnt, LblcKey, RingKey, SchedPos, Service, SvcDests, SvcKey)
+from .structs import (COUNTERS, VERDICTS, Alloc, Conn, ConnKey, DestConns, DestEntry, IpVsStats,
+                      LblcEnt, LblcKey, RingKey, SchedPos, SvcDests, SvcEntry, SvcKey)
 
 XDPLB_CNT_RX = COUNTERS.index("rx")
+
+
+class LayoutError(Exception):
+    """A pin's key or value size is not the one its mirror has."""
 
 
 class Map:
     """A pinned map with ctypes keys and values. Array keys are plain ints."""
 
-    def __init__(self, fd, key_type, value_type, name):
-        self.fd, self.key_type, self.value_type, self.name = fd, key_type, value_type, name
+    BATCH = 8192          # entries per lookup batch
+    PUT_BATCH = 65536     # entries per update batch
+    _batch_ok = True
 
-    def _key(self, key):
-        return self.key_type(key) if isinstance(key, int) else key
+    def __init__(self, fd, key_type, value_type, name, max_entries=None):
+        self.fd, self.key_type, self.value_type, self.name = fd, key_type, value_type, name
+        self.key_size = C.sizeof(key_type)
+        self.value_size = self._value_size()
+        self._max_entries = max_entries
+
+    def _value_size(self):
+        return C.sizeof(self.value_type)
 
     @property
     def max_entries(self):
         """The size the map was created with."""
-        return bpfsys.obj_info(self.fd, bpfsys.BpfMapInfo).max_entries
+        if self._max_entries is None:
+            self._max_entries = bpfsys.obj_info(self.fd, bpfsys.BpfMapInfo).max_entries
+        return self._max_entries
+
+    # --- encoding: the one conversion between Python values and map bytes --------
+
+    def encode_key(self, key):
+        """Bytes of a key: an int (array index), a ctypes key, or bytes as they are."""
+        if isinstance(key, int):
+            return bytes(self.key_type(key))
+        return key if isinstance(key, bytes) else bytes(key)
+
+    def encode_value(self, value):
+        return value if isinstance(value, bytes) else bytes(value)
+
+    def decode_key(self, raw):
+        key = self.key_type.from_buffer_copy(raw)
+        return key.value if isinstance(key, C._SimpleCData) else key
+
+    def decode_value(self, raw):
+        return self.value_type.from_buffer_copy(raw)
+
+    def _key(self, key):
+        if isinstance(key, int):
+            return self.key_type(key)
+        return (C.c_char * len(key)).from_buffer_copy(key) if isinstance(key, bytes) else key
+
+    @property
+    def map_id(self):
+        """The kernel's id of the map (a recreated state has new ones)."""
+        return bpfsys.obj_info(self.fd, bpfsys.BpfMapInfo).id
+
+    # --- one entry --------------------------------------------------------------------
 
     def get(self, key):
         value = self.value_type()
@@ -37,58 +86,46 @@ class Map:
     def delete(self, key):
         return bpfsys.delete(self.fd, self._key(key))
 
-    def _value_bytes(self, value):
-        return bytes(value)
+    def zero(self, key):
+        self.put(key, self.value_type())
 
-    def put_many(self, items, flags=bpfsys.BPF_ANY):
-        """Write many (key, value) pairs with bpf_map_update_batch (a few
+    # --- many entries -------------------------------------------------------------------
+
+    def put_raw(self, keys, values, n, flags=bpfsys.BPF_ANY):
+        """Write n packed keys and values (bytes) with bpf_map_update_batch (a few
         syscalls for 10^5 entries); one update at a time where the map type
         has no batch operations."""
-        items = list(items)
-        if not items:
-            return
-        if not self._batch_ok:
-            for k, v in items:
-                self.put(k, v, flags)
-            return
-        for i in range(0, len(items), self.PUT_BATCH):
-            chunk = items[i:i + self.PUT_BATCH]
-            keys = b"".join(bytes(self._key(k)) for k, _ in chunk)
-            vals = b"".join(self._value_bytes(v) for _, v in chunk)
-            try:
-                done = bpfsys.update_batch(self.fd, keys, vals, len(chunk), flags)
-            except NotImplementedError:
-                self._batch_ok = False
-                for k, v in items[i:]:
-                    self.put(k, v, flags)
-                return
-            if done != len(chunk):
-                for k, v in chunk[done:]:
-                    self.put(k, v, flags)
+        ksz, vsz = self.key_size, self.value_size
+        for i in range(0, n, self.PUT_BATCH):
+            cnt = min(self.PUT_BATCH, n - i)
+            kchunk = keys[i * ksz:(i + cnt) * ksz]
+            vchunk = values[i * vsz:(i + cnt) * vsz]
+            done = 0
+            if self._batch_ok:
+                try:
+                    done = bpfsys.update_batch(self.fd, kchunk, vchunk, cnt, flags)
+                except NotImplementedError:
+                    self._batch_ok = False
+            for e in range(done, cnt):
+                bpfsys.update(self.fd, (C.c_char * ksz).from_buffer_copy(kchunk, e * ksz),
+                              (C.c_char * vsz).from_buffer_copy(vchunk, e * vsz), flags)
 
-    _batch_ok = True
-    PUT_BATCH = 65536
+    def put_many(self, items, flags=bpfsys.BPF_ANY):
+        items = list(items)
+        self.put_raw(b"".join(self.encode_key(k) for k, _ in items),
+                     b"".join(self.encode_value(v) for _, v in items), len(items), flags)
 
     def put_zeros(self, keys):
-        """Zero the entries of many u32 keys (array maps) in a few syscalls."""
-        import array
+        """Zero the entries of many keys in a few syscalls."""
         keys = list(keys)
-        if not self._batch_ok or not keys:
-            for k in keys:
-                self.put(k, self.value_type() if not isinstance(self, PerCpuMap) else
-                         self.value_type())
-            return
-        vsz = self._value_size()
-        for i in range(0, len(keys), self.PUT_BATCH):
-            chunk = keys[i:i + self.PUT_BATCH]
-            try:
-                done = bpfsys.update_batch(self.fd, array.array("I", chunk).tobytes(),
-                                           bytes(vsz * len(chunk)), len(chunk))
-            except NotImplementedError:
-                self._batch_ok = False
-                return self.put_zeros(keys[i:])
-            for k in chunk[done:]:
-                self.put(k, self.value_type())
+        if self.key_type is C.c_uint32 and all(isinstance(k, int) for k in keys):
+            kbytes = array.array("I", keys).tobytes()
+        else:
+            kbytes = b"".join(self.encode_key(k) for k in keys)
+        self.put_raw(kbytes, bytes(self.value_size * len(keys)), len(keys))
+
+    def zero_many(self, keys):
+        self.put_zeros(keys)
 
     def keys(self):
         key, nxt = None, self.key_type()
@@ -107,11 +144,6 @@ class Map:
         for key in list(self.keys()):
             self.delete(key)
 
-    BATCH = 8192
-
-    def _value_size(self):
-        return C.sizeof(self.value_type)
-
     def _raw_value(self, key):
         value = self.get(key)
         return None if value is None else bytes(value)
@@ -120,7 +152,7 @@ class Map:
         """Yield (keys, values, n) byte chunks of every entry (the first `limit`
         of an array) in a few syscalls: listing 10^5 entries one lookup at a
         time would take seconds."""
-        ksz, vsz = C.sizeof(self.key_type), self._value_size()
+        ksz, vsz = self.key_size, self.value_size
         keys = C.create_string_buffer(ksz * self.BATCH)
         vals = C.create_string_buffer(vsz * self.BATCH)
         cursor, nxt = None, C.create_string_buffer(max(ksz, 8))
@@ -138,7 +170,7 @@ class Map:
                 cursor = cursor or C.create_string_buffer(max(ksz, 8))
                 C.memmove(cursor, nxt, max(ksz, 8))
         except NotImplementedError:
-            pairs = [(bytes(self._key(k)), self._raw_value(k)) for k in self.keys()]
+            pairs = [(self.encode_key(k), self._raw_value(k)) for k in self.keys()]
             pairs = [(k, v) for k, v in pairs if v is not None]
             if pairs:
                 yield (b"".join(k for k, _ in pairs), b"".join(v for _, v in pairs),
@@ -146,7 +178,7 @@ class Map:
 
     def raw_items(self, limit=None):
         """[(key bytes, value bytes)] of every entry (see raw_chunks)."""
-        ksz, vsz = C.sizeof(self.key_type), self._value_size()
+        ksz, vsz = self.key_size, self.value_size
         return [(kr[i * ksz:(i + 1) * ksz], vr[i * vsz:(i + 1) * vsz])
                 for kr, vr, n in self.raw_chunks(limit) for i in range(n)]
 
@@ -157,7 +189,8 @@ class Map:
 
 
 class PerCpuMap(Map):
-    """A per-CPU array: get() returns one value per possible CPU."""
+    """A per-CPU array: get() returns one value per possible CPU; a value
+    written is a list per CPU, or one value for every CPU."""
 
     ncpus = bpfsys.possible_cpus()
 
@@ -167,34 +200,29 @@ class PerCpuMap(Map):
     def _value_size(self):
         return self._stride() * self.ncpus
 
-    def _raw_value(self, key):
-        buf = C.create_string_buffer(self._value_size())
-        return buf.raw if bpfsys.lookup(self.fd, self._key(key), buf) else None
-
-    def get(self, key):
-        buf = C.create_string_buffer(self._stride() * self.ncpus)
-        if not bpfsys.lookup(self.fd, self._key(key), buf):
-            return None
-        return [self.value_type.from_buffer_copy(buf, i * self._stride())
-                for i in range(self.ncpus)]
-
-    def put(self, key, values, flags=bpfsys.BPF_ANY):
-        """Store values (a list per CPU, or one value written to every CPU)."""
-        if not isinstance(values, (list, tuple)):
-            values = [values] * self.ncpus
-        buf = C.create_string_buffer(self._stride() * self.ncpus)
-        for i, v in enumerate(values):
-            C.memmove(C.addressof(buf) + i * self._stride(), C.addressof(v), C.sizeof(v))
-        bpfsys.update(self.fd, self._key(key), buf, flags)
-
-    def _value_bytes(self, values):
+    def encode_value(self, values):
+        if isinstance(values, bytes):
+            return values
         stride = self._stride()
         if not isinstance(values, (list, tuple)):
             return bytes(values).ljust(stride, b"\0") * self.ncpus
         return b"".join(bytes(v).ljust(stride, b"\0") for v in values)
 
-    def zero_many(self, keys):
-        self.put_zeros(keys)
+    def decode_value(self, raw):
+        stride = self._stride()
+        return [self.value_type.from_buffer_copy(raw, i * stride) for i in range(self.ncpus)]
+
+    def _raw_value(self, key):
+        buf = C.create_string_buffer(self.value_size)
+        return buf.raw if bpfsys.lookup(self.fd, self._key(key), buf) else None
+
+    def get(self, key):
+        raw = self._raw_value(key)
+        return None if raw is None else self.decode_value(raw)
+
+    def put(self, key, values, flags=bpfsys.BPF_ANY):
+        raw = self.encode_value(values)
+        bpfsys.update(self.fd, self._key(key), C.create_string_buffer(raw, len(raw)), flags)
 
     def sum(self, key):
         """Add up the per-CPU values of a structure of integer fields."""
@@ -206,9 +234,6 @@ class PerCpuMap(Map):
             for field, _ in self.value_type._fields_:
                 setattr(total, field, getattr(total, field) + getattr(v, field))
         return total
-
-    def zero(self, key):
-        self.put(key, self.value_type())
 
 
 class CounterMap(PerCpuMap):
@@ -262,8 +287,8 @@ class ConnTable:
 
 # name -> (map class, key type, value type); the names are those in bpf/maps.h.
 MAPS = {
-    "services": (Map, SvcKey, Service),
-    "dests": (Map, C.c_uint32, Dest),
+    "services": (Map, SvcKey, SvcEntry),
+    "dests": (Map, C.c_uint32, DestEntry),
     "sched_ring": (Map, RingKey, C.c_uint32),
     "sched_pos": (Map, C.c_uint32, SchedPos),
     "conns": (Map, ConnKey, Conn),
@@ -275,13 +300,26 @@ MAPS = {
     "dest_conns": (Map, C.c_uint32, DestConns),
     "svc_dests": (Map, C.c_uint32, SvcDests),
     "timeouts": (Map, C.c_uint32, C.c_uint32),
+    "sysctl": (Map, C.c_uint32, C.c_uint32),
+    "alloc": (Map, C.c_uint32, Alloc),
+    "layout": (Map, C.c_uint32, C.c_uint32),
     "lblc": (Map, LblcKey, LblcEnt),
 }
 
 
 def open_map(folder, name, readonly=False):
-    """The pinned map `name` of a state folder; readonly opens it with
-    BPF_F_RDONLY, so the kernel refuses any write through it."""
+    """The pinned map `name` of a state folder, its key and value sizes checked
+    against the mirrors (LayoutError); readonly opens it with BPF_F_RDONLY, so
+    the kernel refuses any write through it."""
     cls, key_type, value_type = MAPS[name]
-    return cls(bpfsys.obj_get(os.path.join(folder, name), readonly=readonly),
-               key_type, value_type, name)
+    fd = bpfsys.obj_get(os.path.join(folder, name), readonly=readonly)
+    try:
+        info = bpfsys.obj_info(fd, bpfsys.BpfMapInfo)
+        want = (C.sizeof(key_type), C.sizeof(value_type))
+        if (info.key_size, info.value_size) != want:
+            raise LayoutError(f"map {name} has {info.key_size}-byte keys and {info.value_size}-"
+                              f"byte values where this xdplb has {want[0]} and {want[1]}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return cls(fd, key_type, value_type, name, info.max_entries)

@@ -223,16 +223,44 @@ def build_ring(sched, dests, state, room=XDPLB_MAX_RING):
     need = cycle_length(sched, dests)
     if need > room:
         raise RingTooLarge(need, room)
-    picks, _, p = simulate(sched, dests, state, limit=2 * room + 2)
-    entries = [dests[i][0] for i in picks]
+    picks, p = _ring_shape(sched, dests, state, 2 * room + 2)
+    if len(picks) > room:
+        raise RingTooLarge(len(picks), room)
+    return Ring(tuple([dests[i][0] for i in picks]), p)
+
+
+_SHAPES = {}   # (sched, weights, start index, cw) -> (picks or None, prefix, limit tried)
+_SHAPES_MAX = 4096
+
+
+def _ring_shape(sched, dests, state, limit):
+    """The ring's picks as list indexes, and its prefix: they depend only on
+    the weights and the state's list position, so they are computed once per
+    such shape (a -R of 10,000 services with the same weights simulates the
+    scheduler once). RingTooLarge(limit + 1, limit) past limit picks, as
+    simulate() raises it."""
+    key = (sched, tuple([w for _, w in dests]), _index(dests, state.cl),
+           state.cw if sched == WRR else 0)
+    got = _SHAPES.get(key)
+    if got is not None and (got[0] is not None or limit <= got[2]):
+        picks, p, _ = got
+        if picks is None or len(picks) - 1 > limit:
+            raise RingTooLarge(limit + 1, limit)
+        return picks, p
+    if len(_SHAPES) >= _SHAPES_MAX:
+        _SHAPES.clear()
+    try:
+        picks, _, p = simulate(sched, dests, state, limit=limit)
+    except RingTooLarge:
+        _SHAPES[key] = (None, 0, limit)
+        raise
     # Shorten the prefix while its last entry equals the cycle's last one
     # (rotating the cycle keeps the pick sequence identical).
-    while p > 0 and entries[p - 1] == entries[-1]:
-        entries = entries[:p - 1] + [entries[-1]] + entries[p:-1]
+    while p > 0 and picks[p - 1] == picks[-1]:
+        picks = picks[:p - 1] + [picks[-1]] + picks[p:-1]
         p -= 1
-    if len(entries) > room:
-        raise RingTooLarge(len(entries), room)
-    return Ring(tuple(entries), p)
+    _SHAPES[key] = (tuple(picks), p, limit)
+    return tuple(picks), p
 
 
 def state_after(sched, dests, state, n):
@@ -427,6 +455,14 @@ def mh_table(dests):
                 n += 1
                 if n == M:
                     return table
+
+
+def table_len(sched, dests, meta=None):
+    """len(table_for(...)) without filling the table: 0 without a destination
+    (mh: without one whose last weight is non-zero)."""
+    if sched == "mh":
+        return XDPLB_MH_TAB_SIZE if any(meta[s][2] for s, _ in dests) else 0
+    return XDPLB_SH_TAB_SIZE if dests else 0
 
 
 def table_for(sched, dests, meta=None):

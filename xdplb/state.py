@@ -15,6 +15,7 @@ import shutil
 import subprocess
 
 from . import bpfsys, fault, maps
+from .structs import XDPLB_LAYOUT_VERSION
 
 SYS_BPFFS = "/sys/fs/bpf"
 RUN_BPFFS = "/run/xdplb/bpffs"
@@ -192,32 +193,54 @@ def locked(folder):
         os.close(fd)
 
 
+class IncompatibleState(StateError):
+    """The state folder was pinned by a version of xdplb with another map layout."""
+
+    def __init__(self, folder, why):
+        super().__init__(f"state {folder} was created by an incompatible xdplb ({why}); "
+                         f"run `xdplb detach` to remove it")
+
+
 class State:
     """The open pinned maps (and program) of one xdplb instance."""
 
     def __init__(self, folder, readonly=False):
         self.folder = folder
         self.readonly = readonly
-        for name in maps.MAPS:
-            setattr(self, name, maps.open_map(folder, name, readonly=readonly))
+        self.prog_fd = -1
+        opened = []
+        try:
+            for name in maps.MAPS:
+                try:
+                    m = maps.open_map(folder, name, readonly=readonly)
+                except FileNotFoundError:
+                    raise IncompatibleState(folder, f"it has no {name} map") from None
+                except maps.LayoutError as e:
+                    raise IncompatibleState(folder, str(e)) from None
+                opened.append(m)
+                setattr(self, name, m)
+            version = self.layout.get(0).value
+            if version != XDPLB_LAYOUT_VERSION:
+                raise IncompatibleState(folder, f"pin layout {version}, this xdplb uses "
+                                        f"{XDPLB_LAYOUT_VERSION}")
+            # read-only: no program fd either (BPF_PROG_TEST_RUN through it writes maps)
+            if not readonly:
+                self.prog_fd = bpfsys.obj_get(os.path.join(folder, PROG_PIN))
+        except BaseException:
+            for m in opened:
+                m.close()
+            raise
         self.conn_table = maps.ConnTable(self.conns, self.conns_assured)
-        # read-only: no program fd either (BPF_PROG_TEST_RUN through it writes maps)
-        self.prog_fd = -1 if readonly else bpfsys.obj_get(os.path.join(folder, PROG_PIN))
 
     @classmethod
-    def open(cls, create=False, folder=None, readonly=False):
-        """Open the state of this netns; with create, compile and pin it if absent.
+    def open(cls, folder=None, readonly=False):
+        """Open the state of this netns (xdplb/loader.py creates one).
         readonly: every map fd is BPF_F_RDONLY (the kernel refuses writes)."""
-        if create and readonly:
-            raise ValueError("a read-only open cannot create the state")
-        folder = folder or pin_dir(create)
+        folder = folder or pin_dir()
         if not readonly:  # a read-only open (the exporter) removes nothing either
             reap(folder)
         if not os.path.exists(os.path.join(folder, PROG_PIN)):
-            if not create:
-                raise StateError(f"xdplb has no state in {folder}")
-            from . import loader  # compiling needs bcc; listing does not
-            loader.create_state(folder)
+            raise StateError(f"xdplb has no state in {folder}")
         check_private(folder)
         return cls(folder, readonly=readonly)
 

@@ -1,7 +1,10 @@
 """ctypes mirrors of bpf/xdplb.h: the one place Python spells out a layout.
 
 tests/test_structs.py compiles the header with the C compiler and fails if a
-size, an offset or a constant here differs from it.
+size, an offset or a constant here differs from it. A mirror is named after
+its C struct, but for the values of the services and dests maps:
+SvcEntry and DestEntry, never to be confused with model.Service and
+model.Destination, the control plane's view of the same things.
 """
 import ctypes as C
 
@@ -73,8 +76,12 @@ XDPLB_DIR_OUT = 1
 XDPLB_DIR_TEMPLATE = 2
 
 XDPLB_TMO_UDP = 11
-XDPLB_CFG_CONN_REUSE = 12
 XDPLB_TMO_MAX = 16
+
+XDPLB_SYSCTL_CONN_REUSE_MODE = 0
+XDPLB_SYSCTL_MAX = 8
+
+XDPLB_LAYOUT_VERSION = 2
 
 XDPLB_RING_GEN_BIT = 0x80000000
 
@@ -91,7 +98,7 @@ class SvcKey(C.Structure):
                 ("pad", C.c_uint8)]
 
 
-class Service(C.Structure):
+class SvcEntry(C.Structure):
     _fields_ = [("ring_base", C.c_uint64), ("slot", C.c_uint32), ("seq", C.c_uint32),
                 ("flags", C.c_uint32), ("timeout", C.c_uint32), ("netmask", C.c_uint8 * 4),
                 ("ring_len", C.c_uint32), ("ring_prefix", C.c_uint32),
@@ -100,11 +107,11 @@ class Service(C.Structure):
                 ("list_c", C.c_uint8), ("list_a", C.c_uint16), ("pad", C.c_uint8 * 2)]
 
 
-class Dest(C.Structure):
+class DestEntry(C.Structure):
     _fields_ = [("addr", C.c_uint8 * 4), ("port", C.c_uint16), ("fwd", C.c_uint8),
                 ("flags", C.c_uint8), ("svc_slot", C.c_uint32), ("seq", C.c_uint32),
                 ("weight", C.c_uint32), ("u_threshold", C.c_uint32),
-                ("l_threshold", C.c_uint32), ("last_weight", C.c_uint32)]
+                ("l_threshold", C.c_uint32), ("last_weight", C.c_uint32), ("next", C.c_uint32)]
 
 
 class DestConns(C.Structure):
@@ -118,6 +125,11 @@ class SvcDestEnt(C.Structure):
 
 class SvcDests(C.Structure):
     _fields_ = [("n", C.c_uint32), ("pad", C.c_uint32), ("d", SvcDestEnt * XDPLB_LIST_MAX)]
+
+
+class Alloc(C.Structure):
+    _fields_ = [("dest_seq", C.c_uint32), ("dest_top", C.c_uint32), ("dest_free", C.c_uint32),
+                ("ring_used", C.c_uint32)]
 
 
 class LblcKey(C.Structure):
@@ -167,8 +179,8 @@ class IpVsStats(C.Structure):
 
 # Structures checked against the header: C name -> mirror.
 MIRRORS = {
-    "svc_key": SvcKey, "service": Service, "dest": Dest, "ring_key": RingKey,
+    "svc_key": SvcKey, "service": SvcEntry, "dest": DestEntry, "ring_key": RingKey,
     "sched_pos": SchedPos, "conn_key": ConnKey, "conn": Conn, "ip_vs_stats": IpVsStats,
     "dest_conns": DestConns, "svc_dest_ent": SvcDestEnt, "svc_dests": SvcDests,
-    "lblc_key": LblcKey, "lblc_ent": LblcEnt,
+    "alloc": Alloc, "lblc_key": LblcKey, "lblc_ent": LblcEnt,
 }

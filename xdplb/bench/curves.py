@@ -16,7 +16,7 @@ import statistics
 import time
 
 from .. import bpfsys
-from ..structs import IP_VS_TCP_S_ESTABLISHED, Conn, ConnKey, Service, SvcKey
+from ..structs import IP_VS_TCP_S_ESTABLISHED, Conn, ConnKey, SvcEntry, SvcKey
 from . import pkt
 from .common import BenchError
 
@@ -156,11 +156,11 @@ def _dummy_services(st, start, stop):
     if n <= 0:
         return
     keys = (SvcKey * n)()
-    vals = (Service * n)()
+    vals = (SvcEntry * n)()
     for j, i in enumerate(range(start, stop)):
         keys[j] = SvcKey(addr=(C.c_uint8 * 4)(20, (i >> 16) & 255, (i >> 8) & 255, i & 255),
                          port=socket.htons(80), proto=socket.IPPROTO_TCP)
-        vals[j] = Service(slot=1000 + i, seq=1000 + i, sched=1, ring_len=0,
+        vals[j] = SvcEntry(slot=1000 + i, seq=1000 + i, sched=1, ring_len=0,
                           netmask=(C.c_uint8 * 4)(255, 255, 255, 255))
     update_batch(st.services.fd, keys, vals)
 

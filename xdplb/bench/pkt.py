@@ -24,8 +24,8 @@ import time
 from .. import bpfsys
 from ..netns import NetNs, NetnsError
 from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED,
-                      XDPLB_DEST_F_AVAILABLE, XDPLB_SCHED_RR, ConnKey, Dest, RingKey, SchedPos,
-                      Service, SvcKey)
+                      XDPLB_DEST_F_AVAILABLE, XDPLB_SCHED_RR, ConnKey, DestEntry, RingKey,
+                      SchedPos, SvcEntry, SvcKey)
 
 BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bpf")
 BENCH_SRC = os.path.join(BPF_DIR, "bench_trivial.c")
@@ -174,9 +174,10 @@ def _bpffs():
 @contextlib.contextmanager
 def private_state():
     """The real program and maps, compiled and pinned in <bpffs>/xdplb/bench-<pid>."""
-    from ..state import State, private_folder
+    from ..loader import open_state
+    from ..state import private_folder
     with private_folder(f"bench-{os.getpid()}") as folder:
-        with State.open(create=True, folder=folder) as st:
+        with open_state(folder) as st:
             yield st
 
 
@@ -193,7 +194,7 @@ def compile_reference():
 
 def _service(st, slot, vip, dest_slots):
     st.services.put(SvcKey(addr=_a(vip), port=_p(VPORT), proto=socket.IPPROTO_TCP),
-                    Service(slot=slot, seq=slot, sched=XDPLB_SCHED_RR,
+                    SvcEntry(slot=slot, seq=slot, sched=XDPLB_SCHED_RR,
                             ring_len=len(dest_slots), ring_prefix=0, ring_gen=0,
                             ring_base=0, netmask=_a("255.255.255.255")))
     for i, d in enumerate(dest_slots):
@@ -204,9 +205,9 @@ def _service(st, slot, vip, dest_slots):
 def configure(st, ifindex):
     """Masq service VIP:80 -> RS1..3:8080 (rr), DR service VIP_DR:80 -> RS1:80."""
     for d, rs in zip(DEST_NAT, RSS):
-        st.dests.put(d, Dest(addr=_a(rs), port=_p(RPORT), fwd=IP_VS_CONN_F_MASQ,
+        st.dests.put(d, DestEntry(addr=_a(rs), port=_p(RPORT), fwd=IP_VS_CONN_F_MASQ,
                              flags=XDPLB_DEST_F_AVAILABLE, svc_slot=SVC_NAT, seq=d, weight=1))
-    st.dests.put(DEST_DR, Dest(addr=_a(RSS[0]), port=_p(VPORT), fwd=IP_VS_CONN_F_DROUTE,
+    st.dests.put(DEST_DR, DestEntry(addr=_a(RSS[0]), port=_p(VPORT), fwd=IP_VS_CONN_F_DROUTE,
                                flags=XDPLB_DEST_F_AVAILABLE, svc_slot=SVC_DR, seq=DEST_DR,
                                weight=1))
     _service(st, SVC_NAT, VIP, DEST_NAT)

@@ -1,0 +1,174 @@
+"""The connection table seen from the control plane: IPVS's counts, the
+sweep that stands in for the kernel's connection timers, and `-L -c`.
+
+The data path creates, moves and expires entries (bpf/xdplb.h: conns and
+conns_assured, read as one maps.ConnTable). It deletes an expired entry only
+when a packet finds it, and an LRU eviction tells no one, so the sweep (run
+by every listing and by `xdplb daemon`) deletes what has expired and
+reconciles dest_conns, the live counts the schedulers read, with the table.
+The sweep is not journaled: the next one does the same again.
+"""
+import socket
+import time
+
+from . import model
+from .model import AF_INET, IPPROTO_TCP, IPPROTO_UDP
+from .structs import (IP_VS_CONN_F_MASQ, XDPLB_DIR_IN, XDPLB_DIR_OUT, XDPLB_DIR_TEMPLATE,
+                      Conn, ConnKey, DestConns)
+from .tables import b2a
+
+_CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
+NS = 1_000_000_000
+
+
+def now_ns():
+    """The data path's clock (bpf_ktime_get_coarse_ns)."""
+    return time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE)
+
+
+def conn_timeout(proto, state, c=None):
+    """Seconds an entry may idle: its own (set by the data path at each state
+    change from the timeouts map, or the template's -p value), else IPVS's
+    default for its state."""
+    if c is not None and c.timeout:
+        return c.timeout
+    if proto == IPPROTO_UDP:
+        return model.UDP_TIMEOUT
+    if 0 <= state < len(model.TCP_TIMEOUTS):
+        return model.TCP_TIMEOUTS[state]
+    return model.TCP_TIMEOUTS[0]
+
+
+def live_entries(table, dests, now=None):
+    """[(ConnKey, Conn, alive)] of every IN and TEMPLATE entry; alive is False
+    past its timeout or when its destination is gone (dests: {slot: DestEntry})."""
+    now = now_ns() if now is None else now
+    out = []
+    for kb, vb in table.raw_items():
+        c = Conn.from_buffer_copy(vb)
+        if c.dir == XDPLB_DIR_OUT:
+            continue
+        k = ConnKey.from_buffer_copy(kb)
+        alive = c.last_seen != 0 and (   # 0: expired by the data path
+            now - c.last_seen <= conn_timeout(k.proto, c.state, c) * NS)
+        d = dests.get(c.dest_slot)
+        if d is None or d.svc_slot != c.svc_slot or (c.dest_seq and c.dest_seq != d.seq) \
+                or (c.dir == XDPLB_DIR_IN and bytes(d.addr) != bytes(c.addr)):
+            alive = False
+        out.append((k, c, alive))
+    return out
+
+
+def counts(entries):
+    """{dest slot: [active, inactive, persist]} of the live entries, as IPVS
+    counts them."""
+    out = {}
+    for k, c, alive in entries:
+        if not alive:
+            continue
+        ac = out.setdefault(c.dest_slot, [0, 0, 0])
+        if c.dir == XDPLB_DIR_TEMPLATE:
+            ac[2] += 1
+        elif k.proto == IPPROTO_TCP and c.state in model.TCP_ACTIVE_STATES:
+            ac[0] += 1
+        else:
+            ac[1] += 1
+    return out
+
+
+def _controls(k, svc_mask, clients):
+    """A template (client net k.saddr) still has connections from clients."""
+    net = int.from_bytes(bytes(k.saddr), "big")
+    return any((int.from_bytes(bytes(a), "big") & svc_mask) == net for a in clients)
+
+
+def sweep(st, dests, masks):
+    """What the kernel's connection timers do: delete every expired entry (with
+    the reply entry of a Masq connection), keep a template alive while
+    connections it controls live (re-armed 60 s, as expire_later), then make
+    dest_conns match the table: entries the LRU evicted, or the sweep
+    deleted, stop counting, and OVERLOAD is cleared below the lower threshold.
+    dests: {slot: DestEntry}; masks: {service slot: persistence netmask}. The
+    caller holds the state lock. Returns the number of entries deleted."""
+    table = st.conn_table
+    now = now_ns()
+    entries = live_entries(table, dests, now)
+    controlled = {}
+    for k, c, alive in entries:
+        if alive and c.dir == XDPLB_DIR_IN:
+            controlled.setdefault((c.svc_slot, c.dest_slot), []).append(k.saddr)
+    deleted = 0
+    keep = []
+    for k, c, alive in entries:
+        if not alive and c.dir == XDPLB_DIR_TEMPLATE and c.last_seen and \
+                (c.svc_slot, c.dest_slot) in controlled and c.svc_slot in masks and \
+                _controls(k, masks[c.svc_slot], controlled[(c.svc_slot, c.dest_slot)]):
+            c.last_seen = now - max(c.timeout - 60, 0) * NS
+            table.put(k, c)
+            keep.append((k, c, True))
+        elif alive:
+            keep.append((k, c, alive))
+        else:
+            if c.dir == XDPLB_DIR_IN and c.fwd == IP_VS_CONN_F_MASQ:
+                table.delete(ConnKey(c.addr, k.saddr, c.port, k.sport, k.proto))
+            table.delete(k)
+            deleted += 1
+    _drop_orphan_replies(table, {bytes(k) for k, c, _ in keep if c.dir == XDPLB_DIR_IN})
+    _reconcile(st.dest_conns, dests, counts(keep))
+    return deleted
+
+
+def _drop_orphan_replies(table, live_in):
+    """Reply entries whose client entry is gone (evicted or deleted)."""
+    for kb, vb in table.raw_items():
+        c = Conn.from_buffer_copy(vb)
+        if c.dir != XDPLB_DIR_OUT:
+            continue
+        k = ConnKey.from_buffer_copy(kb)
+        ik = ConnKey(k.daddr, c.addr, k.dport, c.port, k.proto)
+        # (looked up again: the data path may have made it since the scan)
+        if bytes(ik) not in live_in and table.get(ik) is None:
+            table.delete(k)
+
+
+def _reconcile(dest_conns, dests, want_counts):
+    for slot, d in dests.items():
+        want = want_counts.get(slot, (0, 0, 0))
+        dc = dest_conns.get(slot)
+        if dc is None:
+            continue
+        over = dc.overload
+        if over:
+            total = want[0] + want[1]
+            if d.l_threshold:
+                over = total >= d.l_threshold
+            elif d.u_threshold:
+                over = total * 4 >= d.u_threshold * 3
+            else:
+                over = 0
+        if (dc.active, dc.inactive, dc.persist) != tuple(want) or over != dc.overload:
+            dest_conns.put(slot, DestConns(*want, int(bool(over))))
+
+
+def listing(entries, now=None):
+    """Rows of `-L -c` (see ipvsfmt.conn_listing) of the live entries, templates
+    included (client port 0, state NONE, as /proc/net/ip_vs_conn shows them)."""
+    now = now_ns() if now is None else now
+    out = []
+    for k, c, alive in entries:
+        if not alive:
+            continue
+        tmo = conn_timeout(k.proto, c.state, c)
+        age = (now - c.last_seen) // NS
+        pname = "UDP" if k.proto == IPPROTO_UDP else "TCP"
+        if c.dir == XDPLB_DIR_TEMPLATE:
+            sname = "NONE"
+        elif k.proto == IPPROTO_UDP:
+            sname = "UDP"
+        else:
+            sname = (model.TCP_STATE_NAMES[c.state]
+                     if c.state < len(model.TCP_STATE_NAMES) else "NONE")
+        out.append((pname, AF_INET, b2a(k.saddr), socket.ntohs(k.sport), b2a(k.daddr),
+                    socket.ntohs(k.dport), b2a(c.addr), socket.ntohs(c.port), sname,
+                    max(tmo - age, 0), "", ""))
+    return out

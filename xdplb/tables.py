@@ -1,0 +1,440 @@
+"""An in-memory copy of the configuration maps, and the net writes that change it.
+
+The planner (xdplb/config.py) reads the tables through a Tables object and
+returns each operation's writes as a Plan; Tables.apply(plan) changes the
+copy and adds the plan to the delta: the net writes of every plan applied so
+far (one command, or every line of -R), which Tables.write(tx) hands to a
+transaction (xdplb/journal.py). The copy is read lazily: one `xdplbadm -a`
+reads its service, that service's destinations (the list svc_dests starts
+and DestEntry.next links), the alloc bookkeeping and a free slot or two, and
+nothing else. Tables(None) is an empty copy of its own, without maps.
+
+The delta is written in the order the data path can follow at every step,
+"make before break", per segment:
+
+1. MAKE: what no live entry refers to yet, or what the data path reads field
+   by field: new and edited destinations, counters zeroed, ring entries under
+   a service's other generation, svc_dests, the settings and bookkeeping;
+2. SWITCH: the services entries, one update per service: the data path moves
+   to the new schedule (the other ring generation) at once;
+3. BREAK: what nothing refers to any more: the old generation's ring entries,
+   freed destination slots, a removed service's slot.
+
+A key written in BREAK and then in MAKE by a later plan (-R: a slot freed by
+-d and taken by a later -a) would be made before the break it depends on, so
+a new segment starts there. A service whose schedule ends under the ring
+generation it started in (switched an even number of times) is first
+switched to the other one, so its live ring entries are never rewritten in
+place. Merged or line by line, the maps end the same, byte for byte.
+"""
+import array
+import ctypes as C
+import socket
+
+from .structs import (XDPLB_LIST_MAX, XDPLB_MAX_DESTS, XDPLB_MAX_RING, XDPLB_MAX_SERVICES,
+                      XDPLB_RING_GEN_BIT, Alloc, DestEntry, SvcDests, SvcEntry, SvcKey)
+
+MAKE, SWITCH, BREAK = 0, 1, 2
+PUT, ZERO, DEL = "put", "zero", "del"
+RAW = "raw"   # packed keys and u32 values (ring entries): (RAW, keys, values)
+# The order maps are written in within a phase: destinations before the rings
+# and lists that name them.
+MAP_ORDER = ("alloc", "sysctl", "timeouts", "dest_stats", "dest_conns", "dests", "svc_stats",
+             "sched_pos", "svc_dests", "sched_ring", "services", "lblc")
+
+assert array.array("I").itemsize == 4   # ring keys and values are packed as u32
+
+
+def a2b(addr):
+    """Dotted quad -> the 4 address bytes of a mirror."""
+    return (C.c_uint8 * 4)(*socket.inet_aton(addr))
+
+
+def b2a(b):
+    return socket.inet_ntoa(bytes(b))
+
+
+def svc_key(proto, addr, port):
+    return SvcKey(a2b(addr), socket.htons(port), proto, 0)
+
+
+def key_tuple(k):
+    """SvcKey -> (proto, addr, port), the model's service key."""
+    return (k.proto, b2a(k.addr), socket.ntohs(k.port))
+
+
+def copy(entry):
+    return type(entry).from_buffer_copy(entry)
+
+
+def svc_dests_value(dlist):
+    """svc_dests' value for a destination list [(slot, weight)] in kernel order:
+    the first XDPLB_LIST_MAX (the list schedulers refuse more), zero-terminated."""
+    v = SvcDests(n=min(len(dlist), XDPLB_LIST_MAX))
+    for i, (slot, w) in enumerate(dlist[:XDPLB_LIST_MAX]):
+        v.d[i].slot, v.d[i].weight = slot, w
+    return v
+
+
+def ring_keys(slot, gen, n):
+    """Packed RingKey bytes of entries 0..n-1 of a generation."""
+    keys = array.array("I", bytes(8 * n))
+    keys[0::2] = array.array("I", [slot]) * n
+    keys[1::2] = array.array("I", range(gen, gen + n))
+    return keys.tobytes()
+
+
+class Plan:
+    """The writes of one operation: plain map writes (phase, map, key, kind,
+    value) and service changes (key, entry or None, new destination list or
+    None, new schedule or None: svc_dests and the ring follow from them)."""
+
+    __slots__ = ("writes", "svcs", "primed")
+
+    def __init__(self):
+        self.writes, self.svcs, self.primed = [], [], []
+
+    def put(self, name, key, value, phase=MAKE):
+        self.writes.append((phase, name, key, PUT, value))
+
+    def zero(self, name, key, phase=MAKE):
+        self.writes.append((phase, name, key, ZERO, None))
+
+    def delete(self, name, key, phase=BREAK):
+        self.writes.append((phase, name, key, DEL, None))
+
+    def service(self, key, entry, dlist=None, ring=None):
+        self.svcs.append((key, entry, dlist, ring))
+
+
+class _SvcChange:
+    __slots__ = ("orig", "entry", "dlist", "ring")
+
+    def __init__(self, orig):
+        self.orig, self.entry, self.dlist, self.ring = orig, orig, None, None
+
+
+class _Segment:
+    def __init__(self):
+        self.writes = {}     # (map, key) -> (phase, kind, value), the last one
+        self.broken = set()  # (map, key) written in BREAK
+        self.svcs = {}       # service key -> _SvcChange
+
+
+class Tables:
+    """The configuration tables as the operations planned so far leave them."""
+
+    def __init__(self, maps=None):
+        self.maps = maps
+        if maps is None:
+            self.max_services, self.max_dests = XDPLB_MAX_SERVICES, XDPLB_MAX_DESTS
+            self.max_ring = XDPLB_MAX_RING
+        else:   # the pinned maps' own sizes: a state compiled with -D overrides differs
+            self.max_services = maps.services.max_entries
+            self.max_dests = maps.dests.max_entries
+            self.max_ring = maps.sched_ring.max_entries
+        self.svc = {}             # service key -> SvcEntry, None when absent
+        self.all_svcs = False     # every service is in self.svc
+        self._used_slots = self._next_slot = self._top_seq = None   # (with all_svcs)
+        self._count = 0
+        self.dest = {}            # slot -> DestEntry, None when free
+        self.all_dests = False
+        self.lists = {}           # service slot -> [dest slots], kernel order (newest first)
+        self._at = {}             # (service slot, addr bytes, port) -> dest slot
+        self._pos = {}            # service slot -> sched_pos
+        self._alloc = None
+        self.planned = {}         # (map, key) -> (kind, value) of the delta
+        self.segments = [_Segment()]
+
+    # --- reads ----------------------------------------------------------------------
+
+    def _get(self, name, key):
+        return None if self.maps is None else getattr(self.maps, name).get(key)
+
+    def current(self, name, key):
+        """An entry as the delta leaves it, else as the map has it."""
+        got = self.planned.get((name, key))
+        if got is None:
+            return self._get(name, key)
+        kind, value = got
+        return None if kind == DEL else value if kind == PUT else None
+
+    def alloc(self):
+        if self._alloc is None:
+            self._alloc = self._get("alloc", 0) or Alloc()
+        return self._alloc
+
+    def pos(self, slot):
+        """sched_pos of a service slot: new connections scheduled so far."""
+        pos = self._pos.get(slot)
+        if pos is None:
+            p = self._get("sched_pos", slot)
+            pos = self._pos[slot] = p.pos if p is not None else 0
+        return pos
+
+    def service(self, key):
+        """The SvcEntry of a (proto, addr, port) key, or None."""
+        try:
+            return self.svc[key]
+        except KeyError:
+            pass
+        if self.all_svcs:
+            return None
+        entry = self.svc[key] = self._get("services", svc_key(*key))
+        return entry
+
+    def _load_services(self):
+        if self.all_svcs:
+            return
+        if self.maps is not None:
+            m = self.maps.services
+            ksz, vsz = m.key_size, m.value_size
+            for kraw, vraw, n in m.raw_chunks():
+                for i in range(n):
+                    key = key_tuple(SvcKey.from_buffer_copy(kraw, i * ksz))
+                    if key not in self.svc:
+                        self.svc[key] = SvcEntry.from_buffer_copy(vraw, i * vsz)
+        self.all_svcs = True
+        live = [e for e in self.svc.values() if e is not None]
+        self._used_slots = {e.slot for e in live}
+        self._count = len(live)
+        self._top_seq = max((e.seq for e in live), default=0)
+        self._next_slot = 0
+
+    def services(self):
+        """{key: SvcEntry} of every service."""
+        self._load_services()
+        return {k: e for k, e in self.svc.items() if e is not None}
+
+    def svc_count(self):
+        self._load_services()
+        return self._count
+
+    def free_svc_slot(self):
+        """The lowest free service slot, or None."""
+        self._load_services()
+        s = self._next_slot
+        while s in self._used_slots:
+            s += 1
+        self._next_slot = s
+        return s if s < self.max_services else None
+
+    def next_svc_seq(self):
+        """The creation order of the next service (one above the highest)."""
+        self._load_services()
+        if self._top_seq is None:
+            self._top_seq = max((e.seq for e in self.svc.values() if e is not None), default=0)
+        return self._top_seq + 1
+
+    def dest_entry(self, slot):
+        """The DestEntry in a dests slot, or None when the slot is free."""
+        try:
+            return self.dest[slot]
+        except KeyError:
+            pass
+        d = None if self.all_dests else self._get("dests", slot)
+        d = self.dest[slot] = d if d is not None and d.flags else None
+        return d
+
+    def dests_of(self, svc_slot):
+        """[(slot, DestEntry)] of a service in kernel order (newest first)."""
+        slots = self.lists.get(svc_slot)
+        if slots is None:
+            slots = []
+            sd = self._get("svc_dests", svc_slot)
+            slot = sd.d[0].slot if sd is not None and sd.n else 0
+            while slot and len(slots) < self.max_dests:
+                d = self.dest_entry(slot)
+                if d is None:
+                    break
+                slots.append(slot)
+                self._at[(svc_slot, bytes(d.addr), d.port)] = slot
+                slot = d.next
+            self.lists[svc_slot] = slots
+        dest = self.dest
+        return [(s, dest[s]) for s in slots]
+
+    def find_dest(self, svc_slot, addr, port):
+        """The slot of a service's destination addr:port (host order), or None
+        (after dests_of(svc_slot))."""
+        return self._at.get((svc_slot, socket.inet_aton(addr), socket.htons(port)))
+
+    def every_dest(self):
+        """{slot: DestEntry} of every used dests slot. Slots are only ever
+        allocated up to alloc.dest_top, so only those are read."""
+        if not self.all_dests:
+            top = self.alloc().dest_top
+            if self.maps is not None and top:
+                m = self.maps.dests
+                ksz, vsz, off = m.key_size, m.value_size, DestEntry.flags.offset
+                for kraw, vraw, n in m.raw_chunks(top + 1):
+                    for i in range(n):
+                        slot = int.from_bytes(kraw[i * ksz:(i + 1) * ksz], "little")
+                        if slot not in self.dest and vraw[i * vsz + off]:
+                            self.dest[slot] = DestEntry.from_buffer_copy(vraw, i * vsz)
+            self.all_dests = True
+        return {s: d for s, d in self.dest.items() if d is not None}
+
+    def dests_by_service(self):
+        """{service slot: [(slot, DestEntry)] newest first} of every destination."""
+        out = {}
+        for slot, d in sorted(self.every_dest().items(), key=lambda sd: -sd[1].seq):
+            out.setdefault(d.svc_slot, []).append((slot, d))
+        return out
+
+    def free_dest_slot(self):
+        """The lowest free dests slot (never 0: it means "none"), or None."""
+        a = self.alloc()
+        s = max(a.dest_free, 1)
+        while s < self.max_dests:
+            if s > a.dest_top or self.dest_entry(s) is None:
+                return s
+            s += 1
+        return None
+
+    def raw_keys(self, name):
+        """The key bytes of every entry of a hash map (sched_ring, lblc)."""
+        return [] if self.maps is None else [k for k, _ in getattr(self.maps, name).raw_items()]
+
+    # --- plans ----------------------------------------------------------------------
+
+    def apply(self, plan):
+        """Make the copy what the plan leaves, and add its writes to the delta."""
+        seg = self.segments[-1]
+        if seg.broken and any(w[0] == MAKE and (w[1], w[2]) in seg.broken for w in plan.writes):
+            seg = _Segment()
+            self.segments.append(seg)
+        for phase, name, key, kind, value in plan.writes:
+            seg.writes[(name, key)] = (phase, kind, value)
+            if phase == BREAK:
+                seg.broken.add((name, key))
+            self.planned[(name, key)] = (kind, value)
+            if name == "dests":
+                self._set_dest(key, value if kind == PUT else None)
+            elif name == "alloc":
+                self._alloc = value
+            elif name == "sched_pos":
+                self._pos[key] = value.pos
+        for key, entry, dlist, ring in plan.svcs:
+            change = seg.svcs.get(key)
+            if change is None:
+                change = seg.svcs[key] = _SvcChange(self.service(key))
+            self._set_service(key, change.entry, entry)
+            change.entry = entry
+            if entry is not None and dlist is not None:
+                change.dlist = dlist
+                self.lists[entry.slot] = [s for s, _ in dlist]
+            if ring is not None:
+                change.ring = ring
+
+    def _set_dest(self, slot, d):
+        old = self.dest.get(slot)
+        if old is not None:
+            self._at.pop((old.svc_slot, bytes(old.addr), old.port), None)
+        if d is not None and not d.flags:
+            d = None
+        self.dest[slot] = d
+        if d is not None:
+            self._at[(d.svc_slot, bytes(d.addr), d.port)] = slot
+
+    def _set_service(self, key, old, new):
+        self.svc[key] = new
+        if old is not None and (new is None or new.slot != old.slot):
+            self.lists.pop(old.slot, None)
+        if new is not None and old is None:
+            self.lists.setdefault(new.slot, [])
+        if not self.all_svcs:
+            return
+        if old is not None:
+            self._count -= 1
+            self._used_slots.discard(old.slot)
+            self._next_slot = min(self._next_slot, old.slot)
+            if old.seq == self._top_seq:
+                self._top_seq = None    # recomputed when asked
+        if new is not None:
+            self._count += 1
+            self._used_slots.add(new.slot)
+            if self._top_seq is not None:
+                self._top_seq = max(self._top_seq, new.seq)
+
+    # --- the delta ------------------------------------------------------------------
+
+    def write(self, tx):
+        """Hand the delta to tx (a journal.Transaction, or anything with the
+        maps' write interface), segment by segment, phase by phase."""
+        for seg in self.segments:
+            phases = ({}, {}, {})
+            for (name, key), (phase, kind, value) in seg.writes.items():
+                phases[phase].setdefault(name, []).append((kind, key, value))
+            detours = {}
+            for key, change in seg.svcs.items():
+                _svc_writes(key, change, phases, detours)
+            _emit(tx, phases)
+            if detours:
+                phases = ({}, {}, {})
+                for key, change in detours.items():
+                    _svc_writes(key, change, phases, None)
+                _emit(tx, phases)
+
+
+def _svc_writes(key, ch, phases, detours):
+    """The writes of one service's change within a segment."""
+    make, switch, brk = phases
+    orig, entry, ring = ch.orig, ch.entry, ch.ring
+    skey = bytes(svc_key(*key))
+    if entry is None:
+        if orig is not None:
+            switch.setdefault("services", []).append((DEL, skey, None))
+            _ring_delete(brk, orig)
+            brk.setdefault("svc_dests", []).append((ZERO, orig.slot, None))
+        return
+    if ring is not None and orig is not None and detours is not None and \
+            orig.slot == entry.slot and orig.ring_gen == entry.ring_gen and \
+            orig.ring_len and len(ring):
+        # the live generation again: by way of the other one
+        temp = copy(entry)
+        temp.ring_gen ^= XDPLB_RING_GEN_BIT
+        final = _SvcChange(temp)
+        final.entry, final.ring = entry, ring
+        detours[key] = final
+        entry = temp
+    if ch.dlist is not None:
+        make.setdefault("svc_dests", []).append((PUT, entry.slot, svc_dests_value(ch.dlist)))
+    if ring is not None:
+        if len(ring):
+            make.setdefault("sched_ring", []).append(
+                (RAW, ring_keys(entry.slot, entry.ring_gen, len(ring)),
+                 array.array("I", ring.entries).tobytes()))
+        if orig is not None:
+            _ring_delete(brk, orig)
+    switch.setdefault("services", []).append((PUT, skey, entry))
+    if orig is not None and orig.slot != entry.slot:
+        brk.setdefault("svc_dests", []).append((ZERO, orig.slot, None))
+
+
+def _ring_delete(brk, entry):
+    if entry.ring_len:
+        keys = ring_keys(entry.slot, entry.ring_gen, entry.ring_len)
+        brk.setdefault("sched_ring", []).extend((DEL, keys[i:i + 8], None)
+                                                for i in range(0, len(keys), 8))
+
+
+def _emit(tx, phases):
+    for writes in phases:
+        for name in MAP_ORDER:
+            todo = writes.get(name)
+            if not todo:
+                continue
+            m = getattr(tx, name)
+            puts = [(k, v) for kind, k, v in todo if kind == PUT]
+            if puts:
+                m.put_many(puts)
+            for kind, keys, values in todo:
+                if kind == RAW:
+                    m.put_raw(keys, values, len(keys) // m.key_size)
+            zeros = [k for kind, k, _ in todo if kind == ZERO]
+            if zeros:
+                m.put_zeros(zeros)
+            for kind, k, _ in todo:
+                if kind == DEL:
+                    m.delete(k)
