@@ -36,6 +36,33 @@ INPUTS = [
     "-A -t 10.0.0.1:80\n"                         # Service already exists
     "-a -t 10.9.0.8:80 -r 10.9.8.2 -m -w 3\n"
     "-a -t 10.0.0.1:80 -r 10.1.0.10 -g -w 1\n",
+    # every kind of change: slots freed and taken again by a later line, a
+    # live service switched an even number of times (back to the ring
+    # generation it started in), a list with its middle destination removed
+    "-a -t 10.0.0.1:80 -r 10.1.0.9 -m -w 2\n"
+    "-e -t 10.0.0.1:80 -r 10.1.0.1 -m -w 1\n"
+    "-d -u 10.0.0.1:53 -r 10.2.0.1\n"
+    "-a -u 10.0.0.1:53 -r 10.2.0.5 -m\n"
+    "-A -t 10.9.0.1:80 -s mh\n-a -t 10.9.0.1:80 -r 10.9.1.1 -m\n"
+    "-a -t 10.9.0.1:80 -r 10.9.1.2 -m -w 3\n-a -t 10.9.0.1:80 -r 10.9.1.3 -m\n"
+    "-d -t 10.9.0.1:80 -r 10.9.1.2\n"
+    "-D -t 10.0.0.1:80\n"
+    "-A -t 10.9.0.2:80 -s rr\n"
+    "-a -t 10.9.0.2:80 -r 10.9.2.1 -m\n-a -t 10.9.0.2:80 -r 10.9.2.2 -m -w 3\n"
+    "-E -t 10.9.0.1:80 -s sh -b sh-port\n"
+    "-e -t 10.9.0.1:80 -r 10.9.1.1 -m -w 0\n"
+    "-E -u 10.0.0.1:53 -s wlc -p 30\n"
+    "-Z -t 10.9.0.2:80\n-Z\n"
+    "--set 100 20 30\n"
+    "-d -t 10.9.0.9:80 -r 10.9.1.1\n"            # Service not defined
+    "-e -t 10.9.0.2:80 -r 10.9.9.9 -m\n"         # No such destination
+    "-E -t 10.0.0.1:80 -s rr\n"                  # No such service (deleted above)
+    "-A -t 10.0.0.1:80 -s wrr\n-a -t 10.0.0.1:80 -r 10.1.0.1 -m -w 4\n",
+    # a flush in the middle: everything after it takes the freed slots
+    "-a -t 10.0.0.1:80 -r 10.1.0.9 -m\n-C\n-A -t 10.9.0.1:80 -s wrr\n"
+    "-a -t 10.9.0.1:80 -r 10.9.1.1 -m -w 2\n-a -t 10.9.0.1:80 -r 10.9.1.2 -m\n"
+    "-D -t 10.9.0.1:80\n-A -u 10.9.0.1:53 -s rr\n-a -u 10.9.0.1:53 -r 10.9.1.3 -m\n"
+    "-C\n-C\n-A -t 10.9.0.3:80 -s lc\n",
 ]
 
 

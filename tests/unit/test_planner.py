@@ -1,0 +1,258 @@
+"""The planner (xdplb/config.py, xdplb/tables.py) without root, bcc or a kernel.
+
+The maps are plain dictionaries (DictMaps, below). Sequences of operations
+run line by line (a fresh Tables and one write per line, as xdplbadm runs
+them) and merged (one Tables, one write, as xdplbadm -R) must leave the same
+bytes and give the same refusals; and while a merged write is applied, entry
+by entry, the data path must never find a service whose live ring or list
+names a missing entry or another service's destination."""
+import ctypes as C
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xdplb import config, maps, model
+from xdplb.model import Destination, Service, XdplbError
+from xdplb.structs import (XDPLB_RING_GEN_BIT, DestEntry, RingKey, SvcDests, SvcEntry, SvcKey)
+from xdplb.tables import Tables
+
+SIZES = {"services": 4, "dests": 10, "sched_ring": 600}
+
+
+class DictMap:
+    """A map as a dict of key bytes -> value bytes, with the interface the
+    planner reads and writes through (maps.Map's)."""
+
+    def __init__(self, name, on_write=None):
+        cls, self.key_type, self.value_type = maps.MAPS[name]
+        self.name, self.on_write, self.d = name, on_write, {}
+        proto = cls.__new__(cls)
+        proto.key_type, proto.value_type = self.key_type, self.value_type
+        self.key_size = C.sizeof(self.key_type)
+        self.value_size = proto._value_size()
+        self.encode_key, self.encode_value = proto.encode_key, proto.encode_value
+        self.decode_value = proto.decode_value
+        self.max_entries = SIZES.get(name, 1 << 20)
+
+    def _set(self, kb, vb):
+        if vb is None:
+            self.d.pop(kb, None)
+        else:
+            assert len(kb) == self.key_size and len(vb) == self.value_size
+            self.d[kb] = vb
+        if self.on_write:
+            self.on_write()
+
+    def get(self, key):
+        vb = self.d.get(self.encode_key(key))
+        return None if vb is None else self.decode_value(vb)
+
+    def raw_chunks(self, limit=None):
+        items = sorted(self.d.items())
+        if limit is not None:
+            items = [(k, v) for k, v in items if int.from_bytes(k, "little") < limit]
+        if items:
+            yield b"".join(k for k, _ in items), b"".join(v for _, v in items), len(items)
+
+    def raw_items(self, limit=None):
+        return [(kr[i * self.key_size:(i + 1) * self.key_size],
+                 vr[i * self.value_size:(i + 1) * self.value_size])
+                for kr, vr, n in self.raw_chunks(limit) for i in range(n)]
+
+    def put_many(self, items):
+        for k, v in items:
+            self._set(self.encode_key(k), self.encode_value(v))
+
+    def put_raw(self, keys, values, n):
+        ks, vs = self.key_size, self.value_size
+        for i in range(n):
+            self._set(keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs])
+
+    def put_zeros(self, keys):
+        for k in keys:
+            self._set(self.encode_key(k), bytes(self.value_size))
+
+    def delete(self, key):
+        self._set(self.encode_key(key), None)
+
+
+class DictState:
+    def __init__(self, check=False):
+        hook = self.check if check else None
+        for name in maps.MAPS:
+            setattr(self, name, DictMap(name, hook))
+
+    def contents(self):
+        """Every non-zero entry (an array's zeroed entry is no entry)."""
+        return {name: {k: v for k, v in getattr(self, name).d.items() if any(v)}
+                for name in maps.MAPS}
+
+    def check(self):
+        """What the data path may find at this instant: every live service's
+        ring entries and list name used destinations of that service."""
+        dests = {int.from_bytes(k, "little"): DestEntry.from_buffer_copy(v)
+                 for k, v in self.dests.d.items()}
+        ring = self.sched_ring.d
+        for kb, vb in self.services.d.items():
+            svc = SvcEntry.from_buffer_copy(vb)
+            for i in range(svc.ring_len):
+                vb2 = ring.get(bytes(RingKey(svc.slot, svc.ring_gen | i)))
+                assert vb2 is not None, ("half-switched ring", SvcKey.from_buffer_copy(kb), i)
+                d = dests.get(int.from_bytes(vb2, "little"))
+                assert d is not None and d.flags and d.svc_slot == svc.slot, "ring names a stranger"
+            sd = self.svc_dests.d.get(bytes(C.c_uint32(svc.slot)))
+            lst = SvcDests.from_buffer_copy(sd) if sd else SvcDests()
+            for e in lst.d[:lst.n]:
+                d = dests.get(e.slot)
+                assert d is not None and d.flags and d.svc_slot == svc.slot, "list names a stranger"
+
+
+VIPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
+RIPS = [f"10.1.0.{i}" for i in range(1, 7)]
+SCHEDS = ["rr", "wrr", "lc", "sh", "mh", "dh"]
+
+
+def key(v):
+    return (6, VIPS[v], 80)
+
+
+ops = st.one_of(
+    st.tuples(st.just("A"), st.integers(0, 4), st.sampled_from(SCHEDS)),
+    st.tuples(st.just("E"), st.integers(0, 4), st.sampled_from(SCHEDS)),
+    st.tuples(st.just("D"), st.integers(0, 4)),
+    st.tuples(st.just("a"), st.integers(0, 4), st.integers(0, 5), st.integers(0, 3)),
+    st.tuples(st.just("a"), st.integers(0, 4), st.integers(0, 5), st.integers(0, 3)),
+    st.tuples(st.just("e"), st.integers(0, 4), st.integers(0, 5), st.integers(0, 3)),
+    st.tuples(st.just("d"), st.integers(0, 4), st.integers(0, 5)),
+    st.tuples(st.just("C")),
+    st.tuples(st.just("Z"), st.integers(0, 4)),
+    st.tuples(st.just("set"), st.integers(0, 9)),
+)
+
+
+def operation(op):
+    """(planner operation, args) of a generated op."""
+    c = op[0]
+    if c in "AE":
+        f = config.add_service if c == "A" else config.edit_service
+        return f, (Service(*key(op[1]), sched=op[2]),)
+    if c == "D":
+        return config.delete_service, (key(op[1]),)
+    if c in "ae":
+        f = config.add_dest if c == "a" else config.edit_dest
+        return f, (key(op[1]), Destination(RIPS[op[2]], 80, fwd=0, weight=op[3]))
+    if c == "d":
+        return config.delete_dest, (key(op[1]), RIPS[op[2]], 80)
+    if c == "C":
+        return config.flush, ()
+    if c == "Z":
+        return config.zero, (key(op[1]),)
+    return config.set_timeouts, (op[1], 0, op[1])
+
+
+def one_by_one(state, lines):
+    out = []
+    for op in lines:
+        t = Tables(state)
+        try:
+            plan = op[0](t, *op[1])
+        except XdplbError as e:
+            out.append(e.message)
+            continue
+        t.apply(plan)
+        t.write(state)
+        out.append(None)
+    return out
+
+
+def merged(state, lines):
+    t = Tables(state)
+    out = []
+    for op in lines:
+        try:
+            plan = op[0](t, *op[1])
+        except XdplbError as e:
+            out.append(e.message)
+            continue
+        t.apply(plan)
+        out.append(None)
+    t.write(state)
+    return out, t
+
+
+BASE = [operation(op) for op in (("A", 0, "wrr"), ("a", 0, 0, 3), ("a", 0, 1, 1),
+                                 ("A", 1, "rr"), ("a", 1, 2, 1), ("a", 1, 3, 2),
+                                 ("A", 2, "sh"), ("a", 2, 4, 1))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ops, max_size=14))
+def test_merged_equals_line_by_line_and_never_half_switched(gen):
+    lines = [operation(op) for op in gen]
+    a = DictState()
+    one_by_one(a, BASE)
+    want = one_by_one(a, lines)
+    b = DictState()
+    one_by_one(b, BASE)
+    b.check()
+    for m in maps.MAPS:
+        getattr(b, m).on_write = b.check
+    got, _ = merged(b, lines)
+    assert got == want
+    assert b.contents() == a.contents()
+
+
+def test_slot_reuse_starts_a_segment_and_a_live_ring_detours():
+    """The two ordering rules at work: -d then -a taking the freed slot is
+    written in two segments; a live service switched twice goes through its
+    other generation."""
+    state = DictState()
+    one_by_one(state, BASE)
+    rr = state.services.get(SvcKey((C.c_uint8 * 4)(10, 0, 0, 2), 20480, 6, 0))
+    lines = [operation(op) for op in (("a", 1, 5, 1), ("e", 1, 5, 2),   # two switches
+                                      ("d", 0, 1), ("a", 0, 4, 1))]     # slot 2 again
+    _, t = merged(state, lines)
+    assert len(t.segments) == 2
+    after = state.services.get(SvcKey((C.c_uint8 * 4)(10, 0, 0, 2), 20480, 6, 0))
+    assert after.ring_gen == rr.ring_gen and after.ring_len == 3
+    assert all(RingKey.from_buffer_copy(k).index & XDPLB_RING_GEN_BIT == rr.ring_gen
+               for k in state.sched_ring.d if RingKey.from_buffer_copy(k).svc_slot == rr.slot)
+
+
+def test_refusals_change_nothing_and_read_little():
+    """A refused operation returns no plan; one -a reads its own service and
+    its destinations, not the others."""
+    state = DictState()
+    one_by_one(state, BASE)
+    before = state.contents()
+    for op, msg in ((("A", 0, "rr"), model.E_SVC_EXISTS), (("a", 4, 0, 1), model.E_SVC_NOT_DEFINED),
+                    (("a", 0, 0, 1), model.E_DEST_EXISTS), (("e", 0, 5, 1), model.E_NO_DEST),
+                    (("A", 3, "nosuch"), model.E_NO_SCHED)):
+        assert one_by_one(state, [operation(op)]) == [msg]
+    assert state.contents() == before
+    t = Tables(state)
+    t.apply(config.add_dest(t, key(1), Destination(RIPS[5], 80, fwd=0)))
+    assert not t.all_svcs and not t.all_dests
+    assert set(s for s, d in t.dest.items() if d is not None) == {3, 4, 6}
+
+
+def test_full_tables_are_refused_with_the_table_named():
+    state = DictState()
+    lines = [operation(("A", v, "rr")) for v in range(5)]
+    got = one_by_one(state, lines)
+    assert got[:4] == [None] * 4 and "services table is full (4 services" in got[4]
+    lines = [operation(("a", v, d, 1)) for v in range(4) for d in range(6)][:10]
+    got, _ = merged(state, lines)
+    assert got.count(None) == 9
+    assert "destinations table is full (9 destinations" in [g for g in got if g][0]
+
+
+@pytest.mark.parametrize("sched,err", [("wrr", "schedule of this service needs"),
+                                       ("mh", "table of this service needs 4093")])
+def test_ring_room_is_refused(sched, err):
+    state = DictState()
+    lines = [operation(("A", 0, sched)), operation(("a", 0, 0, 300)),
+             operation(("a", 0, 1, 301))]
+    got = one_by_one(state, lines)
+    assert err in (got[1] or got[2])
