@@ -367,6 +367,34 @@ def test_fwmark_services_are_refused_with_the_reason(base):
         _check_unchanged(before, args)
 
 
+@pytest.mark.parametrize("damage", ["layout", "missing map"])
+def test_incompatible_state_is_refused_and_detach_removes_it(monkeypatch, damage):
+    """A state pinned by another layout (its layout version, or a map it lacks)
+    is refused by every command, saying what to do; `xdplb detach` removes it."""
+    from conftest import xdplb_argv
+    folder = f"/sys/fs/bpf/xdplb/test-{os.getpid()}-old"
+    monkeypatch.setenv("XDPLB_PIN_DIR", folder)
+    create_stub_state(folder)
+    try:
+        if damage == "layout":
+            with statemod.State(folder) as st:
+                st.layout.put(0, C.c_uint32(1))
+            why = "pin layout 1, this xdplb uses 2"
+        else:
+            os.unlink(os.path.join(folder, "alloc"))
+            why = "it has no alloc map"
+        err = (f"xdplb: state {folder} was created by an incompatible xdplb ({why}); "
+               "run `xdplb detach` to remove it\n")
+        for args in (["-Ln"], ["-A", "-t", "10.9.0.1:80"], ["-R"]):
+            assert adm(*args, stdin="-A -t 10.9.0.1:80\n") == (255, "", err), args
+        p = subprocess.run(UNSHARE + xdplb_argv("detach"), capture_output=True, text=True,
+                           env=dict(os.environ))
+        assert p.returncode == 0 and f"unpinned xdplb state {folder}" in p.stdout, p.stderr
+        assert not os.path.exists(folder)
+    finally:
+        statemod.remove(folder)
+
+
 def test_help_and_version(pin):
     rc, out, err = adm("-h")
     assert rc == 0 and out.startswith("Usage:") and err == ""
