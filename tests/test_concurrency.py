@@ -126,7 +126,7 @@ def _replayed_snapshot(ctl):
             # -R gives the maps of its lines run one by one (test_restore.py)
             lines += [(config.add_dest, ((6, addr, 80), model.Destination(
                 d.addr, d.port, fwd=d.fwd, weight=d.weight))) for _, addr, d in dests]
-            results, _ = rc.restore(lines)
+            results = rc.restore(lines)
             assert results == [None] * len(lines)
             return rc.snapshot()
 

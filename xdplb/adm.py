@@ -10,6 +10,7 @@ command of a netns compiles the data path (xdplb/loader.py). A write is an
 operation of the planner (xdplb/config.py), applied as one transaction; -R
 plans every line and applies the net result at once (Control.restore).
 """
+import gc
 import io
 import os
 import re
@@ -660,9 +661,7 @@ def _op(c):
     if cmd == CMD_STOPDAEMON:
         raise XdplbError(model.E_NO_DAEMON)
     if cmd == CMD_ADD:
-        svc = _service(c)
-        model.check_service(svc)  # refuse before compiling anything
-        return config.add_service, (svc,)
+        return _add_service(_service(c))
     if cmd == CMD_EDIT:
         if not _plain_v4(c):
             model.check_service_kind(c.svc.af or AF_INET, c.svc.proto, c.fwmark)
@@ -684,20 +683,43 @@ def _op(c):
     return (config.add_dest if cmd == CMD_ADDDEST else config.edit_dest), (_key(c), dest)
 
 
-def _creates(c):
-    """A command that creates the state when there is none (the others act on
-    an empty table then: they change nothing, or are refused)."""
-    return c.cmd == CMD_TIMEOUT or c.cmd == CMD_ADD and _plain_v4(c)
+def _add_service(svc):
+    model.check_service(svc)  # refuse before compiling anything
+    return config.add_service, (svc,)
 
 
-def _write(c, ctx):
-    """Run a configuration command; XdplbError is a kernel-like refusal."""
-    op = _op(c)
-    ctl = ctx.control(create=_creates(c))
-    if ctl is None:
-        op[0](Tables(), *op[1])    # no state: what an empty table says
+def _op_or_refusal(c):
+    try:
+        return _op(c)
+    except XdplbError as e:
+        return e
+
+
+def _creates(op):
+    """An operation that creates the state when there is none (the others act
+    on an empty table then: they change nothing, or are refused)."""
+    return not isinstance(op, XdplbError) and op[0] in (config.add_service,
+                                                         config.set_timeouts)
+
+
+def _write(op, ctx):
+    """Run a configuration operation (or refusal); XdplbError is a kernel-like
+    refusal."""
+    if isinstance(op, XdplbError):
+        raise op
+    ctl = ctx.control(create=_creates(op))
+    if ctl is None:    # no state: what an empty table says
+        [refused], _ = config.run(Tables(), [op])
+        if refused is not None:
+            raise refused
     else:
         ctl.apply(op[0], *op[1])
+
+
+def _refused(e):
+    sys.stdout.flush()
+    sys.stderr.write(e.message + "\n")
+    return -1
 
 
 def _list(c, ctx):
@@ -749,9 +771,16 @@ def restore_table(argv, reading_stdin, ctx):
     last line's, as ipvsadm's."""
     if reading_stdin:
         tryhelp_exit(ctx.prog)
-    parsed = []
+    # 10^5 lines make 10^6 objects that live until the process ends, in no
+    # cycle: the collector would only walk them again and again.
+    gc.disable()
+    lines = []      # per line: a listing's Cmd, or an operation (or its refusal)
     real = sys.stderr
     for line in sys.stdin:
+        op = _fast_op(line)
+        if op is not None:
+            lines.append(op)
+            continue
         toks = [t for t in re.split(r"[ \t\r\n]+", line)
                 if t and t not in ("ipvsadm", "xdplbadm")]
         if not toks:
@@ -768,139 +797,86 @@ def restore_table(argv, reading_stdin, ctx):
             raise
         finally:
             sys.stderr = real
-        parsed.append((ce, buf.getvalue()))
-    if all(ce is None or ce.cmd not in (CMD_LIST, CMD_SAVE) for ce, _ in parsed):
-        return _restore_batch(parsed, ctx)
-    result = 0
-    for ce, err in parsed:
-        if ce is None:
-            sys.stdout.flush()
-            sys.stderr.write(err)
-            result = -1
+        if ce is None:     # popt's message
+            lines.append(XdplbError(buf.getvalue().rstrip("\n")))
+        elif ce.cmd in (CMD_LIST, CMD_SAVE):
+            lines.append(ce)
         else:
-            result = _execute(ce, ctx)
-    return result
-
-
-def _restore_batch(parsed, ctx):
-    """Every configuration line as one transaction (Control.restore)."""
-    ops = []
-    create = False
-    for ce, err in parsed:
-        if ce is None:
-            ops.append(XdplbError(err.rstrip("\n")))
+            lines.append(_op_or_refusal(ce))
+    if not any(isinstance(x, Cmd) for x in lines):
+        return _restore_batch(lines, ctx)
+    result = 0
+    for x in lines:
+        if isinstance(x, Cmd):
+            result = _execute(x, ctx)
             continue
         try:
-            ops.append(_op(ce))
+            _write(x, ctx)
+            result = 0
         except XdplbError as e:
-            ops.append(e)
-            continue
-        create = create or _creates(ce)
-    primed = []
-    try:
-        ctl = ctx.control(create=create)
-        if ctl is None:    # no state and nothing creates it: an empty table's answers
-            t = Tables()
-            results = [_dry_run(t, op) for op in ops]
-        else:
-            results, primed = ctl.restore(ops)
-    except XdplbError as e:
-        sys.stdout.flush()
-        sys.stderr.write(e.message + "\n")
-        return -1
-    result = 0
-    for e in results:
-        if e is not None:
-            sys.stdout.flush()
-            sys.stderr.write(e.message + "\n")
-        result = 0 if e is None else -1
-    for addr in dict.fromkeys(primed):
-        control.prime_neighbour(addr)
+            result = _refused(e)
     return result
 
 
-def _dry_run(t, op):
-    if isinstance(op, XdplbError):
-        return op
+def _restore_batch(ops, ctx):
+    """Every line as one transaction (Control.restore)."""
     try:
-        t.apply(op[0](t, *op[1]))
+        ctl = ctx.control(create=any(_creates(op) for op in ops))
+        if ctl is None:    # no state and nothing creates it: an empty table's answers
+            results, _ = config.run(Tables(), ops)
+        else:
+            results = ctl.restore(ops)
     except XdplbError as e:
-        return e
-    return None
+        return _refused(e)
+    result = 0
+    for e in results:
+        result = 0 if e is None else _refused(e)
+    return result
 
 
 _QUAD = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
-_FAST_ADDR = re.compile(rf"({_QUAD}(?:\.{_QUAD}){{3}})(?::([0-9]{{1,5}}))?")
-_FAST_PROTO = {"-t": IPPROTO_TCP, "-u": IPPROTO_UDP}
+_IP = rf"{_QUAD}(?:\.{_QUAD}){{3}}"
+_END = r"[ \t\r\n]*"
+_FAST_SVC = re.compile(rf"-A -([tu]) ({_IP}):([0-9]{{1,5}})(?: -s ([^- \t\r\n]\S*))?{_END}")
+_FAST_DEST = re.compile(rf"-a -([tu]) ({_IP}):([0-9]{{1,5}}) -r ({_IP})(?::([0-9]{{1,5}}))?"
+                        rf"(?: -([gm]))?(?: -w ([0-9]{{1,5}}))?{_END}")
+_FAST_PROTO = {"t": IPPROTO_TCP, "u": IPPROTO_UDP}
 
 
-def _fast_checked(toks):
-    """The usual -R lines (what -S -n writes: `-A -t|-u VIP:PORT [-s S]` and
-    `-a -t|-u VIP:PORT -r RIP[:PORT] [-g|-m] [-w N]`, plain dotted quads)
-    parsed without popt: the same Cmd as _checked gives them, or None for
-    anything else (then the full parser decides)."""
-    n = len(toks)
-    if n < 3 or toks[1] not in _FAST_PROTO or toks[0] not in ("-A", "-a"):
-        return None
-    m = _FAST_ADDR.fullmatch(toks[2])
-    if m is None or m.group(2) is None:
-        return None
-    port = int(m.group(2))
-    if port > 65535 or port == 0:
-        return None
-    ce = Cmd()
-    ce.svc.af, ce.svc.addr, ce.svc.port, ce.svc.proto = AF_INET, m.group(1), port, \
-        _FAST_PROTO[toks[1]]
-    ce.options.add(O["service-address"])
-    i = 3
-    if toks[0] == "-A":
-        ce.cmd = CMD_ADD
-        if n == 5 and toks[3] == "-s" and not toks[4].startswith("-"):
-            ce.options.add(O["scheduler"])
-            ce.sched = toks[4][:15]
-        elif n != 3:
+def _fast_op(line):
+    """The operation of a usual -R line (what -S -n writes: `-A -t|-u VIP:PORT
+    [-s S]`, `-a -t|-u VIP:PORT -r RIP[:PORT] [-g|-m] [-w N]`, plain dotted
+    quads) without popt: what _op makes of the full parser's command
+    (tests/unit/test_fast_parse.py checks it), or None for anything else
+    (then the full parser decides)."""
+    m = _FAST_DEST.fullmatch(line)
+    if m is not None:
+        proto, vip, vport, rip, rport, fwd, weight = m.groups()
+        vport = int(vport)
+        fwd = IP_VS_CONN_F_MASQ if fwd == "m" else IP_VS_CONN_F_DROUTE
+        rport = vport if rport is None or fwd == IP_VS_CONN_F_DROUTE else int(rport)
+        weight = 1 if weight is None else int(weight)
+        if not 0 < vport < 65536 or rport > 65535 or weight > 65535:
             return None
-        ce.sched = ce.sched or DEF_SCHED
-        return ce
-    ce.cmd = CMD_ADDDEST
-    while i < n:
-        t = toks[i]
-        if t == "-r" and i + 1 < n and O["real-server"] not in ce.options:
-            m = _FAST_ADDR.fullmatch(toks[i + 1])
-            if m is None:
-                return None
-            dport = int(m.group(2)) if m.group(2) is not None else port
-            if dport > 65535:
-                return None
-            ce.dest.af, ce.dest.addr, ce.dest.port = AF_INET, m.group(1), dport
-            ce.options.add(O["real-server"])
-            i += 2
-        elif t in ("-g", "-m") and O["forwarding-method"] not in ce.options:
-            ce.fwd = IP_VS_CONN_F_DROUTE if t == "-g" else IP_VS_CONN_F_MASQ
-            ce.options.add(O["forwarding-method"])
-            i += 1
-        elif t == "-w" and i + 1 < n and O["weight"] not in ce.options:
-            w = toks[i + 1]
-            if not w.isdigit() or not w.isascii() or len(w) > 5 or int(w) > 65535:
-                return None
-            ce.weight = int(w)
-            ce.options.add(O["weight"])
-            i += 2
-        else:
+        return config.add_dest, ((_FAST_PROTO[proto], vip, vport),
+                                 Destination(rip, rport, fwd, weight))
+    m = _FAST_SVC.fullmatch(line)
+    if m is not None:
+        proto, vip, vport, sched = m.groups()
+        vport = int(vport)
+        if not 0 < vport < 65536:
             return None
-    if O["real-server"] not in ce.options:
-        return None
-    if ce.fwd == IP_VS_CONN_F_DROUTE:
-        ce.dest.port = ce.svc.port
-    return ce
+        try:
+            return _add_service(Service(_FAST_PROTO[proto], vip, vport,
+                                        sched=sched[:15] if sched else DEF_SCHED))
+        except XdplbError as e:
+            return e
+    return None
 
 
 def _checked(argv, ctx):
     """process_options' parsing and checks: the command, or None after a popt
     error (printed). fail() raises Exit."""
-    ce = _fast_checked(argv[1:])
-    if ce is not None:
-        return ce
     ce = Cmd()
     if parse_options(argv, ce, ctx.prog):
         return None
@@ -947,11 +923,9 @@ def _execute(ce, ctx):
         _list_all(ce.fmt | F.FMT_RULE, ctx)
         return 0
     try:
-        _write(ce, ctx)
+        _write(_op_or_refusal(ce), ctx)
     except XdplbError as e:
-        sys.stdout.flush()
-        sys.stderr.write(e.message + "\n")
-        return -1
+        return _refused(e)
     return 0
 
 

@@ -30,11 +30,10 @@ from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E
                     E_SVC_NOT_DEFINED, XdplbError)
 from .structs import (IP_VS_CONN_F_DROUTE, XDPLB_DEST_F_AVAILABLE, XDPLB_LIST_MAX,
                       XDPLB_RING_GEN_BIT, XDPLB_SYSCTL_CONN_REUSE_MODE, XDPLB_TMO_UDP, Alloc,
-                      DestEntry, SchedPos, SvcEntry)
+                      DestEntry, SchedPos, SvcEntry, packer)
 from .tables import BREAK, Plan, a2b, copy
 
-EMPTY = S.Ring((), 0)
-
+_dest_entry = packer(DestEntry)   # (-R makes 10^5 of them)
 
 def table_full(what, capacity):
     """A map of fixed size is full: ipvsadm's ENOMEM text, and which map."""
@@ -45,6 +44,11 @@ def table_full(what, capacity):
 def dest_port(svc_port, dest):
     """ipvsadm forces the real port to the virtual port for DR (and TUN)."""
     return svc_port if dest.fwd == IP_VS_CONN_F_DROUTE else dest.port
+
+
+def _dest_id(addr, port):
+    """A destination's address bytes and network-order port, as DestEntry has them."""
+    return socket.inet_aton(addr), socket.htons(port)
 
 
 def _sched_fields(name):
@@ -58,33 +62,40 @@ def _dlist(ds):
     return [(s, d.weight) for s, d in ds]
 
 
-def _meta(ds):
-    """{slot: (addr, port, last_weight)} host order, as mh's table wants them."""
+def _meta(name, ds):
+    """What mh's table needs of [(slot, DestEntry)]: {slot: (addr, port,
+    last_weight)} host order (the other schedulers need nothing)."""
+    if name != "mh":
+        return None
     return {s: (int.from_bytes(bytes(d.addr), "big"), socket.ntohs(d.port), d.last_weight)
             for s, d in ds}
 
 
-class Table:
-    """sh/dh/mh's table, filled when it is written (a -R line only needs its
-    length); as a Ring: entries, no prefix."""
+# --- the schedule ---------------------------------------------------------------------
 
-    prefix = 0
+class Schedule:
+    """What sched_ring holds for a service: rr/wrr's ring (a prefix, then the
+    cycle), sh/dh/mh's table (indexed by hash), nothing for the list
+    schedulers. Its length is known when it is planned (the room check needs
+    it); its entries are computed when written: once per service and write,
+    however many lines of -R changed it."""
 
-    def __init__(self, name, dlist, meta, n):
-        self.name, self.dlist, self.meta, self.n = name, dlist, meta, n
-        self._entries = None
+    __slots__ = ("name", "dlist", "meta", "picks", "prefix", "n")
+
+    def __init__(self, name, dlist, meta=None, picks=None, prefix=0, n=0):
+        self.name, self.dlist, self.meta = name, dlist, meta
+        self.picks, self.prefix, self.n = picks, prefix, n
 
     def __len__(self):
         return self.n
 
     @property
     def entries(self):
-        if self._entries is None:
-            self._entries = tuple(S.table_for(self.name, self.dlist, self.meta))
-        return self._entries
+        """The destination slots, in ring order."""
+        if self.picks is not None:
+            return [self.dlist[i][0] for i in self.picks]
+        return S.table_for(self.name, self.dlist, self.meta) if self.n else []
 
-
-# --- the schedule ---------------------------------------------------------------------
 
 def current_state(t, entry, dlist):
     """The kernel's scheduler state now: the live ring's picks since it was
@@ -99,51 +110,56 @@ def current_state(t, entry, dlist):
     return S.state_after(name, dlist, start, n)
 
 
-def plan_ring(t, name, dlist, state, meta=None):
-    """What sched_ring holds for a service: rr/wrr's ring, sh/dh/mh's table
-    (indexed by hash, no cycle), nothing for the list schedulers. It must fit
-    beside every live ring, this service's own included (both generations
-    exist while it switches)."""
+def plan_schedule(t, used, name, dlist, state, meta=None):
+    """The Schedule of a service's list dlist [(slot, weight)] from state. It
+    must fit beside the live rings (used entries), this service's own
+    included: both generations exist while it switches."""
     kind = S.kind(name)
     if kind == "list":
         if len(dlist) > XDPLB_LIST_MAX:
             raise XdplbError(
                 f"xdplb: the {name} scheduler considers at most {XDPLB_LIST_MAX} "
                 f"real servers per service; this service would have {len(dlist)}")
-        return EMPTY
-    room = t.max_ring - t.alloc().ring_used
+        return Schedule(name, dlist)
+    room = t.max_ring - used
     if kind == "table":
         n = S.table_len(name, dlist, meta)
         if n > room:
             raise XdplbError(
                 f"xdplb: the {name} table of this service needs {n} "
                 f"ring entries but only {max(room, 0)} of {t.max_ring} are free")
-        return Table(name, dlist, meta, n)
+        return Schedule(name, dlist, meta, n=n)
     try:
-        return S.build_ring(name, dlist, state, room)
+        picks, prefix = S.ring_shape(name, dlist, state, room)
     except S.RingTooLarge as e:
         raise XdplbError(
             f"xdplb: the {name} schedule of this service needs {e.needed} ring "
             f"entries but only {max(e.room, 0)} of {t.max_ring} are free; use smaller "
             f"weights or weights with a common divisor") from None
+    return Schedule(name, dlist, picks=picks, prefix=prefix, n=len(picks))
 
 
-def _switch(t, plan, alloc, key, entry, name, ds, state, **fields):
-    """Plan the service's new schedule from its list ds [(slot, DestEntry)]
+def _switched(t, entry, schedule, state, switches=1, **fields):
+    """The service entry with a Schedule from state, switched to it
+    `switches` times (each time under the other ring generation)."""
+    new = copy(entry)
+    new.ring_gen ^= XDPLB_RING_GEN_BIT if switches % 2 else 0
+    new.ring_base = t.pos(entry.slot)
+    new.ring_len, new.ring_prefix = schedule.n, schedule.prefix
+    new.sched_cl, new.sched_cw = state.cl, state.cw
+    for f, v in fields.items():
+        setattr(new, f, v)
+    return new
+
+
+def _switch(t, plan, alloc, key, entry, name, dlist, state, meta, **fields):
+    """Plan the service's new schedule from its list dlist [(slot, weight)]
     and state: the ring under the other generation, then the service entry
     switching to it (fields: other SvcEntry fields to change)."""
-    dlist = _dlist(ds)
-    ring = plan_ring(t, name, dlist, state, _meta(ds) if name == "mh" else None)
-    new = copy(entry)
-    new.ring_gen = entry.ring_gen ^ XDPLB_RING_GEN_BIT
-    new.ring_base = t.pos(entry.slot)
-    new.ring_len, new.ring_prefix = len(ring), ring.prefix
-    new.sched_cl, new.sched_cw = state.cl, state.cw
-    for f, v in {**_sched_fields(name), **fields}.items():
-        setattr(new, f, v)
-    alloc.ring_used += len(ring) - entry.ring_len
+    sched = plan_schedule(t, alloc.ring_used, name, dlist, state, meta)
+    alloc.ring_used += sched.n - entry.ring_len
     plan.put("alloc", 0, alloc)
-    plan.service(key, new, dlist, ring)
+    plan.service(key, _switched(t, entry, sched, state, **fields), dlist, sched)
 
 
 # --- services -------------------------------------------------------------------------
@@ -183,8 +199,10 @@ def edit_service(t, svc):
         plan.service(svc.key, new)
         return plan
     ds = t.dests_of(entry.slot)
-    state = S.init_state(svc.sched, _dlist(ds))
-    _switch(t, plan, copy(t.alloc()), svc.key, entry, svc.sched, ds, state, **fields)
+    dlist = _dlist(ds)
+    _switch(t, plan, copy(t.alloc()), svc.key, entry, svc.sched, dlist,
+            S.init_state(svc.sched, dlist), _meta(svc.sched, ds),
+            **_sched_fields(svc.sched), **fields)
     return plan
 
 
@@ -253,37 +271,71 @@ def _service_of(t, svc_k):
 
 def add_dest(t, svc_k, dest):
     """svc_k = (proto, addr, port) of the service; dest: a model.Destination."""
-    entry, ds = _service_of(t, svc_k)
-    model.check_dest(dest)
-    port = dest_port(svc_k[2], dest)
-    if t.find_dest(entry.slot, dest.addr, port) is not None:
-        raise XdplbError(E_DEST_EXISTS)
-    slot = t.free_dest_slot()
-    if slot is None:
-        raise table_full("destinations", t.max_dests - 1)
-    alloc = copy(t.alloc())
-    alloc.dest_seq += 1
-    alloc.dest_top, alloc.dest_free = max(alloc.dest_top, slot), slot + 1
-    new = DestEntry(a2b(dest.addr), socket.htons(port), dest.fwd, XDPLB_DEST_F_AVAILABLE,
-                    entry.slot, alloc.dest_seq, dest.weight, dest.u_threshold,
-                    dest.l_threshold, dest.weight, ds[0][0] if ds else 0)
-    name = model.SCHED_NAMES[entry.sched]
-    after = [(slot, new)] + ds
-    state = S.on_add(name, _dlist(after), current_state(t, entry, _dlist(ds)))
-    plan = Plan()
-    plan.zero("dest_stats", slot)
-    plan.zero("dest_conns", slot)
-    plan.put("dests", slot, new)
-    _switch(t, plan, alloc, tuple(svc_k), entry, name, after, state)
-    if dest.fwd == IP_VS_CONN_F_DROUTE:
-        plan.primed.append(dest.addr)
+    plan, [refused] = add_dests(t, svc_k, [dest])
+    if refused is not None:
+        raise refused
     return plan
+
+
+def add_dests(t, svc_k, dests):
+    """-a of several destinations to one service, as that many add_dest one
+    after the other: each checked and refused as add_dest would be at that
+    point, the same writes in the end. Returns (Plan, [XdplbError or None
+    per destination]). The schedule is planned for each destination (the
+    room check needs its length) and switched to once."""
+    key = tuple(svc_k)
+    entry = t.service(key)
+    if entry is None:
+        return Plan(), [XdplbError(E_SVC_NOT_DEFINED)] * len(dests)
+    name = model.SCHED_NAMES[entry.sched]
+    dlist = t.dlist(entry.slot)
+    meta = _meta(name, t.dests_of(entry.slot))
+    state = current_state(t, entry, dlist)
+    alloc = copy(t.alloc())
+    seq, used = alloc.dest_seq, alloc.ring_used   # (as ints in the loop: ctypes is slow)
+    plan, results, added, sched = Plan(), [], set(), None
+    for dest in dests:
+        try:
+            model.check_dest(dest)
+            port = dest_port(key[2], dest)
+            ident = _dest_id(dest.addr, port)
+            if ident in added or t.find_dest(entry.slot, *ident) is not None:
+                raise XdplbError(E_DEST_EXISTS)
+            slot = t.free_dest_slot(alloc)
+            if slot is None:
+                raise table_full("destinations", t.max_dests - 1)
+            after = [(slot, dest.weight)] + dlist
+            after_state = S.on_add(name, after, state)
+            after_meta = None if meta is None else {
+                **meta, slot: (int.from_bytes(ident[0], "big"), port, dest.weight)}
+            after_sched = plan_schedule(t, used, name, after, after_state, after_meta)
+        except XdplbError as e:
+            results.append(e)
+            continue
+        used += after_sched.n - (sched.n if sched else entry.ring_len)
+        seq += 1
+        alloc.dest_top, alloc.dest_free = max(alloc.dest_top, slot), slot + 1
+        plan.zero("dest_stats", slot)
+        plan.zero("dest_conns", slot)
+        plan.put("dests", slot, _dest_entry(
+            ident[0], ident[1], dest.fwd, XDPLB_DEST_F_AVAILABLE, entry.slot, seq, dest.weight,
+            dest.u_threshold, dest.l_threshold, dest.weight, dlist[0][0] if dlist else 0))
+        added.add(ident)
+        dlist, state, meta, sched = after, after_state, after_meta, after_sched
+        if dest.fwd == IP_VS_CONN_F_DROUTE:
+            plan.primed.append(dest.addr)
+        results.append(None)
+    if sched is not None:
+        alloc.dest_seq, alloc.ring_used = seq, used
+        plan.put("alloc", 0, alloc)
+        plan.service(key, _switched(t, entry, sched, state, len(added)), dlist, sched)
+    return plan, results
 
 
 def edit_dest(t, svc_k, dest):
     entry, ds = _service_of(t, svc_k)
     model.check_dest(dest)
-    slot = t.find_dest(entry.slot, dest.addr, dest_port(svc_k[2], dest))
+    slot = t.find_dest(entry.slot, *_dest_id(dest.addr, dest_port(svc_k[2], dest)))
     if slot is None:
         raise XdplbError(E_NO_DEST)
     old = t.dest_entry(slot)
@@ -304,7 +356,8 @@ def edit_dest(t, svc_k, dest):
             dc = copy(dc)
             dc.overload = 0
             plan.put("dest_conns", slot, dc)
-    _switch(t, plan, copy(t.alloc()), tuple(svc_k), entry, name, after, state)
+    _switch(t, plan, copy(t.alloc()), tuple(svc_k), entry, name, _dlist(after), state,
+            _meta(name, after))
     if dest.fwd == IP_VS_CONN_F_DROUTE:
         plan.primed.append(dest.addr)
     return plan
@@ -312,7 +365,7 @@ def edit_dest(t, svc_k, dest):
 
 def delete_dest(t, svc_k, addr, port):
     entry, ds = _service_of(t, svc_k)
-    slot = t.find_dest(entry.slot, addr, port)
+    slot = t.find_dest(entry.slot, *_dest_id(addr, port))
     if slot is None:
         raise XdplbError(E_NO_DEST)
     name = model.SCHED_NAMES[entry.sched]
@@ -326,7 +379,8 @@ def delete_dest(t, svc_k, addr, port):
         prev = copy(ds[i - 1][1])
         prev.next = ds[i][1].next
         plan.put("dests", ds[i - 1][0], prev)
-    _switch(t, plan, alloc, tuple(svc_k), entry, name, ds[:i] + ds[i + 1:], state)
+    rest = ds[:i] + ds[i + 1:]
+    _switch(t, plan, alloc, tuple(svc_k), entry, name, _dlist(rest), state, _meta(name, rest))
     return plan
 
 
@@ -358,3 +412,39 @@ def set_timeouts(t, tcp, tcpfin, udp):
         if v:
             plan.put("timeouts", idx, C.c_uint32(v))
     return plan
+
+
+# --- many operations --------------------------------------------------------------------
+
+def run(t, ops):
+    """Plan ops one after the other against the tables t, applying each plan
+    (t.apply) before the next: [(operation, args) | XdplbError (refused
+    before planning)]. Returns ([XdplbError or None per op], the DR servers
+    to prime). A run of add_dest to one service is planned as one add_dests."""
+    results, primed = [], []
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        i += 1
+        if isinstance(op, XdplbError):
+            results.append(op)
+            continue
+        fn, args = op
+        if fn is add_dest:
+            j = i
+            while j < len(ops) and not isinstance(ops[j], XdplbError) and \
+                    ops[j][0] is add_dest and ops[j][1][0] == args[0]:
+                j += 1
+            plan, refused = add_dests(t, args[0], [args[1]] + [o[1][1] for o in ops[i:j]])
+            results += refused
+            i = j
+        else:
+            try:
+                plan = fn(t, *args)
+            except XdplbError as e:
+                results.append(e)
+                continue
+            results.append(None)
+        t.apply(plan)
+        primed += plan.primed
+    return results, primed

@@ -97,13 +97,9 @@ class Control:
     def apply(self, op, *args):
         """Plan op(tables, *args) (an operation of xdplb/config.py) against the
         maps and apply its writes as one transaction."""
-        with self.transaction() as tx:
-            t = Tables(tx)
-            plan = op(t, *args)
-            t.apply(plan)
-            t.write(tx)
-        for addr in plan.primed:
-            prime_neighbour(addr)
+        [refused] = self.restore([(op, args)])
+        if refused is not None:
+            raise refused
 
     def restore(self, ops):
         """Run many operations as one transaction (xdplbadm -R).
@@ -112,24 +108,15 @@ class Control:
         tables the ones before it left, so each refusal is the one the kernel
         would give at that point of the sequence; the net result of the others
         is then written at once: the same maps as running them one by one
-        (xdplb/tables.py). Returns ([XdplbError or None per op], DR servers
-        to prime)."""
-        results, primed = [], []
+        (xdplb/tables.py). DR servers are primed afterwards. Returns
+        [XdplbError or None per op]."""
         with self.transaction() as tx:
             t = Tables(tx)
-            for op in ops:
-                try:
-                    if isinstance(op, XdplbError):
-                        raise op
-                    plan = op[0](t, *op[1])
-                except XdplbError as e:
-                    results.append(e)
-                    continue
-                t.apply(plan)
-                primed += plan.primed
-                results.append(None)
+            results, primed = config.run(t, ops)
             t.write(tx)
-        return results, primed
+        for addr in dict.fromkeys(primed):
+            prime_neighbour(addr)
+        return results
 
     def add_service(self, svc: Service):
         self.apply(config.add_service, svc)

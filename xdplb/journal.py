@@ -52,7 +52,6 @@ connection entries and reconciles counts, which the next sweep does again.
 
 Fault points for tests: xdplb/fault.py ("write", "journal").
 """
-import array
 import contextlib
 import ctypes as C
 import glob
@@ -152,7 +151,8 @@ class TxnMap:
         self.map, self._txn = m, txn
         self.name, self.key_type, self.value_type = m.name, m.key_type, m.value_type
         self.key_size, self.value_size = m.key_size, m.value_size
-        self.encode_key, self.encode_value = m.encode_key, m.encode_value
+        self.encode_key, self.encode_keys = m.encode_key, m.encode_keys
+        self.encode_value = m.encode_value
         self.decode_key, self.decode_value = m.decode_key, m.decode_value
 
     @property
@@ -169,16 +169,13 @@ class TxnMap:
 
     def put_many(self, items, flags=bpfsys.BPF_ANY):
         items = list(items)
-        self.put_raw(b"".join(self.encode_key(k) for k, _ in items),
-                     b"".join(self.encode_value(v) for _, v in items), len(items))
+        encode = self.encode_value
+        self.put_raw(self.encode_keys([k for k, _ in items]),
+                     b"".join([encode(v) for _, v in items]), len(items))
 
     def put_zeros(self, keys):
         keys = list(keys)
-        if self.key_type is C.c_uint32 and all(isinstance(k, int) for k in keys):
-            kbytes = array.array("I", keys).tobytes()
-        else:
-            kbytes = b"".join(self.encode_key(k) for k in keys)
-        self._txn.add(ZERO, self.map, kbytes, None, len(keys))
+        self._txn.add(ZERO, self.map, self.encode_keys(keys), None, len(keys))
 
     def zero(self, key):
         self.put_zeros([key])

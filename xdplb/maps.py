@@ -54,6 +54,12 @@ class Map:
             return bytes(self.key_type(key))
         return key if isinstance(key, bytes) else bytes(key)
 
+    def encode_keys(self, keys):
+        """Bytes of many keys, packed (array indexes in one go)."""
+        if self.key_type is C.c_uint32 and all(isinstance(k, int) for k in keys):
+            return array.array("I", keys).tobytes()
+        return b"".join(self.encode_key(k) for k in keys)
+
     def encode_value(self, value):
         return value if isinstance(value, bytes) else bytes(value)
 
@@ -112,17 +118,14 @@ class Map:
 
     def put_many(self, items, flags=bpfsys.BPF_ANY):
         items = list(items)
-        self.put_raw(b"".join(self.encode_key(k) for k, _ in items),
-                     b"".join(self.encode_value(v) for _, v in items), len(items), flags)
+        encode = self.encode_value
+        self.put_raw(self.encode_keys([k for k, _ in items]),
+                     b"".join([encode(v) for _, v in items]), len(items), flags)
 
     def put_zeros(self, keys):
         """Zero the entries of many keys in a few syscalls."""
         keys = list(keys)
-        if self.key_type is C.c_uint32 and all(isinstance(k, int) for k in keys):
-            kbytes = array.array("I", keys).tobytes()
-        else:
-            kbytes = b"".join(self.encode_key(k) for k in keys)
-        self.put_raw(kbytes, bytes(self.value_size * len(keys)), len(keys))
+        self.put_raw(self.encode_keys(keys), bytes(self.value_size * len(keys)), len(keys))
 
     def zero_many(self, keys):
         self.put_zeros(keys)

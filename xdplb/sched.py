@@ -25,8 +25,8 @@ ipvs-reference.md §3.0-3.2):
 
 A destination list is a sequence of (slot, weight) pairs.
 """
-from dataclasses import dataclass
 from math import gcd
+from typing import NamedTuple
 
 from .structs import (XDPLB_LIST_F_IDLE, XDPLB_LIST_F_SKIP_OVER, XDPLB_LIST_F_SKIP_ZERO,
                       XDPLB_LIST_F_UNIT, XDPLB_MAX_RING, XDPLB_MH_TAB_SIZE, XDPLB_SH_TAB_SIZE)
@@ -69,16 +69,25 @@ class RingTooLarge(Exception):
         self.needed, self.room = needed, room
 
 
-@dataclass(frozen=True)
-class SchedState:
+class SchedState(NamedTuple):
     cl: int = HEAD   # destination slot the scheduler points at, HEAD = list head
     cw: int = 0      # wrr current weight (unused by rr)
 
 
-@dataclass(frozen=True)
 class Ring:
-    entries: tuple   # destination slots: prefix entries, then the repeating cycle
-    prefix: int
+    """Destination slots: prefix entries, then the repeating cycle."""
+
+    __slots__ = ("entries", "prefix")
+
+    def __init__(self, entries, prefix):
+        self.entries, self.prefix = entries, prefix
+
+    def __eq__(self, other):
+        return isinstance(other, Ring) and (self.entries, self.prefix) == (other.entries,
+                                                                           other.prefix)
+
+    def __repr__(self):
+        return f"Ring({self.entries!r}, {self.prefix})"
 
     def __len__(self):
         return len(self.entries)
@@ -219,48 +228,51 @@ def build_ring(sched, dests, state, room=XDPLB_MAX_RING):
 
     room bounds the number of entries; RingTooLarge if it would not fit.
     """
-    dests = list(dests)
-    need = cycle_length(sched, dests)
-    if need > room:
-        raise RingTooLarge(need, room)
-    picks, p = _ring_shape(sched, dests, state, 2 * room + 2)
-    if len(picks) > room:
-        raise RingTooLarge(len(picks), room)
+    picks, p = ring_shape(sched, dests, state, room)
     return Ring(tuple([dests[i][0] for i in picks]), p)
 
 
-_SHAPES = {}   # (sched, weights, start index, cw) -> (picks or None, prefix, limit tried)
+_SHAPES = {}   # (sched, weights, start index, cw) -> (need, picks or None, prefix, limit tried)
 _SHAPES_MAX = 4096
 
 
-def _ring_shape(sched, dests, state, limit):
-    """The ring's picks as list indexes, and its prefix: they depend only on
-    the weights and the state's list position, so they are computed once per
-    such shape (a -R of 10,000 services with the same weights simulates the
-    scheduler once). RingTooLarge(limit + 1, limit) past limit picks, as
-    simulate() raises it."""
+def ring_shape(sched, dests, state, room=XDPLB_MAX_RING):
+    """build_ring's ring as indexes into dests, and its prefix (RingTooLarge
+    as build_ring). It depends only on the weights and the state's list
+    position, so it is computed once per such shape: a -R of 10,000
+    services with the same weights simulates the scheduler once."""
     key = (sched, tuple([w for _, w in dests]), _index(dests, state.cl),
            state.cw if sched == WRR else 0)
+    limit = 2 * room + 2
     got = _SHAPES.get(key)
-    if got is not None and (got[0] is not None or limit <= got[2]):
-        picks, p, _ = got
-        if picks is None or len(picks) - 1 > limit:
-            raise RingTooLarge(limit + 1, limit)
-        return picks, p
+    if got is None or got[1] is None and limit > got[3]:
+        got = _SHAPES[key] = _shape(sched, dests, state, limit)
+    need, picks, p, _ = got
+    if need > room:
+        raise RingTooLarge(need, room)
+    if picks is None or len(picks) - 1 > limit:   # as simulate() refuses it
+        raise RingTooLarge(limit + 1, limit)
+    if len(picks) > room:
+        raise RingTooLarge(len(picks), room)
+    return picks, p
+
+
+def _shape(sched, dests, state, limit):
     if len(_SHAPES) >= _SHAPES_MAX:
         _SHAPES.clear()
+    need = cycle_length(sched, dests)
+    if need > (limit - 2) // 2:     # refused before simulating, whatever the picks
+        return need, None, 0, limit
     try:
         picks, _, p = simulate(sched, dests, state, limit=limit)
     except RingTooLarge:
-        _SHAPES[key] = (None, 0, limit)
-        raise
+        return need, None, 0, limit
     # Shorten the prefix while its last entry equals the cycle's last one
     # (rotating the cycle keeps the pick sequence identical).
     while p > 0 and picks[p - 1] == picks[-1]:
         picks = picks[:p - 1] + [picks[-1]] + picks[p:-1]
         p -= 1
-    _SHAPES[key] = (tuple(picks), p, limit)
-    return tuple(picks), p
+    return need, tuple(picks), p, limit
 
 
 def state_after(sched, dests, state, n):

@@ -7,6 +7,7 @@ SvcEntry and DestEntry, never to be confused with model.Service and
 model.Destination, the control plane's view of the same things.
 """
 import ctypes as C
+import struct
 
 XDPLB_MAX_SERVICES = 16384
 XDPLB_MAX_DESTS = 131072
@@ -175,6 +176,21 @@ class Conn(C.Structure):
 class IpVsStats(C.Structure):
     _fields_ = [("conns", C.c_uint64), ("inpkts", C.c_uint64), ("outpkts", C.c_uint64),
                 ("inbytes", C.c_uint64), ("outbytes", C.c_uint64)]
+
+
+def packer(cls):
+    """A fast constructor of a mirror from all its field values in order (a
+    uint8 array given as bytes): ctypes' own __init__ takes microseconds for
+    ten fields, packing them and copying the bytes a quarter of it. The
+    format is derived from _fields_ (integers and uint8 arrays) and checked
+    against the mirror's size."""
+    codes = {C.c_uint8: "B", C.c_uint16: "H", C.c_uint32: "I", C.c_int32: "i",
+             C.c_uint64: "Q", C.c_int64: "q"}
+    fmt = "@" + "".join(f"{t._length_}s" if issubclass(t, C.Array) else codes[t]
+                        for _, t in cls._fields_)
+    packed = struct.Struct(fmt)
+    assert packed.size == C.sizeof(cls), cls
+    return lambda *values: cls.from_buffer_copy(packed.pack(*values))
 
 
 # Structures checked against the header: C name -> mirror.

@@ -35,8 +35,7 @@ from .structs import (XDPLB_LIST_MAX, XDPLB_MAX_DESTS, XDPLB_MAX_RING, XDPLB_MAX
                       XDPLB_RING_GEN_BIT, Alloc, DestEntry, SvcDests, SvcEntry, SvcKey)
 
 MAKE, SWITCH, BREAK = 0, 1, 2
-PUT, ZERO, DEL = "put", "zero", "del"
-RAW = "raw"   # packed keys and u32 values (ring entries): (RAW, keys, values)
+PUT, ZERO, DEL, RAW = 0, 1, 2, 3   # RAW: packed keys and u32 values (ring entries)
 # The order maps are written in within a phase: destinations before the rings
 # and lists that name them.
 MAP_ORDER = ("alloc", "sysctl", "timeouts", "dest_stats", "dest_conns", "dests", "svc_stats",
@@ -69,11 +68,14 @@ def copy(entry):
 
 def svc_dests_value(dlist):
     """svc_dests' value for a destination list [(slot, weight)] in kernel order:
-    the first XDPLB_LIST_MAX (the list schedulers refuse more), zero-terminated."""
-    v = SvcDests(n=min(len(dlist), XDPLB_LIST_MAX))
-    for i, (slot, w) in enumerate(dlist[:XDPLB_LIST_MAX]):
-        v.d[i].slot, v.d[i].weight = slot, w
-    return v
+    the first XDPLB_LIST_MAX (the list schedulers refuse more), zero-terminated.
+    (Built as the u32 words of struct svc_dests: n, pad, then slot/weight
+    pairs; ctypes' nested fields cost 10 us a list.)"""
+    words = array.array("I", bytes(C.sizeof(SvcDests)))
+    head = dlist[:XDPLB_LIST_MAX]
+    words[0] = len(head)
+    words[2:2 + 2 * len(head)] = array.array("I", [x for sw in head for x in sw])
+    return SvcDests.from_buffer_copy(words)
 
 
 def ring_keys(slot, gen, n):
@@ -116,7 +118,8 @@ class _SvcChange:
 
 class _Segment:
     def __init__(self):
-        self.writes = {}     # (map, key) -> (phase, kind, value), the last one
+        self.writes = {name: {} for name in MAP_ORDER}   # map -> {key: (phase, kind, value)}
+        self.kinds = {name: set() for name in MAP_ORDER}  # map -> {phase * 4 + kind} it has
         self.broken = set()  # (map, key) written in BREAK
         self.svcs = {}       # service key -> _SvcChange
 
@@ -139,11 +142,10 @@ class Tables:
         self._count = 0
         self.dest = {}            # slot -> DestEntry, None when free
         self.all_dests = False
-        self.lists = {}           # service slot -> [dest slots], kernel order (newest first)
+        self.lists = {}           # service slot -> [(dest slot, weight)], newest first
         self._at = {}             # (service slot, addr bytes, port) -> dest slot
         self._pos = {}            # service slot -> sched_pos
         self._alloc = None
-        self.planned = {}         # (map, key) -> (kind, value) of the delta
         self.segments = [_Segment()]
 
     # --- reads ----------------------------------------------------------------------
@@ -152,12 +154,13 @@ class Tables:
         return None if self.maps is None else getattr(self.maps, name).get(key)
 
     def current(self, name, key):
-        """An entry as the delta leaves it, else as the map has it."""
-        got = self.planned.get((name, key))
-        if got is None:
-            return self._get(name, key)
-        kind, value = got
-        return None if kind == DEL else value if kind == PUT else None
+        """An entry as the delta leaves it (None when deleted or zeroed), else
+        as the map has it."""
+        for seg in reversed(self.segments):
+            got = seg.writes[name].get(key)
+            if got is not None:
+                return got[2] if got[1] == PUT else None
+        return self._get(name, key)
 
     def alloc(self):
         if self._alloc is None:
@@ -236,28 +239,33 @@ class Tables:
         d = self.dest[slot] = d if d is not None and d.flags else None
         return d
 
-    def dests_of(self, svc_slot):
-        """[(slot, DestEntry)] of a service in kernel order (newest first)."""
-        slots = self.lists.get(svc_slot)
-        if slots is None:
-            slots = []
+    def dlist(self, svc_slot):
+        """[(slot, weight)] of a service's destinations, kernel order (newest
+        first): its list, from svc_dests' d[0] along DestEntry.next."""
+        dlist = self.lists.get(svc_slot)
+        if dlist is None:
+            dlist = []
             sd = self._get("svc_dests", svc_slot)
             slot = sd.d[0].slot if sd is not None and sd.n else 0
-            while slot and len(slots) < self.max_dests:
+            while slot and len(dlist) < self.max_dests:
                 d = self.dest_entry(slot)
                 if d is None:
                     break
-                slots.append(slot)
+                dlist.append((slot, d.weight))
                 self._at[(svc_slot, bytes(d.addr), d.port)] = slot
                 slot = d.next
-            self.lists[svc_slot] = slots
+            self.lists[svc_slot] = dlist
+        return dlist
+
+    def dests_of(self, svc_slot):
+        """[(slot, DestEntry)] of a service's destinations, kernel order."""
         dest = self.dest
-        return [(s, dest[s]) for s in slots]
+        return [(s, dest[s]) for s, _ in self.dlist(svc_slot)]
 
     def find_dest(self, svc_slot, addr, port):
-        """The slot of a service's destination addr:port (host order), or None
-        (after dests_of(svc_slot))."""
-        return self._at.get((svc_slot, socket.inet_aton(addr), socket.htons(port)))
+        """The slot of a service's destination (address bytes, network-order
+        port), or None (after dlist(svc_slot))."""
+        return self._at.get((svc_slot, addr, port))
 
     def every_dest(self):
         """{slot: DestEntry} of every used dests slot. Slots are only ever
@@ -282,9 +290,10 @@ class Tables:
             out.setdefault(d.svc_slot, []).append((slot, d))
         return out
 
-    def free_dest_slot(self):
-        """The lowest free dests slot (never 0: it means "none"), or None."""
-        a = self.alloc()
+    def free_dest_slot(self, a=None):
+        """The lowest free dests slot (never 0: it means "none"), or None; a:
+        the alloc bookkeeping to start from (the planned one by default)."""
+        a = a or self.alloc()
         s = max(a.dest_free, 1)
         while s < self.max_dests:
             if s > a.dest_top or self.dest_entry(s) is None:
@@ -304,11 +313,12 @@ class Tables:
         if seg.broken and any(w[0] == MAKE and (w[1], w[2]) in seg.broken for w in plan.writes):
             seg = _Segment()
             self.segments.append(seg)
+        writes, kinds = seg.writes, seg.kinds
         for phase, name, key, kind, value in plan.writes:
-            seg.writes[(name, key)] = (phase, kind, value)
+            writes[name][key] = (phase, kind, value)
+            kinds[name].add(phase * 4 + kind)
             if phase == BREAK:
                 seg.broken.add((name, key))
-            self.planned[(name, key)] = (kind, value)
             if name == "dests":
                 self._set_dest(key, value if kind == PUT else None)
             elif name == "alloc":
@@ -322,8 +332,7 @@ class Tables:
             self._set_service(key, change.entry, entry)
             change.entry = entry
             if entry is not None and dlist is not None:
-                change.dlist = dlist
-                self.lists[entry.slot] = [s for s, _ in dlist]
+                change.dlist = self.lists[entry.slot] = dlist
             if ring is not None:
                 change.ring = ring
 
@@ -343,7 +352,7 @@ class Tables:
             self.lists.pop(old.slot, None)
         if new is not None and old is None:
             self.lists.setdefault(new.slot, [])
-        if not self.all_svcs:
+        if not self.all_svcs or old is not None and new is not None and old.slot == new.slot:
             return
         if old is not None:
             self._count -= 1
@@ -363,30 +372,38 @@ class Tables:
         """Hand the delta to tx (a journal.Transaction, or anything with the
         maps' write interface), segment by segment, phase by phase."""
         for seg in self.segments:
-            phases = ({}, {}, {})
-            for (name, key), (phase, kind, value) in seg.writes.items():
-                phases[phase].setdefault(name, []).append((kind, key, value))
+            out = ({}, {}, {})      # phase -> map -> kind -> [(key, value)]
+            for name, writes in seg.writes.items():
+                codes = seg.kinds[name]
+                for code in codes:
+                    phase, kind = divmod(code, 4)
+                    out[phase].setdefault(name, {})[kind] = (
+                        [(k, w[2]) for k, w in writes.items()] if len(codes) == 1 else
+                        [(k, w[2]) for k, w in writes.items() if w[0] == phase and w[1] == kind])
             detours = {}
             for key, change in seg.svcs.items():
-                _svc_writes(key, change, phases, detours)
-            _emit(tx, phases)
+                _svc_writes(key, change, out, detours)
+            _emit(tx, out)
             if detours:
-                phases = ({}, {}, {})
+                out = ({}, {}, {})
                 for key, change in detours.items():
-                    _svc_writes(key, change, phases, None)
-                _emit(tx, phases)
+                    _svc_writes(key, change, out, None)
+                _emit(tx, out)
 
 
-def _svc_writes(key, ch, phases, detours):
+def _add(out, phase, name, kind, key, value=None):
+    out[phase].setdefault(name, {}).setdefault(kind, []).append((key, value))
+
+
+def _svc_writes(key, ch, out, detours):
     """The writes of one service's change within a segment."""
-    make, switch, brk = phases
     orig, entry, ring = ch.orig, ch.entry, ch.ring
     skey = bytes(svc_key(*key))
     if entry is None:
         if orig is not None:
-            switch.setdefault("services", []).append((DEL, skey, None))
-            _ring_delete(brk, orig)
-            brk.setdefault("svc_dests", []).append((ZERO, orig.slot, None))
+            _add(out, SWITCH, "services", DEL, skey)
+            _ring_delete(out, orig)
+            _add(out, BREAK, "svc_dests", ZERO, orig.slot)
         return
     if ring is not None and orig is not None and detours is not None and \
             orig.slot == entry.slot and orig.ring_gen == entry.ring_gen and \
@@ -399,42 +416,37 @@ def _svc_writes(key, ch, phases, detours):
         detours[key] = final
         entry = temp
     if ch.dlist is not None:
-        make.setdefault("svc_dests", []).append((PUT, entry.slot, svc_dests_value(ch.dlist)))
+        _add(out, MAKE, "svc_dests", PUT, entry.slot, svc_dests_value(ch.dlist))
     if ring is not None:
         if len(ring):
-            make.setdefault("sched_ring", []).append(
-                (RAW, ring_keys(entry.slot, entry.ring_gen, len(ring)),
-                 array.array("I", ring.entries).tobytes()))
+            _add(out, MAKE, "sched_ring", RAW, ring_keys(entry.slot, entry.ring_gen, len(ring)),
+                 array.array("I", ring.entries).tobytes())
         if orig is not None:
-            _ring_delete(brk, orig)
-    switch.setdefault("services", []).append((PUT, skey, entry))
+            _ring_delete(out, orig)
+    _add(out, SWITCH, "services", PUT, skey, entry)
     if orig is not None and orig.slot != entry.slot:
-        brk.setdefault("svc_dests", []).append((ZERO, orig.slot, None))
+        _add(out, BREAK, "svc_dests", ZERO, orig.slot)
 
 
-def _ring_delete(brk, entry):
+def _ring_delete(out, entry):
     if entry.ring_len:
         keys = ring_keys(entry.slot, entry.ring_gen, entry.ring_len)
-        brk.setdefault("sched_ring", []).extend((DEL, keys[i:i + 8], None)
-                                                for i in range(0, len(keys), 8))
+        for i in range(0, len(keys), 8):
+            _add(out, BREAK, "sched_ring", DEL, keys[i:i + 8])
 
 
-def _emit(tx, phases):
-    for writes in phases:
+def _emit(tx, out):
+    for writes in out:
         for name in MAP_ORDER:
             todo = writes.get(name)
             if not todo:
                 continue
             m = getattr(tx, name)
-            puts = [(k, v) for kind, k, v in todo if kind == PUT]
-            if puts:
-                m.put_many(puts)
-            for kind, keys, values in todo:
-                if kind == RAW:
-                    m.put_raw(keys, values, len(keys) // m.key_size)
-            zeros = [k for kind, k, _ in todo if kind == ZERO]
-            if zeros:
-                m.put_zeros(zeros)
-            for kind, k, _ in todo:
-                if kind == DEL:
-                    m.delete(k)
+            if todo.get(PUT):
+                m.put_many(todo[PUT])
+            for keys, values in todo.get(RAW, ()):
+                m.put_raw(keys, values, len(keys) // m.key_size)
+            if todo.get(ZERO):
+                m.put_zeros([k for k, _ in todo[ZERO]])
+            for key, _ in todo.get(DEL, ()):
+                m.delete(key)

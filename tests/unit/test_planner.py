@@ -152,6 +152,7 @@ def operation(op):
 
 
 def one_by_one(state, lines):
+    """Each line planned on tables of its own, and written (xdplbadm, line by line)."""
     out = []
     for op in lines:
         t = Tables(state)
@@ -167,18 +168,11 @@ def one_by_one(state, lines):
 
 
 def merged(state, lines):
+    """Every line planned on one copy, the net result written (xdplbadm -R)."""
     t = Tables(state)
-    out = []
-    for op in lines:
-        try:
-            plan = op[0](t, *op[1])
-        except XdplbError as e:
-            out.append(e.message)
-            continue
-        t.apply(plan)
-        out.append(None)
+    results, _ = config.run(t, lines)
     t.write(state)
-    return out, t
+    return [e and e.message for e in results], t
 
 
 BASE = [operation(op) for op in (("A", 0, "wrr"), ("a", 0, 0, 3), ("a", 0, 1, 1),
