@@ -12,7 +12,7 @@ runs as a transaction (transaction() below):
    /run/xdplb/<state>.journal (mode 0600; written under a temporary name,
    then renamed: the journal exists complete or not at all), with a header
    naming the state (the boot id, and the kernel ids of the services map and
-   of every map written: a recreated folder has new ones) and a SHA-256 of
+   of every map written: a recreated folder has new ones) and a CRC-32 of
    its body. It is not fsynced: it has to outlive its process, not the
    kernel (the page cache keeps it), and the state it describes lives in
    kernel memory and is gone after a reboot anyway, as is a journal of an
@@ -54,20 +54,19 @@ Fault points for tests: xdplb/fault.py ("write", "journal").
 """
 import contextlib
 import ctypes as C
-import glob
-import hashlib
 import os
 import struct
 import sys
+import zlib
 
 from . import bpfsys, fault, maps
 from . import state as statemod
 
-MAGIC = b"XDPLBJ1\n"
+MAGIC = b"XDPLBJ2\n"
 PUT, ZERO, DEL = 1, 2, 3
 # magic, boot id, id of the services map (names the state), writer pid, body
-# length, SHA-256 of the body
-_HEAD = struct.Struct("<8s16sIIQ32s")
+# length, CRC-32 of the body
+_HEAD = struct.Struct("<8s16sIIQI")
 # kind, flags, map name length, map id, entries, key size, value size
 _OP = struct.Struct("<BBHIIII")
 BATCH = 65536
@@ -275,16 +274,16 @@ def encode(st, ops):
         if op.kind == PUT:
             body += op.vals
     return _HEAD.pack(MAGIC, _boot_id(), st.services.map_id, os.getpid(), len(body),
-                      hashlib.sha256(body).digest()) + body
+                      zlib.crc32(body)) + body
 
 
 def decode(st, data):
     """(writer pid, [Op]) of a journal for this state; JournalError otherwise."""
     if len(data) < _HEAD.size:
         raise JournalError("incomplete")
-    magic, boot, svc_id, pid, blen, digest = _HEAD.unpack_from(data)
+    magic, boot, svc_id, pid, blen, crc = _HEAD.unpack_from(data)
     body = data[_HEAD.size:]
-    if magic != MAGIC or blen != len(body) or hashlib.sha256(body).digest() != digest:
+    if magic != MAGIC or blen != len(body) or zlib.crc32(body) != crc:
         raise JournalError("incomplete or corrupt")
     if boot != _boot_id() or svc_id != st.services.map_id:
         raise JournalError("written for an earlier state")
@@ -365,7 +364,7 @@ def recover(st):
     """Redo (or discard) what an interrupted writer left; the caller holds the
     lock. Returns 'completed', 'discarded', 'failed' or None."""
     jpath = statemod.journal_path(st.folder)
-    for tmp in glob.glob(glob.escape(jpath) + ".tmp*"):
+    for tmp in statemod.leftovers(jpath, ".tmp"):
         with contextlib.suppress(FileNotFoundError):   # never committed: nothing applied
             os.unlink(tmp)
     try:
@@ -396,7 +395,7 @@ def recover(st):
 def pending(st):
     """A journal (or the temporary file of one never committed) is there."""
     jpath = statemod.journal_path(st.folder)
-    return os.path.exists(jpath) or bool(glob.glob(glob.escape(jpath) + ".tmp*"))
+    return os.path.exists(jpath) or bool(statemod.leftovers(jpath, ".tmp"))
 
 
 @contextlib.contextmanager

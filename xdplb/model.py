@@ -6,8 +6,7 @@ Addresses are text (dotted quad, or IPv6 text for rendering foreign data);
 ports are host-order ints.
 """
 import socket
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from collections import namedtuple
 
 from . import sched as _sched
 from . import structs as _st
@@ -56,52 +55,48 @@ UDP_TIMEOUT = 300
 DEFAULT_TIMEOUTS = (900, 120, 300)             # tcp tcpfin udp, as --timeout shows
 
 
-class Stats(NamedTuple):
-    conns: int = 0
-    inpkts: int = 0
-    outpkts: int = 0
-    inbytes: int = 0
-    outbytes: int = 0
+# IPVS's counters of a service or destination
+Stats = namedtuple("Stats", "conns inpkts outpkts inbytes outbytes", defaults=(0,) * 5)
 
 
-@dataclass
-class Destination:
-    addr: str
-    port: int
-    fwd: int = IP_VS_CONN_F_DROUTE
-    weight: int = 1
-    u_threshold: int = 0
-    l_threshold: int = 0
-    af: int = AF_INET
-    active: int = 0
-    inactive: int = 0
-    persist: int = 0
-    stats: Stats = Stats()
-    rate: Stats = Stats()
-    tun_type: int = 0
-    tun_port: int = 0
-    tun_flags: int = 0
-    slot: int = 0
-    seq: int = 0
+class _Plain:
+    """Plain data, equal when every attribute is. (Written out rather than
+    dataclasses: importing that pulls in inspect, some 7 ms of every
+    xdplbadm run.)"""
+
+    def __eq__(self, other):
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
-@dataclass
-class Service:
-    proto: int
-    addr: str
-    port: int
-    sched: str = DEF_SCHED
-    flags: int = 0
-    timeout: int = 0
-    netmask: object = "255.255.255.255"   # dotted quad (IPv4) or prefix length (IPv6)
-    af: int = AF_INET
-    fwmark: int = 0
-    pe: str = ""
-    dests: list = field(default_factory=list)
-    stats: Stats = Stats()
-    rate: Stats = Stats()
-    slot: int = 0
-    seq: int = 0
+class Destination(_Plain):
+    """A real server of a service (port host order), with what listings show."""
+
+    def __init__(self, addr, port, fwd=IP_VS_CONN_F_DROUTE, weight=1, u_threshold=0,
+                 l_threshold=0, af=AF_INET, active=0, inactive=0, persist=0, stats=Stats(),
+                 rate=Stats(), tun_type=0, tun_port=0, tun_flags=0, slot=0, seq=0):
+        self.addr, self.port, self.fwd, self.weight = addr, port, fwd, weight
+        self.u_threshold, self.l_threshold, self.af = u_threshold, l_threshold, af
+        self.active, self.inactive, self.persist = active, inactive, persist
+        self.stats, self.rate = stats, rate
+        self.tun_type, self.tun_port, self.tun_flags = tun_type, tun_port, tun_flags
+        self.slot, self.seq = slot, seq
+
+
+class Service(_Plain):
+    """A virtual service (port host order; netmask a dotted quad, or an IPv6
+    prefix length), with its destinations and what listings show."""
+
+    def __init__(self, proto, addr, port, sched=DEF_SCHED, flags=0, timeout=0,
+                 netmask="255.255.255.255", af=AF_INET, fwmark=0, pe="", dests=None,
+                 stats=Stats(), rate=Stats(), slot=0, seq=0):
+        self.proto, self.addr, self.port, self.sched = proto, addr, port, sched
+        self.flags, self.timeout, self.netmask, self.af = flags, timeout, netmask, af
+        self.fwmark, self.pe = fwmark, pe
+        self.dests = [] if dests is None else dests
+        self.stats, self.rate, self.slot, self.seq = stats, rate, slot, seq
 
     @property
     def key(self):

@@ -25,8 +25,8 @@ ipvs-reference.md §3.0-3.2):
 
 A destination list is a sequence of (slot, weight) pairs.
 """
+from collections import namedtuple
 from math import gcd
-from typing import NamedTuple
 
 from .structs import (XDPLB_LIST_F_IDLE, XDPLB_LIST_F_SKIP_OVER, XDPLB_LIST_F_SKIP_ZERO,
                       XDPLB_LIST_F_UNIT, XDPLB_MAX_RING, XDPLB_MH_TAB_SIZE, XDPLB_SH_TAB_SIZE)
@@ -69,9 +69,9 @@ class RingTooLarge(Exception):
         self.needed, self.room = needed, room
 
 
-class SchedState(NamedTuple):
-    cl: int = HEAD   # destination slot the scheduler points at, HEAD = list head
-    cw: int = 0      # wrr current weight (unused by rr)
+# cl: the destination slot the scheduler points at (HEAD: the list head);
+# cw: wrr's current weight (unused by rr)
+SchedState = namedtuple("SchedState", "cl cw", defaults=(HEAD, 0))
 
 
 class Ring:

@@ -8,11 +8,9 @@ XDPLB_PIN_DIR overrides the folder (tests use it to keep their state apart).
 """
 import contextlib
 import fcntl
-import glob
 import os
 import re
 import shutil
-import subprocess
 
 from . import bpfsys, fault, maps
 from .structs import XDPLB_LAYOUT_VERSION
@@ -122,6 +120,7 @@ def _bpffs_mounts():
 
 def bpffs_root(create=False):
     """The bpffs to pin in; with create, mount it (and its /run alias) if needed."""
+    import subprocess   # (only a host's first state mounts: every command starts faster)
     mounted = set(_bpffs_mounts())
     if SYS_BPFFS in mounted:
         if RUN_BPFFS not in mounted and create:
@@ -161,6 +160,17 @@ def journal_path(folder):
     return lock_path(folder)[:-len(".lock")] + ".journal"
 
 
+def leftovers(path, infix):
+    """The paths `<path><infix>...` beside path: what a writer killed before
+    its rename left (temporary folders and files)."""
+    folder, name = os.path.split(path)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return [os.path.join(folder, n) for n in names if n.startswith(name + infix)]
+
+
 def _pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -175,7 +185,7 @@ def reap(folder):
     """Remove the folders `<folder>_tmp<pid>` that creators killed before their
     rename left behind (full of pins: the maps stay allocated while pinned).
     Only those of dead processes: a live one may be pinning right now."""
-    for tmp in glob.glob(glob.escape(folder) + "_tmp*"):
+    for tmp in leftovers(folder, "_tmp"):
         pid = tmp[len(folder) + len("_tmp"):]
         if pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -271,10 +281,10 @@ def remove(folder):
             os.unlink(os.path.join(folder, PROG_PIN))
         fault.point("remove")
         shutil.rmtree(folder)
-    for tmp in glob.glob(glob.escape(folder) + "_tmp*"):
+    for tmp in leftovers(folder, "_tmp"):
         shutil.rmtree(tmp, ignore_errors=True)
     jpath = journal_path(folder)
-    for path in (jpath, *glob.glob(glob.escape(jpath) + ".tmp*"), lock_path(folder)):
+    for path in (jpath, *leftovers(jpath, ".tmp"), lock_path(folder)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     parent = os.path.dirname(folder)
