@@ -1,7 +1,7 @@
 """xdplbadm -R parses the usual lines (what -S -n writes) without popt
-(adm._fast_op); whatever it accepts, the full parser (adm._checked, then
-adm._op) must turn into the same operation (or refusal), and whatever the
-full parser rejects, the fast one must leave to it. No root needed."""
+(adm._fast_op); whatever it accepts, the full parser (ipvsopts.checked,
+then adm._op) must turn into the same operation (or refusal), and whatever
+the full parser rejects, the fast one must leave to it. No root needed."""
 import contextlib
 import io
 import re
@@ -10,15 +10,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from xdplb import adm
+from xdplb import adm, ipvsopts
 from xdplb.model import XdplbError
 
 
 @pytest.fixture(autouse=True)
 def no_lookups(monkeypatch):
     """Names never reach the resolver (both parsers see the same answers)."""
-    monkeypatch.setattr(adm, "host_to_addr", lambda name: None)
-    monkeypatch.setattr(adm, "service_to_port", lambda name, proto: -1)
+    monkeypatch.setattr(ipvsopts, "host_to_addr", lambda name: None)
+    monkeypatch.setattr(ipvsopts, "service_to_port", lambda name, proto: -1)
 
 
 def full(line):
@@ -28,8 +28,8 @@ def full(line):
     toks = [t for t in re.split(r"[ \t\r\n]+", line) if t and t not in ("ipvsadm", "xdplbadm")]
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            ce = adm._checked(["xdplbadm", *toks], adm.Ctx("xdplbadm"))
-    except adm.Exit:
+            ce = ipvsopts.checked(["xdplbadm", *toks], "xdplbadm")
+    except ipvsopts.Exit:
         return None
     return None if ce is None else adm._op_or_refusal(ce)
 
