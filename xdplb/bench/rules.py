@@ -87,11 +87,12 @@ def nft_dnat(svcs, proto="udp", port=80):
             f"    dnat ip to ip daddr . {proto} dport map @svc\n  }}\n}}\n")
 
 
-def ipvsadm_restore(svcs, proto_flag="-t", port=80, sched="rr", fwd="-m"):
-    """ipvsadm -R / xdplbadm -R input."""
+def ipvsadm_restore(svcs, proto_flag="-t", port=80, sched="rr", fwd="-m", weights=None):
+    """ipvsadm -R / xdplbadm -R input; weights(j): destination j's weight (1)."""
     out = []
     for v, dests in svcs:
         out.append(f"-A {proto_flag} {v}:{port} -s {sched}")
-        for addr, rport in dests:
-            out.append(f"-a {proto_flag} {v}:{port} -r {addr}:{rport} {fwd} -w 1")
+        for j, (addr, rport) in enumerate(dests):
+            w = weights(j) if weights else 1
+            out.append(f"-a {proto_flag} {v}:{port} -r {addr}:{rport} {fwd} -w {w}")
     return "\n".join(out) + "\n"
