@@ -433,7 +433,10 @@ def test_schedule_through_maps_follows_kernel(pin):
 
 
 def test_weights_up_to_int_max(base):
-    """Debian 12's ipvsadm takes weights up to 2147483647 and shows them as given."""
+    """Debian 12's ipvsadm takes weights up to 2147483647 and shows them as given;
+    the list and hash schedulers take any weight, a wrr ring past its size is
+    refused saying why."""
+    ok("-E", "-t", "10.0.0.1:80", "-s", "wlc")
     ok("-a", "-t", "10.0.0.1:80", "-r", "10.1.0.4", "-m", "-w", "65536")
     ok("-a", "-t", "10.0.0.1:80", "-r", "10.1.0.5", "-m", "-w", "2147483647")
     assert adm("-a", "-t", "10.0.0.1:80", "-r", "10.1.0.6", "-m", "-w", "2147483648")[2] == \
@@ -444,10 +447,12 @@ def test_weights_up_to_int_max(base):
     saved = ok("-S", "-n")
     assert "-a -t 10.0.0.1:80 -r 10.1.0.4:80 -m -w 65536\n" in saved
     assert "-a -t 10.0.0.1:80 -r 10.1.0.5:80 -m -w 2147483647\n" in saved
-    # the list and hash schedulers take any weight; wlc is the default
-    ok("-E", "-t", "10.0.0.1:80", "-s", "wlc")
-    ok("-E", "-t", "10.0.0.1:80", "-s", "mh")
-    ok("-E", "-t", "10.0.0.1:80", "-s", "sh")
+    for sched in ("mh", "sh", "lc", "sed", "nq", "fo", "ovf", "lblc", "lblcr", "dh", "rr"):
+        ok("-E", "-t", "10.0.0.1:80", "-s", sched)
+    before = snapshot()
+    rc, _, err = adm("-E", "-t", "10.0.0.1:80", "-s", "wrr")
+    assert rc == 255 and "use smaller weights or weights with a common divisor" in err
+    assert snapshot() == before
     ok("-C")
     ok("-R", stdin=saved)
     assert ok("-S", "-n") == saved
