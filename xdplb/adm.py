@@ -3,7 +3,7 @@
 Same options (popt semantics: bundled short options such as -Ln, the first
 option must be a command), same checks and messages, same output bytes and
 exit codes: 2 for command-line errors, 255 for refused operations (as a
-kernel refusal), 1 for listing failures. See ipvs-reference.md §1-2.
+kernel refusal), 1 for listing failures. See docs/ipvs-behaviour.md §1-3.
 
 Start-up stays fast: listing never imports bcc; only the first writing
 command of a netns compiles the data path (xdplb/state.py).

@@ -11,7 +11,7 @@ IPVS would send it, and replays the scheduler state after N picks so that a
 configuration change starts from the state the kernel would be in.
 
 Ports of net/netfilter/ipvs/ip_vs_rr.c and ip_vs_wrr.c (see
-ipvs-reference.md §3.0-3.2):
+docs/ipvs-behaviour.md §5.1-5.3):
 
 * destinations are given in kernel list order: most recently added first;
 * state = (cl, cw): cl is the current list position as a destination slot
