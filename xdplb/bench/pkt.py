@@ -6,7 +6,7 @@ a large repeat (the median of several runs), measured on the real program
 network namespace whose devices, routes and permanent neighbours let
 bpf_fib_lookup succeed and whose tx_ports devmap holds the egress devices.
 
-PROG_TEST_RUN does not restore the frame between iterations (DESIGN.md), so
+PROG_TEST_RUN does not restore the frame between iterations (docs/kernel-and-lab.md §8), so
 each xdplb row is built so that the rewritten frame takes the same path
 again, and the program's own counters must have moved by exactly the repeat
 count on every run; a row whose counters disagree is marked as failed.
@@ -67,7 +67,7 @@ TARGETS = {"nat": 1.5, "nat-reply": 1.5, "dr": 1.5, "newconn-call": 3.0, "newcon
            "newconn": 3.0}
 PERCALL_MAX = 10_000   # SYNs of the repeat=1 cross-check
 FRESH_MAX = 100_000    # SYNs per run into an emptied table: 200k entries < XDPLB_MAX_CONNS  # x floor, from the issue
-MINNAT_TARGET = 1.2    # x minimal NAT, DESIGN.md's aim for established flows
+MINNAT_TARGET = 1.2    # x minimal NAT, the aim for established flows (docs/kernel-and-lab.md §9)
 
 
 from .common import BenchError  # noqa: E402
@@ -554,8 +554,9 @@ def format_table(result):
         "exactly repeat on every run (fwd = XDPLB_CNT_FWD, to_stack = XDPLB_CNT_TO_STACK, "
         "svc/dest = the IPVS stats of the service and destination slots).",
         "- Targets: the issue asks established ≤ 1.5× and new connection ≤ 3× the trivial "
-        "program; DESIGN.md's calibration shows the minimal NAT program alone is 2.5–2.8× "
-        "trivial, so for established flows the realistic aim is ≤ 1.2× that program.",
+        "program; the calibration in docs/kernel-and-lab.md §9 shows the minimal NAT program "
+        "alone is 2.5–2.8× trivial, so for established flows the realistic aim is ≤ 1.2× that "
+        "program.",
         f"- Total time {meta['seconds']:.1f} s.",
     ]
     return "\n".join(lines)
