@@ -403,7 +403,8 @@ def data_path_picks(ctl, key, n):
 
 
 def test_schedule_through_maps_follows_kernel(pin):
-    """§3.2 row 1 plus changes in the middle, through the CLI and the maps."""
+    """docs/ipvs-behaviour.md §5.3, first wrr row, plus changes in the middle, through the
+    CLI and the maps."""
     ok("-C")
     ok("-A", "-t", "10.5.0.1:80", "-s", "wrr")
     key = (6, "10.5.0.1", 80)

@@ -1,4 +1,4 @@
-"""xdplb.sched against ipvs-reference.md §3.1/§3.2 and against a second,
+"""xdplb.sched against docs/ipvs-behaviour.md §5.2/§5.3 and against a second,
 independent model of the kernel that applies every change in place."""
 import itertools
 from math import gcd
@@ -32,7 +32,7 @@ def seq(sched, adds, n, edit_to=None):
     return " ".join(names[s] for s in direct)
 
 
-# §3.2 table: (add order, expected picks)
+# docs/ipvs-behaviour.md §5.3's table: (add order, expected picks)
 WRR_ROWS = [
     ([("A", 3), ("B", 1), ("C", 1)], "C B A" + " A A C B A" * 3),
     ([("C", 1), ("B", 1), ("A", 3)], "A B C" + " A A A B C" * 3),

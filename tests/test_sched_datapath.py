@@ -1,7 +1,7 @@
 """Schedulers, live counts, thresholds, expiry and persistence in the real data
 path, packet by packet (BPF_PROG_TEST_RUN), configured through the control
 API exactly as xdplbadm does. Expected picks come from xdplb/sched.py's
-reference ports of the kernel's algorithms (ipvs-reference.md §3).
+reference ports of the kernel's algorithms (docs/ipvs-behaviour.md §5).
 """
 import ctypes as C
 import socket
