@@ -15,7 +15,6 @@ from ..netns import NetNs, NetnsError
 from ..state import private_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BPF_DIR = os.path.join(ROOT, "bpf")
 BIN_DIR = os.path.dirname(os.path.abspath(sys.executable))
 
 

@@ -22,12 +22,12 @@ import time
 
 
 from .. import bpfsys
+from ..loader import BPF_DIR
 from ..netns import NetNs, NetnsError
 from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED,
                       XDPLB_DEST_F_AVAILABLE, XDPLB_SCHED_RR, ConnKey, Dest, RingKey, SchedPos,
                       Service, SvcKey)
 
-BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bpf")
 BENCH_SRC = os.path.join(BPF_DIR, "bench_trivial.c")
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
