@@ -10,7 +10,16 @@ import socket
 from . import bpfsys, fault, maps
 from .state import PROG_PIN, State, locked, private_dir, reap
 
-BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
+
+def _bpf_dir():
+    """The data path's C sources: xdplb/bpf/ in an installed package (pyproject.toml
+    maps the checkout's top-level bpf/ there), the top-level bpf/ in a checkout."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "bpf")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "bpf")
+
+
+BPF_DIR = _bpf_dir()
 ENTRY = "xdplb_main"
 # New connections continue, by tail call through the new_conn prog array, in
 # the program of their scheduler's family (bpf/xdplb.c): XDPLB_SCHED_* ->

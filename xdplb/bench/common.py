@@ -15,10 +15,7 @@ from ..netns import NetNs, NetnsError
 from ..state import private_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BPF_DIR = os.path.join(ROOT, "bpf")
 BIN_DIR = os.path.dirname(os.path.abspath(sys.executable))
-
-BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 
 
 class BenchError(Exception):
@@ -61,21 +58,13 @@ def ipvs_available():
 
 
 def inject(prog_fd, frame, count, ifindex, batch=64):
-    """BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: run prog on count
-    copies of frame as if received on ifindex (of the calling thread's netns)
-    and act on the verdicts for real. Returns the wall time in seconds."""
-    buf = C.create_string_buffer(bytes(frame), len(frame))
-    ctx = bpfsys.XdpMd(data_end=len(frame), ingress_ifindex=ifindex)
-    opts = bpfsys.BpfTestRunOpts(sz=C.sizeof(bpfsys.BpfTestRunOpts),
-                                 data_in=C.cast(buf, C.c_void_p), data_size_in=len(frame),
-                                 ctx_in=C.cast(C.pointer(ctx), C.c_void_p),
-                                 ctx_size_in=C.sizeof(ctx), repeat=count,
-                                 flags=BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=batch)
+    """Run prog on count copies of frame as if received on ifindex (of the
+    calling thread's netns), acting on the verdicts for real (live frames).
+    Returns the wall time in seconds."""
     t0 = time.perf_counter()
-    ret = bpfsys._lib.bpf_prog_test_run_opts(prog_fd, C.byref(opts))
-    dt = time.perf_counter() - t0
-    bpfsys._check(ret, "BPF_PROG_TEST_RUN (live frames)")
-    return dt
+    bpfsys.prog_test_run(prog_fd, frame, ingress_ifindex=ifindex, repeat=count,
+                         live_frames=True, batch_size=batch)
+    return time.perf_counter() - t0
 
 
 def percpu_sum(table, idx=0):

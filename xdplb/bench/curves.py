@@ -73,9 +73,10 @@ def _newconn(b, fds, st, vip, slot, bc0, repeat, runs, hmed, floor):
 def _established(st, bc0, br0):
     """Set up the fixed-point established NAT flow (as pkt.run does); returns
     (frame, probe, re-put function)."""
-    v, _, _ = pkt.test_run(st.prog_fd, pkt.tcp_frame(pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT,
-                                                     pkt.TCP_SYN, pkt.CLIENT_MAC), 1,
-                           ingress_ifindex=bc0)
+    v, _, _ = bpfsys.prog_test_run(st.prog_fd, pkt.tcp_frame(pkt.CLIENT, pkt.VIP, pkt.CPORT,
+                                                             pkt.VPORT, pkt.TCP_SYN,
+                                                             pkt.CLIENT_MAC),
+                                   ingress_ifindex=bc0)
     in_key = pkt.conn_key(pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT)
     c = st.conn_table.get(in_key)
     if c is None:
@@ -252,7 +253,8 @@ def curve(kind, sizes, repeat, runs, log, floor=None):
                 for i in range(min(2000, repeat)):
                     f = pkt.tcp_frame(f"13.0.{i >> 8 & 255}.{i & 255}", pkt.VIP, 0x9000,
                                       pkt.VPORT, pkt.TCP_SYN, pkt.CLIENT_MAC)
-                    ctimes.append(pkt.test_run(st.prog_fd, f, 1, ingress_ifindex=bc0)[2])
+                    ctimes.append(bpfsys.prog_test_run(st.prog_fd, f,
+                                                       ingress_ifindex=bc0).duration)
                 row.update(new_call_ns=statistics.median(ctimes))
             log(f"pkt: {kind} {n:,}: established {row['est_ns']:.0f} ns"
                 + (f", new {row['new_ns']:.0f} ns" if "new_ns" in row else "")

@@ -39,7 +39,7 @@ TIME_LIMIT = 8.0       # seconds of injection per measurement, at most
 
 def compile_gen():
     from bcc import BPF
-    from .common import BPF_DIR
+    from ..loader import BPF_DIR
     b = BPF(src_file=os.path.join(BPF_DIR, BENCH_SRC).encode(), cflags=[f"-I{BPF_DIR}"])
     fds = {f: b.load_func(f.encode(), BPF.XDP).fd
            for f in ("bench_inject", "bench_pass", "bench_sink")}

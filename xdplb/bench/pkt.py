@@ -22,12 +22,12 @@ import time
 
 
 from .. import bpfsys
+from ..loader import BPF_DIR
 from ..netns import NetNs, NetnsError
 from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED,
                       XDPLB_DEST_F_AVAILABLE, XDPLB_SCHED_RR, ConnKey, Dest, RingKey, SchedPos,
                       Service, SvcKey)
 
-BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bpf")
 BENCH_SRC = os.path.join(BPF_DIR, "bench_trivial.c")
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -113,12 +113,6 @@ def _p(port):
 def conn_key(src, dst, sport, dport):
     return ConnKey(saddr=_a(src), daddr=_a(dst), sport=_p(sport), dport=_p(dport),
                    proto=socket.IPPROTO_TCP)
-
-
-def test_run(prog_fd, frame, repeat=1, ingress_ifindex=0):
-    """BPF_PROG_TEST_RUN: (verdict, frame out, ns per iteration)."""
-    return bpfsys.prog_test_run(prog_fd, bytes(frame), repeat=repeat,
-                                ingress_ifindex=ingress_ifindex)
 
 
 # ---- namespace ----------------------------------------------------------------
@@ -252,14 +246,14 @@ def measure(prog_fd, frame, ifindex, repeat, runs, probe=None, warmup=True, prep
     if warmup:
         if prepare:
             prepare()
-        test_run(prog_fd, frame, repeat=max(1, min(repeat, 100_000)),
+        bpfsys.prog_test_run(prog_fd, frame, repeat=max(1, min(repeat, 100_000)),
                              ingress_ifindex=ifindex)
     times, deltas, verdicts = [], [], set()
     for _ in range(runs):
         if prepare:
             prepare()
         before = probe() if probe else {}
-        verdict, _out, ns = test_run(prog_fd, frame, repeat=repeat,
+        verdict, _out, ns = bpfsys.prog_test_run(prog_fd, frame, repeat=repeat,
                                                  ingress_ifindex=ifindex)
         after = probe() if probe else {}
         times.append(ns)
@@ -362,8 +356,8 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
         if "nat" in parts or "nat-reply" in parts:
             # A real SYN through the program creates the IN and OUT entries and
             # caches the egress in the IN entry; one reply caches it in OUT.
-            v, _, _ = test_run(
-                st.prog_fd, tcp_frame(CLIENT, VIP, CPORT, VPORT, TCP_SYN, CLIENT_MAC), 1,
+            v, _, _ = bpfsys.prog_test_run(
+                st.prog_fd, tcp_frame(CLIENT, VIP, CPORT, VPORT, TCP_SYN, CLIENT_MAC),
                 ingress_ifindex=bc0)
             in_key = conn_key(CLIENT, VIP, CPORT, VPORT)
             c = st.conn_table.get(in_key)
@@ -372,7 +366,7 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
                                  f"{VERDICTS.get(v, v)}): is bpf/xdplb.c the data path?")
             rs, dslot = socket.inet_ntoa(bytes(c.addr)), c.dest_slot
             reply = tcp_frame(rs, CLIENT, RPORT, CPORT, TCP_ACK | TCP_SYN, RS_MACS[0])
-            test_run(st.prog_fd, reply, 1, ingress_ifindex=br0)
+            bpfsys.prog_test_run(st.prog_fd, reply, ingress_ifindex=br0)
             # Fixed points: the rewritten frame finds an entry that rewrites it
             # to itself, so every iteration takes the established path.
             _copy_conn(st, in_key, in_key, IP_VS_TCP_S_ESTABLISHED)
@@ -402,8 +396,8 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
 
         if "dr" in parts:
             log("dr")
-            v, _, _ = test_run(
-                st.prog_fd, tcp_frame(CLIENT, VIP_DR, CPORT, VPORT, TCP_SYN, CLIENT_MAC), 1,
+            v, _, _ = bpfsys.prog_test_run(
+                st.prog_fd, tcp_frame(CLIENT, VIP_DR, CPORT, VPORT, TCP_SYN, CLIENT_MAC),
                 ingress_ifindex=bc0)
             key = conn_key(CLIENT, VIP_DR, CPORT, VPORT)
             if st.conn_table.get(key) is None or v not in (XDP_TX, XDP_REDIRECT):
@@ -444,9 +438,11 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
             syns = [tcp_frame(f"12.0.{i >> 8 & 255}.{i & 255}", VIP, 0x8000 + (i >> 16), VPORT,
                               TCP_SYN, CLIENT_MAC) for i in range(n)]
             before = probe()
-            ctimes = [test_run(st.prog_fd, f, 1, ingress_ifindex=bc0)[2] for f in syns]
+            ctimes = [bpfsys.prog_test_run(st.prog_fd, f, ingress_ifindex=bc0).duration
+                      for f in syns]
             after = probe()
-            ttimes = [test_run(fds["bench_trivial"], f, 1, ingress_ifindex=bc0)[2] for f in syns]
+            ttimes = [bpfsys.prog_test_run(fds["bench_trivial"], f, ingress_ifindex=bc0).duration
+                      for f in syns]
             floor = rows[0]["ns"]
             tmed = statistics.median(ttimes)
             groups = [ctimes[i::runs] for i in range(runs)]
