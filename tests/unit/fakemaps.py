@@ -16,13 +16,16 @@ errno and text):
   written); a key past the end -> E2BIG, BPF_NOEXIST -> EEXIST, delete -> EINVAL;
 - devmap (tx_ports): array keys whose slots are empty until written (value 0
   empties one again); BPF_NOEXIST -> EEXIST, delete of a slot in range is
-  always True; no batch operations (put_many and put_zeros fail with
-  ENOTSUPP: bpfsys.update_batch only falls back when the kernel reports
-  no entry done, and for ENOTSUPP it reports none at all). The fake has no devices, so any ifindex
-  is taken (the kernel refuses one that does not exist: EINVAL);
+  always True; no batch operations: put_many and put_zeros fail with
+  ENOTSUPP (bpfsys.update_batch only falls back to single updates when the
+  kernel reports no entry done, and for ENOTSUPP it reports nothing). The
+  fake has no devices, so it takes any ifindex (the kernel: EINVAL for one
+  that does not exist);
 - flags other than BPF_ANY / BPF_NOEXIST / BPF_EXIST -> EINVAL; batches
   (put_many, put_zeros) take BPF_ANY only (EINVAL before writing anything);
   a read-only state's maps refuse every write with EPERM (BPF_F_RDONLY).
+A value of the wrong size (a per-CPU list of fewer than ncpus values) is a
+ValueError: the real maps would zero-fill or misalign it.
 
 Kinds and sizes come from the map declarations in bpf/ (BPF_TABLE,
 BPF_F_TABLE, BPF_DEVMAP), sized with xdplb/structs.py's constants, so a map
@@ -33,6 +36,7 @@ and compares every answer and every byte: that is what keeps this file honest.
 import array
 import ctypes as C
 import errno
+import math
 import os
 import re
 
@@ -40,6 +44,7 @@ from xdplb import bpfsys, loader, maps, structs
 
 BATCH_KINDS = ("hash", "lru_hash", "array", "percpu_array")   # with batch updates
 ARRAY_KINDS = ("array", "percpu_array", "devmap")             # keys 0..max_entries-1
+DENSE_KINDS = ("array", "percpu_array")                       # every key holds a value
 
 
 def _fail(err, what):
@@ -83,7 +88,7 @@ class FakeMap(maps.Map):
     # --- the kernel's answers -----------------------------------------------------------
 
     def _lookup(self, kb):
-        if self.kind in ("array", "percpu_array"):
+        if self.kind in DENSE_KINDS:
             if self._index(kb) >= self._max:
                 return None
             return self._entries.get(kb, bytes(self.value_size))
@@ -129,7 +134,7 @@ class FakeMap(maps.Map):
         kb = self.encode_key(key)
         if self.readonly:
             _fail(errno.EPERM, "map delete")
-        if self.kind in ("array", "percpu_array"):
+        if self.kind in DENSE_KINDS:
             _fail(errno.EINVAL, "map delete")
         if self.kind == "devmap":
             if self._index(kb) >= self._max:
@@ -176,7 +181,7 @@ class FakeMap(maps.Map):
 
     def _raw_entries(self, limit):
         """(packed keys, packed values, n) of every entry, in iteration order."""
-        if self.kind not in ("array", "percpu_array"):
+        if self.kind not in DENSE_KINDS:
             pairs = list(self._entries.items())
             if self.kind == "devmap":
                 pairs.sort(key=lambda kv: self._index(kv[0]))
@@ -226,18 +231,16 @@ _DEFINE = re.compile(r"^#define\s+(\w+)\s+(\d+)\s*$", re.M)
 
 
 def _size(expr, defines):
-    """The value of a size such as XDPLB_MAX_PORTS * 16."""
-    def value(m):
-        name = m.group()
-        v = getattr(structs, name, defines.get(name))
+    """The value of a size such as XDPLB_MAX_PORTS * 16: a product of
+    numbers and constants of xdplb/structs.py or #defines of bpf/."""
+    def value(term):
+        term = term.strip()
+        v = int(term) if term.isdigit() else getattr(structs, term, defines.get(term))
         if not isinstance(v, int):
-            raise ValueError(f"map size {expr!r}: {name} is in neither xdplb/structs.py "
-                             f"nor a #define of bpf/")
-        return str(v)
-    text = re.sub(r"[A-Za-z_]\w*", value, expr)
-    if not re.fullmatch(r"[0-9+*() -]+", text):
-        raise ValueError(f"map size {expr!r}: not a sum or product of constants")
-    return eval(text, {"__builtins__": {}})  # digits and + * ( ) - only, checked above
+            raise ValueError(f"map size {expr!r}: {term!r} is neither a number nor a "
+                             f"constant of xdplb/structs.py or a #define of bpf/")
+        return v
+    return math.prod(value(term) for term in expr.split("*"))
 
 
 def map_declarations(bpf_dir=loader.BPF_DIR):
