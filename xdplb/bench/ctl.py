@@ -11,7 +11,8 @@ import time
 
 from . import rules
 from .common import BenchError, child_env, ipvs_available, pin_folder, run_timed, tool
-from ..netns import NetNs, NetnsError
+from .. import topology as T
+from ..netns import NetnsError
 
 DESTS = 10
 
@@ -40,15 +41,12 @@ def run(sizes=(1000, 10000), timeout=60.0, adds=3, log=None):
     tag = f"xb{os.getpid()}c"
     with contextlib.ExitStack() as stack:
         try:
-            ns = NetNs(tag)
+            ns = stack.enter_context(T.build(T.Topology(nodes=("ctl",)), tag)).ns["ctl"]
         except NetnsError as e:
             raise BenchError(str(e)) from None
-        stack.callback(ns.delete)
         folder = stack.enter_context(pin_folder("ctl"))
         env = child_env(XDPLB_PIN_DIR=folder)
-
-        def cmd(argv):
-            return ["nsenter", f"--net={ns.path}", *argv]
+        cmd = ns.cmd
 
         # The first configuration command of a netns compiles and pins the data
         # path (once per host boot / netns); it is timed apart.

@@ -111,9 +111,9 @@ def schedulers(repeat, runs, log):
         b, fds = pkt.compile_reference()
         stack.callback(b.cleanup)
         st = stack.enter_context(pkt.private_state())
-        net = stack.enter_context(pkt.Netns(f"xdplb-bench-{os.getpid()}s"))
-        bc0 = net.ifindex["bc0"]
-        for idx in net.ifindex.values():
+        ifindex = stack.enter_context(pkt.netns(f"xdplb-bench-{os.getpid()}s"))
+        bc0 = ifindex["bc0"]
+        for idx in ifindex.values():
             st.tx_ports.put(idx, C.c_uint32(idx))
         floor = statistics.median(pkt.measure(fds["bench_trivial"], pkt.tcp_frame(
             pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT, pkt.TCP_ACK, pkt.CLIENT_MAC), bc0,
@@ -217,9 +217,9 @@ def curve(kind, sizes, repeat, runs, log, floor=None):
         b, fds = pkt.compile_reference()
         stack.callback(b.cleanup)
         st = stack.enter_context(sized_state(f"curve-{kind}", cflags))
-        net = stack.enter_context(pkt.Netns(f"xdplb-bench-{os.getpid()}{kind[0]}"))
-        bc0, br0 = net.ifindex["bc0"], net.ifindex["br0"]
-        pkt.configure(st, net.ifindex)
+        ifindex = stack.enter_context(pkt.netns(f"xdplb-bench-{os.getpid()}{kind[0]}"))
+        bc0, br0 = ifindex["bc0"], ifindex["br0"]
+        pkt.configure(st, ifindex)
         est_frame0 = pkt.tcp_frame(pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT, pkt.TCP_ACK,
                                    pkt.CLIENT_MAC)
         if floor is None:

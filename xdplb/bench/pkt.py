@@ -22,8 +22,9 @@ import time
 
 
 from .. import bpfsys
+from .. import topology as T
 from ..loader import BPF_DIR
-from ..netns import NetNs, NetnsError
+from ..netns import NetnsError
 from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED,
                       XDPLB_DEST_F_AVAILABLE, XDPLB_SCHED_RR, ConnKey, Dest, RingKey, SchedPos,
                       Service, SvcKey)
@@ -117,40 +118,26 @@ def conn_key(src, dst, sport, dport):
 
 # ---- namespace ----------------------------------------------------------------
 
-class Netns(NetNs):
-    """A private namespace (bc0: client side, br0: real-server side) the
-    calling thread is moved into; leaving undoes everything."""
+TOPOLOGY = T.Topology(    # the balancer's two sides: bc0 faces the client, br0 the servers
+    nodes=("lb",),
+    veths=(T.Veth(T.End("lb", "bc0", addrs=(f"{LB_C}/24",)), T.End("lb", "bc1")),
+           T.Veth(T.End("lb", "br0", addrs=(f"{LB_R}/24",)), T.End("lb", "br1"))),
+    neighbours=(T.Neigh("lb", "bc0", CLIENT, CLIENT_MAC),
+                *(T.Neigh("lb", "br0", rs, mac) for rs, mac in zip(RSS, RS_MACS))),
+    # bpf_fib_lookup answers FWD_DISABLED unless the ingress forwards.
+    sysctls=(T.Sysctl("lb", "net.ipv4.ip_forward", 1),))
 
-    def __init__(self, name):
-        super().__init__(name, create=False)
 
-    def __enter__(self):
-        try:
-            self.create()
-            self.ip("link", "add", "bc0", "type", "veth", "peer", "name", "bc1")
-            self.ip("link", "add", "br0", "type", "veth", "peer", "name", "br1")
-            for dev in ("lo", "bc0", "bc1", "br0", "br1"):
-                self.ip("link", "set", dev, "up")
-            self.ip("addr", "add", f"{LB_C}/24", "dev", "bc0")
-            self.ip("addr", "add", f"{LB_R}/24", "dev", "br0")
-            self.ip("neigh", "replace", CLIENT, "lladdr", CLIENT_MAC, "dev", "bc0",
-                    "nud", "permanent")
-            for rs, mac in zip(RSS, RS_MACS):
-                self.ip("neigh", "replace", rs, "lladdr", mac, "dev", "br0", "nud", "permanent")
-            # bpf_fib_lookup answers FWD_DISABLED unless the ingress forwards.
-            self.sysctl("net.ipv4.ip_forward=1")
-            self.enter()
-            self.ifindex = {d: socket.if_nametoindex(d) for d in ("bc0", "br0")}
-            return self
-        except NetnsError as e:
-            self.delete()
-            raise BenchError(str(e)) from None
-        except BaseException:
-            self.delete()
-            raise
-
-    def __exit__(self, *exc):
-        self.delete()
+@contextlib.contextmanager
+def netns(prefix):
+    """TOPOLOGY built and the calling thread inside it; yields the ifindex of
+    bc0 and br0. Leaving removes everything."""
+    try:
+        net = T.build(TOPOLOGY, prefix)
+    except NetnsError as e:
+        raise BenchError(str(e)) from None
+    with net, net.ns["lb"].entered() as ns:
+        yield {d: ns.ifindex(d) for d in ("bc0", "br0")}
 
 
 # ---- pinned state ---------------------------------------------------------------
@@ -320,10 +307,10 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
         if any(p in parts for p in ("nat", "nat-reply", "dr", "newconn")):
             log("compiling bpf/xdplb.c into a private pin folder")
             st = stack.enter_context(private_state())
-        net = stack.enter_context(Netns(ns_name))
-        bc0, br0 = net.ifindex["bc0"], net.ifindex["br0"]
+        ifindex = stack.enter_context(netns(ns_name))
+        bc0, br0 = ifindex["bc0"], ifindex["br0"]
         if st is not None:
-            configure(st, net.ifindex)
+            configure(st, ifindex)
         est_frame = tcp_frame(CLIENT, VIP, CPORT, VPORT, TCP_ACK, CLIENT_MAC)
 
         # The floor.
