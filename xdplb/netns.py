@@ -3,17 +3,18 @@
 A namespace is created as `ip netns add` creates one, bound under /run/netns
 (pyroute2's netns.attach), so `ip netns exec` and nsenter work on it. Links,
 addresses, routes, neighbours and XDP state go through netlink (pyroute2's
-IPRoute); device features (pyroute2's ethtool) and sysctls through /proc/sys.
+IPRoute), device features through pyroute2's ethtool, sysctls through
+/proc/sys.
 Each of these is a socket or file that belongs to the netns of the thread
 that opened it, so this thread opens it after entering the namespace (setns).
 Nothing forks: pyroute2's netns.create and IPRoute(netns=...) would fork a
 child that inherits this process's Python signal handlers and, killed with
-SIGTERM, runs the parent's clean-up as its own.
+SIGTERM, runs the parent's clean-up as its own (docs/kernel-and-lab.md §3).
 
 Programs run inside with `nsenter --net=/run/netns/NAME`, never `ip netns
 exec`: that also remounts /sys (hiding /sys/fs/bpf) and makes / a slave
-mount, which fails where / is not a mount point (a chroot). Python 3.11 has
-no os.setns, so entering from Python goes through libc.
+mount, which fails where / is not a mount point, as in a chroot (§3). Python
+3.11 has no os.setns, so entering from Python goes through libc.
 
 pyroute2 takes about 0.25 s to import, so it is imported where a namespace is
 built or inspected: `xdplb` commands that never do pay nothing for it.
@@ -217,7 +218,8 @@ class NetNs:
         """`ethtool -K dev gro on tx off` for the end of a veth whose peer runs
         XDP: frames redirected into the pair are dropped unless this end has
         GRO (or XDP), and veth leaves TCP checksums partial unless TX checksum
-        offload is off, which an XDP NAT rewrite cannot complete."""
+        offload is off, which an XDP NAT rewrite cannot complete
+        (docs/kernel-and-lab.md §5)."""
         from pyroute2.ethtool import Ethtool
         with self.entered(), self._doing(f"ethtool features of {dev}"), Ethtool() as et:
             feats = et.get_features(dev)

@@ -23,7 +23,8 @@ TOPO = {
 NODE = "dp"
 
 
-def topology(n=TOPO):
+def _topology():
+    n = TOPO
     cli, srv = n["cli_if"], n["srv_if"]
     neighs = [(n["client_ip"], n["client_mac"], cli), (n["near_rs_ip"], n["near_rs_mac"], cli)]
     neighs += [(addr, mac, srv) for addr, mac in n["rs"]]
@@ -35,10 +36,13 @@ def topology(n=TOPO):
         sysctls=(T.Sysctl(NODE, "net.ipv4.ip_forward", 1),))  # bpf_fib_lookup only forwards
 
 
+TOPOLOGY = _topology()
+
+
 def build(prefix):
     """Netns `<prefix>-dp` with TOPO; returns TOPO plus ns, cli_idx, srv_idx.
     The caller deletes ns (also when this raises, it is already gone)."""
-    net = T.build(topology(), prefix)
+    net = T.build(TOPOLOGY, prefix)
     ns = net.ns[NODE]
     try:
         idx = {"cli_idx": ns.ifindex(TOPO["cli_if"]), "srv_idx": ns.ifindex(TOPO["srv_if"])}

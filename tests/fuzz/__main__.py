@@ -14,7 +14,7 @@ from .runner import Fuzzer
 @contextlib.contextmanager
 def fuzz_env():
     """(pinned state, test network): the program compiled and pinned in
-    <bpffs>/xdplb/fuzz-<pid>, the network in netns xdplbfz-<pid>, which the
+    <bpffs>/xdplb/fuzz-<pid>, the network in netns xdplbfz-<pid>-dp, which the
     calling thread is in meanwhile."""
     net = testnet.build(f"xdplbfz-{os.getpid()}")
     try:
