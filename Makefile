@@ -19,7 +19,7 @@ bench: setup
 # The long runs: 10^6 fuzzed frames, then the kill -9 tests with 10x the
 # sampled write points and outside kills of `make test`.
 fuzz: setup
-	$(PY) -m xdplb.fuzz --frames 1000000
+	$(PY) -m tests.fuzz --frames 1000000
 	XDPLB_CRASH_SCALE=10 $(PY) -m pytest -q -s tests/test_crash.py
 
 # Kernel IPVS and xdplb side by side (seed-000 demo, then the benchmark's fwd and cps

@@ -3,10 +3,10 @@
  * bench_trivial.c - reference programs for `xdplb bench` (xdplb/bench.py).
  *
  * bench_trivial   the floor: touches nothing, returns XDP_TX.
- * bench_minnat    the realistic floor of an established flow (DESIGN.md): parse
- *                 Ethernet/IPv4/TCP, one 5-tuple LRU lookup that hits, rewrite
- *                 the destination address and both MACs with incremental IP and
- *                 TCP checksum updates, one per-CPU counter, XDP_TX.
+ * bench_minnat    the realistic floor of an established flow (docs/kernel-and-lab.md
+ *                 section 9): parse Ethernet/IPv4/TCP, one 5-tuple LRU lookup that
+ *                 hits, rewrite the destination address and both MACs with
+ *                 incremental IP and TCP checksum updates, one per-CPU counter, XDP_TX.
  * bench_newconn   a harness for the new-connection path: it rewrites the frame
  *                 from a template with a fresh (source address, source port)
  *                 from a per-CPU sequence, so every BPF_PROG_TEST_RUN iteration

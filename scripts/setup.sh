@@ -51,8 +51,10 @@ ln -sfn /usr/lib/python3/dist-packages/bcc "$site/bcc"
 
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  # The test extra for `make test`, the bench extra (matplotlib) for `make bench`
+  # and for the benchmark's smoke test, which draws the plots.
   log "installing Python dependencies into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
   touch "$stamp"
 fi
 .venv/bin/python -c 'import bcc, pyroute2, click' || { echo "setup: .venv is incomplete" >&2; exit 1; }

@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from xdplb import testnet  # noqa: E402
+from xdplb import testnet, topology  # noqa: E402
 from xdplb.netns import NetNs  # noqa: E402
 
 DP_NET = testnet.TOPO
@@ -16,7 +16,7 @@ DP_NET = testnet.TOPO
 
 @pytest.fixture(scope="session")
 def datapath_net():
-    """A netns `xdplbt-<pid>` with the DP_NET topology, deleted at the end.
+    """A netns `xdplbt-<pid>-dp` with the DP_NET topology, deleted at the end.
     Tests that run packets enter it with `datapath_net["ns"].entered()`
     (PROG_TEST_RUN resolves ingress_ifindex and bpf_fib_lookup in the
     current netns); the rest of the session stays in its own netns."""
@@ -63,7 +63,7 @@ def _need_root_and_bpffs():
     if not any(line.split(" - ")[1].split()[0] == "bpf"
                for line in open("/proc/self/mountinfo") if " - " in line):
         pytest.skip("no bpffs mounted (mount -t bpf bpf /sys/fs/bpf)")
-    for tool in ("ip", "nsenter", "ethtool", "curl", "nft"):
+    for tool in ("nsenter", "curl", "nft"):
         if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"):
             pytest.skip(f"{tool} is not installed")
 
@@ -87,19 +87,17 @@ def xlab_lab():
         lab.down(quiet=True)
 
 
+CLI_TOPOLOGY = topology.Topology(nodes=("ns",), veths=(
+    topology.Veth(topology.End("ns", "v0"), topology.End("ns", "v1")),))
+
+
 class CliNetns(NetNs):
     """A throwaway netns holding a veth pair v0 <-> v1 (both up) for `xdplb` runs."""
 
     def __init__(self):
-        super().__init__(f"xtc{uuid.uuid4().hex[:6]}")
-        try:
-            for args in (["link", "set", "lo", "up"],
-                         ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
-                         ["link", "set", "v0", "up"], ["link", "set", "v1", "up"]):
-                self.ip(*args)
-        except BaseException:
-            self.delete()
-            raise
+        prefix = f"xtc{uuid.uuid4().hex[:6]}"
+        topology.build(CLI_TOPOLOGY, prefix).ns["ns"].close()
+        super().__init__(CLI_TOPOLOGY.ns_name(prefix, "ns"))
 
     def run(self, argv, check=False):
         env = dict(os.environ)
@@ -112,15 +110,6 @@ class CliNetns(NetNs):
     def pin_folder(self):
         from xdplb import state
         return os.path.join(state.bpffs_root(), "xdplb", f"net{os.stat(self.path).st_ino}")
-
-    def xdp_prog_id(self, ifname):
-        """Id of the XDP program on ifname per `ip link` (0 if none)."""
-        out = self.ip("-d", "link", "show", ifname).stdout
-        for line in out.splitlines():
-            parts = line.split()
-            if parts[:1] == ["prog/xdp"] and "id" in parts:
-                return int(parts[parts.index("id") + 1])
-        return 0
 
     def delete(self):
         if self.exists():

@@ -8,8 +8,6 @@ import subprocess
 import pytest
 from conftest import xdplb_argv
 
-from xdplb import netns
-
 
 def test_attach_status_detach_native(cli_netns):
     ns = cli_netns
@@ -17,8 +15,7 @@ def test_attach_status_detach_native(cli_netns):
     assert p.returncode == 0, p.stderr
     assert re.search(r"attached xdplb \(prog id \d+\) to v0 in native mode", p.stdout), p.stdout
     pid = int(re.search(r"prog id (\d+)", p.stdout).group(1))
-    assert ns.xdp_prog_id("v0") == pid
-    assert "xdp " in ns.ip("link", "show", "v0").stdout  # native (driver) mode
+    assert ns.xdp("v0") == ("xdp", pid)  # native (driver) mode
     assert os.path.exists(os.path.join(ns.pin_folder(), "prog"))
 
     s = ns.xdplb("status")
@@ -37,7 +34,7 @@ def test_attach_status_detach_native(cli_netns):
     assert d.returncode == 0, d.stderr
     assert "detached xdplb from v0" in d.stdout
     assert "unpinned" in d.stdout
-    assert ns.xdp_prog_id("v0") == 0 and ns.xdp_prog_id("v1") == 0
+    assert ns.xdp("v0") == ns.xdp("v1") == (None, 0)
     assert not os.path.exists(ns.pin_folder())
     s = ns.xdplb("status")
     assert s.returncode == 0 and "not loaded" in s.stdout
@@ -49,22 +46,21 @@ def test_generic_mode_and_detach_one(cli_netns):
     p = ns.xdplb("attach", "v0")
     assert p.returncode == 0, p.stderr
     assert "created xdplb state" not in p.stdout  # the second attach reuses the state
-    pid = ns.xdp_prog_id("v0")
-    assert pid and ns.xdp_prog_id("v1") == pid
-    assert "xdpgeneric" in ns.ip("link", "show", "v1").stdout
+    pid = ns.xdp("v0").prog_id
+    assert pid and ns.xdp("v1") == ("xdpgeneric", pid)
     s = ns.xdplb("status").stdout
     assert re.search(r"^\s+v1\s+ifindex \d+\s+generic$", s, re.M), s
     assert re.search(r"^\s+v0\s+ifindex \d+\s+native$", s, re.M), s
 
     d = ns.xdplb("detach", "v1")
     assert d.returncode == 0 and "detached xdplb from v1" in d.stdout
-    assert ns.xdp_prog_id("v1") == 0 and ns.xdp_prog_id("v0") == pid
+    assert ns.xdp("v1").prog_id == 0 and ns.xdp("v0").prog_id == pid
     assert os.path.exists(ns.pin_folder())  # detaching one interface keeps the state
     s = ns.xdplb("status").stdout
     assert "v1" not in s and "v0" in s
 
     assert ns.xdplb("detach").returncode == 0
-    assert ns.xdp_prog_id("v0") == 0
+    assert ns.xdp("v0").prog_id == 0
     assert not os.path.exists(ns.pin_folder())
 
 
@@ -143,7 +139,7 @@ def test_daemon_sweeps_until_stopped(cli_netns):
     p = cli_netns.xdplb("daemon")
     assert p.returncode != 0 and "no state" in p.stderr
     assert cli_netns.xdplb("attach", "v0").returncode == 0
-    proc = subprocess.Popen(netns.in_ns(cli_netns.name, xdplb_argv("daemon", "--interval", "0.2")),
+    proc = subprocess.Popen(cli_netns.cmd(xdplb_argv("daemon", "--interval", "0.2")),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with pytest.raises(subprocess.TimeoutExpired):

@@ -23,7 +23,7 @@ import pytest
 from conftest import xdplb_argv
 
 from test_adm import CMD, HEAD, STUB, UNSHARE, create_stub_state
-from xdplb import adm, journal, loader
+from xdplb import adm, bpfsys, journal, loader
 from xdplb import fault as fault_mod
 from xdplb import state as statemod
 from xdplb.control import Control
@@ -528,17 +528,13 @@ def test_interrupted_unpin():
 
 # --- attach / detach on a veth pair in a netns of the test's own --------------------
 
-def _ifindex(ns, name):
-    return int(ns.ip("-o", "link", "show", name).stdout.split(":")[0])
-
-
 def _tx_ports(folder):
     with statemod.State(folder) as st:
         return {k for k, _ in st.tx_ports.items()}
 
 
 def _attached(ns):
-    return {n for n in ("v0", "v1") if ns.xdp_prog_id(n)}
+    return {n for n in ("v0", "v1") if ns.xdp(n).prog_id}
 
 
 def _killed(ns, fault, *args):
@@ -551,7 +547,7 @@ def _killed(ns, fault, *args):
 
 
 def _consistent(ns, folder):
-    idx = {n: _ifindex(ns, n) for n in ("v0", "v1")}
+    idx = {n: ns.ifindex(n) for n in ("v0", "v1")}
     return _tx_ports(folder) == {idx[n] for n in _attached(ns)}
 
 
@@ -559,7 +555,7 @@ def test_attach_detach_killed_at_every_point(cli_netns):
     ns = cli_netns
     folder = ns.pin_folder()
     create_stub_state(folder)
-    idx = {n: _ifindex(ns, n) for n in ("v0", "v1")}
+    idx = {n: ns.ifindex(n) for n in ("v0", "v1")}
     # attach v0 v1: before xdp_attach and before the tx_ports update, per interface
     n = 1
     while True:
@@ -583,7 +579,7 @@ def test_attach_detach_killed_at_every_point(cli_netns):
         n += 1
     assert n == 5
     # XDP removed behind xdplb's back: a redirect target without xdplb
-    ns.ip("link", "set", "dev", "v1", "xdpdrv", "off")
+    ns.xdp_detach("v1", bpfsys.XDP_FLAGS_DRV_MODE)
     s = ns.xdplb("status")
     assert "repaired: v1 was a redirect target without xdplb attached: removed from tx_ports" \
         in s.stdout, s.stdout

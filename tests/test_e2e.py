@@ -105,10 +105,12 @@ def test_udp_through_masq(lab):
 def test_direct_routing(lab):
     """-g: rs1 owns the VIP on lo (arp_ignore/arp_announce) and answers the client
     itself, from the VIP; the lb only changed the destination MAC."""
-    sysctls = ["net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
-               "net.ipv4.conf.eth0.arp_ignore=1", "net.ipv4.conf.eth0.arp_announce=2"]
-    lab.run("rs1", ["sysctl", "-qw", *sysctls])
-    lab.run("rs1", ["ip", "addr", "add", f"{VIP}/32", "dev", "lo"])
+    rs1 = lab.node("rs1")
+    arp = {f"net.ipv4.conf.{dev}.{key}": value for dev in ("all", "eth0")
+           for key, value in (("arp_ignore", 1), ("arp_announce", 2))}
+    for key, value in arp.items():
+        rs1.sysctl(key, value)
+    rs1.addr("add", "lo", f"{VIP}/32")
     try:
         add_rr_service(lab, fwd="-g", backends=(1,))
         listing = lab.adm("-L", "-n").stdout
@@ -127,8 +129,9 @@ def test_direct_routing(lab):
         assert stats[("TCP", SVC)][0] == 3
         assert stats[("->", f"{RS[1]}:80")][0] == 3
     finally:
-        lab.run("rs1", ["ip", "addr", "del", f"{VIP}/32", "dev", "lo"], check=False)
-        lab.run("rs1", ["sysctl", "-qw", *[s[:-1] + "0" for s in sysctls]], check=False)
+        rs1.addr("del", "lo", f"{VIP}/32")
+        for key in arp:
+            rs1.sysctl(key, 0)
 
 
 # -- counters against an XDP-less count on the backends ------------------------

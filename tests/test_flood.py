@@ -12,7 +12,6 @@ is the least recently used entry), must then still carry a line both ways,
 from conns_assured, where its handshake put it.
 """
 import ctypes as C
-import json
 import socket
 import sys
 import time
@@ -20,7 +19,6 @@ import time
 import pytest
 
 from xdplb import structs as S
-from xdplb.netns import NetNs
 
 VIP, PORT, RS1 = "1.2.3.4", 7000, "172.80.0.2"
 ECHO = """
@@ -33,10 +31,6 @@ def serve(c):
 while True:
     threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
 """
-
-
-def mac(ns, dev):
-    return json.loads(ns.ip("-j", "link", "show", dev).stdout)[0]["address"]
 
 
 def connect(client, timeout=10.0):
@@ -70,7 +64,7 @@ def test_syn_flood_does_not_break_an_established_connection(xlab_lab):
     lab.adm("-A", "-t", f"{VIP}:{PORT}", "-s", "rr")
     lab.adm("-a", "-t", f"{VIP}:{PORT}", "-r", f"{RS1}:{PORT}", "-m")
     lab.start_server("rs1", [sys.executable, "-c", ECHO, RS1, str(PORT)])
-    client, lb = NetNs(lab.ns("client"), create=False), NetNs(lab.ns("lb"), create=False)
+    client, lb = lab.node("client"), lab.node("lb")
     st = State.open(folder=lab.pin_folder())
     b = None
     try:
@@ -83,11 +77,9 @@ def test_syn_flood_does_not_break_an_established_connection(xlab_lab):
         assert st.conns_assured.get(key) is not None, "the handshake did not assure it"
 
         b, fds = fwd.compile_gen()
-        with client.entered():
-            ifindex = socket.if_nametoindex("eth0")
         syn = pkt.tcp_frame("10.0.0.2", VIP, 10000, PORT, pkt.TCP_SYN,
-                            smac=mac(client, "eth0"), dmac=mac(lb, "veth-client"))
-        gen = fwd.Gen(b, fds, client, ifindex, syn, tcp=True)
+                            smac=client.mac("eth0"), dmac=lb.mac("veth-client"))
+        gen = fwd.Gen(b, fds, client, client.ifindex("eth0"), syn, tcp=True)
         svc_slot = st.services.get(S.SvcKey(addr=(C.c_uint8 * 4)(*socket.inet_aton(VIP)),
                                             port=socket.htons(PORT), proto=6)).slot
         conns0 = st.svc_stats.sum(svc_slot).conns

@@ -1,6 +1,6 @@
 """Packet fuzzing of the data path through BPF_PROG_TEST_RUN (issue 6, part 1).
 
-The short run of xdplb/fuzz.py (the long one is `make fuzz`): seeded random
+The short run of tests/fuzz/ (the long one is `make fuzz`): seeded random
 and mutated frames through the real program with services, NAT flows and DR
 flows configured, every frame checked by an oracle written from the README's
 promises (never ABORTED; not ours -> XDP_PASS byte-identical; ours -> only
@@ -18,7 +18,8 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from xdplb import fuzz as F
+from fuzz import wire as F
+from fuzz.runner import Fuzzer
 from xdplb import structs as S
 
 SEED = int(os.environ.get("XDPLB_FUZZ_SEED", "20261121"))
@@ -30,7 +31,7 @@ def fuzzer(datapath_state, datapath_net):
     """A Fuzzer on the session's pinned program, inside the data-path netns;
     the maps are left empty afterwards."""
     with datapath_net["ns"].entered():
-        fz = F.Fuzzer(datapath_state, datapath_net, seed=SEED, log=print)
+        fz = Fuzzer(datapath_state, datapath_net, seed=SEED, log=print)
         try:
             yield fz
         finally:
@@ -111,8 +112,8 @@ class FaultyRunner:
         self.real, self.fault = real, fault
 
     def run(self, data, ifindex):
-        verdict, out = self.real.run(data, ifindex)
-        return self.fault(bytes(data), verdict, bytearray(out))
+        verdict, out, duration = self.real.run(data, ifindex)
+        return (*self.fault(bytes(data), verdict, bytearray(out)), duration)
 
 
 def _flip_not_ours(f, verdict, out):
@@ -183,7 +184,7 @@ def test_oracle_reports_injected_faults(fuzzer, fault, what):
 def test_oracle_reports_table_drift(fuzzer):
     """An entry the program did not make (or lost) fails the batch check."""
     fuzzer.start_batch()
-    key = fuzzer.flows_in[0]
+    key = fuzzer.oracle.flows_in[0]
     k = S.ConnKey(saddr=(C.c_uint8 * 4)(*key[0]), daddr=(C.c_uint8 * 4)(*key[1]),
                   sport=socket.htons(key[2]), dport=socket.htons(key[3]), proto=key[4])
     assert fuzzer.s.conn_table.delete(k)
@@ -208,7 +209,7 @@ def test_fuzz_short(fuzzer):
     for outcome in ("xmit REDIRECT Masq", "xmit TX Masq", "xmit REDIRECT Route",
                     "stack (NATed) PASS Masq", "stack (untouched) PASS Route",
                     "drop (no_dest)", "drop (dest_gone)"):
-        assert fuzzer.outcomes[outcome] > 0, outcome
+        assert fuzzer.oracle.outcomes[outcome] > 0, outcome
 
 
 def test_truncated_at_every_offset(fuzzer):
@@ -218,32 +219,33 @@ def test_truncated_at_every_offset(fuzzer):
     checked by the oracle."""
     fz = fuzzer
     fz.start_batch()
-    client, vip = fz.client, fz.vip
+    net = fz.net
+    client, vip = net.client, net.vip
     seg = F.tcp_seg(client, vip, 41000, 80, F.TCP_SYN, b"payload",
                     b"\x02\x04\x05\xb4\x01\x03\x03\x07")
-    reply_key = next(k for k in fz.flows_out if k[4] == 6)
+    reply_key = next(k for k in fz.oracle.flows_out if k[4] == 6)
     rsrc, rdst, rsport, rdport, _ = reply_key
     templates = [
-        (F.eth(fz.cli_mac, fz.client_mac, F.ETH_P_IP, ((F.ETH_P_8021Q, 7),)) +
-         F.ipv4(client, vip, 6, seg, opts=b"\x94\x04\x00\x00\x01\x01\x01\x00"), fz.cli),
-        (F.eth(fz.cli_mac, fz.client_mac, F.ETH_P_IP) +
-         F.ipv4(client, vip, 17, F.udp_dgram(client, vip, 41001, 53, b"q" * 9)), fz.cli),
-        (F.eth(fz.cli_mac, fz.client_mac, F.ETH_P_IP) +
+        (F.eth(net.cli_mac, net.client_mac, F.ETH_P_IP, ((F.ETH_P_8021Q, 7),)) +
+         F.ipv4(client, vip, 6, seg, opts=b"\x94\x04\x00\x00\x01\x01\x01\x00"), net.cli),
+        (F.eth(net.cli_mac, net.client_mac, F.ETH_P_IP) +
+         F.ipv4(client, vip, 17, F.udp_dgram(client, vip, 41001, 53, b"q" * 9)), net.cli),
+        (F.eth(net.cli_mac, net.client_mac, F.ETH_P_IP) +
          F.ipv4(client, vip, 17, F.udp_dgram(client, vip, 41002, 53, b"q" * 9,
-                                             zero_check=True)), fz.cli),
-        (F.eth(fz.srv_mac, fz.rs_mac[rsrc], F.ETH_P_IP) +
+                                             zero_check=True)), net.cli),
+        (F.eth(net.srv_mac, net.rs_mac[rsrc], F.ETH_P_IP) +
          F.ipv4(rsrc, rdst, 6, F.tcp_seg(rsrc, rdst, rsport, rdport, F.TCP_ACK, b"resp")),
-         fz.srv),
-        (F.eth(fz.cli_mac, fz.client_mac, F.ETH_P_IP) +
+         net.srv),
+        (F.eth(net.cli_mac, net.client_mac, F.ETH_P_IP) +
          F.ipv4(client, F.a4("10.0.0.101"), 6,
-                F.tcp_seg(client, F.a4("10.0.0.101"), 41003, 80, F.TCP_SYN)), fz.cli),
+                F.tcp_seg(client, F.a4("10.0.0.101"), 41003, 80, F.TCP_SYN)), net.cli),
     ]
     for frame, ingress in templates:
         assert F.parse(frame) is not None
         fz.sweep(frame, ingress)
     for _ in range(20):
-        fz.sweep(*fz.gen_icmp_err()[:2])
-        fz.sweep(*fz.gen_ipv6()[:2])
+        fz.sweep(*fz.gen.gen_icmp_err()[:2])
+        fz.sweep(*fz.gen.gen_ipv6()[:2])
     fz.end_batch()
     assert fz.stats["violations"] == 0, report(fz)
     assert fz.stats["refused (< ETH_HLEN)"] == 14 * (len(templates) + 40)
@@ -257,7 +259,7 @@ def test_structured_frames_hypothesis(fuzzer):
     st = pytest.importorskip("hypothesis.strategies")
     fz = fuzzer
     fz.start_batch()
-    svcs = fz.svc_keys
+    svcs = fz.oracle.svc_keys
 
     @hyp.settings(max_examples=400, derandomize=True, deadline=None, database=None,
                   suppress_health_check=list(hyp.HealthCheck))
@@ -277,16 +279,17 @@ def test_structured_frames_hypothesis(fuzzer):
     def one(svc, sport, tags, opts, ihl_delta, tot_delta, frag, proto, flags, doff, ulen,
             body, cut, fix, reply):
         vip, vport, p4 = svc
-        src, dst, dport, ingress = fz.client, vip, vport, fz.cli
-        if reply and fz.flows_out:
-            src, dst, sport, dport, p4 = fz.flows_out[sport % len(fz.flows_out)]
-            ingress = fz.srv
+        src, dst, dport, ingress = fz.net.client, vip, vport, fz.net.cli
+        flows_out = fz.oracle.flows_out
+        if reply and flows_out:
+            src, dst, sport, dport, p4 = flows_out[sport % len(flows_out)]
+            ingress = fz.net.srv
         if p4 == 6:
             l4 = F.tcp_seg(src, dst, sport, dport, flags, body)
         else:
             l4 = F.udp_dgram(src, dst, sport, dport, body)
         opts = opts[:len(opts) // 4 * 4]
-        f = bytearray(F.eth(fz.cli_mac, fz.client_mac, F.ETH_P_IP, tuple(tags)) +
+        f = bytearray(F.eth(fz.net.cli_mac, fz.net.client_mac, F.ETH_P_IP, tuple(tags)) +
                       F.ipv4(src, dst, p4, l4, opts, frag=frag))
         l3 = 14 + 4 * len(tags)
         f[l3] = 0x40 | max(0, min(15, (f[l3] & 15) + ihl_delta))
@@ -320,11 +323,11 @@ def test_bad_ip_header_checksum_is_not_ours(fuzzer):
     10.0.0.2:40000 -> 10.0.0.100:80, IP checksum 0x676b instead of 0x666b
     (the TCP checksum is valid), in on cli0."""
     fz = fuzzer
-    fz._write_config()
+    fz.write_config()
     frame = bytes.fromhex("020000000101020000000102080045000028000000004006676b0a000002"
                           "0a0000649c400050000003e8000000005002fffffb040000")
     p = F.parse(frame)
     assert p is not None and F.residue(frame[14:34]) != 0
-    verdict, out = fz.runner.run(frame, fz.cli)
+    verdict, out, _ = fz.runner.run(frame, fz.net.cli)
     assert (F.VERDICTS[verdict], out.hex()) == ("PASS", frame.hex())
     assert not list(fz.s.conn_table.keys())

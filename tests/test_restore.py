@@ -111,7 +111,7 @@ def test_bad_line_in_the_middle_changes_nothing(pin):
     before = snapshot()
     text = ("-A -t 10.9.0.1:80 -s rr\n-a -t 10.9.0.1:80 -r 10.9.1.1 -m\n"
             "-a -t 10.0.0.1:80 -r 10.1.0.9 -m\n"
-            "-a -t 10.9.0.1:80 -r 10.9.1.2 -m -w 70000\n"
+            "-a -t 10.9.0.1:80 -r 10.9.1.2 -m -w 2147483648\n"
             "-A -t 10.9.0.2:80 -s rr\n")
     assert adm("-R", stdin=text) == (2, "", "illegal weight specified\n")
     assert snapshot() == before

@@ -4,7 +4,7 @@ client 10.0.0.2 -> VIP 1.2.3.4 (xdplb on the lb) -> rs1..rs3 (172.80.0.2..4,
 "This is service #1..#3"). Each test configures the service with the real
 `xdplbadm`, opens N HTTP connections one after the other and compares the
 answering backends with the kernel's algorithm (xdplb/sched.py's reference
-ports, which follow ipvs-reference.md §3): a finished connection stays in
+ports, which follow docs/ipvs-behaviour.md §5): a finished connection stays in
 the table as an inactive one (FIN_WAIT/TIME_WAIT/CLOSE), so it weighs in the
 next decision exactly as in the kernel.
 """

@@ -25,7 +25,7 @@ import pytest
 from conftest import _need_root_and_bpffs, xdplb_argv
 from test_adm import CMD, create_stub_state
 
-from xdplb import bpfsys, maps, netns
+from xdplb import bpfsys, maps, netns, topology
 from xdplb import state as statemod
 from xdplb.structs import (COUNTERS, IP_VS_TCP_S_ESTABLISHED, IP_VS_TCP_S_FIN_WAIT,
                            XDPLB_DIR_IN, Conn, ConnKey, IpVsStats)
@@ -123,7 +123,7 @@ def background(ns, argv, env=None):
     e = dict(os.environ)
     e.pop("XDPLB_PIN_DIR", None)
     e.update(env or {})
-    proc = subprocess.Popen(netns.in_ns(ns.name, argv), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(ns.cmd(argv), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=e, cwd="/")
     try:
         yield proc
@@ -154,12 +154,8 @@ def samples(text):
 def ns():
     """A private netns with lo up, removed at the end."""
     _need_root_and_bpffs()
-    n = netns.NetNs(f"xts{uuid.uuid4().hex[:6]}")
-    try:
-        n.ip("link", "set", "lo", "up")
-        yield n
-    finally:
-        n.delete()
+    with topology.build(topology.Topology(nodes=("ns",)), f"xts{uuid.uuid4().hex[:6]}") as net:
+        yield net.ns["ns"]
 
 
 # --- a state with known contents ----------------------------------------------------
@@ -450,12 +446,12 @@ def test_exporter_listen_is_validated_and_only_what_is_configured(ns):
                      ("::1:19370", "in brackets"), ("[::1", "[IPV6]:PORT"),
                      ("[127.0.0.1]:80", "IPv6"), ("1.2.3.4.5:80", "not an IP address"),
                      (" 127.0.0.1:80", "expected ADDR:PORT")):
-        p = run(netns.in_ns(ns.name, xdplb_argv("exporter", "--listen", bad)), timeout=20)
+        p = run(ns.cmd(xdplb_argv("exporter", "--listen", bad)), timeout=20)
         assert p.returncode == 2, (bad, p.returncode, p.stderr)
         assert "--listen" in p.stderr and why in p.stderr, (bad, p.stderr)
         no_traceback(p)
     # an address this netns does not have: a clear error, not a traceback
-    p = run(netns.in_ns(ns.name, xdplb_argv("exporter", "--listen", "10.9.9.9:19370")),
+    p = run(ns.cmd(xdplb_argv("exporter", "--listen", "10.9.9.9:19370")),
             timeout=20)
     assert p.returncode == 1 and "cannot listen on 10.9.9.9:19370" in p.stderr, p.stderr
     no_traceback(p)
@@ -505,7 +501,7 @@ def test_interface_names_are_validated_before_anything_is_touched(cli_netns):
     assert p.returncode == 1 and "no such interface: 'nosuchif0'" in p.stderr, p.stderr
     p = ns.xdplb("detach", "nosuchif0")
     assert p.returncode == 1 and "no such interface" in p.stderr, p.stderr
-    assert ns.xdp_prog_id("v0") == 0
+    assert ns.xdp("v0").prog_id == 0
     assert not os.path.exists(folder)
     assert not os.path.exists(statemod.lock_path(folder))
 
@@ -528,7 +524,7 @@ def test_pin_dir_override_is_validated(ns, tmp_path):
     try:
         for value, why in cases:
             for argv in commands:
-                p = run(netns.in_ns(ns.name, argv), env={"XDPLB_PIN_DIR": value}, timeout=20)
+                p = run(ns.cmd(argv), env={"XDPLB_PIN_DIR": value}, timeout=20)
                 assert p.returncode != 0 and why in p.stderr, (value, argv, p.stderr)
                 assert "XDPLB_PIN_DIR" in p.stderr
                 no_traceback(p)
@@ -546,12 +542,12 @@ def test_addresses_and_restore_input_are_validated(ns):
                      ["-A", "-t", "a" * 300 + ":80"], ["-A", "-t", "1.2.3.4:80/x"],
                      ["-a", "-t", "1.2.3.4:80", "-r", "1.2.3.4.5"],
                      ["-A", "-t", "../../etc:80"]):
-            p = run(netns.in_ns(ns.name, adm_argv(*args)), env=env)
+            p = run(ns.cmd(adm_argv(*args)), env=env)
             assert p.returncode == 2, (args, p.stderr)
             no_traceback(p)
         for data in (b"\xff\xfe\x00garbage\n", b"-A -t " + b"9" * 100000 + b"\n",
                      b"-A -t 1.2.3.4:80\n-a -t 1.2.3.4:80 -r ../x\n"):
-            p = subprocess.run(netns.in_ns(ns.name, adm_argv("-R")), input=data,
+            p = subprocess.run(ns.cmd(adm_argv("-R")), input=data,
                                capture_output=True, env=dict(os.environ, **env), timeout=60)
             assert p.returncode != 0, data[:40]
             assert b"Traceback" not in p.stderr, p.stderr

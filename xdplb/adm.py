@@ -3,7 +3,7 @@
 Same options (popt semantics: bundled short options such as -Ln, the first
 option must be a command), same checks and messages, same output bytes and
 exit codes: 2 for command-line errors, 255 for refused operations (as a
-kernel refusal), 1 for listing failures. See ipvs-reference.md §1-2.
+kernel refusal), 1 for listing failures. See docs/ipvs-behaviour.md §1-3.
 
 Start-up stays fast: listing never imports bcc; only the first writing
 command of a netns compiles the data path (xdplb/loader.py). A write is an
@@ -20,7 +20,7 @@ from . import config, control, model, state
 from . import ipvsfmt as F
 from .ipvsopts import (CMD_ADD, CMD_ADDDEST, CMD_DEL, CMD_DELDEST, CMD_EDIT, CMD_FLUSH, CMD_LIST,
                        CMD_RESTORE, CMD_SAVE, CMD_STARTDAEMON, CMD_STOPDAEMON, CMD_TIMEOUT,
-                       CMD_ZERO, O, Cmd, Exit, checked, fail, tryhelp_exit)
+                       CMD_ZERO, INT_MAX, O, Cmd, Exit, checked, fail, tryhelp_exit)
 from .model import (AF_INET, DEF_SCHED, IPPROTO_TCP, IPPROTO_UDP, Destination, Service,
                     XdplbError)
 from .structs import IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ
@@ -271,7 +271,7 @@ _IP = rf"{_QUAD}(?:\.{_QUAD}){{3}}"
 _END = r"[ \t\r\n]*"
 _FAST_SVC = re.compile(rf"-A -([tu]) ({_IP}):([0-9]{{1,5}})(?: -s ([^- \t\r\n]\S*))?{_END}")
 _FAST_DEST = re.compile(rf"-a -([tu]) ({_IP}):([0-9]{{1,5}}) -r ({_IP})(?::([0-9]{{1,5}}))?"
-                        rf"(?: -([gm]))?(?: -w ([0-9]{{1,5}}))?{_END}")
+                        rf"(?: -([gm]))?(?: -w ([0-9]{{1,10}}))?{_END}")
 _FAST_PROTO = {"t": IPPROTO_TCP, "u": IPPROTO_UDP}
 
 
@@ -288,7 +288,7 @@ def _fast_op(line):
         fwd = IP_VS_CONN_F_MASQ if fwd == "m" else IP_VS_CONN_F_DROUTE
         rport = vport if rport is None or fwd == IP_VS_CONN_F_DROUTE else int(rport)
         weight = 1 if weight is None else int(weight)
-        if not 0 < vport < 65536 or rport > 65535 or weight > 65535:
+        if not 0 < vport < 65536 or rport > 65535 or weight > INT_MAX:
             return None
         return config.add_dest, ((_FAST_PROTO[proto], vip, vport),
                                  Destination(rip, rport, fwd, weight))

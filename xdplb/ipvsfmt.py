@@ -1,4 +1,4 @@
-"""ipvsadm 1.31's output, byte for byte (ipvs-reference.md §2).
+"""ipvsadm 1.31's output, byte for byte (docs/ipvs-behaviour.md §4).
 
 Everything here works on plain model objects (xdplb/model.py); nothing reads
 maps, so the renderer can be tested with any data, including kinds of

@@ -17,6 +17,8 @@ from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNE
 
 VERSION = "0.1.0"
 VERSION_DATE = "2026/11/21"
+# Debian 12's ipvsadm (1:1.31-1) takes -w, -x and -y up to INT_MAX (docs/ipvs-behaviour.md).
+INT_MAX = 2147483647
 
 # --- commands and options (ipvsadm.c 1.31) -------------------------------------
 
@@ -263,7 +265,7 @@ Options:
   --real-server  -r host[:port]   a real server (its port defaults to the service port)
   --gatewaying   -g               direct routing (default; the port is the service port)
   --masquerading -m               NAT
-  --weight       -w weight        0..65535, default 1; 0 takes no new connections
+  --weight       -w weight        0..2147483647, default 1; 0 takes no new connections
   --numeric      -n               do not resolve addresses and ports to names
   --connection   -c               list the connection table
   --timeout                       list the timeouts (tcp tcpfin udp)
@@ -388,17 +390,17 @@ def parse_options(argv, ce, prog):
                       "m": IP_VS_CONN_F_MASQ}[tag]
         elif tag == "w":
             set_option(ce, O["weight"])
-            ce.weight = string_to_number(arg, 0, 65535)
+            ce.weight = string_to_number(arg, 0, INT_MAX)
             if ce.weight == -1:
                 fail("illegal weight specified")
         elif tag == "x":
             set_option(ce, O["u-threshold"])
-            ce.u_thr = string_to_number(arg, 0, 2147483647)
+            ce.u_thr = string_to_number(arg, 0, INT_MAX)
             if ce.u_thr == -1:
                 fail("illegal u_threshold specified")
         elif tag == "y":
             set_option(ce, O["l-threshold"])
-            ce.l_thr = string_to_number(arg, 0, 2147483647)
+            ce.l_thr = string_to_number(arg, 0, INT_MAX)
             if ce.l_thr == -1:
                 fail("illegal l_threshold specified")
         elif tag == "c":

@@ -8,13 +8,15 @@
 The client routes the VIP 1.2.3.4 via the lb; the backends route everything
 via the lb (onlink), so Masq replies come back through it. xdplb is attached
 natively to the lb's four veths, inside the lb netns. Two lab-only settings on
-the peer ends (client and backends), both because of veth, not xdplb:
+the peer ends (client and backends), both because of veth, not xdplb, made as
+`ethtool -K eth0 gro on tx off` makes them (NetNs.face_xdp):
 
-- GRO on (`ethtool -K eth0 gro on`): frames XDP redirects into a veth are
-  dropped unless the peer runs XDP or has GRO on;
-- TX checksum offload off (`ethtool -K eth0 tx off`): veth leaves TCP
-  checksums partial, which an XDP NAT rewrite cannot complete; real NICs
-  deliver full checksums.
+- GRO on: frames XDP redirects into a veth are dropped unless the peer runs
+  XDP or has GRO on;
+- TX checksum offload off: veth leaves TCP checksums partial, which an XDP
+  NAT rewrite cannot complete; real NICs deliver full checksums.
+
+The network itself is TOPOLOGY (xdplb/topology.py), built through netlink.
 
 Every name carries a prefix (default `xlab`, tests use their own), so a user's
 lab and parallel test labs never meet. Nothing is created in the root netns
@@ -33,6 +35,7 @@ import time
 
 from . import netns
 from . import state as xstate
+from . import topology as T
 
 PREFIX = "xlab"
 RUN_DIR = "/run/xdplb"
@@ -53,6 +56,30 @@ def lb_if(node):
 
 
 LB_IFS = tuple(lb_if(n) for n in ("client", *BACKENDS))
+
+
+def _topology():
+    """The lab as data (xdplb/topology.py): the lb forwards without reverse-path
+    filtering (Masq replies come back on another veth than the request left
+    by); the client's and the backends' ends face the lb's XDP."""
+    lb_end = {"client": T.End("lb", lb_if("client"), addrs=(f"{LB_CLIENT_IP}/24",))}
+    peer_end = {"client": T.End("client", PEER_IF, addrs=(f"{CLIENT_IP}/24",), faces_xdp=True)}
+    routes = [T.Route("client", f"{VIP}/32", via=LB_CLIENT_IP)]
+    for node, addr in BACKENDS.items():
+        lb_end[node] = T.End("lb", lb_if(node), addrs=(f"{LB_RS_IP}/32",))
+        peer_end[node] = T.End(node, PEER_IF, addrs=(f"{addr}/24",), faces_xdp=True)
+        routes += [T.Route("lb", f"{addr}/32", dev=lb_if(node)),
+                   T.Route(node, "default", via=LB_RS_IP, dev=PEER_IF, onlink=True)]
+    sysctls = [("net.ipv4.ip_forward", 1), ("net.ipv4.conf.all.rp_filter", 0),
+               ("net.ipv4.conf.default.rp_filter", 0)]
+    sysctls += [(f"net.ipv4.conf.{dev}.rp_filter", 0) for dev in LB_IFS]
+    return T.Topology(nodes=NODES, veths=tuple(T.Veth(lb_end[n], peer_end[n]) for n in lb_end),
+                      routes=tuple(routes),
+                      sysctls=tuple(T.Sysctl("lb", k, v) for k, v in sysctls))
+
+
+TOPOLOGY = _topology()
+
 BIN_DIR = os.path.dirname(os.path.abspath(sys.executable))
 
 
@@ -102,12 +129,19 @@ class Lab:
             raise LabError(f"bad lab prefix {prefix!r}")
         self.prefix = prefix
         self.say = say or (lambda msg: print(msg, flush=True))
+        self._nodes = {}
 
     # names -----------------------------------------------------------------
     def ns(self, node):
         if node not in NODES:
             raise LabError(f"no node {node!r} in the lab (nodes: {', '.join(NODES)})")
-        return f"{self.prefix}-{node}"
+        return TOPOLOGY.ns_name(self.prefix, node)
+
+    def node(self, node):
+        """The NetNs of node, to change or inspect its network (down() closes it)."""
+        if node not in self._nodes:
+            self._nodes[node] = netns.NetNs(self.ns(node))
+        return self._nodes[node]
 
     def ns_path(self, node):
         return netns.path(self.ns(node))
@@ -186,38 +220,9 @@ class Lab:
             raise
         return True
 
-    def _ip(self, node, *args):
-        _run(self.cmd(node, ["ip", *args]))
-
-    def _sysctl(self, node, *settings):
-        _run(self.cmd(node, ["sysctl", "-qw", *settings]))
-
     def _build(self, mode):
-        for node in NODES:
-            netns.NetNs(self.ns(node))
-            self._ip(node, "link", "set", "lo", "up")
+        self._nodes = T.build(TOPOLOGY, self.prefix).ns
         self.say(f"namespaces: {' '.join(self.ns(n) for n in NODES)}")
-        for node in ("client", *BACKENDS):
-            self._ip("lb", "link", "add", lb_if(node), "type", "veth",
-                     "peer", "name", PEER_IF, "netns", self.ns(node))
-        self._sysctl("lb", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
-                     "net.ipv4.conf.default.rp_filter=0")
-        # client side
-        self._ip("lb", "addr", "add", f"{LB_CLIENT_IP}/24", "dev", lb_if("client"))
-        self._ip("client", "addr", "add", f"{CLIENT_IP}/24", "dev", PEER_IF)
-        # backends: lb side 172.80.0.1/32 + a /32 route per backend
-        for node, addr in BACKENDS.items():
-            self._ip("lb", "addr", "add", f"{LB_RS_IP}/32", "dev", lb_if(node))
-            self._ip(node, "addr", "add", f"{addr}/24", "dev", PEER_IF)
-        for node in ("client", *BACKENDS):
-            self._sysctl("lb", f"net.ipv4.conf.{lb_if(node)}.rp_filter=0")
-            self._ip("lb", "link", "set", lb_if(node), "up")
-            self._ip(node, "link", "set", PEER_IF, "up")
-            _run(self.cmd(node, ["ethtool", "-K", PEER_IF, "gro", "on", "tx", "off"]))
-        for node, addr in BACKENDS.items():
-            self._ip("lb", "route", "add", f"{addr}/32", "dev", lb_if(node))
-            self._ip(node, "route", "add", "default", "via", LB_RS_IP, "dev", PEER_IF, "onlink")
-        self._ip("client", "route", "add", f"{VIP}/32", "via", LB_CLIENT_IP)
         self.say(f"client {CLIENT_IP} routes {VIP} via the lb {LB_CLIENT_IP}; backends "
                  + ", ".join(f"{n} {a}" for n, a in BACKENDS.items())
                  + f" route via {LB_RS_IP}; ip_forward=1 in the lb")
@@ -258,8 +263,7 @@ class Lab:
     def _wait_listening(self, node, pid, timeout=10):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            out = self.run(node, ["ss", "-Hltn", "sport", "=", ":80"], check=False).stdout
-            if out.strip():
+            if self.node(node).tcp_listening(80):
                 return
             if not _alive_httpd(pid):
                 raise LabError(f"the HTTP server of {node} (pid {pid}) died")
@@ -306,10 +310,10 @@ class Lab:
                 if os.path.exists(folder):
                     removed.append(f"pins {folder}")
                 xstate.remove(folder)
-        for node in NODES:
-            if os.path.exists(self.ns_path(node)):
-                netns.NetNs(self.ns(node), create=False).delete()
-                removed.append(f"netns {self.ns(node)}")
+        for ns in self._nodes.values():
+            ns.close()
+        self._nodes = {}
+        removed += [f"netns {name}" for name in T.remove(TOPOLOGY, self.prefix)]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.state_file)
         if not quiet:

@@ -13,7 +13,16 @@ from . import bpfsys, fault, journal, maps
 from .state import PROG_PIN, State, locked, pin_dir, private_dir, reap
 from .structs import XDPLB_LAYOUT_VERSION
 
-BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
+
+def _bpf_dir():
+    """The data path's C sources: xdplb/bpf/ in an installed package (pyproject.toml
+    maps the checkout's top-level bpf/ there), the top-level bpf/ in a checkout."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "bpf")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "bpf")
+
+
+BPF_DIR = _bpf_dir()
 ENTRY = "xdplb_main"
 # New connections continue, by tail call through the new_conn prog array, in
 # the program of their scheduler's family (bpf/xdplb.c): XDPLB_SCHED_* ->

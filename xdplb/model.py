@@ -46,7 +46,7 @@ TUN_TYPES = {0: "ipip", 1: "gue", 2: "gre"}
 TUN_FLAG_NAMES = {0: "-c", 1: "+c", 2: "r+c"}        # nocsum, csum, remcsum
 TUN_FLAG_SWITCH = {0: "--tun-nocsum", 1: "--tun-csum", 2: "--tun-remcsum"}
 
-# IPVS connection timeouts per state (ipvs-reference §3.12), seconds.
+# IPVS connection timeouts per state (docs/ipvs-behaviour.md §6.3), seconds.
 TCP_STATE_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
                    "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
 TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)

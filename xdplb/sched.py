@@ -11,7 +11,7 @@ IPVS would send it, and replays the scheduler state after N picks so that a
 configuration change starts from the state the kernel would be in.
 
 Ports of net/netfilter/ipvs/ip_vs_rr.c and ip_vs_wrr.c (see
-ipvs-reference.md §3.0-3.2):
+docs/ipvs-behaviour.md §5.1-5.3):
 
 * destinations are given in kernel list order: most recently added first;
 * state = (cl, cw): cl is the current list position as a destination slot
@@ -20,8 +20,9 @@ ipvs-reference.md §3.0-3.2):
   entry when it pointed at the removed destination;
 * wrr: init_svc sets cl = head, cw = mw; dest_changed (add, del and upd
   hooks) sets cl = head, recomputes di/mw and adjusts cw;
-* a destination with weight 0 takes no new connections; IP_VS_DEST_F_OVERLOAD
-  never happens here (thresholds are not supported yet).
+* a destination with weight 0 takes no new connections; an overloaded one
+  (-x/-y thresholds, IP_VS_DEST_F_OVERLOAD) is skipped by the data path as it
+  walks the ring, so the ring itself ignores overload.
 
 A destination list is a sequence of (slot, weight) pairs.
 """

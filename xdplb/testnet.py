@@ -5,9 +5,7 @@ NATed packet coming in on one end leaves through the other; permanent
 neighbours make bpf_fib_lookup deterministic. The packet tests and the fuzzer
 both run the program through BPF_PROG_TEST_RUN against it.
 """
-import socket
-
-from .netns import NetNs
+from . import topology as T
 
 TOPO = {
     "cli_if": "cli0", "cli_mac": "02:00:00:00:01:01", "cli_ip": "10.0.0.1",
@@ -22,30 +20,33 @@ TOPO = {
     "vip": "10.0.0.100",
 }
 
+NODE = "dp"
 
-def build(name):
-    """Create netns `name` with TOPO; returns TOPO plus ns, cli_idx, srv_idx.
-    The caller deletes ns (also when this raises, it is already gone)."""
+
+def _topology():
     n = TOPO
-    ns = NetNs(name)
+    cli, srv = n["cli_if"], n["srv_if"]
+    neighs = [(n["client_ip"], n["client_mac"], cli), (n["near_rs_ip"], n["near_rs_mac"], cli)]
+    neighs += [(addr, mac, srv) for addr, mac in n["rs"]]
+    return T.Topology(
+        nodes=(NODE,),
+        veths=(T.Veth(T.End(NODE, cli, n["cli_mac"], (n["cli_ip"] + "/24",)),
+                      T.End(NODE, srv, n["srv_mac"], (n["srv_ip"] + "/24",))),),
+        neighbours=tuple(T.Neigh(NODE, dev, addr, mac) for addr, mac, dev in neighs),
+        sysctls=(T.Sysctl(NODE, "net.ipv4.ip_forward", 1),))  # bpf_fib_lookup only forwards
+
+
+TOPOLOGY = _topology()
+
+
+def build(prefix):
+    """Netns `<prefix>-dp` with TOPO; returns TOPO plus ns, cli_idx, srv_idx.
+    The caller deletes ns (also when this raises, it is already gone)."""
+    net = T.build(TOPOLOGY, prefix)
+    ns = net.ns[NODE]
     try:
-        ns.ip("link", "set", "lo", "up")
-        ns.ip("link", "add", n["cli_if"], "address", n["cli_mac"], "type", "veth",
-              "peer", "name", n["srv_if"], "address", n["srv_mac"])
-        ns.ip("addr", "add", n["cli_ip"] + "/24", "dev", n["cli_if"])
-        ns.ip("addr", "add", n["srv_ip"] + "/24", "dev", n["srv_if"])
-        ns.ip("link", "set", n["cli_if"], "up")
-        ns.ip("link", "set", n["srv_if"], "up")
-        ns.sysctl("net.ipv4.ip_forward=1")  # bpf_fib_lookup only forwards
-        neighs = [(n["client_ip"], n["client_mac"], n["cli_if"]),
-                  (n["near_rs_ip"], n["near_rs_mac"], n["cli_if"])]
-        neighs += [(addr, mac, n["srv_if"]) for addr, mac in n["rs"]]
-        for addr, mac, dev in neighs:
-            ns.ip("neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
-        with ns.entered():
-            idx = {"cli_idx": socket.if_nametoindex(n["cli_if"]),
-                   "srv_idx": socket.if_nametoindex(n["srv_if"])}
+        idx = {"cli_idx": ns.ifindex(TOPO["cli_if"]), "srv_idx": ns.ifindex(TOPO["srv_if"])}
     except BaseException:
-        ns.delete()
+        net.close()
         raise
-    return dict(n, ns=ns, **idx)
+    return dict(TOPO, ns=ns, **idx)

@@ -2,6 +2,7 @@
 folder (results.md, results.json, PNG plots). `--parts` picks parts;
 `--quick` runs tiny sizes (what the test suite's smoke test does)."""
 import datetime
+import importlib.util
 import os
 import platform
 import signal
@@ -90,6 +91,9 @@ def run(parts=PARTS, quick=False, log=None, **over):
               help="runs per PROG_TEST_RUN measurement, the median is reported (default 5)")
 def bench_command(parts, out, quick, repeat, runs):
     """Is xdplb faster than IPVS and iptables? Measure it, write tables and plots."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise click.ClickException("the benchmark draws its plots with matplotlib, which is "
+                                   "not installed: pip install 'xdplb[bench]'")
     if os.geteuid() != 0:
         raise click.ClickException("bench needs root (BPF, bpffs and network namespaces)")
     wanted = [p.strip() for p in parts.split(",") if p.strip()]

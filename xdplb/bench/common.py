@@ -11,14 +11,12 @@ import sys
 import time
 
 from .. import bpfsys
-from ..netns import NetNs, NetnsError
+from .. import topology as T
+from ..netns import NetnsError
 from ..state import private_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BPF_DIR = os.path.join(ROOT, "bpf")
 BIN_DIR = os.path.dirname(os.path.abspath(sys.executable))
-
-BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 
 
 class BenchError(Exception):
@@ -61,21 +59,13 @@ def ipvs_available():
 
 
 def inject(prog_fd, frame, count, ifindex, batch=64):
-    """BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: run prog on count
-    copies of frame as if received on ifindex (of the calling thread's netns)
-    and act on the verdicts for real. Returns the wall time in seconds."""
-    buf = C.create_string_buffer(bytes(frame), len(frame))
-    ctx = bpfsys.XdpMd(data_end=len(frame), ingress_ifindex=ifindex)
-    opts = bpfsys.BpfTestRunOpts(sz=C.sizeof(bpfsys.BpfTestRunOpts),
-                                 data_in=C.cast(buf, C.c_void_p), data_size_in=len(frame),
-                                 ctx_in=C.cast(C.pointer(ctx), C.c_void_p),
-                                 ctx_size_in=C.sizeof(ctx), repeat=count,
-                                 flags=BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=batch)
+    """Run prog on count copies of frame as if received on ifindex (of the
+    calling thread's netns), acting on the verdicts for real (live frames).
+    Returns the wall time in seconds."""
     t0 = time.perf_counter()
-    ret = bpfsys._lib.bpf_prog_test_run_opts(prog_fd, C.byref(opts))
-    dt = time.perf_counter() - t0
-    bpfsys._check(ret, "BPF_PROG_TEST_RUN (live frames)")
-    return dt
+    bpfsys.prog_test_run(prog_fd, frame, ingress_ifindex=ifindex, repeat=count,
+                         live_frames=True, batch_size=batch)
+    return time.perf_counter() - t0
 
 
 def percpu_sum(table, idx=0):
@@ -115,77 +105,64 @@ RS_IP, RS_MAC = "10.2.0.2", "02:00:0a:02:00:02"
 VIP, VPORT, RPORT = "10.96.0.10", 80, 8080
 
 
+def _topology():
+    """client ns (c0) --veth-- lb ns (l0 | l1) --veth-- rs ns (s0), as data
+    (xdplb/topology.py). The client routes the VIP via the balancer; the
+    real server routes everything back via it (Masq replies); permanent
+    neighbours everywhere, ip_forward=1 and rp_filter=0 in the balancer. The
+    client's and the real server's ends face the balancer's XDP (GRO on, TX
+    checksum offload off: see README's lab)."""
+    sysctls = [("net.ipv4.ip_forward", 1), ("net.ipv4.conf.all.rp_filter", 0),
+               ("net.ipv4.conf.default.rp_filter", 0), ("net.ipv4.conf.l0.rp_filter", 0),
+               ("net.ipv4.conf.l1.rp_filter", 0)]
+    return T.Topology(
+        nodes=("cl", "lb", "rs"),
+        veths=(T.Veth(T.End("lb", "l0", LB_CL_MAC, (f"{LB_CL_IP}/24",)),
+                      T.End("cl", "c0", CL_MAC, (f"{CL_IP}/24",), faces_xdp=True)),
+               T.Veth(T.End("lb", "l1", LB_RS_MAC, (f"{LB_RS_IP}/24",)),
+                      T.End("rs", "s0", RS_MAC, (f"{RS_IP}/24",), faces_xdp=True))),
+        routes=(T.Route("cl", f"{VIP}/32", via=LB_CL_IP),
+                T.Route("rs", "default", via=LB_RS_IP)),
+        neighbours=(T.Neigh("lb", "l0", CL_IP, CL_MAC), T.Neigh("lb", "l1", RS_IP, RS_MAC),
+                    T.Neigh("cl", "c0", LB_CL_IP, LB_CL_MAC),
+                    T.Neigh("rs", "s0", LB_RS_IP, LB_RS_MAC)),
+        sysctls=tuple(T.Sysctl("lb", k, v) for k, v in sysctls))
+
+
+TOPOLOGY = _topology()
+
+
 class Topo:
-    """client ns (c0) --veth-- lb ns (l0 | l1) --veth-- rs ns (s0).
+    """topo (TOPOLOGY or a variant of it) built under the prefix
+    xb<pid><tag>; .ns[node] is a NetNs."""
 
-    The client routes the VIP via the balancer; the real server routes
-    everything back via it (Masq replies); permanent neighbours everywhere,
-    ip_forward=1 and rp_filter=0 in the balancer. GRO on and TX checksum
-    offload off on the client's and the real server's ends (veth needs them
-    for redirected frames and for rewritten TCP; see README's lab)."""
-
-    NODES = ("cl", "lb", "rs")
-
-    def __init__(self, tag):
+    def __init__(self, tag, topo=TOPOLOGY):
         self.prefix = f"xb{os.getpid()}{tag}"
+        self.topology = topo
         self.ns = {}
-
-    def name(self, node):
-        return f"{self.prefix}-{node}"
 
     def __enter__(self):
         try:
-            for node in self.NODES:
-                self.ns[node] = NetNs(self.name(node))
-                self.ns[node].ip("link", "set", "lo", "up")
-            lb, cl, rs = self.ns["lb"], self.ns["cl"], self.ns["rs"]
-            lb.ip("link", "add", "l0", "address", LB_CL_MAC, "type", "veth", "peer", "name",
-                  "c0", "address", CL_MAC, "netns", self.name("cl"))
-            lb.ip("link", "add", "l1", "address", LB_RS_MAC, "type", "veth", "peer", "name",
-                  "s0", "address", RS_MAC, "netns", self.name("rs"))
-            lb.sysctl("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
-                      "net.ipv4.conf.default.rp_filter=0")
-            lb.ip("addr", "add", f"{LB_CL_IP}/24", "dev", "l0")
-            lb.ip("addr", "add", f"{LB_RS_IP}/24", "dev", "l1")
-            cl.ip("addr", "add", f"{CL_IP}/24", "dev", "c0")
-            rs.ip("addr", "add", f"{RS_IP}/24", "dev", "s0")
-            for node, dev in (("lb", "l0"), ("lb", "l1"), ("cl", "c0"), ("rs", "s0")):
-                self.ns[node].ip("link", "set", dev, "up")
-            for dev in ("l0", "l1"):
-                lb.sysctl(f"net.ipv4.conf.{dev}.rp_filter=0")
-            cl.ip("route", "add", f"{VIP}/32", "via", LB_CL_IP)
-            rs.ip("route", "add", "default", "via", LB_RS_IP)
-            lb.ip("neigh", "replace", CL_IP, "lladdr", CL_MAC, "dev", "l0", "nud", "permanent")
-            lb.ip("neigh", "replace", RS_IP, "lladdr", RS_MAC, "dev", "l1", "nud", "permanent")
-            cl.ip("neigh", "replace", LB_CL_IP, "lladdr", LB_CL_MAC, "dev", "c0", "nud",
-                  "permanent")
-            rs.ip("neigh", "replace", LB_RS_IP, "lladdr", LB_RS_MAC, "dev", "s0", "nud",
-                  "permanent")
-            for node, dev in (("cl", "c0"), ("rs", "s0")):
-                self.ns[node].run(["ethtool", "-K", dev, "gro", "on", "tx", "off"])
-            # Fair to the kernel paths: real NICs hand over verified checksums.
-            lb.run(["sysctl", "-qw", "net.netfilter.nf_conntrack_checksum=0"], check=False)
+            self.net = T.build(self.topology, self.prefix)
+            self.ns = self.net.ns
+            # Fair to the kernel paths: real NICs hand over verified checksums
+            # (absent until nf_conntrack is loaded).
+            with contextlib.suppress(NetnsError):
+                self.ns["lb"].sysctl("net.netfilter.nf_conntrack_checksum", 0)
             return self
         except NetnsError as e:
-            self.close()
             raise BenchError(str(e)) from None
-        except BaseException:
-            self.close()
-            raise
 
     def ifindex(self, node, dev):
-        with self.ns[node].entered():
-            return socket.if_nametoindex(dev)
+        return self.ns[node].ifindex(dev)
 
     def xdp(self, node, dev, prog_fd):
         """Attach prog_fd natively to dev in node (0 = detach)."""
-        with self.ns[node].entered():
-            idx = socket.if_nametoindex(dev)
-            if prog_fd:
-                bpfsys.xdp_attach(idx, prog_fd, bpfsys.XDP_FLAGS_DRV_MODE)
-            else:
-                with contextlib.suppress(OSError):
-                    bpfsys.xdp_detach(idx, bpfsys.XDP_FLAGS_DRV_MODE)
+        if prog_fd:
+            self.ns[node].xdp_attach(dev, prog_fd, bpfsys.XDP_FLAGS_DRV_MODE)
+        else:
+            with contextlib.suppress(NetnsError, OSError):
+                self.ns[node].xdp_detach(dev, bpfsys.XDP_FLAGS_DRV_MODE)
 
     def run(self, node, argv, check=True, **kw):
         try:
@@ -194,12 +171,11 @@ class Topo:
             raise BenchError(str(e)) from None
 
     def cmd(self, node, argv):
-        return ["nsenter", f"--net={self.ns[node].path}", *argv]
+        return self.ns[node].cmd(argv)
 
     def close(self):
-        for ns in self.ns.values():
-            ns.delete()
         self.ns = {}
+        self.net.close()
 
     def __exit__(self, *exc):
         self.close()

@@ -39,6 +39,7 @@ does not depend on what else the host runs; the rate and the latencies do
 import argparse
 import array
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -49,7 +50,9 @@ import sys
 import tempfile
 import time
 
-from . import rules
+from . import common, rules
+from .. import topology as T
+from ..netns import NetnsError
 from .common import (LB_CL_IP, RPORT, RS_IP, VIP, VPORT, BenchError, Topo, child_env,
                      ipvs_available, pin_folder, tool)
 
@@ -62,6 +65,11 @@ PORT_RANGE = "1024 65535"
 # The client and the server run at this niceness, so that whatever else the
 # host runs (at 0) takes less of the CPUs they share with the balancer.
 NICE = -10
+# The bench topology, where the client also reaches the real server's own
+# address through the balancer (the plain variant) from every port.
+TOPOLOGY = dataclasses.replace(
+    common.TOPOLOGY, routes=(*common.TOPOLOGY.routes, T.Route("cl", f"{RS_IP}/32", via=LB_CL_IP)),
+    sysctls=(*common.TOPOLOGY.sysctls, T.Sysctl("cl", "net.ipv4.ip_local_port_range", PORT_RANGE)))
 
 
 # ---- the two programs that run inside the namespaces ---------------------------------
@@ -378,13 +386,14 @@ class Ipvs(Variant):
                          "no loadable modules)")
 
     def setup(self):
-        self.lb(["ip", "addr", "replace", f"{VIP}/32", "dev", "lo"])  # IPVS serves local VIPs
+        self.topo.ns["lb"].addr("replace", "lo", f"{VIP}/32")  # IPVS serves local VIPs
         self.lb(["ipvsadm", "-A", "-t", f"{VIP}:{VPORT}", "-s", "rr"])
         self.lb(["ipvsadm", "-a", "-t", f"{VIP}:{VPORT}", "-r", f"{RS_IP}:{RPORT}", "-m"])
 
     def teardown(self):
         self.lb(["ipvsadm", "-C"], check=False)
-        self.lb(["ip", "addr", "del", f"{VIP}/32", "dev", "lo"], check=False)
+        with contextlib.suppress(NetnsError):
+            self.topo.ns["lb"].addr("del", "lo", f"{VIP}/32")
 
 
 def plan(sizes, xdplb_sizes=(1,)):
@@ -491,9 +500,7 @@ def run(sizes=(1, 1000, 10000), workers=(1, 8), count=100_000, seconds=1.0, roun
     runs, lats, loads = {}, {}, {}
     with contextlib.ExitStack() as stack:
         log("cps: building client/lb/rs namespaces, starting the server")
-        topo = stack.enter_context(Topo("k"))
-        topo.ns["cl"].sysctl(f"net.ipv4.ip_local_port_range={PORT_RANGE}")
-        topo.ns["cl"].ip("route", "add", f"{RS_IP}/32", "via", LB_CL_IP)
+        topo = stack.enter_context(Topo("k", TOPOLOGY))
         server = Server(topo)
         stack.callback(server.stop)
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="xdplb-cps-"))

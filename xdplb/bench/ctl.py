@@ -16,7 +16,8 @@ import time
 
 from . import rules
 from .common import BenchError, child_env, ipvs_available, pin_folder, run_timed, tool
-from ..netns import NetNs, NetnsError
+from .. import topology as T
+from ..netns import NetnsError
 from ..structs import XDPLB_MAX_RING, XDPLB_MH_TAB_SIZE
 
 DESTS = 10
@@ -129,18 +130,15 @@ def run(sizes=(1000, 10000), timeout=60.0, adds=15, log=None):
     tag = f"xb{os.getpid()}c"
     with contextlib.ExitStack() as stack:
         try:
-            ns = NetNs(tag)
+            ns = stack.enter_context(T.build(T.Topology(nodes=("ctl",)), tag)).ns["ctl"]
         except NetnsError as e:
             raise BenchError(str(e)) from None
-        stack.callback(ns.delete)
         folder = stack.enter_context(pin_folder("ctl"))
         small = stack.enter_context(pin_folder("ctl10"))
         base = child_env()
         base.pop("PYTHONDONTWRITEBYTECODE", None)
         env, small_env = dict(base, XDPLB_PIN_DIR=folder), dict(base, XDPLB_PIN_DIR=small)
-
-        def cmd(argv):
-            return ["nsenter", f"--net={ns.path}", *argv]
+        cmd = ns.cmd
 
         # The first configuration command of a netns compiles and pins the data
         # path (once per host boot / netns); it is timed apart.

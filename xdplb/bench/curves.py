@@ -73,9 +73,10 @@ def _newconn(b, fds, st, vip, slot, bc0, repeat, runs, hmed, floor):
 def _established(st, bc0, br0):
     """Set up the fixed-point established NAT flow (as pkt.run does); returns
     (frame, probe, re-put function)."""
-    v, _, _ = pkt.test_run(st.prog_fd, pkt.tcp_frame(pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT,
-                                                     pkt.TCP_SYN, pkt.CLIENT_MAC), 1,
-                           ingress_ifindex=bc0)
+    v, _, _ = bpfsys.prog_test_run(st.prog_fd, pkt.tcp_frame(pkt.CLIENT, pkt.VIP, pkt.CPORT,
+                                                             pkt.VPORT, pkt.TCP_SYN,
+                                                             pkt.CLIENT_MAC),
+                                   ingress_ifindex=bc0)
     in_key = pkt.conn_key(pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT)
     c = st.conn_table.get(in_key)
     if c is None:
@@ -110,9 +111,9 @@ def schedulers(repeat, runs, log):
         b, fds = pkt.compile_reference()
         stack.callback(b.cleanup)
         st = stack.enter_context(pkt.private_state())
-        net = stack.enter_context(pkt.Netns(f"xdplb-bench-{os.getpid()}s"))
-        bc0 = net.ifindex["bc0"]
-        for idx in net.ifindex.values():
+        ifindex = stack.enter_context(pkt.netns(f"xdplb-bench-{os.getpid()}s"))
+        bc0 = ifindex["bc0"]
+        for idx in ifindex.values():
             st.tx_ports.put(idx, C.c_uint32(idx))
         floor = statistics.median(pkt.measure(fds["bench_trivial"], pkt.tcp_frame(
             pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT, pkt.TCP_ACK, pkt.CLIENT_MAC), bc0,
@@ -216,9 +217,9 @@ def curve(kind, sizes, repeat, runs, log, floor=None):
         b, fds = pkt.compile_reference()
         stack.callback(b.cleanup)
         st = stack.enter_context(sized_state(f"curve-{kind}", cflags))
-        net = stack.enter_context(pkt.Netns(f"xdplb-bench-{os.getpid()}{kind[0]}"))
-        bc0, br0 = net.ifindex["bc0"], net.ifindex["br0"]
-        pkt.configure(st, net.ifindex)
+        ifindex = stack.enter_context(pkt.netns(f"xdplb-bench-{os.getpid()}{kind[0]}"))
+        bc0, br0 = ifindex["bc0"], ifindex["br0"]
+        pkt.configure(st, ifindex)
         est_frame0 = pkt.tcp_frame(pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT, pkt.TCP_ACK,
                                    pkt.CLIENT_MAC)
         if floor is None:
@@ -252,7 +253,8 @@ def curve(kind, sizes, repeat, runs, log, floor=None):
                 for i in range(min(2000, repeat)):
                     f = pkt.tcp_frame(f"13.0.{i >> 8 & 255}.{i & 255}", pkt.VIP, 0x9000,
                                       pkt.VPORT, pkt.TCP_SYN, pkt.CLIENT_MAC)
-                    ctimes.append(pkt.test_run(st.prog_fd, f, 1, ingress_ifindex=bc0)[2])
+                    ctimes.append(bpfsys.prog_test_run(st.prog_fd, f,
+                                                       ingress_ifindex=bc0).duration)
                 row.update(new_call_ns=statistics.median(ctimes))
             log(f"pkt: {kind} {n:,}: established {row['est_ns']:.0f} ns"
                 + (f", new {row['new_ns']:.0f} ns" if "new_ns" in row else "")

@@ -27,6 +27,7 @@ import statistics
 import time
 
 from . import rules
+from ..netns import NetnsError
 from .common import (CL_IP, CL_MAC, LB_CL_MAC, RPORT, RS_IP, VIP, VPORT, Topo,
                      child_env, inject, ipvs_available, percpu_sum, pin_folder, tool,
                      udp_frame)
@@ -39,7 +40,7 @@ TIME_LIMIT = 8.0       # seconds of injection per measurement, at most
 
 def compile_gen():
     from bcc import BPF
-    from .common import BPF_DIR
+    from ..loader import BPF_DIR
     b = BPF(src_file=os.path.join(BPF_DIR, BENCH_SRC).encode(), cflags=[f"-I{BPF_DIR}"])
     fds = {f: b.load_func(f.encode(), BPF.XDP).fd
            for f in ("bench_inject", "bench_pass", "bench_sink")}
@@ -179,7 +180,7 @@ class Ipvs(Variant):
                          "no loadable modules)")
 
     def setup(self):
-        self.lb(["ip", "addr", "replace", f"{VIP}/32", "dev", "lo"])  # IPVS serves local VIPs
+        self.topo.ns["lb"].addr("replace", "lo", f"{VIP}/32")  # IPVS serves local VIPs
         self.lb(["ipvsadm", "-A", "-u", f"{VIP}:{VPORT}", "-s", "rr"])
         self.lb(["ipvsadm", "-a", "-u", f"{VIP}:{VPORT}", "-r", f"{RS_IP}:{RPORT}", "-m"])
         self.pass_l0()
@@ -187,19 +188,21 @@ class Ipvs(Variant):
     def teardown(self):
         self.pass_l0(False)
         self.lb(["ipvsadm", "-C"], check=False)
-        self.lb(["ip", "addr", "del", f"{VIP}/32", "dev", "lo"], check=False)
+        with contextlib.suppress(NetnsError):
+            self.topo.ns["lb"].addr("del", "lo", f"{VIP}/32")
 
 
 class Plain(Variant):
     key, label = "plain", "plain IP forwarding (no balancing)"
 
     def setup(self):
-        self.lb(["ip", "route", "add", f"{VIP}/32", "via", RS_IP, "dev", "l1"])
+        self.topo.ns["lb"].route("add", f"{VIP}/32", via=RS_IP, dev="l1")
         self.pass_l0()
 
     def teardown(self):
         self.pass_l0(False)
-        self.lb(["ip", "route", "del", f"{VIP}/32"], check=False)
+        with contextlib.suppress(NetnsError):
+            self.topo.ns["lb"].route("del", f"{VIP}/32")
 
 
 class Ceiling(Variant):

@@ -6,7 +6,7 @@ a large repeat (the median of several runs), measured on the real program
 network namespace whose devices, routes and permanent neighbours let
 bpf_fib_lookup succeed and whose tx_ports devmap holds the egress devices.
 
-PROG_TEST_RUN does not restore the frame between iterations (DESIGN.md), so
+PROG_TEST_RUN does not restore the frame between iterations (docs/kernel-and-lab.md §8), so
 each xdplb row is built so that the rewritten frame takes the same path
 again, and the program's own counters must have moved by exactly the repeat
 count on every run; a row whose counters disagree is marked as failed.
@@ -22,12 +22,13 @@ import time
 
 
 from .. import bpfsys
-from ..netns import NetNs, NetnsError
+from .. import topology as T
+from ..loader import BPF_DIR
+from ..netns import NetnsError
 from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED,
                       XDPLB_DEST_F_AVAILABLE, XDPLB_SCHED_RR, ConnKey, DestEntry, RingKey,
                       SchedPos, SvcEntry, SvcKey)
 
-BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bpf")
 BENCH_SRC = os.path.join(BPF_DIR, "bench_trivial.c")
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -67,7 +68,7 @@ TARGETS = {"nat": 1.5, "nat-reply": 1.5, "dr": 1.5, "newconn-call": 3.0, "newcon
            "newconn": 3.0}
 PERCALL_MAX = 10_000   # SYNs of the repeat=1 cross-check
 FRESH_MAX = 100_000    # SYNs per run into an emptied table: 200k entries < XDPLB_MAX_CONNS  # x floor, from the issue
-MINNAT_TARGET = 1.2    # x minimal NAT, DESIGN.md's aim for established flows
+MINNAT_TARGET = 1.2    # x minimal NAT, the aim for established flows (docs/kernel-and-lab.md §9)
 
 
 from .common import BenchError  # noqa: E402
@@ -115,48 +116,28 @@ def conn_key(src, dst, sport, dport):
                    proto=socket.IPPROTO_TCP)
 
 
-def test_run(prog_fd, frame, repeat=1, ingress_ifindex=0):
-    """BPF_PROG_TEST_RUN: (verdict, frame out, ns per iteration)."""
-    return bpfsys.prog_test_run(prog_fd, bytes(frame), repeat=repeat,
-                                ingress_ifindex=ingress_ifindex)
-
-
 # ---- namespace ----------------------------------------------------------------
 
-class Netns(NetNs):
-    """A private namespace (bc0: client side, br0: real-server side) the
-    calling thread is moved into; leaving undoes everything."""
+TOPOLOGY = T.Topology(    # the balancer's two sides: bc0 faces the client, br0 the servers
+    nodes=("lb",),
+    veths=(T.Veth(T.End("lb", "bc0", addrs=(f"{LB_C}/24",)), T.End("lb", "bc1")),
+           T.Veth(T.End("lb", "br0", addrs=(f"{LB_R}/24",)), T.End("lb", "br1"))),
+    neighbours=(T.Neigh("lb", "bc0", CLIENT, CLIENT_MAC),
+                *(T.Neigh("lb", "br0", rs, mac) for rs, mac in zip(RSS, RS_MACS))),
+    # bpf_fib_lookup answers FWD_DISABLED unless the ingress forwards.
+    sysctls=(T.Sysctl("lb", "net.ipv4.ip_forward", 1),))
 
-    def __init__(self, name):
-        super().__init__(name, create=False)
 
-    def __enter__(self):
-        try:
-            self.create()
-            self.ip("link", "add", "bc0", "type", "veth", "peer", "name", "bc1")
-            self.ip("link", "add", "br0", "type", "veth", "peer", "name", "br1")
-            for dev in ("lo", "bc0", "bc1", "br0", "br1"):
-                self.ip("link", "set", dev, "up")
-            self.ip("addr", "add", f"{LB_C}/24", "dev", "bc0")
-            self.ip("addr", "add", f"{LB_R}/24", "dev", "br0")
-            self.ip("neigh", "replace", CLIENT, "lladdr", CLIENT_MAC, "dev", "bc0",
-                    "nud", "permanent")
-            for rs, mac in zip(RSS, RS_MACS):
-                self.ip("neigh", "replace", rs, "lladdr", mac, "dev", "br0", "nud", "permanent")
-            # bpf_fib_lookup answers FWD_DISABLED unless the ingress forwards.
-            self.sysctl("net.ipv4.ip_forward=1")
-            self.enter()
-            self.ifindex = {d: socket.if_nametoindex(d) for d in ("bc0", "br0")}
-            return self
-        except NetnsError as e:
-            self.delete()
-            raise BenchError(str(e)) from None
-        except BaseException:
-            self.delete()
-            raise
-
-    def __exit__(self, *exc):
-        self.delete()
+@contextlib.contextmanager
+def netns(prefix):
+    """TOPOLOGY built and the calling thread inside it; yields the ifindex of
+    bc0 and br0. Leaving removes everything."""
+    try:
+        net = T.build(TOPOLOGY, prefix)
+    except NetnsError as e:
+        raise BenchError(str(e)) from None
+    with net, net.ns["lb"].entered() as ns:
+        yield {d: ns.ifindex(d) for d in ("bc0", "br0")}
 
 
 # ---- pinned state ---------------------------------------------------------------
@@ -253,14 +234,14 @@ def measure(prog_fd, frame, ifindex, repeat, runs, probe=None, warmup=True, prep
     if warmup:
         if prepare:
             prepare()
-        test_run(prog_fd, frame, repeat=max(1, min(repeat, 100_000)),
+        bpfsys.prog_test_run(prog_fd, frame, repeat=max(1, min(repeat, 100_000)),
                              ingress_ifindex=ifindex)
     times, deltas, verdicts = [], [], set()
     for _ in range(runs):
         if prepare:
             prepare()
         before = probe() if probe else {}
-        verdict, _out, ns = test_run(prog_fd, frame, repeat=repeat,
+        verdict, _out, ns = bpfsys.prog_test_run(prog_fd, frame, repeat=repeat,
                                                  ingress_ifindex=ifindex)
         after = probe() if probe else {}
         times.append(ns)
@@ -327,10 +308,10 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
         if any(p in parts for p in ("nat", "nat-reply", "dr", "newconn")):
             log("compiling bpf/xdplb.c into a private pin folder")
             st = stack.enter_context(private_state())
-        net = stack.enter_context(Netns(ns_name))
-        bc0, br0 = net.ifindex["bc0"], net.ifindex["br0"]
+        ifindex = stack.enter_context(netns(ns_name))
+        bc0, br0 = ifindex["bc0"], ifindex["br0"]
         if st is not None:
-            configure(st, net.ifindex)
+            configure(st, ifindex)
         est_frame = tcp_frame(CLIENT, VIP, CPORT, VPORT, TCP_ACK, CLIENT_MAC)
 
         # The floor.
@@ -363,8 +344,8 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
         if "nat" in parts or "nat-reply" in parts:
             # A real SYN through the program creates the IN and OUT entries and
             # caches the egress in the IN entry; one reply caches it in OUT.
-            v, _, _ = test_run(
-                st.prog_fd, tcp_frame(CLIENT, VIP, CPORT, VPORT, TCP_SYN, CLIENT_MAC), 1,
+            v, _, _ = bpfsys.prog_test_run(
+                st.prog_fd, tcp_frame(CLIENT, VIP, CPORT, VPORT, TCP_SYN, CLIENT_MAC),
                 ingress_ifindex=bc0)
             in_key = conn_key(CLIENT, VIP, CPORT, VPORT)
             c = st.conn_table.get(in_key)
@@ -373,7 +354,7 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
                                  f"{VERDICTS.get(v, v)}): is bpf/xdplb.c the data path?")
             rs, dslot = socket.inet_ntoa(bytes(c.addr)), c.dest_slot
             reply = tcp_frame(rs, CLIENT, RPORT, CPORT, TCP_ACK | TCP_SYN, RS_MACS[0])
-            test_run(st.prog_fd, reply, 1, ingress_ifindex=br0)
+            bpfsys.prog_test_run(st.prog_fd, reply, ingress_ifindex=br0)
             # Fixed points: the rewritten frame finds an entry that rewrites it
             # to itself, so every iteration takes the established path.
             _copy_conn(st, in_key, in_key, IP_VS_TCP_S_ESTABLISHED)
@@ -403,8 +384,8 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
 
         if "dr" in parts:
             log("dr")
-            v, _, _ = test_run(
-                st.prog_fd, tcp_frame(CLIENT, VIP_DR, CPORT, VPORT, TCP_SYN, CLIENT_MAC), 1,
+            v, _, _ = bpfsys.prog_test_run(
+                st.prog_fd, tcp_frame(CLIENT, VIP_DR, CPORT, VPORT, TCP_SYN, CLIENT_MAC),
                 ingress_ifindex=bc0)
             key = conn_key(CLIENT, VIP_DR, CPORT, VPORT)
             if st.conn_table.get(key) is None or v not in (XDP_TX, XDP_REDIRECT):
@@ -445,9 +426,11 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
             syns = [tcp_frame(f"12.0.{i >> 8 & 255}.{i & 255}", VIP, 0x8000 + (i >> 16), VPORT,
                               TCP_SYN, CLIENT_MAC) for i in range(n)]
             before = probe()
-            ctimes = [test_run(st.prog_fd, f, 1, ingress_ifindex=bc0)[2] for f in syns]
+            ctimes = [bpfsys.prog_test_run(st.prog_fd, f, ingress_ifindex=bc0).duration
+                      for f in syns]
             after = probe()
-            ttimes = [test_run(fds["bench_trivial"], f, 1, ingress_ifindex=bc0)[2] for f in syns]
+            ttimes = [bpfsys.prog_test_run(fds["bench_trivial"], f, ingress_ifindex=bc0).duration
+                      for f in syns]
             floor = rows[0]["ns"]
             tmed = statistics.median(ttimes)
             groups = [ctimes[i::runs] for i in range(runs)]
@@ -555,8 +538,9 @@ def format_table(result):
         "exactly repeat on every run (fwd = XDPLB_CNT_FWD, to_stack = XDPLB_CNT_TO_STACK, "
         "svc/dest = the IPVS stats of the service and destination slots).",
         "- Targets: the issue asks established ≤ 1.5× and new connection ≤ 3× the trivial "
-        "program; DESIGN.md's calibration shows the minimal NAT program alone is 2.5–2.8× "
-        "trivial, so for established flows the realistic aim is ≤ 1.2× that program.",
+        "program; the calibration in docs/kernel-and-lab.md §9 shows the minimal NAT program "
+        "alone is 2.5–2.8× trivial, so for established flows the realistic aim is ≤ 1.2× that "
+        "program.",
         f"- Total time {meta['seconds']:.1f} s.",
     ]
     return "\n".join(lines)

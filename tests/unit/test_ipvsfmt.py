@@ -1,6 +1,6 @@
-"""ipvsfmt against the verified ipvsadm 1.31 outputs of ipvs-reference.md §2.9.
+"""ipvsfmt against the captured ipvsadm 1.31 outputs (docs/ipvs-behaviour.md §4.9).
 
-The input table and the expected texts are copied from the reference; the
+The input table and the expected texts are those of the capture; the
 expected texts are kept as Python literals so trailing spaces are explicit.
 """
 import pytest
@@ -243,7 +243,7 @@ EXPECTED = {
 
 
 def parse_table(text=TABLE):
-    """S/D lines of the reference harness -> model objects (list order kept)."""
+    """S/D lines of the capture harness -> model objects (list order kept)."""
     services = []
     for line in text.splitlines():
         f = line.split()

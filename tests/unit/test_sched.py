@@ -1,4 +1,4 @@
-"""xdplb.sched against ipvs-reference.md §3.1/§3.2 and against a second,
+"""xdplb.sched against docs/ipvs-behaviour.md §5.2/§5.3 and against a second,
 independent model of the kernel that applies every change in place."""
 import itertools
 from math import gcd
@@ -6,6 +6,7 @@ from math import gcd
 import pytest
 
 from xdplb import sched as S
+from xdplb.structs import XDPLB_MH_TAB_SIZE
 
 
 def build(sched, adds, edit_to=None):
@@ -32,7 +33,7 @@ def seq(sched, adds, n, edit_to=None):
     return " ".join(names[s] for s in direct)
 
 
-# §3.2 table: (add order, expected picks)
+# docs/ipvs-behaviour.md §5.3's table: (add order, expected picks)
 WRR_ROWS = [
     ([("A", 3), ("B", 1), ("C", 1)], "C B A" + " A A C B A" * 3),
     ([("C", 1), ("B", 1), ("A", 3)], "A B C" + " A A A B C" * 3),
@@ -254,3 +255,50 @@ def test_scheduler_change_is_init_svc():
     st = S.init_state("wrr", dests)
     assert st == S.SchedState(0, 3)
     assert S.init_state("rr", dests) == S.SchedState(0, 0)
+
+
+# --- the hash schedulers' tables and hashes ---------------------------------------
+
+def test_hsiphash_is_the_kernels():
+    """lib/siphash_kunit.c, 64-bit: hsiphash of bytes 00 01 02 03 with key
+    00..0f is 0x88d38328."""
+    assert S.hsiphash_u32(0x03020100, 0x0706050403020100, 0x0f0e0d0c0b0a0908) == 0x88d38328
+
+
+def test_sh_dh_tables_fill_like_the_kernel():
+    assert S.sh_table([(7, 3), (8, 1), (9, 0)])[:10] == [7, 7, 7, 8, 9, 7, 7, 7, 8, 9]
+    assert S.dh_table([(7, 3), (8, 1)])[:4] == [7, 8, 7, 8]
+    assert S.hash_32(1, 8) == (0x61C88647 >> 24)
+
+
+def mh_counts(weights):
+    """{slot: buckets} of ip_vs_mh_reassign for destinations 1.. with these
+    last weights (10.0.0.<slot>:80, in list order)."""
+    table = S.mh_table([(i + 1, 0x0a000000 + i + 1, 80, w) for i, w in enumerate(weights)])
+    assert len(table) in (0, XDPLB_MH_TAB_SIZE)
+    return {s: table.count(s) for s in set(table)}
+
+
+def test_mh_fills_every_bucket_by_turns_of_weight():
+    """ip_vs_mh_populate: destinations take turns in list order, each placing
+    weight/gcd buckets per turn, until the 4093 buckets are full."""
+    assert mh_counts([1, 2]) == {1: 1365, 2: 2728}        # 1364 turns of 3, then one more
+    assert mh_counts([2, 4]) == mh_counts([1, 2])          # weights count by their gcd
+    assert mh_counts([3, 0, 3]) == {1: 2047, 3: 2046}      # weight 0: no bucket
+    assert mh_counts([0, 0]) == {} and mh_counts([]) == {}
+
+
+def test_mh_scales_large_weights_down():
+    """Weights above 2^6 (IP_VS_MH_TAB_BITS) are shifted right until the
+    largest fits in 6 bits; a small weight keeps one bucket per turn."""
+    assert mh_counts([1, 2**20]) == {1: 125, 2: 3968}           # turns of 1 + 32
+    assert mh_counts([1, 2147483647]) == {1: 64, 2: 4029}       # turns of 1 + 63
+
+
+def test_mh_table_depends_on_addresses_not_slots():
+    """Each destination's offset and skip come from its address and port: the
+    same servers give the same buckets whatever slots they sit in."""
+    a = S.mh_table([(1, 0x0a000001, 80, 1), (2, 0x0a000002, 80, 1)])
+    b = S.mh_table([(7, 0x0a000001, 80, 1), (9, 0x0a000002, 80, 1)])
+    assert [{1: 7, 2: 9}[s] for s in a] == b
+

@@ -1,0 +1,42 @@
+"""Packet fuzzing of the XDP data path through BPF_PROG_TEST_RUN (issue 6).
+
+    python -m tests.fuzz --frames 1000000 [--seed N] [--batch N]   (from the checkout)
+
+runs the real program (bpf/xdplb.c, compiled and pinned in a private folder)
+in a private network namespace with permanent neighbours, with Masq, Route,
+Tunnel, drop-only and dest-gone services and tracked NAT and DR flows
+configured, and feeds it random and mutated frames: valid ones and ones
+truncated at every offset, with bad IHL / total / UDP lengths / data offsets,
+IP options, fragments, VLAN stacks, IPv6 extension headers, ICMP errors
+quoting tracked flows or garbage, and random bytes.
+
+An oracle written from the specification (README "How it works"), not from
+the C code, decides for every frame what must happen:
+
+- never XDP_ABORTED;
+- a frame that is not ours (not a well-formed, unfragmented IPv4 TCP/UDP
+  frame with at most one VLAN tag, or neither a tracked flow nor a SYN / UDP
+  datagram to a virtual service) leaves with XDP_PASS, byte-identical, and
+  creates no connection entry;
+- a frame of ours leaves TX / REDIRECT (rewritten: MACs of the egress, plus
+  Masq's address and port), PASS (NATed for the stack when the neighbour is
+  unknown, or untouched when there is no route) or DROP (untouched, only for
+  a service without an available destination or a flow whose destination is
+  gone); only the fields NAT / DR may change differ, and the IP and TCP/UDP
+  checksums, verified from scratch with an independent one's-complement
+  sum, are valid whenever they were valid on input (an input error is
+  carried, never laundered; a zero UDP checksum stays zero and a non-zero
+  one never becomes zero);
+- new connections get exactly the ring's next destination, and the oracle's
+  model of the connection table equals the kernel's map after every batch;
+  the program's own counters agree with the verdicts.
+
+The short run is tests/test_fuzz.py (make test); the long one `make fuzz`.
+
+wire.py     frames as bytes: the network's addresses, checksums, the parser, builders
+frames.py   the frame generator
+oracle.py   the model and the rules above
+runner.py   the Fuzzer: maps, BPF_PROG_TEST_RUN, batches, the summary
+__main__.py the standalone run in a private netns and state folder
+"""
+

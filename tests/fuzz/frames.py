@@ -1,0 +1,381 @@
+"""The frame generator: valid frames towards the configured services and
+tracked flows, and mutants of them (truncated, bad IHL / total / UDP
+lengths / data offsets, IP options, fragments, VLAN stacks), ICMP errors
+quoting tracked flows or garbage, IPv6 with extension headers, other
+EtherTypes and random bytes. One seeded random.Random drives it (and the
+batch warm-up), so a seed reproduces a run."""
+import struct
+
+from .wire import (ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, MAX_FRAME,
+                   TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, a4, csum_for, eth,
+                   fix_checksums, ipv4, parse, tcp_seg, udp_dgram)
+
+IP_OPTIONS = [
+    b"\x01",                                  # NOP
+    b"\x00",                                  # EOL
+    b"\x94\x04\x00\x00",                      # router alert
+    b"\x07\x07\x04" + b"\0" * 4,              # record route, one slot
+    b"\x07\x0b\x04" + b"\0" * 8,              # record route, two slots
+    b"\x44\x0c\x05\x00" + b"\0" * 8,          # timestamp
+    b"\x83\x07\x04" + a4("172.80.0.2"),       # loose source route
+    b"\x89\x07\x04" + a4("172.80.0.3"),       # strict source route
+    b"\x86\x06\x00\x00\x00\x00",              # CIPSO-ish
+    b"\xff\x02",                              # unknown type
+    b"\x07\x00",                              # length 0: malformed
+    b"\x07\x28",                              # length past the header
+]
+
+
+def ip_options(rng):
+    opts = b"".join(rng.choice(IP_OPTIONS) for _ in range(rng.randint(1, 4)))
+    if rng.random() < 0.2:
+        opts = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 40)))
+    opts = opts[:40]
+    return opts + b"\0" * (-len(opts) % 4)
+
+
+TCP_OPTIONS = [b"\x02\x04\x05\xb4", b"\x01\x03\x03\x07", b"\x04\x02", b"\x08\x0a" + b"\0" * 8,
+               b"\x01", b"\x00", b"\x05\x0a" + b"\0" * 8]
+
+
+def tcp_options(rng):
+    opts = b"".join(rng.choice(TCP_OPTIONS) for _ in range(rng.randint(0, 4)))[:40]
+    return opts + b"\0" * (-len(opts) % 4)
+
+
+TCP_FLAG_CHOICES = [TCP_ACK, TCP_ACK | TCP_PSH, TCP_FIN | TCP_ACK, TCP_RST, TCP_RST | TCP_ACK,
+                    TCP_SYN, TCP_SYN | TCP_ACK, TCP_FIN, 0, TCP_SYN | TCP_FIN,
+                    TCP_SYN | TCP_RST, TCP_SYN | TCP_PSH | TCP_URG, 0xFF]
+
+
+def payload(rng, big=0.01):
+    if rng.random() < big:
+        n = rng.randint(1300, 1560)
+    else:
+        n = rng.choice((0, 0, 0, 1, 2, 3, 11, 18, 64, rng.randint(0, 200)))
+    return rng.randbytes(n)
+
+
+class FrameGen:
+    """Frames for the fuzzer: frame() draws one, (frame, ingress ifindex, kind);
+    mutation kinds are counted in kinds as "  +name"."""
+
+    def __init__(self, rng, net, oracle, kinds):
+        self.rng, self.net, self.oracle, self.kinds = rng, net, oracle, kinds
+
+    def warmup(self):
+        """(frame, ingress) opening tracked flows of every service, from clients
+        with and without a neighbour entry and without a route."""
+        rng, net = self.rng, self.net
+        for addr, port, proto in self.oracle.svc_keys:
+            for client in (net.client, net.client, net.client, net.client_no_neigh,
+                           net.client_no_route):
+                sport = rng.randint(1024, 65535)
+                if proto == 6:
+                    seg = tcp_seg(client, addr, sport, port, TCP_SYN, opts=b"\x02\x04\x05\xb4")
+                else:
+                    seg = udp_dgram(client, addr, sport, port, payload(rng))
+                yield (bytearray(eth(net.cli_mac, net.client_mac, ETH_P_IP)
+                                 + ipv4(client, addr, proto, seg)), net.cli)
+
+    def frame(self):
+        """(frame, ingress ifindex, kind)."""
+        rng = self.rng
+        r = rng.random()
+        if r < 0.20:
+            return self.gen_ipv4("syn_new")
+        if r < 0.42:
+            return self.gen_ipv4("flow_in")
+        if r < 0.57:
+            return self.gen_ipv4("flow_out")
+        if r < 0.67:
+            return self.gen_ipv4("udp")
+        if r < 0.77:
+            return self.gen_ipv4("other")
+        if r < 0.83:
+            return self.gen_icmp_err()
+        if r < 0.89:
+            return self.gen_ipv6()
+        if r < 0.94:
+            return self.gen_l2()
+        return self.gen_random()
+
+    def _client(self):
+        net = self.net
+        r = self.rng.random()
+        if r < 0.8:
+            return net.client
+        if r < 0.87:
+            return net.client_no_neigh
+        if r < 0.93:
+            return net.client_no_route
+        return self.rng.randbytes(4)
+
+    def gen_ipv4(self, kind):
+        rng, net = self.rng, self.net
+        ingress = net.cli
+        smac, dmac = net.client_mac, net.cli_mac
+        if kind == "syn_new" or kind == "udp":
+            want = 6 if kind == "syn_new" else 17
+            keys = [k for k in self.oracle.svc_keys if k[2] == want]
+            if rng.random() < 0.85:
+                dst, dport, _ = rng.choice(keys)
+            else:
+                dst, dport = rng.choice((net.vip, net.vip2, net.vip3, a4("10.0.0.1"))), \
+                    rng.choice((80, 53, 443, 8080, rng.randint(0, 65535)))
+            src, sport, proto = self._client(), rng.randint(0, 65535), want
+            flags = TCP_SYN if rng.random() < 0.7 else rng.choice(TCP_FLAG_CHOICES)
+        elif kind == "flow_in" and self.oracle.flows_in:
+            src, dst, sport, dport, proto = rng.choice(self.oracle.flows_in)
+            flags = rng.choice(TCP_FLAG_CHOICES)
+        elif kind == "flow_out" and self.oracle.flows_out:
+            src, dst, sport, dport, proto = rng.choice(self.oracle.flows_out)
+            if rng.random() < 0.1:  # an untracked reply: not ours
+                dport = rng.randint(0, 65535)
+            flags = rng.choice(TCP_FLAG_CHOICES)
+            ingress = net.srv
+            smac, dmac = net.rs_mac.get(src, b"\x02\0\0\0\x02\x99"), net.srv_mac
+        else:
+            kind = "other"
+            src = self._client()
+            dst = rng.choice((a4("10.0.0.1"), net.vip, a4("172.80.0.2"), rng.randbytes(4)))
+            proto = rng.choice((6, 17, 1, 47, 132, 0, 255))
+            sport, dport = rng.randint(0, 65535), rng.choice((80, 53, 22, rng.randint(0, 65535)))
+            flags = rng.choice(TCP_FLAG_CHOICES)
+            if rng.random() < 0.3:
+                ingress = net.srv
+        if rng.random() < 0.05:
+            ingress = net.srv if ingress == net.cli else net.cli
+        pl = payload(rng)
+        if proto == 6:
+            l4 = tcp_seg(src, dst, sport, dport, flags, pl, tcp_options(rng) if
+                         rng.random() < 0.3 else b"", seq=rng.getrandbits(32),
+                         ack=rng.getrandbits(32))
+        elif proto == 17:
+            l4 = udp_dgram(src, dst, sport, dport, pl, zero_check=rng.random() < 0.15)
+        elif proto == 1:
+            l4 = bytes((8, 0, 0, 0)) + rng.randbytes(4) + pl
+        else:
+            l4 = pl
+        return self._ipv4_frame(smac, dmac, src, dst, proto, l4), ingress, kind
+
+    def _ipv4_frame(self, smac, dmac, src, dst, proto, l4):
+        """l4 in an IPv4 frame, with options, VLAN tags, fragment bits,
+        padding and mutations drawn (and counted in kinds)."""
+        rng = self.rng
+        opts, tags, frag, tos = b"", (), 0, 0
+        mods = []
+        if rng.random() < 0.15:
+            opts = ip_options(rng)
+            mods.append("ipopts")
+        if rng.random() < 0.1:
+            tos = rng.getrandbits(8)
+        r = rng.random()
+        if r < 0.18:
+            tags = ((rng.choice((ETH_P_8021Q, ETH_P_8021AD)), rng.getrandbits(16)),)
+            mods.append("vlan")
+        elif r < 0.26:
+            tags = tuple((rng.choice((ETH_P_8021Q, ETH_P_8021AD, rng.getrandbits(16))),
+                          rng.getrandbits(16)) for _ in range(rng.randint(2, 4)))
+            mods.append("vlan-stack")
+        r = rng.random()
+        if r < 0.06:
+            frag = rng.choice((0x2000, 0x2000 | rng.randint(1, 0x1FFF), rng.randint(1, 0x1FFF),
+                               0x4000 | rng.randint(1, 0x1FFF), 0x6000))
+            mods.append("fragment")
+        elif r < 0.2:
+            frag = 0x4000  # DF: not a fragment
+        f = bytearray(eth(dmac, smac, ETH_P_IP, tags) +
+                      ipv4(src, dst, proto, l4, opts, tos, rng.getrandbits(16), frag,
+                           rng.choice((64, 1, 0, 255))))
+        if rng.random() < 0.08:
+            f += rng.choice((b"\0" * rng.randint(1, 20), rng.randbytes(rng.randint(1, 40))))
+            mods.append("padding")
+        if rng.random() < 0.35:
+            self.mutate(f, 14 + 4 * len(tags))
+            mods.append("mutated")
+        if len(f) > MAX_FRAME:
+            del f[MAX_FRAME:]
+        for m in mods:
+            self.kinds[f"  +{m}"] += 1
+        return f
+
+    def mutate(self, f, l3):
+        rng = self.rng
+        for _ in range(rng.choice((1, 1, 1, 2, 3))):
+            op = rng.randrange(12)
+            n = len(f)
+            if op == 0:  # bit flips, mostly in the headers
+                for _ in range(rng.randint(1, 4)):
+                    i = rng.randrange(min(n, 80)) if rng.random() < 0.8 else rng.randrange(n)
+                    f[i] ^= 1 << rng.randrange(8)
+            elif op == 1:  # an interesting byte value
+                i = rng.randrange(min(n, 80))
+                f[i] = rng.choice((0, 0xFF, 0x7F, 0x80, 0x01, 0x45, 0x40, 0x4F))
+            elif op == 2:  # truncation
+                del f[rng.randint(14, n - 1) if n > 15 else n:]
+            elif op == 3 and n > l3:  # IHL
+                f[l3] = (f[l3] & 0xF0) | rng.randrange(16)
+            elif op == 4 and n > l3 + 3:  # IP total length
+                ihl = (f[l3] & 15) * 4
+                tot = f[l3 + 2] << 8 | f[l3 + 3]
+                v = rng.choice((0, 1, ihl - 1, ihl, ihl + 7, ihl + 8, ihl + 19, ihl + 20,
+                                ihl + 21, tot - 1, tot + 1, n - l3, n - l3 - 1, n - l3 + 1,
+                                0xFFFF, rng.randrange(0x10000)))
+                f[l3 + 2:l3 + 4] = (v & 0xFFFF).to_bytes(2, "big")
+            elif op == 5 and n > l3 + 20:  # L4 length / data offset
+                ihl = (f[l3] & 15) * 4
+                i = l3 + ihl
+                if f[l3 + 9] == 17 and n > i + 5:
+                    f[i + 4:i + 6] = rng.choice((0, 7, 8, 9, 0xFFFF, rng.randrange(0x10000))
+                                                ).to_bytes(2, "big")
+                elif n > i + 12:
+                    f[i + 12] = rng.randrange(16) << 4 | (f[i + 12] & 15)
+            elif op == 6 and n > l3 + 7:  # fragment bits
+                f[l3 + 6:l3 + 8] = rng.choice((0x2000, 0x0001, 0x1FFF, 0x4000, 0x8000,
+                                               rng.randrange(0x10000))).to_bytes(2, "big")
+            elif op == 7 and n > l3 + 9:  # protocol / version
+                if rng.random() < 0.5:
+                    f[l3 + 9] = rng.choice((6, 17, 1, 41, 4, 0, 255, rng.randrange(256)))
+                else:
+                    f[l3] = rng.randrange(16) << 4 | (f[l3] & 15)
+            elif op == 8:  # EtherType / tag
+                i = l3 - 2
+                f[i:i + 2] = rng.choice((ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q, ETH_P_8021AD,
+                                         ETH_P_ARP, rng.randrange(0x10000))).to_bytes(2, "big")
+            elif op == 9:  # insert bytes
+                i = rng.randrange(12, n + 1)
+                f[i:i] = rng.randbytes(rng.choice((1, 2, 4, 8, rng.randint(1, 40))))
+            elif op == 10 and n > 16:  # delete bytes
+                i = rng.randrange(12, n - 1)
+                del f[i:i + rng.randint(1, min(40, n - i - 1))]
+            elif op == 11:  # IP option bytes inserted without fixing IHL / length
+                i = min(l3 + 20, n)
+                f[i:i] = ip_options(rng)
+        if len(f) < 14:
+            f.extend(b"\0" * (14 - len(f)))
+        if rng.random() < 0.5:
+            fix_checksums(f)
+
+    def gen_icmp_err(self):
+        """ICMP errors towards the VIP or the client quoting a tracked flow's
+        headers, garbage, or a truncated quote: never ours."""
+        rng, net = self.rng, self.net
+        flows = self.oracle.flows_in + self.oracle.flows_out
+        if flows and rng.random() < 0.6:
+            s, d, sp, dp, proto = rng.choice(flows)
+            inner = ipv4(s, d, proto, struct.pack("!HH", sp, dp) + rng.randbytes(rng.choice(
+                (0, 4, 16))))
+            inner = inner[:rng.choice((len(inner), 20, 28, rng.randint(0, len(inner))))]
+        else:
+            inner = rng.randbytes(rng.randint(0, 60))
+        typ, code = rng.choice(((3, 0), (3, 1), (3, 3), (3, 4), (11, 0), (12, 0), (5, 1),
+                                (4, 0), (rng.randrange(256), rng.randrange(256))))
+        icmp = bytearray(struct.pack("!BBHI", typ, code, 0, 1500 if code == 4 else 0) + inner)
+        icmp[2:4] = csum_for(icmp).to_bytes(2, "big")
+        src = rng.choice((net.rs[0], a4("10.0.0.254"), net.client, rng.randbytes(4)))
+        dst = rng.choice((net.vip, net.vip2, net.client, net.rs[1]))
+        tags = ((ETH_P_8021Q, 5),) if rng.random() < 0.15 else ()
+        f = bytearray(eth(net.cli_mac, net.client_mac, ETH_P_IP, tags) +
+                      ipv4(src, dst, 1, bytes(icmp)))
+        if rng.random() < 0.25:
+            self.mutate(f, 14 + 4 * len(tags))
+        return f, rng.choice((net.cli, net.srv)), "icmp_err"
+
+    def gen_ipv6(self):
+        rng, net = self.rng, self.net
+        nh_chain = [rng.choice((0, 43, 44, 60, 51, 135, 59)) for _ in range(rng.randint(0, 4))]
+        last = rng.choice((6, 17, 58))
+        body = b""
+        # build from the innermost header outwards
+        if last == 6:
+            body = struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, TCP_SYN, 1024, 0, 0)
+        elif last == 17:
+            body = struct.pack("!HHHH", 5353, 53, 8 + 4, 0) + b"abcd"
+        else:
+            body = bytes((128, 0, 0, 0, 0, 1, 0, 1))
+        nxt = last
+        for h in reversed(nh_chain):
+            if h == 44:
+                ext = struct.pack("!BBHI", nxt, 0, rng.choice((0, 1, 8, 0x0009)),
+                                  rng.getrandbits(32))
+            elif h == 51:
+                ext = struct.pack("!BBH", nxt, 4, 0) + rng.randbytes(20)
+            elif h == 59:  # no next header
+                ext = b""
+                nxt = 59
+                body = rng.randbytes(rng.randint(0, 16))
+                continue
+            else:
+                ln = rng.randint(0, 2)
+                ext = struct.pack("!BB", nxt, ln) + rng.randbytes(6 + 8 * ln)
+            body = ext + body
+            nxt = h
+        ip6 = struct.pack("!IHBB16s16s", 0x60000000, len(body), nxt, 64,
+                          b"\xfd" + b"\0" * 14 + b"\x02", b"\xfd" + b"\0" * 14 + b"\x01") + body
+        tags = ((ETH_P_8021Q, 9),) if rng.random() < 0.2 else ()
+        f = bytearray(eth(net.cli_mac, net.client_mac, ETH_P_IPV6, tags) + ip6)
+        if rng.random() < 0.3:
+            # an IPv4 header hiding behind an IPv6 EtherType, or the reverse
+            if rng.random() < 0.5:
+                f[12 + 4 * len(tags):14 + 4 * len(tags)] = b"\x08\x00"
+            self.mutate(f, 14 + 4 * len(tags))
+        return f, net.cli, "ipv6_ext"
+
+    def gen_l2(self):
+        rng, net = self.rng, self.net
+        r = rng.random()
+        if r < 0.3:  # ARP
+            body = struct.pack("!HHBBH6s4s6s4s", 1, ETH_P_IP, 6, 4, 1, net.client_mac,
+                               net.client, b"\0" * 6, net.vip)
+            f = eth(b"\xff" * 6, net.client_mac, ETH_P_ARP) + body
+        elif r < 0.6:  # a VLAN stack whose innermost frame is ours-looking
+            tags = tuple((rng.choice((ETH_P_8021Q, ETH_P_8021AD)), rng.getrandbits(16))
+                         for _ in range(rng.randint(2, 5)))
+            seg = tcp_seg(net.client, net.vip, rng.randint(1024, 65535), 80, TCP_SYN)
+            f = eth(net.cli_mac, net.client_mac, ETH_P_IP, tags) + ipv4(net.client, net.vip,
+                                                                        6, seg)
+        else:  # other EtherTypes (LLDP, MPLS, PPPoE, 802.3 length) with IPv4 inside
+            et = rng.choice((0x88CC, 0x8847, 0x8864, 0x0600, 0x002E, 0x9100,
+                             rng.randrange(0x10000)))
+            seg = tcp_seg(net.client, net.vip, 1234, 80, TCP_SYN)
+            f = eth(net.cli_mac, net.client_mac, et) + ipv4(net.client, net.vip, 6, seg)
+        f = bytearray(f)
+        if rng.random() < 0.2:
+            self.mutate(f, 14)
+        return f, net.cli, "l2_other"
+
+    def gen_random(self):
+        rng, net = self.rng, self.net
+        n = rng.choice((14, 15, 18, 33, 34, 37, 38, 42, 54, 60, 64, rng.randint(14, 200),
+                        rng.randint(14, MAX_FRAME)))
+        f = bytearray(rng.randbytes(n))
+        r = rng.random()
+        if r < 0.5 and n >= 16:  # get past the first checks
+            f[12:14] = b"\x08\x00"
+            f[14] = 0x40 | (f[14] & 15)
+            if rng.random() < 0.5:
+                f[14] = 0x45
+                f[16:18] = (n - 14).to_bytes(2, "big")
+                f[20:22] = b"\0\0"
+                if n > 23:
+                    f[23] = rng.choice((6, 17))
+                if rng.random() < 0.3 and n > 34:
+                    f[30:34] = rng.choice((net.vip, net.vip2))
+                    if n > 38:
+                        f[36:38] = rng.choice((80, 53, 5000)).to_bytes(2, "big")
+                        f[47:48] = bytes((TCP_SYN,)) if n > 47 else b""
+                    if rng.random() < 0.5:
+                        fix_checksums(f)
+        return f, rng.choice((net.cli, net.srv)), "random"
+
+    def template(self):
+        """A frame of ours, for a truncation sweep."""
+        rng, net = self.rng, self.net
+        for _ in range(50):
+            f, ingress, _ = self.gen_ipv4(rng.choice(("syn_new", "flow_in", "flow_out", "udp")))
+            if parse(f) is not None and len(f) <= 200:
+                return f, ingress
+        seg = tcp_seg(net.client, net.vip, 1234, 80, TCP_SYN)
+        return bytearray(eth(net.cli_mac, net.client_mac, ETH_P_IP) +
+                         ipv4(net.client, net.vip, 6, seg)), net.cli

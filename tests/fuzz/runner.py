@@ -1,0 +1,212 @@
+"""The fuzz runner: writes the oracle's services into the pinned maps, runs
+generated frames through the real program with BPF_PROG_TEST_RUN (in the
+test network's netns, which the caller has entered), has the oracle judge
+every answer, and compares the kernel's tables with the model after every
+batch of frames (maps and model are reset at the start of each)."""
+import collections
+import ctypes as C
+import errno
+import random
+import socket
+import time
+
+from xdplb import bpfsys
+from xdplb import structs as S
+
+from .frames import FrameGen
+from .oracle import MConn, Oracle, Violation, fmt_key
+from .wire import VERDICTS, Topology, parse
+
+SLOTS = 16  # service and destination slots the configuration uses, 0 included
+
+
+class Fuzzer:
+    """Generates frames, runs them and checks every verdict and output
+    against the oracle. state: the pinned xdplb state; net: the test
+    network (xdplb/testnet.py's build())."""
+
+    def __init__(self, state, net, seed=1, batch=4096, log=None, max_violations=20):
+        self.s, self.net = state, Topology(net)
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.batch = batch
+        self.log = log or (lambda msg: None)
+        self.max_violations = max_violations
+        self.runner = bpfsys.ProgTestRun(state.prog_fd)
+        self.stats = collections.Counter()
+        self.kinds = collections.Counter()
+        self.oracle = Oracle(self.net, self.stats)
+        self.gen = FrameGen(self.rng, self.net, self.oracle, self.kinds)
+        self.violations = []
+        self.frames = 0
+        self.batches = 0
+        self.in_batch = 0
+
+    # -- the maps -----------------------------------------------------------------
+
+    def _clear(self):
+        s = self.s
+        for name in ("services", "sched_ring", "conn_table"):
+            getattr(s, name).clear()
+        for slot in range(SLOTS):
+            s.dests.put(slot, S.DestEntry())
+            s.sched_pos.put(slot, S.SchedPos())
+
+    def write_config(self):
+        """The oracle's services and destinations into the maps, tables empty."""
+        self._clear()
+        for (addr, port, proto), svc in self.oracle.services.items():
+            for i, dslot in enumerate(svc.ring):
+                self.s.sched_ring.put(S.RingKey(svc.slot, i), C.c_uint32(dslot))
+            self.s.services.put(S.SvcKey(addr=(C.c_uint8 * 4)(*addr), port=socket.htons(port),
+                                         proto=proto),
+                                S.SvcEntry(slot=svc.slot, ring_len=len(svc.ring),
+                                          sched=S.XDPLB_SCHED_RR))
+        for d in self.oracle.dests.values():
+            self._put_dest(d)
+
+    def _put_dest(self, d):
+        self.s.dests.put(d.slot, S.DestEntry(addr=(C.c_uint8 * 4)(*d.addr), port=socket.htons(d.port),
+                                        fwd=d.fwd, flags=S.XDPLB_DEST_F_AVAILABLE if d.available
+                                        else 0, svc_slot=d.svc_slot, weight=1))
+
+    def cleanup(self):
+        """Leave the maps empty, as tests/test_datapath.py's fixture expects."""
+        self._clear()
+        for slot in range(SLOTS):
+            self.s.svc_stats.zero(slot)
+            self.s.dest_stats.zero(slot)
+        for idx in range(S.XDPLB_CNT_MAX):
+            self.s.counters.zero(idx)
+
+    def _kernel_entry(self, key):
+        """The kernel's connection entry for a flow key, as an MConn (or None)."""
+        v = self.s.conn_table.get(S.ConnKey(
+            saddr=(C.c_uint8 * 4)(*key[0]), daddr=(C.c_uint8 * 4)(*key[1]),
+            sport=socket.htons(key[2]), dport=socket.htons(key[3]), proto=key[4]))
+        return None if v is None else _mconn(v)
+
+    # -- batches: reset maps and the model, warm up flows, check at the end ---------
+
+    def start_batch(self):
+        self.oracle.new_batch()
+        self.write_config()
+        for idx in range(S.XDPLB_CNT_MAX):
+            self.s.counters.zero(idx)
+        self.in_batch = 0
+        for f, ingress in self.gen.warmup():
+            self.check(f, ingress, "warmup")
+        self._put_dest(self.oracle.dest_goes(self.batches))
+
+    def end_batch(self):
+        """The kernel's connection table equals the model; counters agree."""
+        both = {kb for kb, _ in self.s.conns.raw_items()} & \
+            {kb for kb, _ in self.s.conns_assured.raw_items()}
+        if both:
+            self.violation("a connection is in both conns and conns_assured", None, 0, None,
+                           None, f"{len(both)} keys")
+        got = {}
+        for kb, vb in self.s.conn_table.raw_items():
+            k = S.ConnKey.from_buffer_copy(kb)
+            v = S.Conn.from_buffer_copy(vb)
+            key = (bytes(k.saddr), bytes(k.daddr), socket.ntohs(k.sport), socket.ntohs(k.dport),
+                   k.proto)
+            got[key] = (_mconn(v), (v.ifindex, bytes(v.smac), bytes(v.dmac)) if v.ifindex
+                        else None)
+        for what, detail in self.oracle.table_problems(got):
+            self.violation(what, None, 0, None, None, detail)
+        cnt = {name: self.s.counters.sum(i) for i, name in enumerate(S.COUNTERS)}
+        for what, detail in self.oracle.counter_problems(cnt, self.in_batch):
+            self.violation(what, None, 0, None, None, detail)
+        self.batches += 1
+
+    # -- one frame --------------------------------------------------------------------
+
+    def check(self, f, ifindex, kind):
+        """Run one frame through the program and have the oracle judge it."""
+        self.frames += 1
+        self.in_batch += 1
+        self.kinds[kind] += 1
+        p = parse(f)
+        expected = self.oracle.expect(f, p)
+        try:
+            verdict, out, _ = self.runner.run(f, ifindex)
+        except OSError as e:
+            if len(f) < 14 and e.errno == errno.EINVAL:
+                self.in_batch -= 1
+                self.frames -= 1
+                self.kinds[kind] -= 1
+                self.stats["refused (< ETH_HLEN)"] += 1
+                return
+            self.violation(f"PROG_TEST_RUN failed: {e}", f, ifindex, None, None)
+            return
+        try:
+            self.oracle.judge(f, p, expected, ifindex, verdict, out, self._kernel_entry)
+        except Violation as v:
+            self.violation(str(v), f, ifindex, verdict, out)
+
+    def violation(self, what, f, ifindex, verdict, out, extra=""):
+        v = {"what": what, "frame": bytes(f).hex() if f is not None else None,
+             "ingress": self.net.ifname(ifindex),
+             "verdict": VERDICTS[verdict] if verdict is not None and verdict < 5 else verdict,
+             "out": out.hex() if out is not None else None, "extra": extra}
+        if f is not None:
+            p = parse(f)
+            if p is not None:
+                c = self.oracle.conns.get(p.key)
+                v["conn"] = f"{fmt_key(p.key)} entry {c}" if c else "no entry"
+        self.stats["violations"] += 1
+        if len(self.violations) < self.max_violations:
+            self.violations.append(v)
+            self.log(f"VIOLATION: {v}")
+
+    # -- sweeps and the main loop -------------------------------------------------------
+
+    def sweep(self, f, ingress, kind="truncation sweep"):
+        """f truncated at every offset (0 .. len), then whole."""
+        for n in range(len(f) + 1):
+            self.check(bytearray(f[:n]), ingress, kind)
+
+    def run(self, frames, sweep_every=1, stop_on_violation=False):
+        """Fuzz about `frames` frames in batches; returns the number of violations."""
+        t0 = time.monotonic()
+        last = t0
+        while self.frames < frames:
+            self.start_batch()
+            if self.batches % sweep_every == 0:
+                self.sweep(*self.gen.template())
+            while self.in_batch < self.batch and self.frames < frames:
+                self.check(*self.gen.frame())
+            self.end_batch()
+            if stop_on_violation and self.violations:
+                break
+            now = time.monotonic()
+            if now - last > 10:
+                last = now
+                self.log(f"  {self.frames} frames, {self.frames / (now - t0):.0f} frames/s, "
+                         f"{self.stats['violations']} violations")
+        self.elapsed = time.monotonic() - t0
+        return self.stats["violations"]
+
+    def summary(self):
+        el = getattr(self, "elapsed", 0) or 1e-9
+        lines = [(f"seed {self.seed}: {self.frames} frames in {el:.1f} s "
+                  f"({self.frames / el:.0f} frames/s), {self.batches} batches, "
+                  f"{self.stats['violations']} violations")]
+        lines.append("frames by kind:")
+        for k, v in sorted(self.kinds.items(), key=lambda kv: (kv[0].startswith(" "), kv[0])):
+            lines.append(f"  {k:<28} {v:>10}")
+        lines.append("oracle:")
+        for k, v in sorted(self.stats.items()):
+            lines.append(f"  {k:<56} {v:>10}")
+        lines.append("outcomes:")
+        for k, v in sorted(self.oracle.outcomes.items()):
+            lines.append(f"  {k:<40} {v:>10}")
+        for v in self.violations:
+            lines.append(f"VIOLATION {v}")
+        return "\n".join(lines)
+
+
+def _mconn(v):
+    """A kernel connection entry (structs.Conn) as the oracle's MConn."""
+    return MConn(bytes(v.addr), socket.ntohs(v.port), v.dir, v.fwd, v.dest_slot, v.svc_slot)

@@ -1,0 +1,70 @@
+"""The exporter's --listen parsing and metrics, without a server or a state
+(tests/test_security.py runs the exporter itself, as root)."""
+import pytest
+from prometheus_client.core import Metric
+
+from xdplb import exporter
+from xdplb.exporter import ListenError, parse_listen
+from xdplb.model import IPPROTO_TCP, IPPROTO_UDP, Destination, Service, Stats
+
+
+@pytest.mark.parametrize("text,want", [
+    ("127.0.0.1:9100", ("127.0.0.1", 9100)),
+    ("127.0.0.1", ("127.0.0.1", 19370)),
+    ("0.0.0.0:1", ("0.0.0.0", 1)),
+    ("[::1]:65535", ("::1", 65535)),
+    ("[::]", ("::", 19370)),
+    ("[2001:DB8::1]:80", ("2001:db8::1", 80)),
+])
+def test_listen_addresses(text, want):
+    assert parse_listen(text) == want
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "'': expected ADDR:PORT (e.g. 127.0.0.1:19370)"),
+    (" 127.0.0.1", "' 127.0.0.1': expected ADDR:PORT (e.g. 127.0.0.1:19370)"),
+    (None, "None: expected ADDR:PORT (e.g. 127.0.0.1:19370)"),
+    ("localhost:80", "'localhost:80': 'localhost' is not an IP address"),
+    ("::1:80", "'::1:80': write an IPv6 address in brackets, [ADDR]:PORT"),
+    ("[127.0.0.1]:80", "'[127.0.0.1]:80': brackets are for IPv6 addresses only"),
+    ("[::1]80", "'[::1]80': expected [IPV6]:PORT"),
+    (":80", "':80': no address (write 0.0.0.0 to listen on every IPv4 address)"),
+    ("127.0.0.1:0", "'127.0.0.1:0': the port must be a number from 1 to 65535"),
+    ("127.0.0.1:65536", "'127.0.0.1:65536': the port must be a number from 1 to 65535"),
+    ("127.0.0.1:\u0668\u0660", "'127.0.0.1:\u0668\u0660': the port must be a number from 1 "
+                               "to 65535"),
+])
+def test_listen_refusals(text, message):
+    with pytest.raises(ListenError) as e:
+        parse_listen(text)
+    assert str(e.value) == message
+
+
+def samples(families):
+    """{(metric name, labels...): value} of every sample."""
+    out = {}
+    for fam in families:
+        assert isinstance(fam, Metric)
+        for s in fam.samples:
+            out[(s.name, *s.labels.values())] = s.value
+    return out
+
+
+def test_service_and_backend_metrics():
+    svc = Service(IPPROTO_TCP, "10.0.0.1", 80, sched="wrr", stats=Stats(3, 40, 30, 4000, 3000))
+    svc.dests = [Destination("10.1.0.1", 8080, weight=5, active=2, inactive=1, persist=0,
+                             stats=Stats(3, 40, 30, 4000, 3000))]
+    udp = Service(IPPROTO_UDP, "10.0.0.2", 53, sched="rr")
+    got = samples(exporter._service_metrics([svc, udp]))
+    tcp, be = ("TCP", "10.0.0.1", "80"), ("TCP", "10.0.0.1", "80", "10.1.0.1", "8080")
+    assert got[("xdplb_service_info", *tcp, "wrr")] == 1
+    assert got[("xdplb_service_info", "UDP", "10.0.0.2", "53", "rr")] == 1
+    assert [got[(f"xdplb_service_{m}_total", *tcp)] for m, _, _ in exporter.STATS] == \
+        [3, 40, 30, 4000, 3000]
+    assert [got[(f"xdplb_backend_{m}_total", *be)] for m, _, _ in exporter.STATS] == \
+        [3, 40, 30, 4000, 3000]
+    assert [got[(f"xdplb_backend_{g}", *be)] for g in (
+        "connections_active", "connections_inactive", "connections_persistent", "weight")] == \
+        [2, 1, 0, 5]
+    assert got[("xdplb_service_connections_total", "UDP", "10.0.0.2", "53")] == 0
+    assert len(got) == 2 + 2 * 5 + (5 + 4)   # info and stats of 2 services, 1 backend
