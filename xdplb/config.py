@@ -420,7 +420,9 @@ def run(t, ops):
     """Plan ops one after the other against the tables t, applying each plan
     (t.apply) before the next: [(operation, args) | XdplbError (refused
     before planning)]. Returns ([XdplbError or None per op], the DR servers
-    to prime). A run of add_dest to one service is planned as one add_dests."""
+    to prime). A run of add_dest to a service whose ring is empty (one this
+    -R made) is planned as one add_dests: the same writes, needing no more
+    room in sched_ring than the last of them did (tables.py)."""
     results, primed = [], []
     i = 0
     while i < len(ops):
@@ -430,7 +432,8 @@ def run(t, ops):
             results.append(op)
             continue
         fn, args = op
-        if fn is add_dest:
+        entry = t.service(tuple(args[0])) if fn is add_dest else None
+        if entry is not None and not entry.ring_len:
             j = i
             while j < len(ops) and not isinstance(ops[j], XdplbError) and \
                     ops[j][0] is add_dest and ops[j][1][0] == args[0]:

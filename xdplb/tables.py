@@ -109,11 +109,25 @@ class Plan:
         self.svcs.append((key, entry, dlist, ring))
 
 
+def _ring_made(orig, entry, ring):
+    """Ring entries a service's change writes in its segment's MAKE phase, and
+    in the second round of a detour (the live generation again)."""
+    if ring is None or entry is None:
+        return 0, 0
+    n = entry.ring_len
+    again = orig is not None and orig.slot == entry.slot and orig.ring_gen == entry.ring_gen \
+        and orig.ring_len and n
+    return n, n if again else 0
+
+
 class _SvcChange:
     __slots__ = ("orig", "entry", "dlist", "ring")
 
     def __init__(self, orig):
         self.orig, self.entry, self.dlist, self.ring = orig, orig, None, None
+
+    def made(self):
+        return _ring_made(self.orig, self.entry, self.ring)
 
 
 class _Segment:
@@ -122,6 +136,9 @@ class _Segment:
         self.kinds = {name: set() for name in MAP_ORDER}  # map -> {phase * 4 + kind} it has
         self.broken = set()  # (map, key) written in BREAK
         self.svcs = {}       # service key -> _SvcChange
+        # sched_ring: live entries at the start, entries its MAKE writes (every new
+        # ring), entries a detour's second round writes (while the first's live)
+        self.ring0, self.made, self.again = None, 0, 0
 
 
 class Tables:
@@ -308,11 +325,19 @@ class Tables:
     # --- plans ----------------------------------------------------------------------
 
     def apply(self, plan):
-        """Make the copy what the plan leaves, and add its writes to the delta."""
+        """Make the copy what the plan leaves, and add its writes to the delta:
+        to the current segment, or to a new one when its MAKE writes would
+        undo a BREAK of this one, or when its rings would not fit beside this
+        one's (the old and new generations of every service it switches are
+        in sched_ring at once)."""
         seg = self.segments[-1]
-        if seg.broken and any(w[0] == MAKE and (w[1], w[2]) in seg.broken for w in plan.writes):
+        rings = self._rings(seg, plan)
+        if seg.broken and any(w[0] == MAKE and (w[1], w[2]) in seg.broken for w in plan.writes) \
+                or seg.svcs and rings[2] > self.max_ring:
             seg = _Segment()
             self.segments.append(seg)
+            rings = self._rings(seg, plan)
+        seg.ring0, seg.made, seg.again = rings[0], rings[1], rings[3]
         writes, kinds = seg.writes, seg.kinds
         for phase, name, key, kind, value in plan.writes:
             writes[name][key] = (phase, kind, value)
@@ -335,6 +360,26 @@ class Tables:
                 change.dlist = self.lists[entry.slot] = dlist
             if ring is not None:
                 change.ring = ring
+
+    def _rings(self, seg, plan):
+        """(ring0, made, peak, again) of seg with the plan in it: the most
+        sched_ring entries its write holds at once is the larger of the MAKE
+        phase (every live ring and every new one) and a detour's second round
+        (every final ring, and the detoured ones twice)."""
+        ring0 = self.alloc().ring_used if seg.ring0 is None else seg.ring0
+        made, again = seg.made, seg.again
+        if not plan.svcs:
+            return ring0, made, 0, again
+        for key, entry, _, ring in plan.svcs:
+            change = seg.svcs.get(key)
+            old = change.made() if change is not None else (0, 0)
+            orig = change.orig if change is not None else self.service(key)
+            new = _ring_made(orig, entry, ring if ring is not None or change is None
+                             else change.ring)
+            made, again = made + new[0] - old[0], again + new[1] - old[1]
+        used = next((w[4].ring_used for w in plan.writes if w[1] == "alloc"),
+                    self.alloc().ring_used)
+        return ring0, made, max(ring0 + made, used + again), again
 
     def _set_dest(self, slot, d):
         old = self.dest.get(slot)

@@ -1,11 +1,12 @@
 """The planner (xdplb/config.py, xdplb/tables.py) without root, bcc or a kernel.
 
-The maps are plain dictionaries (DictMaps, below). Sequences of operations
-run line by line (a fresh Tables and one write per line, as xdplbadm runs
-them) and merged (one Tables, one write, as xdplbadm -R) must leave the same
-bytes and give the same refusals; and while a merged write is applied, entry
-by entry, the data path must never find a service whose live ring or list
-names a missing entry or another service's destination."""
+The maps are the unit tier's fakes (fakemaps.FakeState), written directly
+(no journal). Sequences of operations run line by line (a fresh Tables and
+one write per line, as xdplbadm runs them) and merged (one Tables, one
+write, as xdplbadm -R) must leave the same bytes and give the same
+refusals; and while a merged write is applied, entry by entry, the data path
+must never find a service whose live ring or list names a missing entry or
+another service's destination."""
 import ctypes as C
 
 import pytest
@@ -14,98 +15,58 @@ from hypothesis import strategies as st
 
 from xdplb import config, maps, model
 from xdplb.model import Destination, Service, XdplbError
-from xdplb.structs import (XDPLB_RING_GEN_BIT, DestEntry, RingKey, SvcDests, SvcEntry, SvcKey)
+from xdplb.structs import XDPLB_RING_GEN_BIT, DestEntry, RingKey, SvcDests, SvcEntry, SvcKey
 from xdplb.tables import Tables
+
+from .fakemaps import FakeState
 
 SIZES = {"services": 4, "dests": 10, "sched_ring": 600}
 
 
-class DictMap:
-    """A map as a dict of key bytes -> value bytes, with the interface the
-    planner reads and writes through (maps.Map's)."""
-
-    def __init__(self, name, on_write=None):
-        cls, self.key_type, self.value_type = maps.MAPS[name]
-        self.name, self.on_write, self.d = name, on_write, {}
-        proto = cls.__new__(cls)
-        proto.key_type, proto.value_type = self.key_type, self.value_type
-        self.key_size = C.sizeof(self.key_type)
-        self.value_size = proto._value_size()
-        self.encode_key, self.encode_value = proto.encode_key, proto.encode_value
-        self.decode_value = proto.decode_value
-        self.max_entries = SIZES.get(name, 1 << 20)
-
-    def _set(self, kb, vb):
-        if vb is None:
-            self.d.pop(kb, None)
-        else:
-            assert len(kb) == self.key_size and len(vb) == self.value_size
-            self.d[kb] = vb
-        if self.on_write:
-            self.on_write()
-
-    def get(self, key):
-        vb = self.d.get(self.encode_key(key))
-        return None if vb is None else self.decode_value(vb)
-
-    def raw_chunks(self, limit=None):
-        items = sorted(self.d.items())
-        if limit is not None:
-            items = [(k, v) for k, v in items if int.from_bytes(k, "little") < limit]
-        if items:
-            yield b"".join(k for k, _ in items), b"".join(v for _, v in items), len(items)
-
-    def raw_items(self, limit=None):
-        return [(kr[i * self.key_size:(i + 1) * self.key_size],
-                 vr[i * self.value_size:(i + 1) * self.value_size])
-                for kr, vr, n in self.raw_chunks(limit) for i in range(n)]
-
-    def put_many(self, items):
-        for k, v in items:
-            self._set(self.encode_key(k), self.encode_value(v))
-
-    def put_raw(self, keys, values, n):
-        ks, vs = self.key_size, self.value_size
-        for i in range(n):
-            self._set(keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs])
-
-    def put_zeros(self, keys):
-        for k in keys:
-            self._set(self.encode_key(k), bytes(self.value_size))
-
-    def delete(self, key):
-        self._set(self.encode_key(key), None)
-
-
-class DictState:
-    def __init__(self, check=False):
-        hook = self.check if check else None
+def fake(check=False):
+    """A FakeState of small tables; with check, the data path's view is
+    checked after every single entry written."""
+    state = FakeState("/nonexistent", sizes=SIZES)
+    if check:
         for name in maps.MAPS:
-            setattr(self, name, DictMap(name, hook))
+            m = getattr(state, name)
+            m._update = _then(m._update, lambda: data_path_view(state))
+            m.delete = _then(m.delete, lambda: data_path_view(state))
+    return state
 
-    def contents(self):
-        """Every non-zero entry (an array's zeroed entry is no entry)."""
-        return {name: {k: v for k, v in getattr(self, name).d.items() if any(v)}
-                for name in maps.MAPS}
 
-    def check(self):
-        """What the data path may find at this instant: every live service's
-        ring entries and list name used destinations of that service."""
-        dests = {int.from_bytes(k, "little"): DestEntry.from_buffer_copy(v)
-                 for k, v in self.dests.d.items()}
-        ring = self.sched_ring.d
-        for kb, vb in self.services.d.items():
-            svc = SvcEntry.from_buffer_copy(vb)
-            for i in range(svc.ring_len):
-                vb2 = ring.get(bytes(RingKey(svc.slot, svc.ring_gen | i)))
-                assert vb2 is not None, ("half-switched ring", SvcKey.from_buffer_copy(kb), i)
-                d = dests.get(int.from_bytes(vb2, "little"))
-                assert d is not None and d.flags and d.svc_slot == svc.slot, "ring names a stranger"
-            sd = self.svc_dests.d.get(bytes(C.c_uint32(svc.slot)))
-            lst = SvcDests.from_buffer_copy(sd) if sd else SvcDests()
-            for e in lst.d[:lst.n]:
-                d = dests.get(e.slot)
-                assert d is not None and d.flags and d.svc_slot == svc.slot, "list names a stranger"
+def _then(write, check):
+    def written(*args):
+        done = write(*args)
+        check()
+        return done
+    return written
+
+
+def contents(state):
+    """Every non-zero entry (an array's zeroed entry is no entry)."""
+    return {name: {k: v for k, v in getattr(state, name)._entries.items() if any(v)}
+            for name in maps.MAPS}
+
+
+def data_path_view(state):
+    """What the data path may find at this instant: every live service's ring
+    entries and list name used destinations of that service."""
+    dests = {int.from_bytes(k, "little"): DestEntry.from_buffer_copy(v)
+             for k, v in state.dests._entries.items()}
+    ring = state.sched_ring._entries
+    for kb, vb in state.services._entries.items():
+        svc = SvcEntry.from_buffer_copy(vb)
+        for i in range(svc.ring_len):
+            vb2 = ring.get(bytes(RingKey(svc.slot, svc.ring_gen | i)))
+            assert vb2 is not None, ("half-switched ring", SvcKey.from_buffer_copy(kb), i)
+            d = dests.get(int.from_bytes(vb2, "little"))
+            assert d is not None and d.flags and d.svc_slot == svc.slot, "ring names a stranger"
+        sd = state.svc_dests._entries.get(bytes(C.c_uint32(svc.slot)))
+        lst = SvcDests.from_buffer_copy(sd) if sd else SvcDests()
+        for e in lst.d[:lst.n]:
+            d = dests.get(e.slot)
+            assert d is not None and d.flags and d.svc_slot == svc.slot, "list names a stranger"
 
 
 VIPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
@@ -184,24 +145,21 @@ BASE = [operation(op) for op in (("A", 0, "wrr"), ("a", 0, 0, 3), ("a", 0, 1, 1)
 @given(st.lists(ops, max_size=14))
 def test_merged_equals_line_by_line_and_never_half_switched(gen):
     lines = [operation(op) for op in gen]
-    a = DictState()
+    a = fake()
     one_by_one(a, BASE)
     want = one_by_one(a, lines)
-    b = DictState()
+    b = fake(check=True)
     one_by_one(b, BASE)
-    b.check()
-    for m in maps.MAPS:
-        getattr(b, m).on_write = b.check
     got, _ = merged(b, lines)
     assert got == want
-    assert b.contents() == a.contents()
+    assert contents(b) == contents(a)
 
 
 def test_slot_reuse_starts_a_segment_and_a_live_ring_detours():
     """The two ordering rules at work: -d then -a taking the freed slot is
     written in two segments; a live service switched twice goes through its
     other generation."""
-    state = DictState()
+    state = fake()
     one_by_one(state, BASE)
     rr = state.services.get(SvcKey((C.c_uint8 * 4)(10, 0, 0, 2), 20480, 6, 0))
     lines = [operation(op) for op in (("a", 1, 5, 1), ("e", 1, 5, 2),   # two switches
@@ -211,20 +169,21 @@ def test_slot_reuse_starts_a_segment_and_a_live_ring_detours():
     after = state.services.get(SvcKey((C.c_uint8 * 4)(10, 0, 0, 2), 20480, 6, 0))
     assert after.ring_gen == rr.ring_gen and after.ring_len == 3
     assert all(RingKey.from_buffer_copy(k).index & XDPLB_RING_GEN_BIT == rr.ring_gen
-               for k in state.sched_ring.d if RingKey.from_buffer_copy(k).svc_slot == rr.slot)
+               for k in state.sched_ring._entries
+               if RingKey.from_buffer_copy(k).svc_slot == rr.slot)
 
 
 def test_refusals_change_nothing_and_read_little():
     """A refused operation returns no plan; one -a reads its own service and
     its destinations, not the others."""
-    state = DictState()
+    state = fake()
     one_by_one(state, BASE)
-    before = state.contents()
+    before = contents(state)
     for op, msg in ((("A", 0, "rr"), model.E_SVC_EXISTS), (("a", 4, 0, 1), model.E_SVC_NOT_DEFINED),
                     (("a", 0, 0, 1), model.E_DEST_EXISTS), (("e", 0, 5, 1), model.E_NO_DEST),
                     (("A", 3, "nosuch"), model.E_NO_SCHED)):
         assert one_by_one(state, [operation(op)]) == [msg]
-    assert state.contents() == before
+    assert contents(state) == before
     t = Tables(state)
     t.apply(config.add_dest(t, key(1), Destination(RIPS[5], 80, fwd=0)))
     assert not t.all_svcs and not t.all_dests
@@ -232,7 +191,7 @@ def test_refusals_change_nothing_and_read_little():
 
 
 def test_full_tables_are_refused_with_the_table_named():
-    state = DictState()
+    state = fake()
     lines = [operation(("A", v, "rr")) for v in range(5)]
     got = one_by_one(state, lines)
     assert got[:4] == [None] * 4 and "services table is full (4 services" in got[4]
@@ -245,7 +204,7 @@ def test_full_tables_are_refused_with_the_table_named():
 @pytest.mark.parametrize("sched,err", [("wrr", "schedule of this service needs"),
                                        ("mh", "table of this service needs 4093")])
 def test_ring_room_is_refused(sched, err):
-    state = DictState()
+    state = fake()
     lines = [operation(("A", 0, sched)), operation(("a", 0, 0, 300)),
              operation(("a", 0, 1, 301))]
     got = one_by_one(state, lines)
