@@ -7,7 +7,6 @@
 #ifndef XDPLB_CONN_H
 #define XDPLB_CONN_H
 
-#include "clock.h"
 #include "maps.h"
 #include "parse.h"
 #include "service.h"

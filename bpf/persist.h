@@ -8,6 +8,8 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "maps.h"
+#include "parse.h"
 #include "service.h"
 
 /* The client's template <proto, client & netmask, 0, vaddr, vport (0 for a

@@ -8,7 +8,6 @@
 #define XDPLB_SCHED_HASH_H
 
 #include "hash.h"
-#include "maps.h"
 #include "parse.h"
 #include "sched_ring.h"
 #include "service.h"

@@ -11,6 +11,8 @@
 #include "clock.h"
 #include "conn.h"
 #include "forward.h"
+#include "maps.h"
+#include "parse.h"
 #include "service.h"
 #include "stats.h"
 #include "tcp_state.h"
