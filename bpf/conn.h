@@ -153,7 +153,7 @@ static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assur
 
 	if (!__sync_lock_test_and_set(&c->last_seen, 0))
 		return;		/* another CPU expired it */
-	d = dest_lookup(slot, c->svc_slot, c->dest_seq);
+	d = dest_of_conn(c);
 	if (d)
 		dest_unbind(slot, d, conn_kind(p->key.proto, c->state));
 	if (c->fwd == IP_VS_CONN_F_MASQ) {

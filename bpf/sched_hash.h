@@ -12,11 +12,11 @@
 #include "sched_ring.h"
 #include "service.h"
 
-/* is_unavailable() of sh / mh, also dh's test: weight 0 or OVERLOAD (or no
- * longer a valid destination of the service). */
-static __always_inline int hash_dest_unavailable(const struct service *svc, __u32 slot)
+/* is_unavailable() of sh / mh, also dh's test: not available, weight 0 or
+ * OVERLOAD. */
+static __always_inline int hash_dest_unavailable(__u32 slot)
 {
-	struct dest *d = dest_lookup(slot, svc->slot, 0);
+	struct dest *d = dest_get(slot);
 
 	return !d || !d->weight || dest_overloaded(slot);
 }
@@ -43,7 +43,7 @@ static __always_inline __u32 sched_hash(const struct service *svc, const struct 
 
 	if (!slot)
 		return 0;
-	if (!hash_dest_unavailable(svc, slot))
+	if (!hash_dest_unavailable(slot))
 		return slot;
 	if (!(svc->flags & IP_VS_SVC_F_SCHED1))
 		return 0;
@@ -52,7 +52,7 @@ static __always_inline __u32 sched_hash(const struct service *svc, const struct 
 		slot = sched_ring_slot(svc, hash_client(mh, addr, port, (off + ihash) % size));
 		if (!slot)
 			return 0;
-		if (!hash_dest_unavailable(svc, slot))
+		if (!hash_dest_unavailable(slot))
 			return slot;
 	}
 	return 0;
@@ -63,7 +63,7 @@ static __always_inline __u32 sched_dh(const struct service *svc, const struct pk
 {
 	__u32 slot = sched_ring_slot(svc, dh_hashkey(bpf_ntohl(p->key.daddr)));
 
-	if (!slot || hash_dest_unavailable(svc, slot))
+	if (!slot || hash_dest_unavailable(slot))
 		return 0;
 	return slot;
 }

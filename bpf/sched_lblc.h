@@ -68,8 +68,9 @@ static __always_inline __u32 sched_lblc(const struct service *svc, const struct 
 	en = lblc.lookup(&k);
 	if (en) {
 		slot = en->slot[0];
-		d = dest_lookup(slot, svc->slot, 0);
-		if (d && d->weight && !lblc_overloaded(svc, slot, d->weight)) {
+		d = dests.lookup(&slot);
+		if (dest_valid(d, svc->slot, 0) && d->weight &&
+		    !lblc_overloaded(svc, slot, d->weight)) {
 			en->last_used = now;
 			return slot;
 		}
@@ -107,7 +108,7 @@ static __always_inline void lblcr_set_scan(const struct service *svc, struct lbl
 			acc->mw = w;
 			acc->moh = doh;
 		}
-		if (dc->overload || !dest_valid(d, svc->slot, 0))
+		if (dc->overload || !dest_available(d))
 			continue;
 		if (acc->least ? acc->loh * w > doh * acc->lw : w > 0) {
 			acc->least = slot;
@@ -180,7 +181,7 @@ static __always_inline __u32 sched_lblcr(const struct service *svc, const struct
 	if (en->n > 1 && now - en->last_mod > XDPLB_LBLCR_EXPIRATION_NS && acc->most)
 		lblcr_set_erase(en, acc, now);
 	if (least) {
-		d = dest_lookup(least, svc->slot, 0);
+		d = dests.lookup(&least);
 		if (d && !lblc_overloaded(svc, least, d->weight))
 			return least;
 	}

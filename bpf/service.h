@@ -31,23 +31,38 @@ static __always_inline struct service *svc_find(const struct pkt *p, __be16 *por
 	return services.lookup(&sk);
 }
 
-/* The one answer to "is this destination still valid": d is an AVAILABLE
- * destination of service svc_slot and, unless seq is 0, the very one a
- * connection or template was bound to (seqs are never reused, slots are: a
- * removed destination's slot may hold a newer one). seq 0: any, as for a
- * scheduler's pick or an entry written by hand. */
-static __always_inline int dest_valid(const struct dest *d, __u32 svc_slot, __u32 seq)
+/* "Is this destination still valid", in two steps, each written once here.
+ * Available: IPVS's IP_VS_DEST_F_AVAILABLE, a destination of some service:
+ * what a scheduler's pick and the stats of a reply need. */
+static __always_inline int dest_available(const struct dest *d)
 {
-	return d && (d->flags & XDPLB_DEST_F_AVAILABLE) && d->svc_slot == svc_slot &&
-	       (!seq || d->seq == seq);
+	return d && (d->flags & XDPLB_DEST_F_AVAILABLE);
 }
 
-/* The destination in slot if dest_valid(), else NULL. */
-static __always_inline struct dest *dest_lookup(__u32 slot, __u32 svc_slot, __u32 seq)
+/* Valid for an entry bound to it: available, of service svc_slot and,
+ * unless seq is 0, the very destination the connection or template was
+ * bound to (seqs are never reused, slots are: a removed destination's slot
+ * may hold a newer one). seq 0: any, for an entry written by hand. */
+static __always_inline int dest_valid(const struct dest *d, __u32 svc_slot, __u32 seq)
+{
+	return dest_available(d) && d->svc_slot == svc_slot && (!seq || d->seq == seq);
+}
+
+/* The destination in slot if available, else NULL. */
+static __always_inline struct dest *dest_get(__u32 slot)
 {
 	struct dest *d = dests.lookup(&slot);
 
-	return dest_valid(d, svc_slot, seq) ? d : NULL;
+	return dest_available(d) ? d : NULL;
+}
+
+/* The destination connection entry c was bound to, if still valid, else NULL. */
+static __always_inline struct dest *dest_of_conn(const struct conn *c)
+{
+	__u32 slot = c->dest_slot;
+	struct dest *d = dests.lookup(&slot);
+
+	return dest_valid(d, c->svc_slot, c->dest_seq) ? d : NULL;
 }
 
 /* IP_VS_DEST_F_OVERLOAD: set at u_threshold, cleared below l_threshold. */

@@ -42,7 +42,7 @@ static __always_inline __u32 handle_in(struct xdp_md *ctx, struct pkt *p, struct
 	struct conn *moved;
 
 	/* IPVS drops packets of connections whose destination went away. */
-	if (!dest_lookup(slot, c->svc_slot, c->dest_seq))
+	if (!dest_of_conn(c))
 		return drop(XDPLB_CNT_DEST_GONE);
 	if (p->key.proto == IPPROTO_TCP) {
 		__u8 old = c->state;
@@ -113,8 +113,8 @@ static __always_inline __u32 handle_out(struct xdp_md *ctx, struct pkt *p, struc
 				in->last_seen = now;
 		}
 	}
-	/* ip_vs_out_stats: only while the destination is there */
-	if (dest_lookup(c->dest_slot, c->svc_slot, c->dest_seq))
+	/* ip_vs_out_stats: only while the destination is available */
+	if (dest_get(c->dest_slot))
 		stats_add(c, 1, p->l3_len);
 	return forward(ctx, p, c);
 }
@@ -131,7 +131,7 @@ static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p, struct 
 	struct dest *d;
 	int rc = 0;
 
-	d = dest_lookup(slot, svc->slot, 0);
+	d = dest_get(slot);
 	if (!d)
 		return drop(XDPLB_CNT_NO_DEST);
 	nc.fwd = d->fwd;

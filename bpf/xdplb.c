@@ -53,7 +53,7 @@ static __always_inline __u32 schedule_new(struct xdp_md *ctx, int fam)
 		slot = sched_pick(svc, &p, now, fam);
 		if (!slot)
 			return drop(XDPLB_CNT_NO_DEST);
-		d = dest_lookup(slot, svc->slot, 0);
+		d = dest_get(slot);
 		if (!d)
 			return drop(XDPLB_CNT_NO_DEST);
 		if (persist)
