@@ -1,125 +1,17 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * conn.h - connection entries and IPVS's TCP state machine
- * (ip_vs_proto_tcp.c, tcp_states[]). Map access lives in xdplb.c: bcc only
- * rewrites map calls in the main file.
+ * conn.h - the connection table: entries, their keys and timeouts, and the
+ * two maps that hold them (conns, conns_assured: see xdplb.h): lookup, the
+ * move between them, expiry, and conn_reuse_mode.
  */
 #ifndef XDPLB_CONN_H
 #define XDPLB_CONN_H
 
+#include "maps.h"
 #include "parse.h"
-
-/* One row of tcp_states[] packed as 11 nibbles, indexed by the old state,
- * so a transition is a shift and a mask: no table in memory, no loop. */
-#define TCP_ROW(no, es, ss, sr, fw, tw, cl, cw, la, li, sa)			\
-	((__u64)(no) | (__u64)(es) << 4 | (__u64)(ss) << 8 | (__u64)(sr) << 12 |	\
-	 (__u64)(fw) << 16 | (__u64)(tw) << 20 | (__u64)(cl) << 24 |		\
-	 (__u64)(cw) << 28 | (__u64)(la) << 32 | (__u64)(li) << 36 |		\
-	 (__u64)(sa) << 40)
-
-#define sNO IP_VS_TCP_S_NONE
-#define sES IP_VS_TCP_S_ESTABLISHED
-#define sSS IP_VS_TCP_S_SYN_SENT
-#define sSR IP_VS_TCP_S_SYN_RECV
-#define sFW IP_VS_TCP_S_FIN_WAIT
-#define sTW IP_VS_TCP_S_TIME_WAIT
-#define sCL IP_VS_TCP_S_CLOSE
-#define sCW IP_VS_TCP_S_CLOSE_WAIT
-#define sLA IP_VS_TCP_S_LAST_ACK
-#define sLI IP_VS_TCP_S_LISTEN
-#define sSA IP_VS_TCP_S_SYNACK
-
-enum tcp_dir {
-	TCP_DIR_INPUT = 0,	/* client -> director */
-	TCP_DIR_OUTPUT,		/* real server -> client (Masq only) */
-	TCP_DIR_INPUT_ONLY,	/* Route/Tunnel: replies bypass the director */
-};
-
-enum tcp_event { TCP_EV_SYN = 0, TCP_EV_FIN, TCP_EV_ACK, TCP_EV_RST };
-
-/*             sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA */
-#define IN_SYN TCP_ROW(sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR)
-#define IN_FIN TCP_ROW(sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sTW)
-#define IN_ACK TCP_ROW(sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES)
-#define IN_RST TCP_ROW(sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sSR)
-
-#define OUT_SYN TCP_ROW(sSS, sES, sSS, sSR, sSS, sSS, sSS, sSS, sSS, sLI, sSR)
-#define OUT_FIN TCP_ROW(sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW)
-#define OUT_ACK TCP_ROW(sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES)
-#define OUT_RST TCP_ROW(sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL)
-
-#define IO_SYN TCP_ROW(sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR)
-#define IO_FIN TCP_ROW(sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW)
-#define IO_ACK TCP_ROW(sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES)
-#define IO_RST TCP_ROW(sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL)
-
-/* A switch, not a const array: bcc cannot load programs with .rodata. */
-static __always_inline __u64 tcp_row(int dir, int ev)
-{
-	switch (dir * 4 + ev) {
-	case TCP_DIR_INPUT * 4 + TCP_EV_SYN:		return IN_SYN;
-	case TCP_DIR_INPUT * 4 + TCP_EV_FIN:		return IN_FIN;
-	case TCP_DIR_INPUT * 4 + TCP_EV_ACK:		return IN_ACK;
-	case TCP_DIR_INPUT * 4 + TCP_EV_RST:		return IN_RST;
-	case TCP_DIR_OUTPUT * 4 + TCP_EV_SYN:		return OUT_SYN;
-	case TCP_DIR_OUTPUT * 4 + TCP_EV_FIN:		return OUT_FIN;
-	case TCP_DIR_OUTPUT * 4 + TCP_EV_ACK:		return OUT_ACK;
-	case TCP_DIR_OUTPUT * 4 + TCP_EV_RST:		return OUT_RST;
-	case TCP_DIR_INPUT_ONLY * 4 + TCP_EV_SYN:	return IO_SYN;
-	case TCP_DIR_INPUT_ONLY * 4 + TCP_EV_FIN:	return IO_FIN;
-	case TCP_DIR_INPUT_ONLY * 4 + TCP_EV_ACK:	return IO_ACK;
-	default:					return IO_RST;
-	}
-}
-
-/* tcp_state_idx(): RST beats SYN beats FIN beats ACK; a segment with none of
- * them leaves set_tcp_state()'s initial IP_VS_TCP_S_CLOSE. */
-static __always_inline __u8 tcp_next_state(int dir, __u8 flags, __u8 old)
-{
-	int ev;
-
-	if (flags & XDPLB_TCP_RST)
-		ev = TCP_EV_RST;
-	else if (flags & XDPLB_TCP_SYN)
-		ev = TCP_EV_SYN;
-	else if (flags & XDPLB_TCP_FIN)
-		ev = TCP_EV_FIN;
-	else if (flags & XDPLB_TCP_ACK)
-		ev = TCP_EV_ACK;
-	else
-		return IP_VS_TCP_S_CLOSE;
-	if (old >= IP_VS_TCP_S_LAST)
-		old = IP_VS_TCP_S_NONE;
-	return (tcp_row(dir, ev) >> (old * 4)) & 0xf;
-}
-
-/* Which table a packet of a connection uses (IP_VS_CONN_F_NOOUTPUT). */
-static __always_inline int tcp_dir_in(__u8 fwd)
-{
-	return fwd == IP_VS_CONN_F_MASQ ? TCP_DIR_INPUT : TCP_DIR_INPUT_ONLY;
-}
-
-/* A pure ACK from the real server (OUTPUT table) leaves these states as they
- * are; only NONE, SYN_RECV, LISTEN and SYNACK move. The OUT entry keeps a copy
- * of the IN entry's state so the reply path can skip the IN lookup while this
- * holds; the IN path refreshes the copy when it leaves these states. */
-static __always_inline int tcp_reply_ack_keeps(__u8 state)
-{
-	return state != IP_VS_TCP_S_NONE && state != IP_VS_TCP_S_SYN_RECV &&
-	       state != IP_VS_TCP_S_LISTEN && state != IP_VS_TCP_S_SYNACK &&
-	       state < IP_VS_TCP_S_LAST;
-}
-
-/* last_seen is rewritten only once it is this much behind (~268 ms): an
- * established flow then dirties its entries' cache lines about four times a
- * second instead of on every packet. Listings show seconds. */
-#define XDPLB_LAST_SEEN_GRAIN_NS	(1ULL << 28)
-
-static __always_inline int stale(__u64 last_seen, __u64 now)
-{
-	/* signed: another CPU's clock cache may be a tick ahead */
-	return (__s64)(now - last_seen) >= (__s64)XDPLB_LAST_SEEN_GRAIN_NS;
-}
+#include "service.h"
+#include "stats.h"
+#include "tcp_state.h"
 
 /* Key of the real server's replies to a Masq connection to addr:port. */
 static __always_inline void conn_out_key(struct conn_key *out, const struct conn_key *in,
@@ -143,34 +35,8 @@ static __always_inline void conn_in_key(struct conn_key *in, const struct conn_k
 	in->proto = reply->proto;
 }
 
-/* IPVS's default timeouts (tcp_timeouts[], udp_timeouts[]), seconds, for a
- * timeouts map slot left at 0. A switch: bcc cannot load .rodata. */
-static __always_inline __u32 default_timeout(__u32 idx)
-{
-	switch (idx) {
-	case IP_VS_TCP_S_NONE:		return 2;
-	case IP_VS_TCP_S_ESTABLISHED:	return 900;
-	case IP_VS_TCP_S_SYN_SENT:	return 120;
-	case IP_VS_TCP_S_SYN_RECV:	return 60;
-	case IP_VS_TCP_S_FIN_WAIT:	return 120;
-	case IP_VS_TCP_S_TIME_WAIT:	return 120;
-	case IP_VS_TCP_S_CLOSE:		return 10;
-	case IP_VS_TCP_S_CLOSE_WAIT:	return 60;
-	case IP_VS_TCP_S_LAST_ACK:	return 30;
-	case XDPLB_TMO_UDP:		return 300;
-	default:			return 120;	/* LISTEN, SYNACK */
-	}
-}
-
-/* tcp_state_active_table: ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK. */
-static __always_inline int tcp_state_active(__u8 st)
-{
-	return st == IP_VS_TCP_S_ESTABLISHED || st == IP_VS_TCP_S_SYN_SENT ||
-	       st == IP_VS_TCP_S_SYN_RECV || st == IP_VS_TCP_S_SYNACK;
-}
-
-/* Has an entry been idle longer than its timeout? (0: never set by the data
- * path: the sweep applies the state's default.) */
+/* An entry's own timeout, seconds (0: never set by the data path: the
+ * sweep applies the state's default). */
 static __always_inline __u32 conn_get_timeout(const struct conn *c)
 {
 	return (__u32)c->timeout_hi << 16 | c->timeout_lo;
@@ -184,11 +50,141 @@ static __always_inline void conn_set_timeout(struct conn *c, __u32 t)
 	c->timeout_hi = (__u8)(t >> 16);
 }
 
+/* Has an entry been idle longer than its timeout? */
 static __always_inline int conn_expired(const struct conn *c, __u64 now)
 {
 	__u32 t = conn_get_timeout(c);
 
 	return t && (__s64)(now - c->last_seen) > (__s64)((__u64)t * 1000000000ULL);
+}
+
+/* The timeout of timeouts map slot idx: set with --set, else IPVS's default. */
+static __always_inline __u32 timeout_of(__u32 idx)
+{
+	__u32 *t = timeouts.lookup(&idx);
+
+	if (t && *t)
+		return *t;
+	return default_timeout(idx);
+}
+
+static __always_inline __u32 conn_timeout(__u8 proto, __u8 state)
+{
+	return timeout_of(proto == IPPROTO_UDP ? XDPLB_TMO_UDP : state);
+}
+
+/* The entry of k: assured first (where established traffic finds it), then
+ * the LRU. *assured says which table holds it. */
+static __always_inline struct conn *conn_lookup(struct conn_key *k, int *assured)
+{
+	struct conn *c = conns_assured.lookup(k);
+
+	*assured = c != NULL;
+	return c ? c : conns.lookup(k);
+}
+
+/* Move the entry c of k to the other table: copied in first, then deleted,
+ * so a concurrent lookup finds one or the other. Non-zero: the insert
+ * failed and the entry stays where it was. */
+static __always_inline int conn_move(struct conn_key *k, struct conn *c, int to_assured)
+{
+	struct conn copy = *c;
+
+	if (to_assured) {
+		if (conns_assured.update(k, &copy))
+			return -1;
+		conns.delete(k);
+	} else {
+		if (conns.update(k, &copy))
+			return -1;
+		conns_assured.delete(k);
+	}
+	return 0;
+}
+
+/* Should a connection change table, at this packet from its client?
+ * TCP is assured when ESTABLISHED and goes back to the LRU once it has
+ * closed (its TIME_WAIT / CLOSE entry only catches stragglers); UDP is
+ * assured once it outlives a last_seen grain. A failed move is retried at
+ * the next state change or refresh, not on every packet. */
+static __always_inline int conn_wants_move(const struct pkt *p, const struct conn *c,
+					   int assured, int changed, int refreshed)
+{
+	if (p->key.proto != IPPROTO_TCP)
+		return !assured && refreshed;
+	if (assured)
+		return c->state == IP_VS_TCP_S_TIME_WAIT || c->state == IP_VS_TCP_S_CLOSE;
+	return (changed || refreshed) && c->state == IP_VS_TCP_S_ESTABLISHED;
+}
+
+/* Move the connection of p (IN entry c, and a Masq connection's reply
+ * entry) to the other table. Returns the IN entry in its new table, or
+ * NULL if it could not move (it is still c; a reply entry that moved alone
+ * is found by conn_lookup all the same). */
+static __always_inline struct conn *conn_set_assured(struct pkt *p, struct conn *c,
+						     int to_assured)
+{
+	struct conn_key ok = {};
+	struct conn *o;
+
+	if (c->fwd == IP_VS_CONN_F_MASQ) {
+		conn_out_key(&ok, &p->key, c->addr, c->port);
+		o = to_assured ? conns.lookup(&ok) : conns_assured.lookup(&ok);
+		if (o && conn_move(&ok, o, to_assured))
+			goto failed;
+	}
+	if (conn_move(&p->key, c, to_assured))
+		goto failed;
+	return to_assured ? conns_assured.lookup(&p->key) : conns.lookup(&p->key);
+failed:
+	if (to_assured)
+		count(XDPLB_CNT_ASSURE_FULL);
+	return NULL;
+}
+
+/* An IN entry idle past its timeout: the kernel's timer would have removed
+ * it. Uncount it (once: the first CPU to flag it does) and delete it and
+ * its reply entry; the packet is then handled as if there were none. */
+static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assured)
+{
+	struct conn_key ok = {};
+	__u32 slot = c->dest_slot;
+	struct dest *d;
+
+	if (!__sync_lock_test_and_set(&c->last_seen, 0))
+		return;		/* another CPU expired it */
+	d = dest_of_conn(c);
+	if (d)
+		dest_unbind(slot, d, conn_kind(p->key.proto, c->state));
+	if (c->fwd == IP_VS_CONN_F_MASQ) {
+		conn_out_key(&ok, &p->key, c->addr, c->port);
+		conns.delete(&ok);	/* in either table: it may have moved alone */
+		conns_assured.delete(&ok);
+	}
+	if (assured)
+		conns_assured.delete(&p->key);
+	else
+		conns.delete(&p->key);
+}
+
+/* net.ipv4.vs.conn_reuse_mode: sysctl[XDPLB_SYSCTL_CONN_REUSE_MODE], 1 with
+ * xdplbadm as in the kernel. */
+static __always_inline int conn_reuse_mode(void)
+{
+	__u32 idx = XDPLB_SYSCTL_CONN_REUSE_MODE, *mode = sysctl.lookup(&idx);
+
+	return mode && *mode;
+}
+
+/* conn_reuse_mode on: a new SYN on a TIME_WAIT or CLOSE entry ends it and
+ * is scheduled as a new connection. */
+static __always_inline int conn_reuse(const struct pkt *p, const struct conn *c)
+{
+	if ((p->tcp_flags & (XDPLB_TCP_SYN | XDPLB_TCP_ACK | XDPLB_TCP_RST)) != XDPLB_TCP_SYN ||
+	    p->key.proto != IPPROTO_TCP ||
+	    (c->state != IP_VS_TCP_S_TIME_WAIT && c->state != IP_VS_TCP_S_CLOSE))
+		return 0;
+	return conn_reuse_mode();
 }
 
 #endif /* XDPLB_CONN_H */

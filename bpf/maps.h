@@ -31,7 +31,7 @@ struct egress {
 	__u8 pad[4];
 };
 
-/* The coarse clock, read once per jiffy per CPU (see now_ns() in xdplb.c). */
+/* The coarse clock, read once per jiffy per CPU (now_ns() in clock.h). */
 struct clock {
 	__u64 jiffies;
 	__u64 ns;
@@ -56,14 +56,13 @@ BPF_TABLE("lru_hash", struct lblc_key, struct lblc_ent, lblc, XDPLB_MAX_LBLC);
 BPF_TABLE("percpu_array", __u32, struct egress, egress_cache, XDPLB_EGRESS_SLOTS);
 BPF_TABLE("percpu_array", __u32, struct clock, clock, 1);
 /* New connections continue in a program of their scheduler's family
- * (tail call, indexed by XDPLB_SCHED_*): each is verified on its own, so
- * the verifier's budget is not shared by every scheduler's loops. Filled
- * and pinned (as "new_conn") by xdplb/loader.py. */
-BPF_PROG_ARRAY(new_conn, 16);
+ * (xdplb.h): each is verified on its own, so the verifier's budget is not
+ * shared by every scheduler's loops. Filled and pinned (as "new_conn") by
+ * xdplb/loader.py. */
+BPF_PROG_ARRAY(new_conn, XDPLB_PROG_MAX);
 /* The scheduler program's pick, handed (same CPU) to the program that
  * builds the connection (new_conn[XDPLB_PROG_CONN]): a loop's many exit
  * states then never reach the long connection-building code. */
-#define XDPLB_PROG_CONN		15
 struct sched_out {
 	__u32 dest_slot;
 	__u32 pad;

@@ -18,11 +18,6 @@
 #define XDPLB_IP_MF		0x2000
 #define XDPLB_IP_OFFSET		0x1fff
 
-#define XDPLB_TCP_FIN		0x01
-#define XDPLB_TCP_SYN		0x02
-#define XDPLB_TCP_RST		0x04
-#define XDPLB_TCP_ACK		0x10
-
 /* linux/if_vlan.h's vlan_hdr is not UAPI; this is its wire layout. */
 struct xdplb_vlan_hdr {
 	__be16 tci;
@@ -37,7 +32,7 @@ struct pkt {
 	__sum16 *l4_check;	/* TCP or UDP checksum field */
 	struct conn_key key;	/* the frame's own 5-tuple */
 	__u16 l3_len;		/* IP tot_len: what IPVS counts as bytes */
-	__u8 tcp_flags;		/* 0 for UDP */
+	__u8 tcp_flags;		/* XDPLB_TCP_* (tcp_state.h); 0 for UDP */
 };
 
 /* Returns 0 when the frame is an unfragmented IPv4 TCP/UDP packet whose

@@ -124,8 +124,9 @@
 #define XDPLB_RING_GEN_BIT	0x80000000u
 
 /* Global data-path counters (per-CPU array, indexed by these). Every frame
- * ends in exactly one of PASS..NO_ROUTE, so the program does not count RX:
- * its slot stays 0 and readers (xdplb/maps.py) report the sum of the others. */
+ * ends in exactly one verdict, PASS..TAIL_CALL (bpf/stats.h counts it), so
+ * the program does not count RX: its slot stays 0 and readers
+ * (xdplb/maps.py) report the sum of the verdicts. */
 enum xdplb_counter {
 	XDPLB_CNT_RX = 0,	/* frames seen (derived, see above) */
 	XDPLB_CNT_PASS,		/* not ours: passed untouched */
@@ -135,12 +136,20 @@ enum xdplb_counter {
 	XDPLB_CNT_CONN_FULL,	/* connection entry could not be inserted: dropped */
 	XDPLB_CNT_DEST_GONE,	/* tracked connection whose destination was removed: dropped */
 	XDPLB_CNT_NO_ROUTE,	/* fib lookup failed: passed untouched */
+	XDPLB_CNT_TAIL_CALL,	/* new connection whose new_conn program is missing: dropped */
 	/* Not a verdict: an attempt to assure a connection found conns_assured
 	 * full, so it stays in the LRU, where a flood of new connections can
 	 * evict it (tried again at each state change and last_seen refresh). */
 	XDPLB_CNT_ASSURE_FULL,
 	XDPLB_CNT_MAX,
 };
+
+/* new_conn: PROG_ARRAY. A new connection continues by tail call in the
+ * program of its scheduler's family (index XDPLB_SCHED_*), which hands its
+ * pick to the program at XDPLB_PROG_CONN that builds the connection.
+ * xdplb/loader.py fills it (NEW_CONN_PROGS). */
+#define XDPLB_PROG_CONN		15
+#define XDPLB_PROG_MAX		16
 
 /* services: HASH svc_key -> service */
 struct svc_key {
@@ -163,7 +172,7 @@ struct service {
 	__u32 sched_cl;		/* kernel scheduler state at ring_base: current */
 	__s32 sched_cw;		/*   dest slot (0 = list head) and wrr weight */
 	__u8 sched;		/* XDPLB_SCHED_* */
-	/* List-walking schedulers, as one form (sched_list() in xdplb.c):
+	/* List-walking schedulers, as one form (sched_list() in sched_list.h):
 	 * overhead = list_a * active + list_b * inactive + list_c, and
 	 * XDPLB_LIST_F_* below. Written by the control plane per scheduler
 	 * (xdplb/sched.py LIST_PARAMS) so the verifier sees one loop. */

@@ -14,7 +14,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from packets import rebuilt, tcp, udp
-from xdplb import bpfsys
+from xdplb import bpfsys, loader
 from xdplb import structs as S
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -280,6 +280,21 @@ def test_unavailable_dest_in_ring_drops(dp):
     dp.s.dests.put(1, d)
     assert dp.run(tcp(CLIENT, VIP, 40021, VPORT))[0] == XDP_DROP
     assert dp.counters()["no_dest"] == 1
+
+
+def test_failed_tail_call_counts_tail_call(dp):
+    """A scheduler id without a program in new_conn: the tail call fails and
+    the SYN is dropped as tail_call, not as no_dest."""
+    missing = next(i for i in range(S.XDPLB_PROG_MAX) if i not in loader.NEW_CONN_PROGS)
+    dp.service(1, {1: RS[0][0]})
+    key = S.SvcKey(addr=ip4(VIP), port=be16(VPORT), proto=socket.IPPROTO_TCP)
+    svc = dp.s.services.get(key)
+    svc.sched = missing
+    dp.s.services.put(key, svc)
+    assert dp.run(tcp(CLIENT, VIP, 40023, VPORT))[0] == XDP_DROP
+    cnt = dp.counters()
+    assert (cnt["rx"], cnt["tail_call"], cnt["no_dest"]) == (1, 1, 0)
+    assert dp.conn(CLIENT, VIP, 40023, VPORT) is None
 
 
 def test_dest_removed_drops_tracked_conn(dp):

@@ -6,10 +6,12 @@ imported only to compile, so listings start fast.
 """
 import ctypes as C
 import os
+import re
 import shutil
 import socket
 
 from . import bpfsys, fault, journal, maps
+from . import structs as S
 from .state import PROG_PIN, State, locked, pin_dir, private_dir, reap
 from .structs import XDPLB_LAYOUT_VERSION
 
@@ -23,29 +25,59 @@ def _bpf_dir():
 
 
 BPF_DIR = _bpf_dir()
+ENTRY_FILE = "xdplb.c"
 ENTRY = "xdplb_main"
 # New connections continue, by tail call through the new_conn prog array, in
-# the program of their scheduler's family (bpf/xdplb.c): XDPLB_SCHED_* ->
-# function name.
+# the program of their scheduler's family (bpf/sched.h): XDPLB_SCHED_* ->
+# function name; XDPLB_PROG_CONN builds the connection.
 NEW_CONN_PIN = "new_conn"
-NEW_CONN_PROGS = {1: "xdplb_new_ring", 2: "xdplb_new_ring",
-                  **{i: "xdplb_new_list" for i in range(3, 9)},
-                  9: "xdplb_new_sh", 10: "xdplb_new_dh", 11: "xdplb_new_mh",
-                  12: "xdplb_new_lblc", 13: "xdplb_new_lblcr",
-                  15: "xdplb_conn"}   # XDPLB_PROG_CONN: builds the connection
+_FAMILIES = {"ring": ("rr", "wrr"), "list": ("lc", "wlc", "sed", "nq", "fo", "ovf"),
+             "sh": ("sh",), "dh": ("dh",), "mh": ("mh",), "lblc": ("lblc",),
+             "lblcr": ("lblcr",)}
+NEW_CONN_PROGS = {**{getattr(S, "XDPLB_SCHED_" + sched.upper()): "xdplb_new_" + family
+                     for family, scheds in _FAMILIES.items() for sched in scheds},
+                  S.XDPLB_PROG_CONN: "xdplb_conn"}
+
+_LOCAL_INCLUDE = re.compile(r'\s*#\s*include\s*"([^"]+)"')
+
+
+def bpf_source(entry=ENTRY_FILE):
+    """The one text bcc compiles: bpf/<entry> with every #include "..." of a
+    project header replaced by that header, recursively, the first time it
+    is included (a later include of it would be empty: include guards).
+    bcc rewrites map calls (`map.lookup(...)`) only in the text it is given,
+    and the data path's headers make them; #line markers keep compiler
+    errors naming the real file and line. A local include must not sit
+    inside an #if: it is pasted (or dropped as seen) regardless."""
+    seen, out = set(), []
+
+    def paste(name):
+        seen.add(name)
+        out.append(f'#line 1 "bpf/{name}"')
+        with open(os.path.join(BPF_DIR, name)) as f:
+            for n, line in enumerate(f, 1):
+                m = _LOCAL_INCLUDE.fullmatch(line.rstrip("\n"))
+                if m is None:
+                    out.append(line.rstrip("\n"))
+                    continue
+                if m.group(1) not in seen:
+                    paste(m.group(1))
+                out.append(f'#line {n + 1} "bpf/{name}"')
+
+    paste(entry)
+    return "\n".join(out) + "\n"
 
 
 def compile_program(cflags=()):
     """Compile bpf/xdplb.c; returns the bcc BPF object and the loaded XDP
     function (whose new_conn prog array is filled with the scheduler programs)."""
     from bcc import BPF
-    b = BPF(src_file=os.path.join(BPF_DIR, "xdplb.c").encode(),
-            cflags=[f"-I{BPF_DIR}", "-Wno-unused-function", *cflags])
+    b = BPF(text=bpf_source().encode(), cflags=["-Wno-unused-function", *cflags])
     fns = {name: b.load_func(name.encode(), BPF.XDP) for name in set(NEW_CONN_PROGS.values())}
     table = b[NEW_CONN_PIN.encode()]
     for idx, name in NEW_CONN_PROGS.items():
         table[C.c_int(idx)] = C.c_int(fns[name].fd)
-    return b, b.load_func(ENTRY, BPF.XDP)
+    return b, b.load_func(ENTRY.encode(), BPF.XDP)
 
 
 def open_state(folder=None, cflags=()):

@@ -39,7 +39,7 @@ TABLE_SCHEDULERS = ("sh", "dh", "mh")
 SCHEDULERS = RING_SCHEDULERS + LIST_SCHEDULERS + TABLE_SCHEDULERS
 HEAD = 0  # the list head, as a "slot"
 
-# sched_list() in bpf/xdplb.c runs every list scheduler as one form:
+# sched_list() in bpf/sched_list.h runs every list scheduler as one form:
 # (list_a, list_b, list_c, list_flags) -> overhead = a*active + b*inactive + c.
 LIST_PARAMS = {
     "lc": (256, 1, 0, XDPLB_LIST_F_SKIP_ZERO | XDPLB_LIST_F_UNIT),

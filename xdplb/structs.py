@@ -88,10 +88,15 @@ XDPLB_RING_GEN_BIT = 0x80000000
 
 # enum xdplb_counter
 COUNTERS = ("rx", "pass", "fwd", "to_stack", "no_dest", "conn_full",
-            "dest_gone", "no_route", "assure_full")
+            "dest_gone", "no_route", "tail_call", "assure_full")
+# counted as they happen, not as a frame's verdict
+EVENTS = ("assure_full",)
 # the verdicts: every frame ends in exactly one (rx is their sum)
-VERDICTS = COUNTERS[1:COUNTERS.index("no_route") + 1]
+VERDICTS = tuple(c for c in COUNTERS[1:] if c not in EVENTS)
 XDPLB_CNT_MAX = len(COUNTERS)
+
+XDPLB_PROG_CONN = 15
+XDPLB_PROG_MAX = 16
 
 
 class SvcKey(C.Structure):
