@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * bench_trivial.c - reference programs for `xdplb bench` (xdplb/bench.py).
+ * bench_trivial.c - reference programs for `xdplb bench` (xdplb/bench/).
  *
  * bench_trivial   the floor: touches nothing, returns XDP_TX.
  * bench_minnat    the realistic floor of an established flow (docs/kernel-and-lab.md
@@ -10,8 +10,7 @@
  * bench_newflow   the realistic floor of a new flow: parse Ethernet/IPv4/TCP,
  *                 one 5-tuple lookup that misses, one insert into an LRU hash
  *                 of the geometry of xdplb's conns map (size, key and value
- *                 sizes, flags: set by xdplb/bench/pkt.py from the kernel's
- *                 info on that map), the rewrite of bench_minnat, XDP_TX.
+ *                 sizes, flags: bench.h), the rewrite of bench_minnat, XDP_TX.
  * bench_newconn   a harness for the new-connection path: it rewrites the frame
  *                 from a template with a fresh (source address, source port)
  *                 from a per-CPU sequence and the CPU's number, so every
@@ -22,59 +21,14 @@
  *
  * None of this is part of the data path.
  */
-#include <uapi/linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/ip.h>
-#include <linux/in.h>
-#include <linux/tcp.h>
+#include "bench.h"
 
 int bench_trivial(struct xdp_md *ctx)
 {
 	return XDP_TX;
 }
 
-/* ---- parse and rewrite ----------------------------------------------------- */
-
-#ifndef MF_MAX_ENTRIES		/* xdplb/bench/pkt.py passes conns' geometry */
-#define MF_MAX_ENTRIES	1024
-#define MF_KEY_SIZE	16
-#define MF_VALUE_SIZE	48
-#define MF_MAP_FLAGS	0
-#endif
-
-/* The 5-tuple, padded to the size of xdplb's struct conn_key. */
-struct bench_key {
-	__be32 saddr;
-	__be32 daddr;
-	__be16 sport;
-	__be16 dport;
-	__u8 proto;
-	__u8 pad[MF_KEY_SIZE - 13];
-};
-
-/* Ethernet/IPv4/TCP without options: the headers and the 5-tuple, or -1. */
-static __always_inline int bench_parse(struct xdp_md *ctx, struct ethhdr **eth,
-				       struct iphdr **ip, struct tcphdr **tcp,
-				       struct bench_key *key)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-
-	*eth = data;
-	*ip = data + sizeof(**eth);
-	*tcp = (void *)(*ip + 1);
-	if ((void *)(*tcp + 1) > data_end)
-		return -1;
-	if ((*eth)->h_proto != htons(ETH_P_IP) || (*ip)->ihl != 5 ||
-	    (*ip)->protocol != IPPROTO_TCP)
-		return -1;
-	key->saddr = (*ip)->saddr;
-	key->daddr = (*ip)->daddr;
-	key->sport = (*tcp)->source;
-	key->dport = (*tcp)->dest;
-	key->proto = IPPROTO_TCP;
-	return 0;
-}
+/* ---- rewrite ---------------------------------------------------------------- */
 
 struct mn_nat {
 	__be32 daddr;
@@ -157,11 +111,11 @@ _Static_assert(sizeof(struct mn_nat) == MN_NAT_SIZE, "MN_NAT_SIZE");
 
 struct mf_value {
 	struct mn_nat nat;
-	__u8 pad[MF_VALUE_SIZE - MN_NAT_SIZE];
+	__u8 pad[BENCH_VALUE_SIZE - MN_NAT_SIZE];
 };
 
-BPF_F_TABLE("lru_hash", struct bench_key, struct mf_value, mf_conns, MF_MAX_ENTRIES,
-	    MF_MAP_FLAGS);
+BPF_F_TABLE("lru_hash", struct bench_key, struct mf_value, mf_conns, BENCH_CONNS_MAX,
+	    BENCH_CONNS_FLAGS);
 BPF_ARRAY(mf_dest, struct mf_value, 1);		/* the destination of every new flow */
 /* 0: flows inserted (the path measured), 1: lookups that hit, 2: inserts that
  * failed (neither may move during a run). */

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from xdplb.bench import cli, report, scale
+from xdplb.bench import cli, ops, report, scale
 from xdplb.bench.common import leftovers
 
 
@@ -90,6 +90,26 @@ def test_bench_scale_quick(tmp_path):
     text, made = report.write(res, str(tmp_path))
     assert "## 6. Scaling across CPUs" in text and "| 5 | scaling to" in text
     assert {"cpus.png", "targets.png"} <= set(made)
+    assert not leftovers()
+
+
+def test_bench_ops_quick(tmp_path):
+    """Part 7 at --quick sizes: every building block did its operation on
+    every iteration (its own count); program sizes of xdplb and the references."""
+    _need_root_and_bpffs()
+    res = cli.run(["ops"], quick=True)
+    o = res["ops"]
+    assert [r["part"] for r in o["rows"]] == [part for part, *_ in ops.OPS]
+    for r in o["rows"]:
+        assert r["ok"], r
+        assert f"op +{o['repeat']}" in r["proof"], r
+    names = {p["name"] for p in o["sizes"]}
+    assert {"xdplb_main", "xdplb_new_ring", "xdplb_conn", "bench_newflow"} <= names
+    assert all(p["xlated_insns"] > 0 for p in o["sizes"])
+    res["meta"] = {"date": "t", "kernel": "k", "cpus": 2, "cpu_model": "c", "seconds": 1,
+                   "command": "xdplb bench --quick --parts ops"}
+    text, made = report.write(res, str(tmp_path))
+    assert "## 7. The anatomy of a new connection" in text and "ops.png" in made
     assert not leftovers()
 
 

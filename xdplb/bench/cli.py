@@ -14,13 +14,15 @@ import click
 
 from .common import BenchError
 
-PARTS = ("pkt", "fwd", "cps", "ctl", "mem", "scale")
+PARTS = ("pkt", "fwd", "cps", "ctl", "mem", "scale", "ops")
 PART_HELP = {"pkt": "1. ns/packet with PROG_TEST_RUN, per scheduler, scaling curves",
              "fwd": "2. forwarding rate: xdplb / nftables / iptables / IPVS / plain",
              "cps": "3. TCP connections/s and p50/p99 connect-to-close latency, same variants",
              "ctl": "4. control plane: xdplbadm -R / iptables-restore / ipvsadm -R",
              "mem": "5. kernel memory per connection and per service",
-             "scale": "6. new-connection and established rates on one CPU and on all at once"}
+             "scale": "6. new-connection and established rates on one CPU and on all at once",
+             "ops": "7. a new connection's building blocks (map operations, tail call, FIB "
+                    "lookup), ns each, and program sizes"}
 
 FULL = dict(repeat=1_000_000, runs=5, curve_repeat=300_000, svc_sizes=(10, 100, 1000, 10000,
             100000), conn_sizes=(1000, 10000, 100000, 1000000), fwd_sizes=(1, 1000, 10000),
@@ -74,6 +76,9 @@ def run(parts=PARTS, quick=False, log=None, **over):
         from . import scale
         res["scale"] = scale.run(repeat=cfg["repeat"], runs=cfg["runs"],
                                  seconds=cfg["scale_seconds"], log=log)
+    if "ops" in parts:
+        from . import ops
+        res["ops"] = ops.run(repeat=cfg["repeat"], runs=cfg["runs"], log=log)
     res["meta"] = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                    "kernel": platform.release(), "cpus": os.cpu_count(),
                    "cpu_model": _cpu_model(), "seconds": time.monotonic() - t0,
@@ -123,7 +128,8 @@ def bench_command(parts, out, quick, repeat, runs):
                + "".join(f", {m}" for m in made), err=True)
     bad_rows = [r["label"] for r in res.get("pkt", {}).get("rows", []) if not r["ok"]]
     bad_rows += [r["label"] for r in res.get("sched", []) if "ok" in r and not r["ok"]]
-    bad_rows += [r["label"] for r in res.get("scale", {}).get("rows", []) if not r["ok"]]
+    for part in ("scale", "ops"):
+        bad_rows += [r["label"] for r in res.get(part, {}).get("rows", []) if not r["ok"]]
     if bad_rows:
         raise click.ClickException("rows that did not take the path they claim: "
                                    + "; ".join(bad_rows))

@@ -10,13 +10,15 @@ xdplb row and the reference side by side, taking turns:
 
     table with room   both tables emptied before each run, FRESH_MAX new
                       connections per run: no LRU eviction
-    full table        both tables first filled with as many new connections
-                      as they have entries, so every insert evicts; the
-                      tables' occupancy after the runs is part of the proof
+    full table        both tables first filled, from every CPU, with as many
+                      new connections as they have entries, so every insert
+                      evicts; the tables' occupancy after the runs is part
+                      of the proof
 
 and a cross-check without the harness: one SYN per repeat=1 call.
 """
 import ctypes as C
+import os
 import socket
 import statistics
 
@@ -75,9 +77,18 @@ class Harness:
         return {"harness.seq": percpu_sum(self.maps["nc_seq"])}
 
     def fill(self, target_fd, n, vip=pkt.VIP):
-        """n new connections into the target's table."""
+        """n new connections into the target's table from each CPU this
+        process may run on: a per-CPU LRU (BPF_F_NO_COMMON_LRU) is full
+        only once every CPU's share is."""
         self.aim(target_fd, vip)
-        bpfsys.prog_test_run(self.fd, self.template(vip), repeat=n, ingress_ifindex=self.ifindex)
+        cpus = os.sched_getaffinity(0)
+        try:
+            for cpu in sorted(cpus):
+                os.sched_setaffinity(0, {cpu})
+                bpfsys.prog_test_run(self.fd, self.template(vip), repeat=n,
+                                     ingress_ifindex=self.ifindex)
+        finally:
+            os.sched_setaffinity(0, cpus)
 
 
 class NewFlow:

@@ -34,8 +34,6 @@ from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTAB
                       RingKey, SchedPos, Service, SvcKey)
 from .common import BenchError, percpu_sum
 
-BENCH_SRC = os.path.join(BPF_DIR, "bench_trivial.c")
-
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 VERDICTS = {0: "ABORTED", 1: "DROP", 2: "PASS", 3: "TX", 4: "REDIRECT"}
 
@@ -160,27 +158,40 @@ def private_state():
             yield st
 
 
-BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH = 1, 9
 
 
-def compile_reference(conns=None):
-    """bpf/bench_trivial.c: (bcc object, {function name: prog fd}). conns:
-    xdplb's conns map, whose geometry (type, size, key and value sizes,
-    flags, as the kernel reports them) bench_newflow's table takes; without
-    it that table is a small placeholder."""
+def geometry(st):
+    """-D flags for bpf/bench.h: xdplb's conns (an LRU hash) and
+    conns_assured (a hash) as the kernel reports them."""
+    flags = []
+    for name, prefix, kind in (("conns", "CONNS", BPF_MAP_TYPE_LRU_HASH),
+                               ("conns_assured", "ASSURED", BPF_MAP_TYPE_HASH)):
+        mi = bpfsys.obj_info(getattr(st, name).fd, bpfsys.BpfMapInfo)
+        if mi.type != kind:
+            raise BenchError(f"{name} is a map of type {mi.type}, not {kind}: the reference "
+                             "programs' tables (bpf/bench.h) must follow it")
+        flags += [f"-DBENCH_{prefix}_MAX={mi.max_entries}",
+                  f"-DBENCH_{prefix}_FLAGS={mi.map_flags}"]
+        if name == "conns":
+            flags += [f"-DBENCH_KEY_SIZE={mi.key_size}", f"-DBENCH_VALUE_SIZE={mi.value_size}"]
+    return flags
+
+
+def compile_bench(src, progs, st=None):
+    """bpf/<src> compiled with bcc: (bcc object, {function name: prog fd}).
+    st: an xdplb state whose connection maps' geometry the programs'
+    tables take (see geometry()); without it they are small placeholders."""
     from bcc import BPF
-    cflags = [f"-I{BPF_DIR}", "-Wno-unused-function"]
-    if conns is not None:
-        mi = bpfsys.obj_info(conns.fd, bpfsys.BpfMapInfo)
-        if mi.type != BPF_MAP_TYPE_LRU_HASH:
-            raise BenchError(f"conns is a map of type {mi.type}, not an LRU hash: "
-                             "bench_newflow in bpf/bench_trivial.c must follow it")
-        cflags += [f"-DMF_MAX_ENTRIES={mi.max_entries}", f"-DMF_KEY_SIZE={mi.key_size}",
-                   f"-DMF_VALUE_SIZE={mi.value_size}", f"-DMF_MAP_FLAGS={mi.map_flags}"]
-    b = BPF(src_file=BENCH_SRC.encode(), cflags=cflags)
-    fds = {f: b.load_func(f.encode(), BPF.XDP).fd
-           for f in ("bench_trivial", "bench_minnat", "bench_newflow", "bench_newconn")}
-    return b, fds
+    cflags = [f"-I{BPF_DIR}", "-Wno-unused-function", *(geometry(st) if st else ())]
+    b = BPF(src_file=os.path.join(BPF_DIR, src).encode(), cflags=cflags)
+    return b, {f: b.load_func(f.encode(), BPF.XDP).fd for f in progs}
+
+
+def compile_reference(st=None):
+    """bpf/bench_trivial.c (see compile_bench)."""
+    return compile_bench("bench_trivial.c", ("bench_trivial", "bench_minnat", "bench_newflow",
+                                             "bench_newconn"), st)
 
 
 # ---- configuration through the maps ------------------------------------------------
@@ -445,7 +456,7 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
             log("compiling bpf/xdplb.c into a private pin folder")
             st = stack.enter_context(private_state())
         log("compiling bpf/bench_trivial.c (the reference programs)")
-        b, fds = compile_reference(st.conns if st is not None else None)
+        b, fds = compile_reference(st)
         stack.callback(b.cleanup)
         ifindex = stack.enter_context(Netns(f"xdplb-bench-{os.getpid()}")).ifindex
         if st is not None:

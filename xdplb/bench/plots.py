@@ -184,6 +184,21 @@ def cpus(res, out, made):
           f"Scaling across CPUs: {n}-CPU rate ÷ 1-CPU rate, higher is better")
 
 
+def ops(res, out, made):
+    rows = res["ops"]["rows"]
+    plt = _plt()
+    labels = [r["label"] for r in rows]
+    fig, ax = plt.subplots(figsize=(10, _height([_wrap(label) for label in labels])))
+    base = [r["part"] == "parse" for r in rows]
+    _bars(ax, labels, [r["ns"] for r in rows], [REFERENCE if b else XDPLB for b in base],
+          ["//" if b else "" for b in base], lambda v: f"{v:,.0f} ns",
+          "ns per operation (median; all but the first net of the first)")
+    _legend(fig, [("one operation, net of the baseline", XDPLB, ""),
+                  ("the baseline: harness + parse + count", REFERENCE, "//")])
+    _save(fig, out, "ops.png", made, "A new connection's building blocks: ns each, "
+          "lower is better")
+
+
 def targets(res, out, made):
     ts = [t for t in targetsmod.evaluate(res) if t["value"] is not None]
     if not ts:
@@ -280,6 +295,8 @@ def make(res, out):
     curves(res, out, made)
     if "scale" in res:
         cpus(res, out, made)
+    if "ops" in res:
+        ops(res, out, made)
     for part, draw in (("fwd", fwd), ("cps", cps), ("ctl", ctl)):
         if part in res:
             draw(res, out, made)

@@ -248,6 +248,27 @@ def md_scale(sc):
     return "\n".join(out)
 
 
+def md_ops(o):
+    out = ["## 7. The anatomy of a new connection", "",
+           f"Each building block behind the new-connection harness (a never-seen 5-tuple every "
+           f"iteration), {o['repeat']:,} iterations per run, median of {o['runs']} runs taking "
+           "turns, in tables with the geometry of xdplb's conns (LRU) and conns_assured (hash) "
+           "maps; every row proven by its own count moving by exactly repeat. The first row is "
+           "the harness, the parse and the count; the others are net of it.", "",
+           "| building block | ns (median) | runs min–max | hits = repeat |",
+           "| --- | ---: | ---: | :---: |"]
+    for r in o["rows"]:
+        out.append(f"| {r['label']} | {r['ns']:.0f} | {min(r['runs_ns']):.0f}–"
+                   f"{max(r['runs_ns']):.0f} | {'yes' if r['ok'] else '**NO**: ' + r['proof']} |")
+    out += ["", "### Program sizes (the kernel's bpf_prog_info, as bpftool prog show)", "",
+            "| program | role | instructions (xlated) | machine code bytes (jited) | "
+            "instructions the verifier walked |", "| --- | --- | ---: | ---: | ---: |"]
+    for p in o["sizes"]:
+        out.append(f"| {p['name']} | {p['role']} | {p['xlated_insns']:,} | "
+                   f"{p['jited_bytes']:,} | {p['verified_insns']:,} |")
+    return "\n".join(out)
+
+
 def markdown(res):
     meta = res["meta"]
     head = [f"# xdplb bench — {meta['date']}", "",
@@ -266,6 +287,8 @@ def markdown(res):
         parts.append(md_mem(res["mem"]))
     if "scale" in res:
         parts.append(md_scale(res["scale"]))
+    if "ops" in res:
+        parts.append(md_ops(res["ops"]))
     return "\n".join(head) + "\n" + "\n\n".join(parts) + "\n"
 
 

@@ -176,7 +176,7 @@ def run(repeat=1_000_000, runs=5, seconds=1.0, log=None):
     with contextlib.ExitStack() as stack:
         log("scale: compiling bpf/xdplb.c and the reference programs")
         st = stack.enter_context(pkt.private_state())
-        b, fds = pkt.compile_reference(st.conns)
+        b, fds = pkt.compile_reference(st)
         stack.callback(b.cleanup)
         ifindex = stack.enter_context(pkt.Netns(f"xdplb-bench-{os.getpid()}c")).ifindex
         jobs = _setup(st, b, fds, ifindex, cpus, log)
