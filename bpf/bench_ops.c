@@ -77,127 +77,59 @@ static __always_inline int op_keys(struct xdp_md *ctx, struct bench_key *k,
 	return 0;
 }
 
-/* Each returns XDP_DROP, uncounted, where the operation did not turn out as
- * expected (a lookup that hit, an insert or delete that failed). bcc takes
- * no map calls inside macros, hence one function each. */
-
-int op_parse(struct xdp_md *ctx)
+/* One operation on the frame's tuple k (and its reply's r); 0 where it
+ * turned out as expected (a lookup missed, an insert or delete succeeded).
+ * Inlined with a constant op, only that case remains in each program. */
+static __always_inline int op_do(__u32 op, struct bench_key *k, struct bench_key *r)
 {
-	struct bench_key k = {}, r = {};
-
-	if (op_keys(ctx, &k, &r) < 0)
-		return XDP_ABORTED;
-	return op_done(OP_PARSE);
-}
-
-int op_lru_miss(struct xdp_md *ctx)
-{
-	struct bench_key k = {}, r = {};
-
-	if (op_keys(ctx, &k, &r) < 0)
-		return XDP_ABORTED;
-	if (op_lru_full.lookup(&k))
-		return XDP_DROP;
-	return op_done(OP_LRU_MISS);
-}
-
-int op_hash_miss(struct xdp_md *ctx)
-{
-	struct bench_key k = {}, r = {};
-
-	if (op_keys(ctx, &k, &r) < 0)
-		return XDP_ABORTED;
-	if (op_hash.lookup(&k))
-		return XDP_DROP;
-	return op_done(OP_HASH_MISS);
-}
-
-int op_lru_room_insert(struct xdp_md *ctx)
-{
-	struct bench_key k = {}, r = {};
 	struct op_value v = {};
 
-	if (op_keys(ctx, &k, &r) < 0)
-		return XDP_ABORTED;
-	if (op_lru_room.update(&k, &v))
-		return XDP_DROP;
-	return op_done(OP_LRU_ROOM);
+	switch (op) {
+	case OP_LRU_MISS:
+		return op_lru_full.lookup(k) != NULL;
+	case OP_HASH_MISS:
+		return op_hash.lookup(k) != NULL;
+	case OP_LRU_ROOM:
+		return op_lru_room.update(k, &v);
+	case OP_LRU_FULL:
+		return op_lru_full.update(k, &v);
+	case OP_LRU2_ROOM:
+		return op_lru_room.update(k, &v) || op_lru_room.update(r, &v);
+	case OP_LRU2_FULL:
+		return op_lru_full.update(k, &v) || op_lru_full.update(r, &v);
+	case OP_PCPU_ROOM:
+		return op_pcpu_room.update(k, &v);
+	case OP_PCPU_FULL:
+		return op_pcpu_full.update(k, &v);
+	case OP_HASH_MOVE:
+		return op_hash.update(k, &v) || op_hash.delete(k);
+	}
+	return 0;	/* OP_PARSE */
 }
 
-int op_lru_full_insert(struct xdp_md *ctx)
+/* XDP_TX and counted where the operation turned out as expected, else
+ * XDP_DROP, uncounted. */
+static __always_inline int op_run(struct xdp_md *ctx, __u32 op)
 {
 	struct bench_key k = {}, r = {};
-	struct op_value v = {};
 
 	if (op_keys(ctx, &k, &r) < 0)
 		return XDP_ABORTED;
-	if (op_lru_full.update(&k, &v))
+	if (op_do(op, &k, &r))
 		return XDP_DROP;
-	return op_done(OP_LRU_FULL);
+	return op_done(op);
 }
 
-int op_lru2_room_insert(struct xdp_md *ctx)
-{
-	struct bench_key k = {}, r = {};
-	struct op_value v = {};
-
-	if (op_keys(ctx, &k, &r) < 0)
-		return XDP_ABORTED;
-	if (op_lru_room.update(&k, &v) ||
-	    op_lru_room.update(&r, &v))
-		return XDP_DROP;
-	return op_done(OP_LRU2_ROOM);
-}
-
-int op_lru2_full_insert(struct xdp_md *ctx)
-{
-	struct bench_key k = {}, r = {};
-	struct op_value v = {};
-
-	if (op_keys(ctx, &k, &r) < 0)
-		return XDP_ABORTED;
-	if (op_lru_full.update(&k, &v) ||
-	    op_lru_full.update(&r, &v))
-		return XDP_DROP;
-	return op_done(OP_LRU2_FULL);
-}
-
-int op_pcpu_room_insert(struct xdp_md *ctx)
-{
-	struct bench_key k = {}, r = {};
-	struct op_value v = {};
-
-	if (op_keys(ctx, &k, &r) < 0)
-		return XDP_ABORTED;
-	if (op_pcpu_room.update(&k, &v))
-		return XDP_DROP;
-	return op_done(OP_PCPU_ROOM);
-}
-
-int op_pcpu_full_insert(struct xdp_md *ctx)
-{
-	struct bench_key k = {}, r = {};
-	struct op_value v = {};
-
-	if (op_keys(ctx, &k, &r) < 0)
-		return XDP_ABORTED;
-	if (op_pcpu_full.update(&k, &v))
-		return XDP_DROP;
-	return op_done(OP_PCPU_FULL);
-}
-
-int op_hash_move(struct xdp_md *ctx)
-{
-	struct bench_key k = {}, r = {};
-	struct op_value v = {};
-
-	if (op_keys(ctx, &k, &r) < 0)
-		return XDP_ABORTED;
-	if (op_hash.update(&k, &v) ||
-	    op_hash.delete(&k))
-		return XDP_DROP;
-	return op_done(OP_HASH_MOVE);
-}
+int op_parse(struct xdp_md *ctx) { return op_run(ctx, OP_PARSE); }
+int op_lru_miss(struct xdp_md *ctx) { return op_run(ctx, OP_LRU_MISS); }
+int op_hash_miss(struct xdp_md *ctx) { return op_run(ctx, OP_HASH_MISS); }
+int op_lru_room_insert(struct xdp_md *ctx) { return op_run(ctx, OP_LRU_ROOM); }
+int op_lru_full_insert(struct xdp_md *ctx) { return op_run(ctx, OP_LRU_FULL); }
+int op_lru2_room_insert(struct xdp_md *ctx) { return op_run(ctx, OP_LRU2_ROOM); }
+int op_lru2_full_insert(struct xdp_md *ctx) { return op_run(ctx, OP_LRU2_FULL); }
+int op_pcpu_room_insert(struct xdp_md *ctx) { return op_run(ctx, OP_PCPU_ROOM); }
+int op_pcpu_full_insert(struct xdp_md *ctx) { return op_run(ctx, OP_PCPU_FULL); }
+int op_hash_move(struct xdp_md *ctx) { return op_run(ctx, OP_HASH_MOVE); }
 
 int op_tail(struct xdp_md *ctx)
 {
