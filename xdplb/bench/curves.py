@@ -47,7 +47,7 @@ def _newconn(h, st, slot, repeat, runs, hmed, floor):
     """ns of a new connection into a table with room (raw - harness + floor)."""
     def empty():  # an emptied table, and the live per-destination counts with it
         from ..control import Control
-        st.conn_table.clear()
+        pkt.empty_conns(st)
         Control(st).sweep()
     times, deltas, verdicts = pkt.interleave([h.timed(
         "new", st.prog_fd, repeat, pkt.probe(st, bench_maps=h.maps, svc=slot), empty)],
@@ -148,7 +148,7 @@ def curve(kind, sizes, repeat, runs, log, floor=None):
             if kind == "services":
                 _dummy_services(st, have, n - 2)    # + the Masq and DR services
             else:
-                st.conn_table.clear()
+                pkt.empty_conns(st)
                 _dummy_conns(st, 0, n - 1)
             have = n - 2 if kind == "services" else 0
             times, ok, proof = _est_row(st, ifindex, repeat, runs)

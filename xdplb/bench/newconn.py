@@ -139,7 +139,7 @@ def rows(b, fds, st, ifindex, repeat, runs, floor, log):
                           h.timed("newflow-fresh", fds["bench_newflow"], fresh, nf.probe,
                                   nf.clear),
                           h.timed("newconn-fresh", st.prog_fd, fresh, xprobe,
-                                  st.conn_table.clear)], runs)
+                                  lambda: pkt.empty_conns(st))], runs)
     room = (f"{fresh:,} SYNs per run of never-seen 5-tuples to VIP:80 into a table emptied "
             "before each run (no LRU eviction)")
     out += _pair(res, "newconn-harness-fresh", "newflow-fresh", "newconn-fresh", fresh, floor,
@@ -201,7 +201,7 @@ def _pair(res, control, ref, xdplb, repeat, floor, ref_proof, method, fill=None)
 def _percall(fds, st, ifindex, n, runs, floor, probe):
     """One distinct SYN per repeat=1 call, net of the trivial program's
     per-call time on the same frames."""
-    st.conn_table.clear()
+    pkt.empty_conns(st)
     syns = [pkt.tcp_frame(f"12.0.{i >> 8 & 255}.{i & 255}", pkt.VIP, 0x8000 + (i >> 16),
                           pkt.VPORT, pkt.TCP_SYN, pkt.CLIENT_MAC) for i in range(n)]
     before = probe()

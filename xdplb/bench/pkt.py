@@ -232,6 +232,24 @@ def _copy_conn(st, src_key, dst_key, state=None):
     return c
 
 
+bpfsys._lib.bpf_map_delete_batch.argtypes = [C.c_int, C.c_void_p, C.POINTER(C.c_uint32),
+                                             C.c_void_p]
+bpfsys._lib.bpf_map_delete_batch.restype = C.c_int
+
+
+def empty_conns(st):
+    """Both connection tables emptied in a few batch syscalls, where
+    st.conn_table.clear() takes one syscall per key (seconds at 10^5)."""
+    for m in (st.conns_assured, st.conns):
+        for keys, _, n in list(m.raw_chunks()):
+            done = C.c_uint32(n)
+            if bpfsys._lib.bpf_map_delete_batch(m.fd, keys, C.byref(done), None) < 0:
+                ksz = len(keys) // n
+                for i in range(done.value, n):
+                    bpfsys.delete(m.fd, (C.c_uint8 * ksz).from_buffer_copy(
+                        keys[i * ksz:(i + 1) * ksz]))
+
+
 def put_assured(st, key, c):
     st.conn_table.delete(key)
     st.conns_assured.put(key, c)

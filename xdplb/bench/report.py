@@ -57,7 +57,8 @@ def md_pkt(res):
     if sched:
         out += ["", "### New connection per scheduler (every scheduler xdplb.model knows)", "",
                 "Each row: the harness into a table emptied before each run, every row taking "
-                "turns; × rr is net of the floor, (row − floor) ÷ (rr − floor).", "",
+                "turns; × rr is net of the floor, (row − floor) ÷ (rr − floor), the median of "
+                "the runs' ratios.", "",
                 "| scheduler | dests | ns/packet (median) | runs min–max | × floor | × rr | "
                 "hits = repeat |", "| --- | ---: | ---: | ---: | ---: | ---: | :---: |"]
         for r in sched:

@@ -7,7 +7,8 @@ XDPLB_LIST_MAX (64) too. Each service is configured through the control API
 Every row is the harness of newconn.py (a never-seen SYN per iteration) into
 a table emptied before each run, all rows taking turns with the harness's
 control and the floor, so each is raw - control + floor and its ratio to the
-rr row net of the floor is (raw - control) / (raw rr - control).
+rr row net of the floor is (raw - control) / (raw rr - control), the median
+over the runs (targets.net_ratio).
 """
 import contextlib
 import ctypes as C
@@ -17,7 +18,7 @@ import statistics
 from .. import model
 from ..control import Control
 from ..structs import XDPLB_LIST_MAX
-from . import newconn, pkt
+from . import newconn, pkt, targets
 
 LIST_SCHEDS = ("lc", "wlc", "sed", "nq", "fo", "ovf")
 FEW, MANY = 3, XDPLB_LIST_MAX
@@ -58,7 +59,7 @@ def run(repeat, runs, log):
         h = newconn.Harness(b, fds, ifindex["bc0"])
 
         def empty():  # an emptied table, and the live per-destination counts with it
-            st.conn_table.clear()
+            pkt.empty_conns(st)
             ctl.sweep()
         est = pkt.tcp_frame(pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT, pkt.TCP_ACK,
                             pkt.CLIENT_MAC)
@@ -94,5 +95,5 @@ def run(repeat, runs, log):
     rr = next((r for r in rows if r["part"] == "sched-rr" and "ns" in r), None)
     for r in rows:
         if rr and "ns" in r:
-            r["x_rr"] = (r["ns"] - floor) / (rr["ns"] - floor)
+            r["x_rr"] = targets.net_ratio(r, rr, floor)
     return rows
