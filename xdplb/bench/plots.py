@@ -230,7 +230,7 @@ def _kernel_style(rows, ceiling):
 
 
 _KERNEL_LEGEND = [("xdplb", XDPLB, ""), ("kernel path", KERNEL, ""),
-                  ("no balancing: the ceiling", REFERENCE, "//")]
+                  ("no balancing (a ceiling)", REFERENCE, "//")]
 
 
 def fwd(res, out, made):
@@ -243,7 +243,7 @@ def fwd(res, out, made):
         rows = rows_of[mix]
         colors, hatches = _kernel_style(rows, ("ceiling", "plain"))
         _bars(ax, [r["label"] for r in rows], [r["pps"] / 1e6 for r in rows], colors, hatches,
-              lambda v: f"{v:.2f} Mpps", "Mpps through the balancer (one CPU)",
+              lambda v: f"{v:.3g} Mpps", "Mpps through the balancer (one CPU)",
               fwdmod.MIXES[mix])
     _legend(fig, _KERNEL_LEGEND)
     _save(fig, out, "fwd.png", made,
@@ -258,13 +258,12 @@ def cps(res, out, made):
         rows = [r for r in res["cps"]["rows"] if r["workers"] == w and "cps" in r]
         colors, hatches = _kernel_style(rows, ("plain",))
         _bars(ax, [r["label"] for r in rows], [r["cps"] for r in rows], colors, hatches,
-              lambda v: f"{v:,.0f}/s", "TCP connections per second (connect, GET, close)",
+              lambda v: "", "TCP connections per second (connect, GET, close)",
               f"{w} concurrent client worker{'s' if w > 1 else ''}")
         for y, r in enumerate(rows):
-            ax.annotate(f"p50 {r['p50_us']:.0f} / p99 {r['p99_us']:,.0f} µs  ", (0, y),
-                        va="center", ha="right", fontsize=7, xytext=(-4, -9),
-                        textcoords="offset points")
-        ax.margins(x=0.3)
+            _note(ax, f"{r['cps']:,.0f}/s (p50 {r['p50_us']:.0f} µs, p99 {r['p99_us']:,.0f} µs)",
+                  r["cps"], y)
+        ax.margins(x=0.45)
     _legend(fig, _KERNEL_LEGEND)
     _save(fig, out, "cps.png", made,
           "TCP connections per second through the balancer, higher is better")

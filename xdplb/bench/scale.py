@@ -212,9 +212,10 @@ def _rows(res):
         every = [sum(1e9 / max(ns - base["all_ns"], 1e-3) for ns in run) for run in d["all"]]
         # Each round's all-CPU run right after its one-CPU run: their ratio
         # is paired, so a slow stretch of the machine hits both.
+        ratios = [e / o for e, o in zip(every, one)]
         r.update(net_one_ns=r["one_ns"] - base["one_ns"], net_all_ns=r["all_ns"] - base["all_ns"],
                  one_mpps=statistics.median(one) / 1e6, all_mpps=statistics.median(every) / 1e6,
-                 cpus=ncpu, ratio=statistics.median(e / o for e, o in zip(every, one)))
+                 cpus=ncpu, ratio=statistics.median(ratios), ratio_runs=ratios)
     return rows
 
 
