@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from xdplb.bench import cli, report
+from xdplb.bench import cli, ops, report, scale
 from xdplb.bench.common import leftovers
 
 
@@ -24,29 +24,92 @@ def test_bench_pkt_quick(tmp_path):
     res = cli.run(["pkt"], quick=True)
     repeat = res["config"]["repeat"]
     rows = {r["part"]: r for r in res["pkt"]["rows"]}
-    assert {"trivial", "minnat", "nat", "nat-reply", "dr", "newconn"} <= set(rows)
+    assert {"trivial", "minnat", "nat", "nat-reply", "dr", "newflow-fresh", "newconn-fresh",
+            "newflow", "newconn", "newconn-call"} <= set(rows)
     for part, r in rows.items():
         assert r["ok"], f"{part}: {r['proof']}"
     assert f"dest.inpkts +{repeat}" in rows["nat"]["proof"]
     assert f"svc.conns +{repeat}" in rows["newconn"]["proof"]
-    # One new-connection row per scheduler the model knows (rr and wrr at least).
+    # The minimal new-flow program missed and inserted on every iteration,
+    # and the full-table rows ran on tables the fill had filled.
+    for part in ("newflow-fresh", "newflow"):
+        assert "newflow.hit +0" in rows[part]["proof"], rows[part]
+    assert f"newflow.new +{repeat}" in rows["newflow"]["proof"]
+    for part in ("newflow", "newconn"):
+        assert "entries in use after the runs" in rows[part]["proof"], rows[part]
+    assert {r["part"] for r in res["pkt"]["rows"] if r["reference"]} == {
+        "trivial", "minnat", "newflow-fresh", "newflow"}
+    # One new-connection row per scheduler the model knows at 3 destinations,
+    # and the list schedulers at 64.
     from xdplb import model
-    scheds = {r["part"]: r for r in res["sched"]}
-    assert {f"sched-{s}" for s in model.SCHED_IDS} == set(scheds)
-    assert {"sched-rr", "sched-wrr"} <= set(scheds)
-    for r in scheds.values():
+    from xdplb.bench import scheds
+    rows3 = {r["sched"]: r for r in res["sched"] if r["dests"] == 3}
+    rows64 = {r["sched"]: r for r in res["sched"] if r["dests"] == 64}
+    assert set(rows3) == set(model.SCHED_IDS) and set(rows64) == set(scheds.LIST_SCHEDS)
+    for r in res["sched"]:
         assert "skip" in r or r["ok"], r
     for kind in ("services", "conns"):
         curve = res[f"curve_{kind}"]
         assert [r["size"] for r in curve] == sorted(res["config"][
             "svc_sizes" if kind == "services" else "conn_sizes"])
         assert all(r["ok"] for r in curve), curve
+    # Every target of parts 1-3 is evaluated (met or not: timings are never asserted).
+    from xdplb.bench import targets
+    ts = targets.evaluate(res)
+    assert {1, 2, 3} == {t["no"] for t in ts}
+    assert all(t["met"] in (True, False, None) for t in ts)
+    assert sum(1 for t in ts if t["no"] == 3) == 3
     res["meta"] = {"date": "t", "kernel": "k", "cpus": 2, "cpu_model": "c", "seconds": 1,
                    "command": "xdplb bench --quick"}
     text, made = report.write(res, str(tmp_path))
-    assert "| trivial XDP_TX (floor) |" in text and "**NO**" not in text
-    assert {"pkt.png", "scale_services.png", "scale_conns.png"} <= set(made)
+    assert "| *trivial XDP_TX (floor)* |" in text and "**NO**" not in text
+    assert "## Targets (issue 11)" in text and "minimal new-flow reference" in text
+    assert {"pkt.png", "sched.png", "targets.png", "scale_services.png",
+            "scale_conns.png"} <= set(made)
     assert all((tmp_path / m).stat().st_size > 1000 for m in made)
+    assert not leftovers()
+
+
+def test_bench_scale_quick(tmp_path):
+    """Part 6 at --quick sizes: every variant ran on one CPU and on all at
+    once and its counters moved by repeat x loops; no timings asserted."""
+    _need_root_and_bpffs()
+    res = cli.run(["scale"], quick=True)
+    sc = res["scale"]
+    if len(sc["cpus"]) < 2:
+        assert sc["skip"]
+        return
+    assert {r["name"] for r in sc["rows"]} == set(scale.LABELS)
+    for r in sc["rows"]:
+        assert r["ok"], r
+        assert r["repeat"] >= res["config"]["repeat"]
+    assert [(p["xdplb"], p["reference"]) for p in sc["pairs"]] == [
+        (x, ref) for x, ref, _ in scale.PAIRS]
+    res["meta"] = {"date": "t", "kernel": "k", "cpus": 2, "cpu_model": "c", "seconds": 1,
+                   "command": "xdplb bench --quick --parts scale"}
+    text, made = report.write(res, str(tmp_path))
+    assert "## 6. Scaling across CPUs" in text and "| 5 | scaling to" in text
+    assert {"cpus.png", "targets.png"} <= set(made)
+    assert not leftovers()
+
+
+def test_bench_ops_quick(tmp_path):
+    """Part 7 at --quick sizes: every building block did its operation on
+    every iteration (its own count); program sizes of xdplb and the references."""
+    _need_root_and_bpffs()
+    res = cli.run(["ops"], quick=True)
+    o = res["ops"]
+    assert [r["part"] for r in o["rows"]] == [part for part, *_ in ops.OPS]
+    for r in o["rows"]:
+        assert r["ok"], r
+        assert f"op +{o['repeat']}" in r["proof"], r
+    names = {p["name"] for p in o["sizes"]}
+    assert {"xdplb_main", "xdplb_new_ring", "xdplb_conn", "bench_newflow"} <= names
+    assert all(p["xlated_insns"] > 0 for p in o["sizes"])
+    res["meta"] = {"date": "t", "kernel": "k", "cpus": 2, "cpu_model": "c", "seconds": 1,
+                   "command": "xdplb bench --quick --parts ops"}
+    text, made = report.write(res, str(tmp_path))
+    assert "## 7. The anatomy of a new connection" in text and "ops.png" in made
     assert not leftovers()
 
 
@@ -59,17 +122,24 @@ def test_bench_command_other_parts(tmp_path):
     assert r.exit_code == 0, r.output
     md = (out / "results.md").read_text()
     assert "## 2. Forwarding rate" in md and "## 4. Control plane" in md
-    assert "## 5. Kernel memory" in md
+    assert "## 5. Kernel memory" in md and "### Per tracked IPv4 connection" in md
+    assert "| 4 | memory per IPv4 connection, Masq" in md
+    assert "Target 6, a new flow every frame: xdplb ÷ " in md
     for label in ("xdplb (XDP, -m)", "nftables DNAT", "iptables DNAT, kube-proxy chains",
                   "plain IP forwarding", "kernel IPVS"):
         assert label in md
     assert "xdplbadm -R" in md and "iptables-restore" in md
     assert (out / "fwd.png").exists() and (out / "ctl.png").exists()
+    assert (out / "targets.png").exists()
     assert (out / "results.json").exists()
-    # Every running variant delivered the frames it was given (nothing silently lost).
     import json
-    rows = json.loads((out / "results.json").read_text())["fwd"]["rows"]
-    for row in rows:
+    saved = json.loads((out / "results.json").read_text())
+    # One connection of each supported method was tracked in some map.
+    conns = {c["method"]: c for c in saved["mem"]["conns"]}
+    for method in ("Masq", "Route"):
+        assert conns[method]["entries"] >= 1 and conns[method]["maps"], conns[method]
+    # Every running variant delivered the frames it was given (nothing silently lost).
+    for row in saved["fwd"]["rows"]:
         if "skip" not in row and row["mix"] == "est":
             assert row["delivered"] >= 0.9 * row["injected"], row
     assert not leftovers()

@@ -14,27 +14,30 @@ import click
 
 from .common import BenchError
 
-PARTS = ("pkt", "fwd", "cps", "ctl", "mem")
+PARTS = ("pkt", "fwd", "cps", "ctl", "mem", "scale", "ops")
 PART_HELP = {"pkt": "1. ns/packet with PROG_TEST_RUN, per scheduler, scaling curves",
              "fwd": "2. forwarding rate: xdplb / nftables / iptables / IPVS / plain",
              "cps": "3. TCP connections/s and p50/p99 connect-to-close latency, same variants",
              "ctl": "4. control plane: xdplbadm -R / iptables-restore / ipvsadm -R",
-             "mem": "5. kernel memory per connection and per service"}
+             "mem": "5. kernel memory per connection and per service",
+             "scale": "6. new-connection and established rates on one CPU and on all at once",
+             "ops": "7. a new connection's building blocks (map operations, tail call, FIB "
+                    "lookup), ns each, and program sizes"}
 
 FULL = dict(repeat=1_000_000, runs=5, curve_repeat=300_000, svc_sizes=(10, 100, 1000, 10000,
             100000), conn_sizes=(1000, 10000, 100000, 1000000), fwd_sizes=(1, 1000, 10000),
             fwd_count=1_000_000, fwd_new=300_000, fwd_runs=3, ctl_sizes=(1000, 10000),
             ctl_timeout=60.0, cps_sizes=(1, 1000, 10000), cps_workers=(1, 8), cps_seconds=1.0,
-            cps_rounds=3, cps_count=100_000, cps_warmup=50)
+            cps_rounds=3, cps_count=100_000, cps_warmup=50, scale_seconds=1.0)
 QUICK = dict(repeat=200, runs=2, curve_repeat=200, svc_sizes=(10, 100), conn_sizes=(1000, 2000),
              fwd_sizes=(1, 10), fwd_count=20_000, fwd_new=5_000, fwd_runs=1, ctl_sizes=(10,),
              ctl_timeout=30.0, cps_sizes=(1, 10), cps_workers=(1, 2), cps_seconds=0.2,
-             cps_rounds=1, cps_count=300, cps_warmup=5)
+             cps_rounds=1, cps_count=300, cps_warmup=5, scale_seconds=0.02)
 
 
 def _cpu_model():
-    from .pkt import _cpu_model as m
-    return m()
+    from .pkt import cpu_model
+    return cpu_model()
 
 
 def run(parts=PARTS, quick=False, log=None, **over):
@@ -45,11 +48,11 @@ def run(parts=PARTS, quick=False, log=None, **over):
     t0 = time.monotonic()
     res = {"config": {k: v for k, v in cfg.items()}}
     if "pkt" in parts:
-        from . import curves, pkt
+        from . import curves, pkt, scheds
         log("pkt: PROG_TEST_RUN rows")
         res["pkt"] = pkt.run(repeat=cfg["repeat"], runs=cfg["runs"], log=log)
         floor = res["pkt"]["rows"][0]["ns"]
-        res["sched"], _ = curves.schedulers(min(cfg["repeat"], pkt.FRESH_MAX), cfg["runs"], log)
+        res["sched"] = scheds.run(cfg["repeat"], cfg["runs"], log)
         res["curve_services"] = curves.curve("services", cfg["svc_sizes"], cfg["curve_repeat"],
                                              min(cfg["runs"], 3), log, floor)
         res["curve_conns"] = curves.curve("conns", cfg["conn_sizes"], cfg["curve_repeat"],
@@ -69,6 +72,13 @@ def run(parts=PARTS, quick=False, log=None, **over):
     if "mem" in parts:
         from . import mem
         res["mem"] = mem.run(log=log)
+    if "scale" in parts:
+        from . import scale
+        res["scale"] = scale.run(repeat=cfg["repeat"], runs=cfg["runs"],
+                                 seconds=cfg["scale_seconds"], log=log)
+    if "ops" in parts:
+        from . import ops
+        res["ops"] = ops.run(repeat=cfg["repeat"], runs=cfg["runs"], log=log)
     res["meta"] = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                    "kernel": platform.release(), "cpus": os.cpu_count(),
                    "cpu_model": _cpu_model(), "seconds": time.monotonic() - t0,
@@ -118,6 +128,8 @@ def bench_command(parts, out, quick, repeat, runs):
                + "".join(f", {m}" for m in made), err=True)
     bad_rows = [r["label"] for r in res.get("pkt", {}).get("rows", []) if not r["ok"]]
     bad_rows += [r["label"] for r in res.get("sched", []) if "ok" in r and not r["ok"]]
+    for part in ("scale", "ops"):
+        bad_rows += [r["label"] for r in res.get(part, {}).get("rows", []) if not r["ok"]]
     if bad_rows:
         raise click.ClickException("rows that did not take the path they claim: "
                                    + "; ".join(bad_rows))

@@ -4,15 +4,20 @@ Every figure is the kernel's own per-iteration time of BPF_PROG_TEST_RUN with
 a large repeat (the median of several runs), measured on the real program
 (bpf/xdplb.c, compiled and pinned into a private folder) inside a private
 network namespace whose devices, routes and permanent neighbours let
-bpf_fib_lookup succeed and whose tx_ports devmap holds the egress devices.
+bpf_fib_lookup succeed and whose tx_ports devmap holds the egress devices,
+side by side with the reference programs of bpf/bench_trivial.c compiled in
+the same run. Rows compared with each other take turns (interleave()).
 
 PROG_TEST_RUN does not restore the frame between iterations (docs/kernel-and-lab.md §8), so
 each xdplb row is built so that the rewritten frame takes the same path
 again, and the program's own counters must have moved by exactly the repeat
 count on every run; a row whose counters disagree is marked as failed.
+This module holds the lab (namespace, state, frames), the timing and proof
+primitives and the established-flow rows; newconn.py the new-connection rows.
 """
 import contextlib
 import ctypes as C
+import dataclasses
 import os
 import platform
 import socket
@@ -26,10 +31,9 @@ from .. import topology as T
 from ..loader import BPF_DIR
 from ..netns import NetnsError
 from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED,
-                      XDPLB_DEST_F_AVAILABLE, XDPLB_SCHED_RR, ConnKey, DestEntry, RingKey,
-                      SchedPos, SvcEntry, SvcKey)
-
-BENCH_SRC = os.path.join(BPF_DIR, "bench_trivial.c")
+                      XDPLB_DEST_F_AVAILABLE, XDPLB_LIST_MAX, XDPLB_SCHED_RR, ConnKey,
+                      DestEntry, RingKey, SchedPos, SvcEntry, SvcKey)
+from .common import BenchError, percpu_sum
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 VERDICTS = {0: "ABORTED", 1: "DROP", 2: "PASS", 3: "TX", 4: "REDIRECT"}
@@ -38,8 +42,10 @@ VERDICTS = {0: "ABORTED", 1: "DROP", 2: "PASS", 3: "TX", 4: "REDIRECT"}
 CLIENT, CLIENT_MAC = "10.0.0.2", "02:00:0a:00:00:02"
 LB_C, LB_R = "10.0.0.1", "172.80.0.1"
 VIP, VIP_DR, VPORT = "10.0.0.100", "10.0.0.101", 80
-RSS = ["172.80.0.2", "172.80.0.3", "172.80.0.4"]
-RS_MACS = ["02:00:ac:50:00:02", "02:00:ac:50:00:03", "02:00:ac:50:00:04"]
+# As many real servers as a list scheduler considers (XDPLB_LIST_MAX), each
+# with a permanent neighbour; most rows use the first three.
+RSS = [f"172.80.0.{i}" for i in range(2, 2 + XDPLB_LIST_MAX)]
+RS_MACS = [f"02:00:ac:50:00:{i:02x}" for i in range(2, 2 + XDPLB_LIST_MAX)]
 RPORT = 8080           # Masq real-server port (so the port rewrite is exercised)
 CPORT = 40000          # the established flows' client port
 TCP_SYN, TCP_ACK = 0x02, 0x10
@@ -49,8 +55,7 @@ SVC_NAT, SVC_DR = 1, 2                 # service slots
 DEST_NAT = (1, 2, 3)                   # dest slots of the Masq service (rr over three)
 DEST_DR = 4                            # dest slot of the DR service
 
-# Row ids, in the order they run (newconn last: it fills the LRU table and
-# evicts the established rows' entries).
+# The established-flow rows, in the order they run (part names of run()).
 PARTS = ("trivial", "minnat", "nat", "nat-reply", "dr", "newconn")
 LABELS = {
     "trivial": "trivial XDP_TX (floor)",
@@ -58,20 +63,9 @@ LABELS = {
     "nat": "xdplb established NAT (client -> VIP, Masq)",
     "nat-reply": "xdplb established NAT reply (RS -> client, un-NAT)",
     "dr": "xdplb established DR (client -> VIP, Route)",
-    "newconn-harness": "new-conn harness + trivial (control)",
-    "newconn-raw": "new-conn harness + xdplb (raw)",
-    "newconn-call": "xdplb new connection, one SYN per call (cross-check)",
-    "newconn-fresh": "xdplb new connection, table with room (SYN, rr, Masq)",
-    "newconn": "xdplb new connection, full table (SYN, rr, Masq)",
 }
-TARGETS = {"nat": 1.5, "nat-reply": 1.5, "dr": 1.5, "newconn-call": 3.0, "newconn-fresh": 3.0,
-           "newconn": 3.0}
-PERCALL_MAX = 10_000   # SYNs of the repeat=1 cross-check
-FRESH_MAX = 100_000    # SYNs per run into an emptied table: 200k entries < XDPLB_MAX_CONNS  # x floor, from the issue
-MINNAT_TARGET = 1.2    # x minimal NAT, the aim for established flows (docs/kernel-and-lab.md §9)
-
-
-from .common import BenchError  # noqa: E402
+REFERENCES = ("trivial", "minnat", "newflow-fresh", "newflow")  # rows that are not xdplb
+WARMUP_MAX = 100_000   # iterations of a warm-up run
 
 
 # ---- frames -------------------------------------------------------------------
@@ -142,16 +136,6 @@ def netns(prefix):
 
 # ---- pinned state ---------------------------------------------------------------
 
-def _bpffs():
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            pre, _, post = line.partition(" - ")
-            if post.split()[0] == "bpf" and pre.split()[4] == "/sys/fs/bpf":
-                return "/sys/fs/bpf"
-    from ..state import bpffs_root
-    return bpffs_root(create=True)
-
-
 @contextlib.contextmanager
 def private_state():
     """The real program and maps, compiled and pinned in <bpffs>/xdplb/bench-<pid>."""
@@ -162,13 +146,40 @@ def private_state():
             yield st
 
 
-def compile_reference():
-    """bpf/bench_trivial.c: (bcc object, {function name: prog fd})."""
+BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH = 1, 9
+
+
+def geometry(st):
+    """-D flags for bpf/bench.h: xdplb's conns (an LRU hash) and
+    conns_assured (a hash) as the kernel reports them."""
+    flags = []
+    for name, prefix, kind in (("conns", "CONNS", BPF_MAP_TYPE_LRU_HASH),
+                               ("conns_assured", "ASSURED", BPF_MAP_TYPE_HASH)):
+        mi = bpfsys.obj_info(getattr(st, name).fd, bpfsys.BpfMapInfo)
+        if mi.type != kind:
+            raise BenchError(f"{name} is a map of type {mi.type}, not {kind}: the reference "
+                             "programs' tables (bpf/bench.h) must follow it")
+        flags += [f"-DBENCH_{prefix}_MAX={mi.max_entries}",
+                  f"-DBENCH_{prefix}_FLAGS={mi.map_flags}"]
+        if name == "conns":
+            flags += [f"-DBENCH_KEY_SIZE={mi.key_size}", f"-DBENCH_VALUE_SIZE={mi.value_size}"]
+    return flags
+
+
+def compile_bench(src, progs, st=None):
+    """bpf/<src> compiled with bcc: (bcc object, {function name: prog fd}).
+    st: an xdplb state whose connection maps' geometry the programs'
+    tables take (see geometry()); without it they are small placeholders."""
     from bcc import BPF
-    b = BPF(src_file=BENCH_SRC.encode(), cflags=[f"-I{BPF_DIR}", "-Wno-unused-function"])
-    fds = {f: b.load_func(f.encode(), BPF.XDP).fd
-           for f in ("bench_trivial", "bench_minnat", "bench_newconn")}
-    return b, fds
+    cflags = [f"-I{BPF_DIR}", "-Wno-unused-function", *(geometry(st) if st else ())]
+    b = BPF(src_file=os.path.join(BPF_DIR, src).encode(), cflags=cflags)
+    return b, {f: b.load_func(f.encode(), BPF.XDP).fd for f in progs}
+
+
+def compile_reference(st=None):
+    """bpf/bench_trivial.c (see compile_bench)."""
+    return compile_bench("bench_trivial.c", ("bench_trivial", "bench_minnat", "bench_newflow",
+                                             "bench_newconn"), st)
 
 
 # ---- configuration through the maps ------------------------------------------------
@@ -209,6 +220,24 @@ def _copy_conn(st, src_key, dst_key, state=None):
     return c
 
 
+bpfsys._lib.bpf_map_delete_batch.argtypes = [C.c_int, C.c_void_p, C.POINTER(C.c_uint32),
+                                             C.c_void_p]
+bpfsys._lib.bpf_map_delete_batch.restype = C.c_int
+
+
+def empty_conns(st):
+    """Both connection tables emptied in a few batch syscalls, where
+    st.conn_table.clear() takes one syscall per key (seconds at 10^5)."""
+    for m in (st.conns_assured, st.conns):
+        for keys, _, n in list(m.raw_chunks()):
+            done = C.c_uint32(n)
+            if bpfsys._lib.bpf_map_delete_batch(m.fd, keys, C.byref(done), None) < 0:
+                ksz = len(keys) // n
+                for i in range(done.value, n):
+                    bpfsys.delete(m.fd, (C.c_uint8 * ksz).from_buffer_copy(
+                        keys[i * ksz:(i + 1) * ksz]))
+
+
 def put_assured(st, key, c):
     st.conn_table.delete(key)
     st.conns_assured.put(key, c)
@@ -228,29 +257,53 @@ def _svc(st, slot):
     return st.svc_stats.sum(slot)
 
 
-def measure(prog_fd, frame, ifindex, repeat, runs, probe=None, warmup=True, prepare=None):
-    """ns per iteration of each run, and per run the counter deltas of probe().
-    prepare(), if given, runs before the warm-up and before every run."""
+@dataclasses.dataclass
+class Timed:
+    """One thing to time: prog_fd on frame arriving on ifindex, repeat
+    iterations per run. probe() returns the counters that prove the path;
+    prepare() runs before the warm-up and before every run."""
+    name: str
+    prog_fd: int
+    frame: bytes
+    ifindex: int
+    repeat: int
+    probe: object = None
+    prepare: object = None
+
+
+def interleave(timed, runs, warmup=True):
+    """Time every Timed runs times, taking turns, so that a burst of other
+    work on the machine spreads over all of them. Returns {name: (ns per
+    iteration of each run, counter deltas of each run, verdicts)}."""
     if warmup:
-        if prepare:
-            prepare()
-        bpfsys.prog_test_run(prog_fd, frame, repeat=max(1, min(repeat, 100_000)),
-                             ingress_ifindex=ifindex)
-    times, deltas, verdicts = [], [], set()
+        for t in timed:
+            if t.prepare:
+                t.prepare()
+            bpfsys.prog_test_run(t.prog_fd, t.frame, repeat=max(1, min(t.repeat, WARMUP_MAX)),
+                                 ingress_ifindex=t.ifindex)
+    out = {t.name: ([], [], set()) for t in timed}
     for _ in range(runs):
-        if prepare:
-            prepare()
-        before = probe() if probe else {}
-        verdict, _out, ns = bpfsys.prog_test_run(prog_fd, frame, repeat=repeat,
-                                                 ingress_ifindex=ifindex)
-        after = probe() if probe else {}
-        times.append(ns)
-        verdicts.add(VERDICTS.get(verdict, str(verdict)))
-        deltas.append({k: after[k] - before[k] for k in after})
-    return times, deltas, verdicts
+        for t in timed:
+            times, deltas, verdicts = out[t.name]
+            if t.prepare:
+                t.prepare()
+            before = t.probe() if t.probe else {}
+            verdict, _out, ns = bpfsys.prog_test_run(t.prog_fd, t.frame, repeat=t.repeat,
+                                                     ingress_ifindex=t.ifindex)
+            after = t.probe() if t.probe else {}
+            times.append(ns)
+            verdicts.add(VERDICTS.get(verdict, str(verdict)))
+            deltas.append({k: after[k] - before[k] for k in after})
+    return out
 
 
-def _check(deltas, expect, repeat):
+def measure(prog_fd, frame, ifindex, repeat, runs, probe=None, warmup=True, prepare=None):
+    """interleave() of one: (times, deltas, verdicts)."""
+    return interleave([Timed("", prog_fd, frame, ifindex, repeat, probe, prepare)], runs,
+                      warmup)[""]
+
+
+def check(deltas, expect, repeat):
     """expect: {counter: multiple of repeat}; returns (ok, text)."""
     bad = []
     for d in deltas:
@@ -265,214 +318,159 @@ def _check(deltas, expect, repeat):
     return True, f"{names} per run (all {len(deltas)} runs)"
 
 
-def _row(part, times, ok, proof, verdicts, method):
-    return {"part": part, "label": LABELS[part], "ns": statistics.median(times),
+def row(part, label, times, ok, proof, verdicts, method):
+    return {"part": part, "label": label, "ns": statistics.median(times),
             "runs_ns": list(times), "ok": ok, "proof": proof,
-            "verdict": "/".join(sorted(verdicts)), "method": method}
+            "verdict": "/".join(sorted(verdicts)), "method": method,
+            "reference": part in REFERENCES}
 
 
-def _probe(st, bench_maps=None, svc=None, dest=None):
-    def probe():
+def probe(st, bench_maps=None, svc=None, dest=None):
+    """A probe() of xdplb's counters (and the harness's sequence)."""
+    def read():
         out = {"fwd": _counter(st, 2), "to_stack": _counter(st, 3)}
         if svc is not None:
             s = _svc(st, svc)
-            out["svc.conns"] = s.conns
+            out["svc.conns"], out["svc.inpkts"] = s.conns, s.inpkts
         if dest is not None:
             d = _dest(st, dest)
             out["dest.inpkts"], out["dest.outpkts"] = d.inpkts, d.outpkts
         if bench_maps is not None:
-            out["harness.seq"] = bench_maps["nc_seq"][C.c_int(0)].value
+            out["harness.seq"] = percpu_sum(bench_maps["nc_seq"])
         return out
-    return probe
+    return read
 
 
-def _percpu_sum(table):
-    return sum(int(getattr(v, "value", v)) for v in table[C.c_int(0)])
+# ---- established flows as fixed points -----------------------------------------------
+
+def syn(st, ifindex, dst, cport):
+    """A real SYN client:cport -> dst:80 through the program; its IN entry."""
+    v, _, _ = bpfsys.prog_test_run(st.prog_fd, tcp_frame(CLIENT, dst, cport, VPORT, TCP_SYN,
+                                                         CLIENT_MAC), ingress_ifindex=ifindex)
+    c = st.conn_table.get(conn_key(CLIENT, dst, cport, VPORT))
+    if c is None or v not in (XDP_TX, XDP_REDIRECT):
+        raise BenchError(f"xdplb did not forward the set-up SYN to {dst} (verdict "
+                         f"{VERDICTS.get(v, v)}): is bpf/xdplb.c the data path?")
+    return c
+
+
+def establish_nat(st, ifindex, cport=CPORT):
+    """A Masq connection client:cport -> VIP:80 set up by a real SYN (which
+    caches the egress in its IN entry) and one reply (which caches it in its
+    OUT entry), made a fixed point: the rewritten frame finds an entry that
+    rewrites it to itself, so every iteration takes the established path.
+    Returns (ACK frame, reply ACK frame, real server, dest slot)."""
+    c = syn(st, ifindex["bc0"], VIP, cport)
+    rs, dslot = socket.inet_ntoa(bytes(c.addr)), c.dest_slot
+    mac = RS_MACS[RSS.index(rs)]
+    bpfsys.prog_test_run(st.prog_fd, tcp_frame(rs, CLIENT, RPORT, cport, TCP_ACK | TCP_SYN, mac),
+                         ingress_ifindex=ifindex["br0"])
+    in_key = conn_key(CLIENT, VIP, cport, VPORT)
+    _copy_conn(st, in_key, in_key, IP_VS_TCP_S_ESTABLISHED)
+    _copy_conn(st, in_key, conn_key(CLIENT, rs, cport, RPORT), IP_VS_TCP_S_ESTABLISHED)
+    _copy_conn(st, conn_key(rs, CLIENT, RPORT, cport), conn_key(VIP, CLIENT, VPORT, cport))
+    return (tcp_frame(CLIENT, VIP, cport, VPORT, TCP_ACK, CLIENT_MAC),
+            tcp_frame(rs, CLIENT, RPORT, cport, TCP_ACK, mac), rs, dslot)
+
+
+def establish_dr(st, ifindex, cport=CPORT):
+    """A DR connection client:cport -> VIP_DR:80 set up by a real SYN; DR
+    only rewrites MACs, so its ACK is its own fixed point. Returns the ACK."""
+    syn(st, ifindex["bc0"], VIP_DR, cport)
+    key = conn_key(CLIENT, VIP_DR, cport, VPORT)
+    _copy_conn(st, key, key, IP_VS_TCP_S_ESTABLISHED)
+    return tcp_frame(CLIENT, VIP_DR, cport, VPORT, TCP_ACK, CLIENT_MAC)
+
+
+def minnat_flow(b, cport=CPORT):
+    """bench_minnat's fixed point for client:cport -> VIP:80: LRU entries for
+    the frame and its rewritten form, both rewriting to RS1:8080. Returns
+    the ACK frame."""
+    mn = b[b"mn_conns"]
+    nat = mn.Leaf()
+    nat.daddr = int.from_bytes(socket.inet_aton(RSS[0]), "little")
+    nat.dport = _p(RPORT)
+    for key_dst, key_port in ((VIP, VPORT), (RSS[0], RPORT)):
+        k = mn.Key()
+        k.saddr = int.from_bytes(socket.inet_aton(CLIENT), "little")
+        k.daddr = int.from_bytes(socket.inet_aton(key_dst), "little")
+        k.sport, k.dport, k.proto = _p(cport), _p(key_port), socket.IPPROTO_TCP
+        mn[k] = nat
+    return tcp_frame(CLIENT, VIP, cport, VPORT, TCP_ACK, CLIENT_MAC)
+
+
+# ---- the rows -------------------------------------------------------------------------
+
+def _established(b, fds, st, ifindex, parts, repeat, runs):
+    """The floor, the minimal NAT program and xdplb's established rows, taking turns."""
+    bc0, br0 = ifindex["bc0"], ifindex["br0"]
+    est_frame = tcp_frame(CLIENT, VIP, CPORT, VPORT, TCP_ACK, CLIENT_MAC)
+    timed = [Timed("trivial", fds["bench_trivial"], est_frame, bc0, repeat)]
+    expect, method = {}, {"trivial": "bench_trivial: returns XDP_TX, touches nothing"}
+    if "minnat" in parts:
+        hits = b[b"mn_hits"]
+        timed.append(Timed("minnat", fds["bench_minnat"], minnat_flow(b), bc0, repeat,
+                           lambda: {"minnat.hits": percpu_sum(hits)}))
+        expect["minnat"] = {"minnat.hits": 1}
+        method["minnat"] = ("bench_minnat with LRU entries for client->VIP:80 and its "
+                            "rewritten form client->RS:8080 (both rewrite to RS:8080)")
+    if "nat" in parts or "nat-reply" in parts:
+        frame, reply, rs, dslot = establish_nat(st, ifindex)
+        nat_probe = probe(st, svc=SVC_NAT, dest=dslot)
+        if "nat" in parts:
+            timed.append(Timed("nat", st.prog_fd, frame, bc0, repeat, nat_probe))
+            expect["nat"] = {"dest.inpkts": 1, "fwd": 1, "svc.conns": 0, "to_stack": 0}
+            method["nat"] = (f"ACK client:{CPORT}->VIP:80 on a connection set up by a real "
+                             "SYN (egress cached by the program); a copy of its IN entry "
+                             f"keyed by the rewritten tuple client->{rs}:{RPORT} makes the "
+                             "rewrite a fixed point")
+        if "nat-reply" in parts:
+            timed.append(Timed("nat-reply", st.prog_fd, reply, br0, repeat, nat_probe))
+            expect["nat-reply"] = {"dest.outpkts": 1, "fwd": 1, "svc.conns": 0, "to_stack": 0}
+            method["nat-reply"] = (f"ACK {rs}:{RPORT}->client:{CPORT}; a copy of its OUT entry "
+                                   "keyed by the un-NATed tuple VIP:80->client makes the "
+                                   "rewrite a fixed point (a pure ACK in ESTABLISHED leaves the "
+                                   "IN entry alone)")
+    if "dr" in parts:
+        timed.append(Timed("dr", st.prog_fd, establish_dr(st, ifindex), bc0, repeat,
+                           probe(st, svc=SVC_DR, dest=DEST_DR)))
+        expect["dr"] = {"dest.inpkts": 1, "fwd": 1, "svc.conns": 0, "to_stack": 0}
+        method["dr"] = ("ACK client->VIP_DR:80 on a connection set up by a real SYN; DR "
+                        "only rewrites MACs, so the frame is its own fixed point")
+    rows = []
+    for name, (times, deltas, verdicts) in interleave(timed, runs).items():
+        if name == "trivial":
+            ok, proof = verdicts == {"TX"}, "verdict XDP_TX (no counter: the floor)"
+        else:
+            ok, proof = check(deltas, expect[name], repeat)
+        rows.append(row(name, LABELS[name], times, ok, proof, verdicts, method[name]))
+    return rows
 
 
 def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
     """Measure the given parts; returns {"rows": [...], "meta": {...}}."""
+    from . import newconn
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise BenchError(f"unknown part(s): {', '.join(sorted(unknown))}")
     parts = [p for p in PARTS if p in set(parts) | {"trivial"}]
     log = log or (lambda msg: None)
     t0 = time.monotonic()
-    rows = []
-    ns_name = f"xdplb-bench-{os.getpid()}"
     with contextlib.ExitStack() as stack:
-        log("compiling bpf/bench_trivial.c")
-        b, fds = compile_reference()
-        stack.callback(b.cleanup)
         st = None
         if any(p in parts for p in ("nat", "nat-reply", "dr", "newconn")):
             log("compiling bpf/xdplb.c into a private pin folder")
             st = stack.enter_context(private_state())
-        ifindex = stack.enter_context(netns(ns_name))
-        bc0, br0 = ifindex["bc0"], ifindex["br0"]
+        log("compiling bpf/bench_trivial.c (the reference programs)")
+        b, fds = compile_reference(st)
+        stack.callback(b.cleanup)
+        ifindex = stack.enter_context(netns(f"xdplb-bench-{os.getpid()}"))
         if st is not None:
             configure(st, ifindex)
-        est_frame = tcp_frame(CLIENT, VIP, CPORT, VPORT, TCP_ACK, CLIENT_MAC)
-
-        # The floor.
-        log("trivial")
-        times, _, verdicts = measure(fds["bench_trivial"], est_frame, bc0, repeat, runs)
-        rows.append(_row("trivial", times, True, "verdict XDP_TX (no counter: the floor)",
-                         verdicts, "bench_trivial: returns XDP_TX, touches nothing"))
-
-        if "minnat" in parts:
-            log("minnat")
-            mn = b[b"mn_conns"]
-            nat = mn.Leaf()
-            nat.daddr = int.from_bytes(socket.inet_aton(RSS[0]), "little")
-            nat.dport = _p(RPORT)
-            for key_dst, key_port in ((VIP, VPORT), (RSS[0], RPORT)):  # original + rewritten
-                k = mn.Key()
-                k.saddr = int.from_bytes(socket.inet_aton(CLIENT), "little")
-                k.daddr = int.from_bytes(socket.inet_aton(key_dst), "little")
-                k.sport, k.dport, k.proto = _p(CPORT), _p(key_port), socket.IPPROTO_TCP
-                mn[k] = nat
-            hits = b[b"mn_hits"]
-            times, deltas, verdicts = measure(
-                fds["bench_minnat"], est_frame, bc0, repeat, runs,
-                probe=lambda: {"minnat.hits": _percpu_sum(hits)})
-            ok, proof = _check(deltas, {"minnat.hits": 1}, repeat)
-            rows.append(_row("minnat", times, ok, proof, verdicts,
-                             "bench_minnat with LRU entries for client->VIP:80 and its rewritten "
-                             "form client->RS:8080 (both rewrite to RS:8080)"))
-
-        if "nat" in parts or "nat-reply" in parts:
-            # A real SYN through the program creates the IN and OUT entries and
-            # caches the egress in the IN entry; one reply caches it in OUT.
-            v, _, _ = bpfsys.prog_test_run(
-                st.prog_fd, tcp_frame(CLIENT, VIP, CPORT, VPORT, TCP_SYN, CLIENT_MAC),
-                ingress_ifindex=bc0)
-            in_key = conn_key(CLIENT, VIP, CPORT, VPORT)
-            c = st.conn_table.get(in_key)
-            if c is None or v not in (XDP_TX, XDP_REDIRECT):
-                raise BenchError(f"xdplb did not forward the set-up SYN (verdict "
-                                 f"{VERDICTS.get(v, v)}): is bpf/xdplb.c the data path?")
-            rs, dslot = socket.inet_ntoa(bytes(c.addr)), c.dest_slot
-            reply = tcp_frame(rs, CLIENT, RPORT, CPORT, TCP_ACK | TCP_SYN, RS_MACS[0])
-            bpfsys.prog_test_run(st.prog_fd, reply, ingress_ifindex=br0)
-            # Fixed points: the rewritten frame finds an entry that rewrites it
-            # to itself, so every iteration takes the established path.
-            _copy_conn(st, in_key, in_key, IP_VS_TCP_S_ESTABLISHED)
-            _copy_conn(st, in_key, conn_key(CLIENT, rs, CPORT, RPORT), IP_VS_TCP_S_ESTABLISHED)
-            _copy_conn(st, conn_key(rs, CLIENT, RPORT, CPORT), conn_key(VIP, CLIENT, VPORT, CPORT))
-            probe = _probe(st, svc=SVC_NAT, dest=dslot)
-            if "nat" in parts:
-                log("nat")
-                times, deltas, verdicts = measure(st.prog_fd, est_frame, bc0, repeat, runs, probe)
-                ok, proof = _check(deltas, {"dest.inpkts": 1, "fwd": 1, "svc.conns": 0,
-                                            "to_stack": 0}, repeat)
-                rows.append(_row("nat", times, ok, proof, verdicts,
-                                 f"ACK client:{CPORT}->VIP:80 on a connection set up by a real "
-                                 "SYN (egress cached by the program); a copy of its IN entry "
-                                 f"keyed by the rewritten tuple client->{rs}:{RPORT} makes the "
-                                 "rewrite a fixed point"))
-            if "nat-reply" in parts:
-                log("nat-reply")
-                reply = tcp_frame(rs, CLIENT, RPORT, CPORT, TCP_ACK, RS_MACS[0])
-                times, deltas, verdicts = measure(st.prog_fd, reply, br0, repeat, runs, probe)
-                ok, proof = _check(deltas, {"dest.outpkts": 1, "fwd": 1, "svc.conns": 0,
-                                            "to_stack": 0}, repeat)
-                rows.append(_row("nat-reply", times, ok, proof, verdicts,
-                                 f"ACK {rs}:{RPORT}->client:{CPORT}; a copy of its OUT entry "
-                                 "keyed by the un-NATed tuple VIP:80->client makes the rewrite "
-                                 "a fixed point (a pure ACK in ESTABLISHED leaves the IN entry alone)"))
-
-        if "dr" in parts:
-            log("dr")
-            v, _, _ = bpfsys.prog_test_run(
-                st.prog_fd, tcp_frame(CLIENT, VIP_DR, CPORT, VPORT, TCP_SYN, CLIENT_MAC),
-                ingress_ifindex=bc0)
-            key = conn_key(CLIENT, VIP_DR, CPORT, VPORT)
-            if st.conn_table.get(key) is None or v not in (XDP_TX, XDP_REDIRECT):
-                raise BenchError(f"xdplb did not forward the DR set-up SYN "
-                                 f"(verdict {VERDICTS.get(v, v)})")
-            _copy_conn(st, key, key, IP_VS_TCP_S_ESTABLISHED)
-            frame = tcp_frame(CLIENT, VIP_DR, CPORT, VPORT, TCP_ACK, CLIENT_MAC)
-            times, deltas, verdicts = measure(st.prog_fd, frame, bc0, repeat, runs,
-                                              _probe(st, svc=SVC_DR, dest=DEST_DR))
-            ok, proof = _check(deltas, {"dest.inpkts": 1, "fwd": 1, "svc.conns": 0,
-                                        "to_stack": 0}, repeat)
-            rows.append(_row("dr", times, ok, proof, verdicts,
-                             "ACK client->VIP_DR:80 on a connection set up by a real SYN; DR "
-                             "only rewrites MACs, so the frame is its own fixed point"))
-
+        log("pkt: established flows (" + ", ".join(p for p in parts if p != "newconn") + ")")
+        rows = _established(b, fds, st, ifindex, parts, repeat, runs)
         if "newconn" in parts:
-            log("newconn")
-            tmpl = tcp_frame("11.0.0.0", VIP, 0x8000, VPORT, TCP_SYN, CLIENT_MAC)
-            tm = b[b"nc_tmpl"]
-            leaf = tm.Leaf()
-            C.memmove(C.addressof(leaf), tmpl, FRAME_LEN)
-            tm[C.c_int(0)] = leaf
-            target = b[b"nc_target"]
-            bmaps = {"nc_seq": b[b"nc_seq"]}
-            # Control: the harness tail-calling the trivial program.
-            target[C.c_int(0)] = C.c_int(fds["bench_trivial"])
-            htimes, hdeltas, hverd = measure(fds["bench_newconn"], tmpl, bc0, repeat, runs,
-                                             _probe(st, bench_maps=bmaps))
-            hok, hproof = _check(hdeltas, {"harness.seq": 1, "fwd": 0}, repeat)
-            rows.append(_row("newconn-harness", htimes, hok and hverd == {"TX"}, hproof, hverd,
-                             "bench_newconn rewrites the frame from a template with a fresh "
-                             "source address:port, then tail-calls bench_trivial"))
-            target[C.c_int(0)] = C.c_int(st.prog_fd)
-            probe = _probe(st, bench_maps=bmaps, svc=SVC_NAT)
-            # Cross-check without the harness: one distinct SYN per call.
-            st.conn_table.clear()
-            n = min(repeat, PERCALL_MAX)
-            syns = [tcp_frame(f"12.0.{i >> 8 & 255}.{i & 255}", VIP, 0x8000 + (i >> 16), VPORT,
-                              TCP_SYN, CLIENT_MAC) for i in range(n)]
-            before = probe()
-            ctimes = [bpfsys.prog_test_run(st.prog_fd, f, ingress_ifindex=bc0).duration
-                      for f in syns]
-            after = probe()
-            ttimes = [bpfsys.prog_test_run(fds["bench_trivial"], f, ingress_ifindex=bc0).duration
-                      for f in syns]
-            floor = rows[0]["ns"]
-            tmed = statistics.median(ttimes)
-            groups = [ctimes[i::runs] for i in range(runs)]
-            cok, cproof = _check([{k: after[k] - before[k] for k in after if k != "harness.seq"}],
-                                 {"svc.conns": 1, "fwd": 1, "to_stack": 0}, n)
-            rows.append(_row("newconn-call", [statistics.median(g) - tmed + floor for g in groups],
-                             cok, f"{cproof} over {n:,} calls",
-                             {"REDIRECT"} if cok else {"?"},
-                             f"{n:,} calls with repeat=1, each a SYN of a distinct 5-tuple; "
-                             f"median per-call time - median per-call time of the trivial "
-                             f"program on the same frames ({tmed:.0f} ns: timer and dispatch "
-                             f"overhead) + floor; min–max are the medians of {runs} interleaved "
-                             "groups"))
-            # With the harness, first with room in the table: emptied before every run, and few
-            # enough SYNs (two entries each) that the LRU never has to evict.
-            fresh = min(repeat, FRESH_MAX)
-            t1 = time.monotonic()
-            ftimes, fdeltas, fverd = measure(fds["bench_newconn"], tmpl, bc0, fresh, runs, probe,
-                                             prepare=st.conn_table.clear)
-            log(f"newconn-fresh took {time.monotonic() - t1:.1f} s")
-            fok, fproof = _check(fdeltas, {"svc.conns": 1, "fwd": 1, "harness.seq": 1,
-                                           "to_stack": 0}, fresh)
-            floor = rows[0]["ns"]
-            hmed = statistics.median(htimes)
-            rows.append(_row("newconn-fresh", [t - hmed + floor for t in ftimes], fok and hok,
-                             fproof, fverd,
-                             f"the harness tail-calling xdplb, {fresh:,} SYNs per run of never-seen "
-                             "5-tuples to VIP:80 (rr over 3 Masq real servers) into a conns table "
-                             "emptied before each run (no LRU eviction); shown as raw - control + "
-                             "floor"))
-            times, deltas, verdicts = measure(fds["bench_newconn"], tmpl, bc0, repeat, runs, probe)
-            ok, proof = _check(deltas, {"svc.conns": 1, "fwd": 1, "harness.seq": 1,
-                                        "to_stack": 0}, repeat)
-            rows.append(_row("newconn-raw", times, ok, proof, verdicts,
-                             "the same harness tail-calling xdplb: every iteration is a SYN of "
-                             "a never-seen 5-tuple to VIP:80 (rr over 3 Masq real servers); "
-                             "the conns LRU fills and evicts as on a busy balancer"))
-            rows.append(_row("newconn", [t - hmed + floor for t in times], ok and hok, proof,
-                             verdicts, "raw - control + floor: the new-connection path alone, "
-                             "with the harness's template copy and tail call taken out; after "
-                             "~131k SYNs the conns LRU is full, so this is the steady state of "
-                             "a busy balancer: every SYN evicts"))
+            rows += newconn.rows(b, fds, st, ifindex, repeat, runs, rows[0]["ns"], log)
     floor = rows[0]["ns"]
     minnat = next((r["ns"] for r in rows if r["part"] == "minnat"), None)
     for r in rows:
@@ -480,71 +478,14 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
         r["x_minnat"] = r["ns"] / minnat if minnat else None
     meta = {"repeat": repeat, "runs": runs, "kernel": platform.release(),
             "cpus": os.cpu_count(), "seconds": time.monotonic() - t0,
-            "cpu_model": _cpu_model()}
+            "cpu_model": cpu_model()}
     return {"rows": rows, "meta": meta}
 
 
-def _cpu_model():
+def cpu_model():
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
     return "unknown CPU"
-
-
-# ---- printing ------------------------------------------------------------------------
-
-def _target(r):
-    part = r["part"]
-    out = []
-    if part in TARGETS:
-        t = TARGETS[part]
-        out.append(f"≤ {t:g}× floor: {'yes' if r['x_floor'] <= t else 'no'}")
-    if part in ("nat", "nat-reply", "dr") and r["x_minnat"] is not None:
-        out.append(f"≤ {MINNAT_TARGET:g}× min NAT: "
-                   f"{'yes' if r['x_minnat'] <= MINNAT_TARGET else 'no'}")
-    return "; ".join(out) or "—"
-
-
-def format_table(result):
-    rows, meta = result["rows"], result["meta"]
-    lines = [
-        f"xdplb bench: BPF_PROG_TEST_RUN, repeat {meta['repeat']:,} per run, median of "
-        f"{meta['runs']} runs; kernel {meta['kernel']}, {meta['cpus']} CPUs ({meta['cpu_model']})",
-        "",
-        "| measurement | ns/packet (median) | runs min–max | × floor | × min NAT | hits = repeat | target |",
-        "| --- | ---: | ---: | ---: | ---: | :---: | --- |",
-    ]
-    for r in rows:
-        xf = f"{r['x_floor']:.2f}" if r["x_floor"] else "—"
-        xm = f"{r['x_minnat']:.2f}" if r["x_minnat"] else "—"
-        hits = "—" if r["part"] == "trivial" else ("yes" if r["ok"] else "**NO**")
-        lo, hi = min(r["runs_ns"]), max(r["runs_ns"])
-        lines.append(f"| {r['label']} | {r['ns']:.0f} | {lo:.0f}–{hi:.0f} | {xf} | {xm} | "
-                     f"{hits} | {_target(r)} |")
-    lines += ["", "Notes:", ""]
-    for r in rows:
-        lines.append(f"- {r['label']}: {r['method']}. Verdict {r['verdict']}. "
-                     f"Counters: {r['proof']}.")
-    lines += [
-        "- Every xdplb row runs the real bpf/xdplb.c, compiled and pinned in a private bpffs "
-        "folder, inside a private netns (veths, addresses, permanent neighbours, "
-        "ip_forward=1, tx_ports filled as `xdplb attach` does) so bpf_fib_lookup and the "
-        "devmap redirect succeed; services, destinations, the rr ring and the connection "
-        "entries go straight into the maps.",
-        "- PROG_TEST_RUN does not restore the frame between iterations, so each row is built "
-        "to take the same path every iteration and proves it: the counters listed moved by "
-        "exactly repeat on every run (fwd = XDPLB_CNT_FWD, to_stack = XDPLB_CNT_TO_STACK, "
-        "svc/dest = the IPVS stats of the service and destination slots).",
-        "- Targets: the issue asks established ≤ 1.5× and new connection ≤ 3× the trivial "
-        "program; the calibration in docs/kernel-and-lab.md §9 shows the minimal NAT program "
-        "alone is 2.5–2.8× trivial, so for established flows the realistic aim is ≤ 1.2× that "
-        "program.",
-        f"- Total time {meta['seconds']:.1f} s.",
-    ]
-    return "\n".join(lines)
-
-
-def all_ok(result):
-    return all(r["ok"] for r in result["rows"])
