@@ -149,12 +149,26 @@ class BpfMapInfo(C.Structure):
 
 
 class BpfProgInfo(C.Structure):
+    """struct bpf_prog_info (uapi/linux/bpf.h) up to attach_btf_id; an older
+    kernel fills what it knows and leaves the rest zero."""
     _fields_ = [("type", C.c_uint32), ("id", C.c_uint32), ("tag", C.c_uint8 * 8),
                 ("jited_prog_len", C.c_uint32), ("xlated_prog_len", C.c_uint32),
                 ("jited_prog_insns", C.c_uint64), ("xlated_prog_insns", C.c_uint64),
                 ("load_time", C.c_uint64), ("created_by_uid", C.c_uint32),
-                ("nr_map_ids", C.c_uint32), ("map_ids", C.c_uint64),
-                ("name", C.c_char * 16)]
+                ("nr_map_ids", C.c_uint32), ("map_ids", C.c_uint64), ("name", C.c_char * 16),
+                ("ifindex", C.c_uint32), ("gpl_compatible", C.c_uint32),
+                ("netns_dev", C.c_uint64), ("netns_ino", C.c_uint64),
+                ("nr_jited_ksyms", C.c_uint32), ("nr_jited_func_lens", C.c_uint32),
+                ("jited_ksyms", C.c_uint64), ("jited_func_lens", C.c_uint64),
+                ("btf_id", C.c_uint32), ("func_info_rec_size", C.c_uint32),
+                ("func_info", C.c_uint64), ("nr_func_info", C.c_uint32),
+                ("nr_line_info", C.c_uint32), ("line_info", C.c_uint64),
+                ("jited_line_info", C.c_uint64), ("nr_jited_line_info", C.c_uint32),
+                ("line_info_rec_size", C.c_uint32), ("jited_line_info_rec_size", C.c_uint32),
+                ("nr_prog_tags", C.c_uint32), ("prog_tags", C.c_uint64),
+                ("run_time_ns", C.c_uint64), ("run_cnt", C.c_uint64),
+                ("recursion_misses", C.c_uint64), ("verified_insns", C.c_uint32),
+                ("attach_btf_obj_id", C.c_uint32), ("attach_btf_id", C.c_uint32)]
 
 
 def obj_info(fd, info_cls):
