@@ -1,13 +1,14 @@
 """A redo journal for the control plane's configuration writes.
 
-A command that changes the configuration (xdplb/control.py: services,
-destinations, schedules, counters zeroed, timeouts, -R) writes several maps
-one syscall at a time; a process killed in the middle would leave, say, a
-ring switched to destinations that are not there yet. So every such command
-runs as a transaction (transaction() below):
+A command that changes the configuration (xdplb/config.py's operations:
+services, destinations, schedules, counters zeroed, timeouts, -R) writes
+several maps one syscall at a time; a process killed in the middle would
+leave, say, a ring switched to destinations that are not there yet. So
+every such command runs as a transaction (transaction() below):
 
-1. under the state lock, its map writes are only recorded (the maps read
-   back what the transaction wrote: read-your-writes);
+1. under the state lock, its map writes go through a Transaction, a view of
+   the state's maps that only records them (and reads them back:
+   read-your-writes); the state's own maps are left as they are;
 2. at commit the recorded writes are serialised to the journal,
    /run/xdplb/<state>.journal (mode 0600; written under a temporary name,
    then renamed: the journal exists complete or not at all), with a header
@@ -45,9 +46,9 @@ that finds the command applied and traffic since can only
   command saw: the next sweep (every listing, `xdplb daemon`) recomputes
   them from the connection table, as it does after LRU evictions;
 - delete again lblc cache entries -C deleted: the cache fills again.
-Everything else a redo writes (services, dests, rings, svc_dests, timeouts)
-only the control plane writes, so a second write of the same bytes changes
-nothing. Control.sweep() itself is not journaled: it deletes expired
+Everything else a redo writes (services, dests, rings, svc_dests, timeouts,
+sysctl, alloc) only the control plane writes, so a second write of the same
+bytes changes nothing. Control.sweep() itself is not journaled: it deletes expired
 connection entries and reconciles counts, which the next sweep does again.
 
 Fault points for tests: xdplb/fault.py ("write", "journal").
