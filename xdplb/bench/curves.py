@@ -76,7 +76,7 @@ def _dummy_services(st, start, stop):
         keys[j] = SvcKey(addr=(C.c_uint8 * 4)(20, (i >> 16) & 255, (i >> 8) & 255, i & 255),
                          port=socket.htons(80), proto=socket.IPPROTO_TCP)
         vals[j] = SvcEntry(slot=1000 + i, seq=1000 + i, sched=1, ring_len=0,
-                          netmask=(C.c_uint8 * 4)(255, 255, 255, 255))
+                           netmask=(C.c_uint8 * 4)(255, 255, 255, 255))
     update_batch(st.services.fd, keys, vals)
 
 

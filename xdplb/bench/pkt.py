@@ -187,8 +187,8 @@ def compile_reference(st=None):
 def _service(st, slot, vip, dest_slots):
     st.services.put(SvcKey(addr=_a(vip), port=_p(VPORT), proto=socket.IPPROTO_TCP),
                     SvcEntry(slot=slot, seq=slot, sched=XDPLB_SCHED_RR,
-                            ring_len=len(dest_slots), ring_prefix=0, ring_gen=0,
-                            ring_base=0, netmask=_a("255.255.255.255")))
+                             ring_len=len(dest_slots), ring_prefix=0, ring_gen=0,
+                             ring_base=0, netmask=_a("255.255.255.255")))
     for i, d in enumerate(dest_slots):
         st.sched_ring.put(RingKey(svc_slot=slot, index=i), C.c_uint32(d))
     st.sched_pos.put(slot, SchedPos(pos=0))
@@ -198,10 +198,10 @@ def configure(st, ifindex):
     """Masq service VIP:80 -> RS1..3:8080 (rr), DR service VIP_DR:80 -> RS1:80."""
     for d, rs in zip(DEST_NAT, RSS):
         st.dests.put(d, DestEntry(addr=_a(rs), port=_p(RPORT), fwd=IP_VS_CONN_F_MASQ,
-                             flags=XDPLB_DEST_F_AVAILABLE, svc_slot=SVC_NAT, seq=d, weight=1))
+                                  flags=XDPLB_DEST_F_AVAILABLE, svc_slot=SVC_NAT, seq=d, weight=1))
     st.dests.put(DEST_DR, DestEntry(addr=_a(RSS[0]), port=_p(VPORT), fwd=IP_VS_CONN_F_DROUTE,
-                               flags=XDPLB_DEST_F_AVAILABLE, svc_slot=SVC_DR, seq=DEST_DR,
-                               weight=1))
+                                    flags=XDPLB_DEST_F_AVAILABLE, svc_slot=SVC_DR, seq=DEST_DR,
+                                    weight=1))
     _service(st, SVC_NAT, VIP, DEST_NAT)
     _service(st, SVC_DR, VIP_DR, (DEST_DR,))
     for idx in ifindex.values():  # what `xdplb attach` does for each device
