@@ -1,39 +1,19 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * conn.h - the connection table: entries, their keys and timeouts, and the
- * two maps that hold them (conns, conns_assured: see xdplb.h): lookup, the
+ * two maps that hold them (conns, conns_assured: see xdplb.h): lookup (of
+ * a client's packet, and through rs_table of a real server's reply), the
  * move between them, expiry, and conn_reuse_mode.
  */
 #ifndef XDPLB_CONN_H
 #define XDPLB_CONN_H
 
+#include "hash.h"
 #include "maps.h"
 #include "parse.h"
 #include "service.h"
 #include "stats.h"
 #include "tcp_state.h"
-
-/* Key of the real server's replies to a Masq connection to addr:port. */
-static __always_inline void conn_out_key(struct conn_key *out, const struct conn_key *in,
-					 __be32 addr, __be16 port)
-{
-	out->saddr = addr;
-	out->daddr = in->saddr;
-	out->sport = port;
-	out->dport = in->sport;
-	out->proto = in->proto;
-}
-
-/* Key of the client's entry, from a reply packet and its OUT entry. */
-static __always_inline void conn_in_key(struct conn_key *in, const struct conn_key *reply,
-					const struct conn *out)
-{
-	in->saddr = reply->daddr;
-	in->daddr = out->addr;
-	in->sport = reply->dport;
-	in->dport = out->port;
-	in->proto = reply->proto;
-}
 
 /* An entry's own timeout, seconds (0: never set by the data path: the
  * sweep applies the state's default). */
@@ -83,6 +63,51 @@ static __always_inline struct conn *conn_lookup(struct conn_key *k, int *assured
 	return c ? c : conns.lookup(k);
 }
 
+/* Could addr be a masquerading real server's? (rs_filter, xdplb.h) */
+static __always_inline int rs_maybe(__be32 addr)
+{
+	__u32 bit = rs_filter_bit(bpf_ntohl(addr)), word = bit >> 6;
+	__u64 *w = rs_filter.lookup(&word);
+
+	return w && (*w >> (bit & 63)) & 1;
+}
+
+/* The connection of a reply (real server -> client): the client's tuple to
+ * each service rs_table lists for the real server's addr:port (then for a
+ * port-zero destination, under port 0), until one names a Masq connection
+ * to exactly this real server. *ik: the entry's key. */
+static __always_inline struct conn *conn_reply_lookup(const struct pkt *p, struct conn_key *ik,
+						      int *assured)
+{
+	struct rs_key rk = {};
+	struct rs_svcs *rs;
+	struct conn *c;
+	int i, j;
+
+	rk.addr = p->key.saddr;
+	rk.proto = p->key.proto;
+	ik->saddr = p->key.daddr;
+	ik->sport = p->key.dport;
+	ik->proto = p->key.proto;
+	for (j = 0; j < 2; j++) {
+		rk.port = j ? 0 : p->key.sport;
+		rs = rs_table.lookup(&rk);
+		if (!rs)
+			continue;
+		for (i = 0; i < XDPLB_RS_SVC_MAX; i++) {
+			if (i >= rs->n)
+				break;
+			ik->daddr = rs->svc[i].addr;
+			ik->dport = rs->svc[i].port ? rs->svc[i].port : p->key.sport;
+			c = conn_lookup(ik, assured);
+			if (c && c->dir == XDPLB_DIR_IN && c->fwd == IP_VS_CONN_F_MASQ &&
+			    c->addr == p->key.saddr && c->port == p->key.sport)
+				return c;
+		}
+	}
+	return NULL;
+}
+
 /* Move the entry c of k to the other table: copied in first, then deleted,
  * so a concurrent lookup finds one or the other. Non-zero: the insert
  * failed and the entry stays where it was. */
@@ -117,37 +142,24 @@ static __always_inline int conn_wants_move(const struct pkt *p, const struct con
 	return (changed || refreshed) && c->state == IP_VS_TCP_S_ESTABLISHED;
 }
 
-/* Move the connection of p (IN entry c, and a Masq connection's reply
- * entry) to the other table. Returns the IN entry in its new table, or
- * NULL if it could not move (it is still c; a reply entry that moved alone
- * is found by conn_lookup all the same). */
+/* Move the connection of p (entry c) to the other table. Returns the
+ * entry in its new table, or NULL if it could not move (it is still c). */
 static __always_inline struct conn *conn_set_assured(struct pkt *p, struct conn *c,
 						     int to_assured)
 {
-	struct conn_key ok = {};
-	struct conn *o;
-
-	if (c->fwd == IP_VS_CONN_F_MASQ) {
-		conn_out_key(&ok, &p->key, c->addr, c->port);
-		o = to_assured ? conns.lookup(&ok) : conns_assured.lookup(&ok);
-		if (o && conn_move(&ok, o, to_assured))
-			goto failed;
+	if (conn_move(&p->key, c, to_assured)) {
+		if (to_assured)
+			count(XDPLB_CNT_ASSURE_FULL);
+		return NULL;
 	}
-	if (conn_move(&p->key, c, to_assured))
-		goto failed;
 	return to_assured ? conns_assured.lookup(&p->key) : conns.lookup(&p->key);
-failed:
-	if (to_assured)
-		count(XDPLB_CNT_ASSURE_FULL);
-	return NULL;
 }
 
 /* An IN entry idle past its timeout: the kernel's timer would have removed
- * it. Uncount it (once: the first CPU to flag it does) and delete it and
- * its reply entry; the packet is then handled as if there were none. */
+ * it. Uncount it (once: the first CPU to flag it does) and delete it; the
+ * packet is then handled as if there were none. */
 static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assured)
 {
-	struct conn_key ok = {};
 	__u32 slot = c->dest_slot;
 	struct dest *d;
 
@@ -156,11 +168,6 @@ static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assur
 	d = dest_of_conn(c);
 	if (d)
 		dest_unbind(slot, d, conn_kind(p->key.proto, c->state));
-	if (c->fwd == IP_VS_CONN_F_MASQ) {
-		conn_out_key(&ok, &p->key, c->addr, c->port);
-		conns.delete(&ok);	/* in either table: it may have moved alone */
-		conns_assured.delete(&ok);
-	}
 	if (assured)
 		conns_assured.delete(&p->key);
 	else

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * forward.h - sending a connection's packet on (IPVS's ip_vs_xmit.c): the
- * egress from bpf_fib_lookup, cached in the entry and, for new connections,
- * per destination; the Masq rewrite; XDP_TX or a DEVMAP redirect.
+ * egress from bpf_fib_lookup, cached per destination for the client's
+ * packets and in the entry for a Masq connection's replies; the Masq
+ * rewrite; XDP_TX or a DEVMAP redirect.
  */
 #ifndef XDPLB_FORWARD_H
 #define XDPLB_FORWARD_H
@@ -24,123 +25,118 @@ static __always_inline int fwd_xdp(__u8 fwd)
 	return fwd == IP_VS_CONN_F_MASQ || fwd == IP_VS_CONN_F_DROUTE;
 }
 
-static __always_inline void nat(struct pkt *p, const struct conn *c)
+/* Send on a resolved egress. Returns a verdict. */
+static __always_inline __u32 transmit(struct xdp_md *ctx, struct pkt *p, __u32 ifindex,
+				      const __u8 *smac, const __u8 *dmac)
 {
-	if (c->fwd != IP_VS_CONN_F_MASQ)
-		return;
-	if (c->dir == XDPLB_DIR_IN)
-		nat_dst(p, c->addr, c->port);
-	else
-		nat_src(p, c->addr, c->port);
-}
-
-/* Send on the egress cached in c. Returns a verdict. */
-static __always_inline __u32 transmit(struct xdp_md *ctx, struct pkt *p, const struct conn *c)
-{
-	if (c->ifindex == ctx->ingress_ifindex) {
-		set_macs(p->eth, c->smac, c->dmac);
+	if (ifindex == ctx->ingress_ifindex) {
+		set_macs(p->eth, smac, dmac);
 		return VERDICT(XDP_TX, XDPLB_CNT_FWD);
 	}
 	/* An egress without xdplb attached is not in tx_ports: the stack
 	 * forwards the (NATed) packet, so the MACs must still be ours. */
-	if (tx_ports.redirect_map(c->ifindex, XDP_PASS) != XDP_REDIRECT)
+	if (tx_ports.redirect_map(ifindex, XDP_PASS) != XDP_REDIRECT)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
-	set_macs(p->eth, c->smac, c->dmac);
+	set_macs(p->eth, smac, dmac);
 	return VERDICT(XDP_REDIRECT, XDPLB_CNT_FWD);
 }
 
-/* Ask the FIB for the egress of c's direction; on success it is stored in c
- * (the map entry, or a new entry still on the stack). */
-static __always_inline int fib_resolve(struct xdp_md *ctx, struct pkt *p, struct conn *c)
+/* Ask the FIB for the egress of p sent as src:sport -> dst:dport. */
+static __always_inline int fib_ask(struct xdp_md *ctx, const struct pkt *p, __be32 src,
+				   __be16 sport, __be32 dst, __be16 dport,
+				   struct bpf_fib_lookup *fib)
 {
+	fib->family = AF_INET;
+	fib->tos = p->ip->tos;
+	fib->l4_protocol = p->key.proto;
+	fib->tot_len = p->l3_len;
+	fib->ifindex = ctx->ingress_ifindex;
+	fib->ipv4_src = src;
+	fib->ipv4_dst = dst;
+	fib->sport = sport;
+	fib->dport = dport;
+	return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+}
+
+/* The egress towards destination slot (addr:port), for p from a client:
+ * from the per-CPU cache when it holds a fresh answer for this destination
+ * and ingress, else from the FIB (and cached). Ignores source-based
+ * routing, as IPVS's own per-destination route cache does. Returns the
+ * FIB's code; *e is the egress on success. */
+static __always_inline int dest_egress(struct xdp_md *ctx, struct pkt *p, __u32 slot,
+				       __be32 addr, __be16 port, __u64 now, struct egress **e)
+{
+	__u32 idx = slot & (XDPLB_EGRESS_SLOTS - 1);
 	struct bpf_fib_lookup fib = {};
+	struct egress *c = egress_cache.lookup(&idx);
 	int rc;
 
-	fib.family = AF_INET;
-	fib.tos = p->ip->tos;
-	fib.l4_protocol = p->key.proto;
-	fib.tot_len = p->l3_len;
-	fib.ifindex = ctx->ingress_ifindex;
-	if (c->dir == XDPLB_DIR_IN) {
-		/* Route keeps the VIP in the header but goes to the real server. */
-		fib.ipv4_src = p->key.saddr;
-		fib.ipv4_dst = c->addr;
-		fib.sport = p->key.sport;
-		fib.dport = c->port;
-	} else {
-		fib.ipv4_src = c->addr;
-		fib.ipv4_dst = p->key.daddr;
-		fib.sport = c->port;
-		fib.dport = p->key.dport;
-	}
-
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (!c)
+		return BPF_FIB_LKUP_RET_NOT_FWDED;
+	*e = c;
+	if (c->dest_slot == slot && c->addr == addr && c->ingress == ctx->ingress_ifindex &&
+	    now - c->stamp < XDPLB_EGRESS_TTL_NS)
+		return BPF_FIB_LKUP_RET_SUCCESS;
+	/* Route keeps the VIP in the header but goes to the real server. */
+	rc = fib_ask(ctx, p, p->key.saddr, p->key.sport, addr, port, &fib);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		c->stamp = now;
+		c->dest_slot = slot;
+		c->addr = addr;
+		c->ingress = ctx->ingress_ifindex;
+		c->ifindex = fib.ifindex;
 		__builtin_memcpy(c->smac, fib.smac, ETH_ALEN);
 		__builtin_memcpy(c->dmac, fib.dmac, ETH_ALEN);
-		c->ifindex = fib.ifindex;
 	}
 	return rc;
 }
 
-/* Rewrite and send by the FIB's answer rc for c. Returns a verdict. */
-static __always_inline __u32 send(struct xdp_md *ctx, struct pkt *p, const struct conn *c, int rc)
+/* A client's packet on connection c (a new one's entry may still be on the
+ * stack): NAT for Masq, then on to the destination. With no neighbour
+ * entry yet the kernel resolves it (Masq must reach it NATed); with no
+ * route the packet is passed untouched. Returns a verdict. */
+static __always_inline __u32 forward_in(struct xdp_md *ctx, struct pkt *p, const struct conn *c,
+					__u64 now)
 {
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		nat(p, c);
-		return transmit(ctx, p, c);
-	}
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		/* The kernel resolves the neighbour; Masq must reach it NATed. */
-		nat(p, c);
-		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
-	}
-	return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
-}
-
-/* Rewrite and send on a tracked connection. The first packet of each
- * direction that finds no cached egress asks the FIB and caches the answer
- * in the entry; the rest of the connection needs no helper call beyond the
- * redirect. Returns a verdict. */
-static __always_inline __u32 forward(struct xdp_md *ctx, struct pkt *p, struct conn *c)
-{
-	if (!fwd_xdp(c->fwd))
-		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
-	if (c->ifindex) {
-		nat(p, c);
-		return transmit(ctx, p, c);
-	}
-	return send(ctx, p, c, fib_resolve(ctx, p, c));
-}
-
-/* Egress towards a new connection's destination: from the per-CPU cache
- * when it holds a fresh answer for this destination and ingress, else from
- * the FIB (and cached). Ignores source-based routing, as IPVS's own
- * per-destination route cache does. */
-static __always_inline int egress_new(struct xdp_md *ctx, struct pkt *p, struct conn *nc, __u64 now)
-{
-	__u32 idx = nc->dest_slot & (XDPLB_EGRESS_SLOTS - 1);
-	struct egress *e = egress_cache.lookup(&idx);
+	struct egress *e = NULL;
 	int rc;
 
-	if (e && e->dest_slot == nc->dest_slot && e->addr == nc->addr &&
-	    e->ingress == ctx->ingress_ifindex && now - e->stamp < XDPLB_EGRESS_TTL_NS) {
-		nc->ifindex = e->ifindex;
-		__builtin_memcpy(nc->smac, e->smac, ETH_ALEN);
-		__builtin_memcpy(nc->dmac, e->dmac, ETH_ALEN);
-		return BPF_FIB_LKUP_RET_SUCCESS;
+	if (!fwd_xdp(c->fwd))
+		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
+	rc = dest_egress(ctx, p, c->dest_slot, c->addr, c->port, now, &e);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
+	if (c->fwd == IP_VS_CONN_F_MASQ)
+		nat_dst(p, c->addr, c->port);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !e)
+		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
+	return transmit(ctx, p, e->ifindex, e->smac, e->dmac);
+}
+
+/* A real server's reply on Masq connection c (key ik): un-NAT to the
+ * virtual service and send towards the client, on the egress the entry
+ * caches (asked of the FIB by the first reply that finds none). Returns a
+ * verdict. */
+static __always_inline __u32 forward_out(struct xdp_md *ctx, struct pkt *p, struct conn *c,
+					 const struct conn_key *ik)
+{
+	struct bpf_fib_lookup fib = {};
+	int rc = BPF_FIB_LKUP_RET_SUCCESS;
+
+	if (!c->ifindex) {
+		rc = fib_ask(ctx, p, ik->daddr, ik->dport, p->key.daddr, p->key.dport, &fib);
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+			__builtin_memcpy(c->smac, fib.smac, ETH_ALEN);
+			__builtin_memcpy(c->dmac, fib.dmac, ETH_ALEN);
+			c->ifindex = fib.ifindex;
+		}
 	}
-	rc = fib_resolve(ctx, p, nc);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS && e) {
-		e->stamp = now;
-		e->dest_slot = nc->dest_slot;
-		e->addr = nc->addr;
-		e->ingress = ctx->ingress_ifindex;
-		e->ifindex = nc->ifindex;
-		__builtin_memcpy(e->smac, nc->smac, ETH_ALEN);
-		__builtin_memcpy(e->dmac, nc->dmac, ETH_ALEN);
-	}
-	return rc;
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
+	nat_src(p, ik->daddr, ik->dport);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
+	return transmit(ctx, p, c->ifindex, c->smac, c->dmac);
 }
 
 #endif /* XDPLB_FORWARD_H */

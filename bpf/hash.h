@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * hash.h - the kernel's hashes of the sh, dh and mh schedulers, on
- * host-order addresses and ports. No maps: the layout test
+ * host-order addresses and ports, and rs_filter's bit. No maps: the layout test
  * (tests/test_structs.py) compiles it with the host compiler and checks
  * xdplb/sched.py's copies, which fill the tables, against it.
  */
@@ -14,6 +14,12 @@
 static __always_inline __u32 xdplb_hash_32(__u32 v, __u32 bits)
 {
 	return (v * 0x61C88647u) >> (32 - bits);
+}
+
+/* rs_filter's bit of a (host-order) real-server address. */
+static __always_inline __u32 rs_filter_bit(__u32 addr)
+{
+	return xdplb_hash_32(addr, XDPLB_RS_FILTER_BITS);
 }
 
 /* sh (ip_vs_sh_hashkey): (offset + hash_32(port + addr, 8)) & 255 */

@@ -15,8 +15,10 @@
 #endif
 
 /* Egress towards a destination (the FIB's answer for its address), cached
- * per CPU so a new connection usually needs no bpf_fib_lookup. Direct
- * mapped by dest slot; the tag fields say whether an entry still applies. */
+ * per CPU: every packet from a client to a destination is sent by it, so
+ * neither a new connection nor an entry needs a bpf_fib_lookup of its own.
+ * Direct mapped by dest slot; the tag fields say whether an entry still
+ * applies (a second's TTL follows route and neighbour changes). */
 #define XDPLB_EGRESS_SLOTS	4096		/* power of two */
 #define XDPLB_EGRESS_TTL_NS	1000000000ULL	/* re-ask the FIB after 1 s */
 
@@ -43,6 +45,8 @@ BPF_TABLE("hash", struct ring_key, __u32, sched_ring, XDPLB_MAX_RING);
 BPF_TABLE("array", __u32, struct sched_pos, sched_pos, XDPLB_MAX_SERVICES);
 BPF_F_TABLE("lru_hash", struct conn_key, struct conn, conns, XDPLB_MAX_CONNS, XDPLB_CONNS_FLAGS);
 BPF_TABLE("hash", struct conn_key, struct conn, conns_assured, XDPLB_MAX_ASSURED);
+BPF_TABLE("hash", struct rs_key, struct rs_svcs, rs_table, XDPLB_MAX_RS);
+BPF_TABLE("array", __u32, __u64, rs_filter, XDPLB_RS_FILTER_WORDS);
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, svc_stats, XDPLB_MAX_SERVICES);
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, dest_stats, XDPLB_MAX_DESTS);
 BPF_TABLE("percpu_array", __u32, __u64, counters, XDPLB_CNT_MAX);
@@ -60,12 +64,17 @@ BPF_TABLE("percpu_array", __u32, struct clock, clock, 1);
  * shared by every scheduler's loops. Filled and pinned (as "new_conn") by
  * xdplb/loader.py. */
 BPF_PROG_ARRAY(new_conn, XDPLB_PROG_MAX);
-/* The scheduler program's pick, handed (same CPU) to the program that
- * builds the connection (new_conn[XDPLB_PROG_CONN]): a loop's many exit
- * states then never reach the long connection-building code. */
+/* A new connection's hand-over between its programs (same CPU, one frame):
+ * xdplb_main leaves the service it found, the scheduler program its pick,
+ * so neither tail-called program looks the service up again. The pick is
+ * built in a program of its own (new_conn[XDPLB_PROG_CONN]) so that a
+ * scheduler loop's many exit states never reach the connection-building
+ * code. */
 struct sched_out {
+	struct service svc;	/* a copy: the data path never writes a service */
+	__be16 svc_port;	/* the service's port (0: a port-zero service) */
+	__u16 pad;
 	__u32 dest_slot;
-	__u32 pad;
 	__u64 least, lw, loh;	/* sched_list()'s running minimum */
 	__u64 most, mw, moh, mi;	/* lblcr: ip_vs_dest_set_max's running maximum */
 };

@@ -25,7 +25,7 @@
 
 /* A new connection, first half: the scheduler of the service's family
  * (through the client's template if persistent) picks the destination and
- * hands it, in sched_out, to xdplb_conn. */
+ * hands it, in sched_out, to xdplb_conn. The service is xdplb_main's copy. */
 static __always_inline __u32 schedule_new(struct xdp_md *ctx, int fam)
 {
 	void *data = (void *)(long)ctx->data;
@@ -35,20 +35,17 @@ static __always_inline __u32 schedule_new(struct xdp_md *ctx, int fam)
 	struct service *svc;
 	struct pkt p = {};
 	struct dest *d;
-	__be16 port = 0;
 	__u32 slot = 0, zero = 0;
 	__u64 now = now_ns();
 	int persist;
 
-	if (parse_pkt(data, data_end, &p) < 0)
-		return pass();
-	svc = svc_find(&p, &port);
 	so = sched_out.lookup(&zero);
-	if (!svc || !so)
+	if (!so || parse_pkt(data, data_end, &p) < 0)
 		return pass();
+	svc = &so->svc;
 	persist = svc->flags & IP_VS_SVC_F_PERSISTENT;
 	if (persist)
-		slot = persist_lookup(svc, &p, &tk, port, now);
+		slot = persist_lookup(svc, &p, &tk, so->svc_port, now);
 	if (!slot) {
 		slot = sched_pick(svc, &p, now, fam);
 		if (!slot)
@@ -101,24 +98,19 @@ int xdplb_new_lblcr(struct xdp_md *ctx)
 	return record_verdict(schedule_new(ctx, XDPLB_FAM_LBLCR));
 }
 
-/* A new connection, second half: build the entries and send. */
+/* A new connection, second half: build its entry and send. */
 static __always_inline __u32 build_conn(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct sched_out *so;
-	struct service *svc;
 	struct pkt p = {};
-	__be16 port = 0;
 	__u32 zero = 0;
 
-	if (parse_pkt(data, data_end, &p) < 0)
-		return pass();
-	svc = svc_find(&p, &port);
 	so = sched_out.lookup(&zero);
-	if (!svc || !so)
+	if (!so || parse_pkt(data, data_end, &p) < 0)
 		return pass();
-	return conn_new(ctx, &p, svc, port, now_ns(), so->dest_slot);
+	return conn_new(ctx, &p, &so->svc, so->svc_port, now_ns(), so->dest_slot);
 }
 
 int xdplb_conn(struct xdp_md *ctx)
@@ -126,16 +118,20 @@ int xdplb_conn(struct xdp_md *ctx)
 	return record_verdict(build_conn(ctx));
 }
 
-/* Every frame: a tracked connection's packet is handled in place; a new
- * connection to a virtual service (a SYN for TCP, as IPVS) goes on to its
- * scheduler's program; anything else is passed untouched. */
+/* Every frame: a real server's reply or a client's packet on a tracked
+ * connection is handled in place; a new connection to a virtual service (a
+ * SYN for TCP, as IPVS) goes on to its scheduler's program, with the
+ * service in sched_out; anything else is passed untouched. */
 static __always_inline __u32 balance(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct conn_key ik = {};
+	struct sched_out *so;
 	struct service *svc;
 	struct pkt p = {};
 	struct conn *c;
+	__u32 zero = 0;
 	__be16 port;
 	__u64 now;
 	int assured;
@@ -143,18 +139,19 @@ static __always_inline __u32 balance(struct xdp_md *ctx)
 	if (parse_pkt(data, data_end, &p) < 0)
 		return pass();
 
-	c = conn_lookup(&p.key, &assured);
-	if (c) {
-		if (c->dir == XDPLB_DIR_OUT)
-			return handle_out(ctx, &p, c);
-		if (c->dir == XDPLB_DIR_IN) {
-			now = now_ns();
-			if (!conn_expired(c, now) && !conn_reuse(&p, c))
-				return handle_in(ctx, &p, c, assured, now);
-			conn_expire(&p, c, assured);
-		}
-		/* expired, reused, or a template's key: as if untracked */
+	if (rs_maybe(p.key.saddr)) {
+		c = conn_reply_lookup(&p, &ik, &assured);
+		if (c)
+			return handle_out(ctx, &p, c, &ik);
 	}
+	c = conn_lookup(&p.key, &assured);
+	if (c && c->dir == XDPLB_DIR_IN) {
+		now = now_ns();
+		if (!conn_expired(c, now) && !conn_reuse(&p, c))
+			return handle_in(ctx, &p, c, assured, now);
+		conn_expire(&p, c, assured);
+	}
+	/* untracked, expired, reused, or a template's key */
 
 	svc = svc_find(&p, &port);
 	if (!svc)
@@ -165,6 +162,11 @@ static __always_inline __u32 balance(struct xdp_md *ctx)
 		return pass();
 	if (!ip_csum_ok(p.ip, data_end))
 		return pass();
+	so = sched_out.lookup(&zero);
+	if (!so)
+		return pass();
+	so->svc = *svc;
+	so->svc_port = port;
 	new_conn.call(ctx, svc->sched);
 	return drop(XDPLB_CNT_TAIL_CALL);	/* no program for this scheduler */
 }

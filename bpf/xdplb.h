@@ -93,9 +93,9 @@
 #define IP_VS_TCP_S_SYNACK	10
 #define IP_VS_TCP_S_LAST	11
 
-/* Direction of a connection-table entry. */
-#define XDPLB_DIR_IN		0	/* client -> virtual service */
-#define XDPLB_DIR_OUT		1	/* real server -> client (Masq replies) */
+/* Kind of a connection-table entry (1 was the Masq reply entry of layout 2:
+ * replies now find their connection through rs_table). */
+#define XDPLB_DIR_IN		0	/* a connection, keyed by the client's tuple */
 #define XDPLB_DIR_TEMPLATE	2	/* persistence template (the kernel's
 					 * IP_VS_CONN_F_TEMPLATE): key <proto, client
 					 * net, 0, vaddr, vport or 0> */
@@ -117,7 +117,7 @@
  * the layout map when a state is created and checked by every process that
  * opens one, so a state pinned by another version of xdplb is refused
  * instead of misread. Bump it with any change to a pinned map. */
-#define XDPLB_LAYOUT_VERSION	2
+#define XDPLB_LAYOUT_VERSION	3
 
 /* Ring index bit selecting which generation of a service's schedule is live,
  * so a new schedule is written beside the old one and switched atomically. */
@@ -262,6 +262,39 @@ struct lblc_ent {
 	__u64 last_mod;		/* lblcr: set.lastmod */
 };
 
+/* rs_table: HASH rs_key -> rs_svcs: IPVS's ip_vs_rs_table, for masquerading
+ * destinations only. A reply (real server -> client) carries the real
+ * server's address and port but not the virtual service's, which key the
+ * connection's one entry: rs_table gives the services the real server
+ * addr:port serves (a port-zero destination is under port 0), and the reply
+ * tries each, newest first. Filled by the control plane, which refuses a
+ * masquerading addr:port in more than XDPLB_RS_SVC_MAX services. */
+#define XDPLB_RS_SVC_MAX	8
+#ifndef XDPLB_MAX_RS
+#define XDPLB_MAX_RS		XDPLB_MAX_DESTS
+#endif
+
+struct rs_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct rs_svcs {
+	__u32 n;		/* entries used in svc[] */
+	__u32 pad;
+	struct svc_key svc[XDPLB_RS_SVC_MAX];
+};
+
+/* rs_filter: ARRAY word -> 64 bits: bit xdplb_rs_bit(addr) is set when a
+ * masquerading destination has address addr, so a frame from a client
+ * (nearly every frame, whose bit is clear) skips the rs_table lookup. Bits
+ * are set when a destination is added and cleared only when the whole
+ * filter is rebuilt (-C): a stale bit costs a lookup, never a wrong answer. */
+#define XDPLB_RS_FILTER_BITS	16	/* 65,536 bits: 8 KiB */
+#define XDPLB_RS_FILTER_WORDS	(1 << (XDPLB_RS_FILTER_BITS - 6))
+
 /* sched_ring: HASH ring_key -> dest slot */
 struct ring_key {
 	__u32 svc_slot;
@@ -281,9 +314,9 @@ struct sched_pos {
  * there from conns so that a flood of new connections, which recycles the
  * LRU, cannot evict them (conntrack's IPS_ASSURED). They move back to conns
  * when they close (TIME_WAIT, CLOSE), and leave conns_assured only by expiry
- * (on lookup, or the control plane's sweep). A Masq connection has two
- * entries, in the same table: the client's tuple (DIR_IN) and the real
- * server's reply tuple (DIR_OUT). */
+ * (on lookup, or the control plane's sweep). Every connection has one
+ * entry, keyed by the client's tuple (a Masq connection's replies find it
+ * through rs_table). */
 struct conn_key {
 	__be32 saddr;
 	__be32 daddr;
@@ -294,16 +327,18 @@ struct conn_key {
 };
 
 struct conn {
-	__be32 addr;		/* IN: real server; OUT: virtual address */
-	__be16 port;		/* IN: real-server port; OUT: virtual port */
+	__be32 addr;		/* real server (TEMPLATE: the template's destination) */
+	__be16 port;		/* real-server port */
 	__u8 dir;		/* XDPLB_DIR_* */
 	__u8 fwd;		/* IP_VS_CONN_F_* */
 	__u32 dest_slot;
 	__u32 svc_slot;
-	__u32 ifindex;		/* cached egress; 0 = not resolved yet */
-	__u8 smac[6];		/* cached egress source MAC */
-	__u8 dmac[6];		/* cached next-hop MAC */
-	__u8 state;		/* IN: IP_VS_TCP_S_*; OUT: the data path's copy of it */
+	__u32 ifindex;		/* Masq: cached egress of the replies (towards the
+				 * client); 0 = not resolved yet. The client's packets
+				 * use the destination's (egress_cache, maps.h). */
+	__u8 smac[6];		/* ... its source MAC */
+	__u8 dmac[6];		/* ... its next-hop MAC */
+	__u8 state;		/* IP_VS_TCP_S_* */
 	__u8 timeout_hi;	/* timeout = timeout_hi << 16 | timeout_lo: seconds idle */
 	__u16 timeout_lo;	/* before it expires (24 bits), set from the timeouts map
 				 * at each state change and refresh (TEMPLATE: -p value);
@@ -312,7 +347,7 @@ struct conn {
 	__u32 dest_seq;		/* the destination's seq at creation: a slot reused by a
 				 * new destination does not count this entry (0: unchecked) */
 	__u64 last_seen;	/* bpf_ktime_get_coarse_ns() of the last packet, to ~0.27 s
-				 * (IN: either direction; OUT: replies; TEMPLATE: last use);
+				 * (IN: either direction; TEMPLATE: last use);
 				 * 0 = expired (swapped to 0 by the one CPU that expires it) */
 };
 

@@ -14,7 +14,8 @@ import os
 
 from . import bpfsys
 from .structs import (COUNTERS, VERDICTS, Alloc, Conn, ConnKey, DestConns, DestEntry, IpVsStats,
-                      LblcEnt, LblcKey, RingKey, SchedPos, SvcDests, SvcEntry, SvcKey)
+                      LblcEnt, LblcKey, RingKey, RsKey, RsSvcs, SchedPos, SvcDests, SvcEntry,
+                      SvcKey)
 
 XDPLB_CNT_RX = COUNTERS.index("rx")
 
@@ -307,6 +308,8 @@ MAPS = {
     "alloc": (Map, C.c_uint32, Alloc),
     "layout": (Map, C.c_uint32, C.c_uint32),
     "lblc": (Map, LblcKey, LblcEnt),
+    "rs_table": (Map, RsKey, RsSvcs),
+    "rs_filter": (Map, C.c_uint32, C.c_uint64),
 }
 
 

@@ -73,7 +73,6 @@ IP_VS_TCP_S_SYNACK = 10
 IP_VS_TCP_S_LAST = 11
 
 XDPLB_DIR_IN = 0
-XDPLB_DIR_OUT = 1
 XDPLB_DIR_TEMPLATE = 2
 
 XDPLB_TMO_UDP = 11
@@ -82,7 +81,12 @@ XDPLB_TMO_MAX = 16
 XDPLB_SYSCTL_CONN_REUSE_MODE = 0
 XDPLB_SYSCTL_MAX = 8
 
-XDPLB_LAYOUT_VERSION = 2
+XDPLB_LAYOUT_VERSION = 3
+
+XDPLB_RS_SVC_MAX = 8
+XDPLB_MAX_RS = XDPLB_MAX_DESTS
+XDPLB_RS_FILTER_BITS = 16
+XDPLB_RS_FILTER_WORDS = 1 << (XDPLB_RS_FILTER_BITS - 6)
 
 XDPLB_RING_GEN_BIT = 0x80000000
 
@@ -147,6 +151,15 @@ class LblcEnt(C.Structure):
                 ("last_used", C.c_uint64), ("last_mod", C.c_uint64)]
 
 
+class RsKey(C.Structure):
+    _fields_ = [("addr", C.c_uint8 * 4), ("port", C.c_uint16), ("proto", C.c_uint8),
+                ("pad", C.c_uint8)]
+
+
+class RsSvcs(C.Structure):
+    _fields_ = [("n", C.c_uint32), ("pad", C.c_uint32), ("svc", SvcKey * XDPLB_RS_SVC_MAX)]
+
+
 class RingKey(C.Structure):
     _fields_ = [("svc_slot", C.c_uint32), ("index", C.c_uint32)]
 
@@ -203,5 +216,6 @@ MIRRORS = {
     "svc_key": SvcKey, "service": SvcEntry, "dest": DestEntry, "ring_key": RingKey,
     "sched_pos": SchedPos, "conn_key": ConnKey, "conn": Conn, "ip_vs_stats": IpVsStats,
     "dest_conns": DestConns, "svc_dest_ent": SvcDestEnt, "svc_dests": SvcDests,
-    "alloc": Alloc, "lblc_key": LblcKey, "lblc_ent": LblcEnt,
+    "alloc": Alloc, "lblc_key": LblcKey, "lblc_ent": LblcEnt, "rs_key": RsKey,
+    "rs_svcs": RsSvcs,
 }

@@ -38,7 +38,8 @@ MAKE, SWITCH, BREAK = 0, 1, 2
 PUT, ZERO, DEL, RAW = 0, 1, 2, 3   # RAW: packed keys and u32 values (ring entries)
 # The order maps are written in within a phase: destinations before the rings
 # and lists that name them.
-MAP_ORDER = ("alloc", "sysctl", "timeouts", "dest_stats", "dest_conns", "dests", "svc_stats",
+MAP_ORDER = ("alloc", "sysctl", "timeouts", "dest_stats", "dest_conns", "rs_filter", "rs_table",
+             "dests", "svc_stats",
              "sched_pos", "svc_dests", "sched_ring", "services", "lblc")
 
 assert array.array("I").itemsize == 4   # ring keys and values are packed as u32
