@@ -106,17 +106,6 @@ static __always_inline int tcp_dir_in(__u8 fwd)
 	return fwd == IP_VS_CONN_F_MASQ ? TCP_DIR_INPUT : TCP_DIR_INPUT_ONLY;
 }
 
-/* A pure ACK from the real server (OUTPUT table) leaves these states as they
- * are; only NONE, SYN_RECV, LISTEN and SYNACK move. The OUT entry keeps a copy
- * of the IN entry's state so the reply path can skip the IN lookup while this
- * holds; the IN path refreshes the copy when it leaves these states. */
-static __always_inline int tcp_reply_ack_keeps(__u8 state)
-{
-	return state != IP_VS_TCP_S_NONE && state != IP_VS_TCP_S_SYN_RECV &&
-	       state != IP_VS_TCP_S_LISTEN && state != IP_VS_TCP_S_SYNACK &&
-	       state < IP_VS_TCP_S_LAST;
-}
-
 /* IPVS's default timeouts (tcp_timeouts[], udp_timeouts[]), seconds, for a
  * timeouts map slot left at 0. A switch: bcc cannot load .rodata. */
 static __always_inline __u32 default_timeout(__u32 idx)

@@ -14,7 +14,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from packets import rebuilt, tcp, udp
-from xdplb import bpfsys, loader
+from xdplb import bpfsys, config, loader
 from xdplb import structs as S
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -35,6 +35,10 @@ def test_run(prog_fd, data, ifindex):
 test_run.__test__ = False
 
 
+def mac(text):
+    return bytes.fromhex(text.replace(":", ""))
+
+
 def ip4(addr):
     return (C.c_uint8 * 4)(*socket.inet_aton(addr))
 
@@ -49,8 +53,10 @@ class DataPath:
         self.cli, self.srv = net["cli_idx"], net["srv_idx"]
 
     def reset(self):
-        for name in ("services", "sched_ring", "conn_table"):
+        for name in ("services", "sched_ring", "conn_table", "rs_table"):
             getattr(self.s, name).clear()
+        for word in range(S.XDPLB_RS_FILTER_WORDS):
+            self.s.rs_filter.put(word, C.c_uint64(0))
         for slot in range(16):
             self.s.dests.put(slot, S.DestEntry())
             self.s.sched_pos.put(slot, S.SchedPos())
@@ -69,9 +75,26 @@ class DataPath:
                                            weight=1))
         for i, dslot in enumerate(ring):
             self.s.sched_ring.put(S.RingKey(slot, i), C.c_uint32(dslot))
+        if fwd == S.IP_VS_CONN_F_MASQ:
+            self.real_servers((proto, vip, vport), dests.values())
         self.s.services.put(S.SvcKey(addr=ip4(vip), port=be16(vport), proto=proto),
                             S.SvcEntry(slot=slot, ring_len=len(ring), ring_prefix=prefix,
                                       sched=S.XDPLB_SCHED_RR))
+
+    def real_servers(self, svc_k, addrs, port=RPORT):
+        """rs_table / rs_filter for masquerading destinations addrs:port of
+        service svc_k = (proto, vip, vport), as the control plane writes them."""
+        sk = S.SvcKey(addr=ip4(svc_k[1]), port=be16(svc_k[2]), proto=svc_k[0])
+        for addr in addrs:
+            key = S.RsKey.from_buffer_copy(config.rs_key(svc_k, socket.inet_aton(addr),
+                                                         be16(port)))
+            v = self.s.rs_table.get(key) or S.RsSvcs()
+            v.svc[v.n] = sk
+            v.n += 1
+            self.s.rs_table.put(key, v)
+            bit = config.rs_filter_bit(socket.inet_aton(addr))
+            word = self.s.rs_filter.get(bit >> 6).value
+            self.s.rs_filter.put(bit >> 6, C.c_uint64(word | 1 << (bit & 63)))
 
     def run(self, frame, ifindex=None):
         return test_run(self.s.prog_fd, bytes(frame), ifindex or self.cli)
@@ -116,15 +139,21 @@ def test_masq_tcp_in_and_reply(dp):
     c = dp.conn(CLIENT, VIP, 40000, VPORT)
     assert c.dir == S.XDPLB_DIR_IN and c.fwd == S.IP_VS_CONN_F_MASQ
     assert bytes(c.addr) == socket.inet_aton(RS[0][0]) and c.port == be16(RPORT)
-    assert c.dest_slot == 1 and c.svc_slot == 1 and c.ifindex == dp.srv
+    assert c.dest_slot == 1 and c.svc_slot == 1
     assert c.state == S.IP_VS_TCP_S_SYN_RECV and c.last_seen > 0
+    assert c.ifindex == 0       # the replies' egress: resolved by the first reply
 
     synack = tcp(RS[0][0], CLIENT, RPORT, 40000, flags="SA", smac=RS[0][1], dmac=SRV_MAC)
     verdict, out = dp.run(synack, dp.srv)
     assert verdict == XDP_REDIRECT
     assert out == rebuilt(synack, {(Ether, "src"): CLI_MAC, (Ether, "dst"): CLIENT_MAC,
                                    (IP, "src"): VIP, (TCP, "sport"): VPORT})
-    assert dp.conn(CLIENT, VIP, 40000, VPORT).state == S.IP_VS_TCP_S_SYN_RECV
+    c = dp.conn(CLIENT, VIP, 40000, VPORT)
+    assert c.state == S.IP_VS_TCP_S_SYN_RECV and c.ifindex == dp.cli
+    assert bytes(c.smac) == mac(CLI_MAC) and bytes(c.dmac) == mac(CLIENT_MAC)
+    # one entry per connection: the reply found it through rs_table
+    assert dp.conn(RS[0][0], CLIENT, RPORT, 40000) is None
+    assert len(dp.s.conn_table.keys()) == 1
 
     ack = tcp(CLIENT, VIP, 40000, VPORT, flags="A", payload=b"GET / HTTP/1.0\r\n\r\n")
     verdict, out = dp.run(ack)
@@ -138,6 +167,52 @@ def test_masq_tcp_in_and_reply(dp):
         assert st.outpkts == 1 and st.outbytes == len(synack[IP])
     cnt = dp.counters()
     assert cnt["rx"] == 3 and cnt["fwd"] == 3 and cnt["pass"] == 0
+
+
+def _unnat(frame, vip=VIP, vport=VPORT):
+    return rebuilt(frame, {(Ether, "src"): CLI_MAC, (Ether, "dst"): CLIENT_MAC,
+                           (IP, "src"): vip, (TCP, "sport"): vport})
+
+
+def test_masq_replies_of_a_real_server_in_two_services(dp):
+    """One real server addr:port behind two virtual services: rs_table lists
+    both, and each reply goes back as the service its client connected to."""
+    vip2 = "10.0.0.101"
+    dp.service(1, {1: RS[0][0]})
+    dp.service(2, {2: RS[0][0]}, vip=vip2)
+    for cport, vip in ((40200, VIP), (40201, vip2)):
+        syn = tcp(CLIENT, vip, cport, VPORT)
+        assert dp.run(syn) == (XDP_REDIRECT, nat_in(syn, *RS[0]))
+    for cport, vip in ((40201, vip2), (40200, VIP)):
+        reply = tcp(RS[0][0], CLIENT, RPORT, cport, flags="SA", smac=RS[0][1], dmac=SRV_MAC)
+        assert dp.run(reply, dp.srv) == (XDP_REDIRECT, _unnat(reply, vip))
+    assert dp.s.svc_stats.sum(1).outpkts == dp.s.svc_stats.sum(2).outpkts == 1
+    # a reply to no connection of either is not ours
+    stray = tcp(RS[0][0], CLIENT, RPORT, 40202, flags="A", smac=RS[0][1], dmac=SRV_MAC)
+    assert dp.run(stray, dp.srv) == (XDP_PASS, bytes(stray))
+
+
+def test_masq_replies_of_a_port_zero_service(dp):
+    """A port-zero service keeps the client's port: its replies come from
+    that port, and rs_table has its real server under port 0."""
+    dp.service(1, {1: RS[0][0]}, vport=0)
+    dp.s.rs_table.clear()
+    dp.real_servers((socket.IPPROTO_TCP, VIP, 0), [RS[0][0]], port=0)
+    syn = tcp(CLIENT, VIP, 40210, 443)
+    assert dp.run(syn) == (XDP_REDIRECT, nat_in(syn, *RS[0], port=443))
+    reply = tcp(RS[0][0], CLIENT, 443, 40210, flags="SA", smac=RS[0][1], dmac=SRV_MAC)
+    assert dp.run(reply, dp.srv) == (XDP_REDIRECT, _unnat(reply, VIP, 443))
+
+
+def test_a_real_server_is_also_a_client(dp):
+    """A masquerading real server's own connection to a virtual service is
+    not taken for a reply: its address passes the filter, rs_table has no
+    service for its port, so it is scheduled as any client's."""
+    dp.service(1, {1: RS[0][0], 2: RS[1][0]})
+    syn = tcp(RS[1][0], VIP, 40220, VPORT, smac=RS[1][1], dmac=SRV_MAC)
+    verdict, out = dp.run(syn, dp.srv)
+    assert verdict in (XDP_TX, XDP_REDIRECT) and Ether(out)[IP].dst == RS[0][0]
+    assert dp.conn(RS[1][0], VIP, 40220, VPORT).dest_slot == 1
 
 
 def test_masq_second_packet_sticks(dp):
@@ -455,7 +530,7 @@ def test_masq_tcp_states_both_directions(dp):
         seen.append(c.last_seen)
         assert c.state == state, (flags, client)
     assert seen == sorted(seen)
-    assert dp.conn(RS[0][0], CLIENT, RPORT, 40090).dir == S.XDPLB_DIR_OUT
+    assert dp.conn(RS[0][0], CLIENT, RPORT, 40090) is None    # one entry, the client's
 
 
 def test_masq_reply_ack_sees_state_reset_by_client_syn(dp):
@@ -502,21 +577,24 @@ def test_ring_generation_and_base(dp):
     assert got == [RS[1][0], RS[2][0], RS[1][0]]
 
 
-def test_established_path_uses_cached_egress(dp):
-    """Once resolved, the egress comes from the entry, not from the FIB."""
+def test_reply_path_uses_the_entrys_cached_egress(dp):
+    """Once resolved, the replies' egress comes from the entry, not from the FIB."""
     dp.service(1, {1: RS[0][0]})
     assert dp.run(tcp(CLIENT, VIP, 40092, VPORT))[0] == XDP_REDIRECT
+    reply = tcp(RS[0][0], CLIENT, RPORT, 40092, flags="SA", smac=RS[0][1], dmac=SRV_MAC)
+    assert dp.run(reply, dp.srv)[0] == XDP_REDIRECT
     key = S.ConnKey(saddr=ip4(CLIENT), daddr=ip4(VIP), sport=be16(40092), dport=be16(VPORT),
                     proto=socket.IPPROTO_TCP)
     c = dp.s.conn_table.get(key)
-    assert c.ifindex == dp.srv and bytes(c.dmac) == bytes.fromhex(RS[0][1].replace(":", ""))
+    assert c.ifindex == dp.cli and bytes(c.dmac) == mac(CLIENT_MAC)
     c.dmac = (C.c_uint8 * 6)(2, 0, 0, 0, 0x99, 0x99)
-    c.ifindex = dp.cli  # egress == ingress now: XDP_TX
+    c.ifindex = dp.srv  # egress == ingress now: XDP_TX
     dp.s.conn_table.put(key, c)
-    pkt = tcp(CLIENT, VIP, 40092, VPORT, flags="A")
-    verdict, out = dp.run(pkt)
+    pkt = tcp(RS[0][0], CLIENT, RPORT, 40092, flags="A", smac=RS[0][1], dmac=SRV_MAC)
+    verdict, out = dp.run(pkt, dp.srv)
     assert verdict == XDP_TX
-    assert out == nat_in(pkt, RS[0][0], "02:00:00:00:99:99")
+    assert out == rebuilt(pkt, {(Ether, "src"): CLI_MAC, (Ether, "dst"): "02:00:00:00:99:99",
+                                (IP, "src"): VIP, (TCP, "sport"): VPORT})
 
 
 def test_egress_without_xdplb_goes_to_stack(dp):
@@ -548,6 +626,7 @@ def where(dp, saddr, daddr, sport, dport, proto=socket.IPPROTO_TCP):
 def test_masq_tcp_is_assured_when_established_and_leaves_when_closed(dp):
     dp.service(1, {1: RS[0][0]})
     rs, rmac = RS[0]
+    # the connection's one entry, and none under the reply's tuple
     both = lambda: (where(dp, CLIENT, VIP, 40100, VPORT), where(dp, rs, CLIENT, RPORT, 40100))
     reply = lambda flags, data=b"": tcp(rs, CLIENT, RPORT, 40100, flags=flags, smac=rmac,
                                         dmac=SRV_MAC, payload=data)
@@ -555,14 +634,14 @@ def test_masq_tcp_is_assured_when_established_and_leaves_when_closed(dp):
                                   (IP, "src"): VIP, (TCP, "sport"): VPORT})
 
     assert dp.run(tcp(CLIENT, VIP, 40100, VPORT))[0] == XDP_REDIRECT
-    assert both() == ("lru", "lru")
+    assert both() == ("lru", None)
     assert dp.run(reply("SA"), dp.srv)[0] == XDP_REDIRECT
-    assert both() == ("lru", "lru")
+    assert both() == ("lru", None)
     ack = tcp(CLIENT, VIP, 40100, VPORT, flags="A", payload=b"hello")
     assert dp.run(ack) == (XDP_REDIRECT, nat_in(ack, rs, rmac))
-    assert both() == ("assured", "assured")
+    assert both() == ("assured", None)
     c = dp.conn(CLIENT, VIP, 40100, VPORT)
-    assert c.state == S.IP_VS_TCP_S_ESTABLISHED and c.ifindex == dp.srv and c.dest_slot == 1
+    assert c.state == S.IP_VS_TCP_S_ESTABLISHED and c.ifindex == dp.cli and c.dest_slot == 1
     data = reply("PA", b"world")
     assert dp.run(data, dp.srv) == (XDP_REDIRECT, unnat(data))
 
@@ -572,10 +651,10 @@ def test_masq_tcp_is_assured_when_established_and_leaves_when_closed(dp):
     assert dp.run(fin) == (XDP_REDIRECT, nat_in(fin, rs, rmac))
     assert dp.run(reply("FA"), dp.srv) == (XDP_REDIRECT, unnat(reply("FA")))
     assert dp.conn(CLIENT, VIP, 40100, VPORT).state == S.IP_VS_TCP_S_TIME_WAIT
-    assert both() == ("assured", "assured")
+    assert both() == ("assured", None)
     last = tcp(CLIENT, VIP, 40100, VPORT, flags="A")
     assert dp.run(last) == (XDP_REDIRECT, nat_in(last, rs, rmac))
-    assert both() == ("lru", "lru")
+    assert both() == ("lru", None)
     assert dp.conn(CLIENT, VIP, 40100, VPORT).state == S.IP_VS_TCP_S_TIME_WAIT
     assert dp.counters()["assure_full"] == 0 and dp.counters()["fwd"] == 7
 
@@ -609,12 +688,13 @@ def test_udp_is_assured_once_it_outlives_a_grain(dp):
     for _ in range(3):
         assert dp.run(udp(CLIENT, VIP, 40102, VPORT))[0] == XDP_REDIRECT
     assert where(dp, *key) == "lru"
-    assert where(dp, RS[0][0], CLIENT, RPORT, 40102, socket.IPPROTO_UDP) == "lru"
     _age(dp, key, 0.5)
     dgram = udp(CLIENT, VIP, 40102, VPORT, payload=b"still here")
     assert dp.run(dgram) == (XDP_REDIRECT, nat_in(dgram, *RS[0]))
     assert where(dp, *key) == "assured"
-    assert where(dp, RS[0][0], CLIENT, RPORT, 40102, socket.IPPROTO_UDP) == "assured"
+    reply = udp(RS[0][0], CLIENT, RPORT, 40102, smac=RS[0][1], dmac=SRV_MAC)
+    assert dp.run(reply, dp.srv)[0] == XDP_REDIRECT     # found in conns_assured
+    assert dp.s.dest_stats.sum(1).outpkts == 1
 
 
 def test_assured_table_full_keeps_the_flow_in_the_lru_and_counts(dp):
@@ -642,7 +722,6 @@ def test_assured_table_full_keeps_the_flow_in_the_lru_and_counts(dp):
         _age(dp, key, 0.5)
         assert dp.run(ack) == (XDP_REDIRECT, nat_in(ack, *RS[0]))
         assert where(dp, *key) == "assured"
-        assert where(dp, RS[0][0], CLIENT, RPORT, 40103) == "assured"
         assert dp.counters()["assure_full"] == 1
         assert dp.counters()["rx"] == dp.counters()["fwd"] == 4
     finally:

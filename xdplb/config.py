@@ -333,7 +333,7 @@ def flush(t):
             plan.delete("sched_ring", kb)
     for kb in t.raw_keys("lblc"):
         plan.delete("lblc", kb)
-    for kb in t.raw_keys("rs_table"):
+    for kb in t.live_keys("rs_table"):
         plan.delete("rs_table", kb)
     for word in range(XDPLB_RS_FILTER_WORDS):
         plan.zero("rs_filter", word, BREAK)

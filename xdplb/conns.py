@@ -13,8 +13,7 @@ import time
 
 from . import model
 from .model import AF_INET, IPPROTO_TCP, IPPROTO_UDP
-from .structs import (IP_VS_CONN_F_MASQ, XDPLB_DIR_IN, XDPLB_DIR_OUT, XDPLB_DIR_TEMPLATE,
-                      Conn, ConnKey, DestConns)
+from .structs import XDPLB_DIR_IN, XDPLB_DIR_TEMPLATE, Conn, ConnKey, DestConns
 from .tables import b2a
 
 _CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
@@ -40,14 +39,13 @@ def conn_timeout(proto, state, c=None):
 
 
 def live_entries(table, dests, now=None):
-    """[(ConnKey, Conn, alive)] of every IN and TEMPLATE entry; alive is False
-    past its timeout or when its destination is gone (dests: {slot: DestEntry})."""
+    """[(ConnKey, Conn, alive)] of every entry (a connection or a template);
+    alive is False past its timeout or when its destination is gone (dests:
+    {slot: DestEntry})."""
     now = now_ns() if now is None else now
     out = []
     for kb, vb in table.raw_items():
         c = Conn.from_buffer_copy(vb)
-        if c.dir == XDPLB_DIR_OUT:
-            continue
         k = ConnKey.from_buffer_copy(kb)
         alive = c.last_seen != 0 and (   # 0: expired by the data path
             now - c.last_seen <= conn_timeout(k.proto, c.state, c) * NS)
@@ -83,8 +81,7 @@ def _controls(k, svc_mask, clients):
 
 
 def sweep(st, dests, masks):
-    """What the kernel's connection timers do: delete every expired entry (with
-    the reply entry of a Masq connection), keep a template alive while
+    """What the kernel's connection timers do: delete every expired entry, keep a template alive while
     connections it controls live (re-armed 60 s, as expire_later), then make
     dest_conns match the table: entries the LRU evicted, or the sweep
     deleted, stop counting, and OVERLOAD is cleared below the lower threshold.
@@ -109,26 +106,10 @@ def sweep(st, dests, masks):
         elif alive:
             keep.append((k, c, alive))
         else:
-            if c.dir == XDPLB_DIR_IN and c.fwd == IP_VS_CONN_F_MASQ:
-                table.delete(ConnKey(c.addr, k.saddr, c.port, k.sport, k.proto))
             table.delete(k)
             deleted += 1
-    _drop_orphan_replies(table, {bytes(k) for k, c, _ in keep if c.dir == XDPLB_DIR_IN})
     _reconcile(st.dest_conns, dests, counts(keep))
     return deleted
-
-
-def _drop_orphan_replies(table, live_in):
-    """Reply entries whose client entry is gone (evicted or deleted)."""
-    for kb, vb in table.raw_items():
-        c = Conn.from_buffer_copy(vb)
-        if c.dir != XDPLB_DIR_OUT:
-            continue
-        k = ConnKey.from_buffer_copy(kb)
-        ik = ConnKey(k.daddr, c.addr, k.dport, c.port, k.proto)
-        # (looked up again: the data path may have made it since the scan)
-        if bytes(ik) not in live_in and table.get(ik) is None:
-            table.delete(k)
 
 
 def _reconcile(dest_conns, dests, want_counts):

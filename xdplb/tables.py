@@ -136,6 +136,7 @@ class _Segment:
         self.writes = {name: {} for name in MAP_ORDER}   # map -> {key: (phase, kind, value)}
         self.kinds = {name: set() for name in MAP_ORDER}  # map -> {phase * 4 + kind} it has
         self.broken = set()  # (map, key) written in BREAK
+        self.shared = set()  # rs_table keys written in MAKE
         self.svcs = {}       # service key -> _SvcChange
         # sched_ring: live entries at the start, entries its MAKE writes (every new
         # ring), entries a detour's second round writes (while the first's live)
@@ -323,17 +324,32 @@ class Tables:
         """The key bytes of every entry of a hash map (sched_ring, lblc)."""
         return [] if self.maps is None else [k for k, _ in getattr(self.maps, name).raw_items()]
 
+    def live_keys(self, name):
+        """The key bytes of a hash map as the delta leaves it (rs_table)."""
+        keys = dict.fromkeys(self.raw_keys(name))
+        for seg in self.segments:
+            for k, (_, kind, _) in seg.writes[name].items():
+                if kind == PUT:
+                    keys[k] = None
+                else:
+                    keys.pop(k, None)
+        return list(keys)
+
     # --- plans ----------------------------------------------------------------------
 
     def apply(self, plan):
         """Make the copy what the plan leaves, and add its writes to the delta:
         to the current segment, or to a new one when its MAKE writes would
-        undo a BREAK of this one, or when its rings would not fit beside this
+        undo a BREAK of this one, when it takes a service out of an rs_table
+        entry this one adds a service to (replies of both must find them
+        until the switch), or when its rings would not fit beside this
         one's (the old and new generations of every service it switches are
         in sched_ring at once)."""
         seg = self.segments[-1]
         rings = self._rings(seg, plan)
         if seg.broken and any(w[0] == MAKE and (w[1], w[2]) in seg.broken for w in plan.writes) \
+                or seg.shared and any(w[0] == BREAK and w[2] in seg.shared for w in plan.writes
+                                      if w[1] == "rs_table") \
                 or seg.svcs and rings[2] > self.max_ring:
             seg = _Segment()
             self.segments.append(seg)
@@ -345,6 +361,8 @@ class Tables:
             kinds[name].add(phase * 4 + kind)
             if phase == BREAK:
                 seg.broken.add((name, key))
+            elif name == "rs_table":
+                seg.shared.add(key)
             if name == "dests":
                 self._set_dest(key, value if kind == PUT else None)
             elif name == "alloc":

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from xdplb import config, maps, model
 from xdplb.model import Destination, Service, XdplbError
-from xdplb.structs import XDPLB_RING_GEN_BIT, DestEntry, RingKey, SvcDests, SvcEntry, SvcKey
+from xdplb.structs import (IP_VS_CONN_F_MASQ, XDPLB_RING_GEN_BIT, XDPLB_RS_SVC_MAX, DestEntry,
+                           RingKey, RsSvcs, SvcDests, SvcEntry, SvcKey)
 from xdplb.tables import Tables
 
 from .fakemaps import FakeState
@@ -51,7 +52,9 @@ def contents(state):
 
 def data_path_view(state):
     """What the data path may find at this instant: every live service's ring
-    entries and list name used destinations of that service."""
+    entries and list name used destinations of that service, and each of its
+    masquerading destinations is in rs_table and the filter (a reply of its
+    connections finds them)."""
     dests = {int.from_bytes(k, "little"): DestEntry.from_buffer_copy(v)
              for k, v in state.dests._entries.items()}
     ring = state.sched_ring._entries
@@ -67,6 +70,44 @@ def data_path_view(state):
         for e in lst.d[:lst.n]:
             d = dests.get(e.slot)
             assert d is not None and d.flags and d.svc_slot == svc.slot, "list names a stranger"
+        picked = {int.from_bytes(ring[bytes(RingKey(svc.slot, svc.ring_gen | i))], "little")
+                  for i in range(svc.ring_len)} | {e.slot for e in lst.d[:lst.n]}
+        for slot in picked:
+            d = dests[slot]
+            if d.fwd == IP_VS_CONN_F_MASQ:
+                assert kb in rs_services(state, svc_of(kb), d), "a reply could not find it"
+
+
+def svc_of(kb):
+    k = SvcKey.from_buffer_copy(kb)
+    return (k.proto, ".".join(map(str, k.addr)), int.from_bytes(bytes(C.c_uint16(k.port)), "big"))
+
+
+def rs_services(state, svc_k, d):
+    """The service keys rs_table lists for destination d of service svc_k, if
+    the filter has its address, else []."""
+    bit = config.rs_filter_bit(bytes(d.addr))
+    word = state.rs_filter._entries.get(bytes(C.c_uint32(bit >> 6)))
+    if not word or not int.from_bytes(word, "little") >> (bit & 63) & 1:
+        return []
+    v = state.rs_table._entries.get(config.rs_key(svc_k, bytes(d.addr), d.port))
+    v = RsSvcs.from_buffer_copy(v) if v else RsSvcs()
+    return [bytes(v.svc[i]) for i in range(v.n)]
+
+
+def rs_table_exact(state):
+    """rs_table lists exactly the services of each masquerading destination."""
+    want = {}
+    dests = [DestEntry.from_buffer_copy(v) for v in state.dests._entries.values()]
+    for kb, vb in state.services._entries.items():
+        svc = SvcEntry.from_buffer_copy(vb)
+        for d in dests:
+            if d.flags and d.svc_slot == svc.slot and d.fwd == IP_VS_CONN_F_MASQ:
+                want.setdefault(config.rs_key(svc_of(kb), bytes(d.addr), d.port), set()).add(kb)
+    got = {k: {bytes(v.svc[i]) for i in range(v.n)}
+           for k, v in ((k, RsSvcs.from_buffer_copy(v))
+                        for k, v in state.rs_table._entries.items())}
+    assert got == want
 
 
 VIPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
@@ -83,8 +124,10 @@ ops = st.one_of(
     st.tuples(st.just("E"), st.integers(0, 4), st.sampled_from(SCHEDS)),
     st.tuples(st.just("D"), st.integers(0, 4)),
     st.tuples(st.just("a"), st.integers(0, 4), st.integers(0, 5), st.integers(0, 3)),
-    st.tuples(st.just("a"), st.integers(0, 4), st.integers(0, 5), st.integers(0, 3)),
-    st.tuples(st.just("e"), st.integers(0, 4), st.integers(0, 5), st.integers(0, 3)),
+    st.tuples(st.just("a"), st.integers(0, 4), st.integers(0, 5), st.integers(0, 3),
+              st.sampled_from([0, 3])),
+    st.tuples(st.just("e"), st.integers(0, 4), st.integers(0, 5), st.integers(0, 3),
+              st.sampled_from([0, 3])),
     st.tuples(st.just("d"), st.integers(0, 4), st.integers(0, 5)),
     st.tuples(st.just("C")),
     st.tuples(st.just("Z"), st.integers(0, 4)),
@@ -102,7 +145,8 @@ def operation(op):
         return config.delete_service, (key(op[1]),)
     if c in "ae":
         f = config.add_dest if c == "a" else config.edit_dest
-        return f, (key(op[1]), Destination(RIPS[op[2]], 80, fwd=0, weight=op[3]))
+        fwd = op[4] if len(op) > 4 else IP_VS_CONN_F_MASQ   # Masq or Route
+        return f, (key(op[1]), Destination(RIPS[op[2]], 80, fwd=fwd, weight=op[3]))
     if c == "d":
         return config.delete_dest, (key(op[1]), RIPS[op[2]], 80)
     if c == "C":
@@ -153,6 +197,25 @@ def test_merged_equals_line_by_line_and_never_half_switched(gen):
     got, _ = merged(b, lines)
     assert got == want
     assert contents(b) == contents(a)
+    rs_table_exact(a)
+
+
+def test_a_masquerading_real_server_serves_at_most_rs_svc_max_services():
+    """rs_table holds XDPLB_RS_SVC_MAX services per real server addr:port: one
+    more is refused, changing nothing; a Route destination is not limited."""
+    state = FakeState("/nonexistent", sizes={**SIZES, "services": 16, "dests": 16})
+    vips = [f"10.9.0.{i}" for i in range(1, XDPLB_RS_SVC_MAX + 2)]
+    lines = [(config.add_service, (Service(6, v, 80, sched="rr"),)) for v in vips]
+    lines += [(config.add_dest, ((6, v, 80), Destination("10.1.0.1", 8080, fwd=0, weight=1)))
+              for v in vips]
+    out = one_by_one(state, lines)
+    assert out[:-1] == [None] * (len(lines) - 1)
+    assert out[-1] == (f"{model.E_ENOMEM}: a masquerading real server (address and port) can "
+                       f"serve at most {XDPLB_RS_SVC_MAX} virtual services in xdplb")
+    rs_table_exact(state)
+    routed = (config.add_dest, ((6, vips[-1], 80), Destination("10.1.0.1", 80, fwd=3, weight=1)))
+    assert one_by_one(state, [routed]) == [None]
+    rs_table_exact(state)
 
 
 def test_slot_reuse_starts_a_segment_and_a_live_ring_detours():
