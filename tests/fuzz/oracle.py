@@ -10,6 +10,7 @@ import collections
 import socket
 
 from xdplb import structs as S
+from xdplb.config import rs_filter_bit
 
 from .wire import (MTU, TCP_ACK, TCP_RST, TCP_SYN, XDP_ABORTED, XDP_DROP, XDP_PASS,
                    XDP_REDIRECT, XDP_TX, VERDICTS, input_checksums_valid, l4_check_off,
@@ -17,6 +18,10 @@ from .wire import (MTU, TCP_ACK, TCP_RST, TCP_SYN, XDP_ABORTED, XDP_DROP, XDP_PA
 
 Svc = collections.namedtuple("Svc", "slot addr port proto ring")
 MConn = collections.namedtuple("MConn", "addr port dir fwd dest_slot svc_slot")
+# A real server's reply: its connection (key, entry), found under rs_table's
+# entry for the real server's port (port0 False) or port 0 (True), at the
+# index-th service listed there.
+Reply = collections.namedtuple("Reply", "key conn port0 index")
 FWD_NAMES = {S.IP_VS_CONN_F_MASQ: "Masq", S.IP_VS_CONN_F_DROUTE: "Route"}
 
 
@@ -40,7 +45,13 @@ def fmt_key(k):
 def service_config(net):
     """Service slot -> (addr, port, proto, [(dest slot, addr, port, fwd)]):
     Masq, Route and tunnel services, one without destinations, and
-    destinations without a neighbour entry or without a route."""
+    destinations without a neighbour entry or without a route; one real
+    server (rs[0]:8080) behind three services and another (rs[2]:8080)
+    behind two, whose replies must each find their own service's
+    connection; port-zero services (all ports of an address) with
+    destinations of port zero and not, two of them at one address.
+    (ipvsadm accepts a port-zero service only with -p; these are plain rr:
+    how a connection and its replies are found does not depend on it.)"""
     M, D, T = S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE, S.IP_VS_CONN_F_TUNNEL
     rs, vip, vip2, vip3 = net.rs, net.vip, net.vip2, net.vip3
     near, no_neigh, no_route = net.near_rs, net.rs_no_neigh, net.rs_no_route
@@ -55,6 +66,9 @@ def service_config(net):
         8: (vip3, 80, 6, [(12, rs[0], 8080, M)]),
         9: (vip3, 53, 17, [(13, rs[1], 53, T)]),
         10: (vip2, 8000, 6, [(14, no_neigh, 8000, D), (15, no_route, 8000, D)]),
+        11: (vip2, 8080, 6, [(16, rs[0], 8080, M), (17, rs[2], 8080, M)]),
+        12: (vip3, 0, 6, [(18, rs[2], 0, M), (19, rs[1], 8080, M)]),
+        13: (vip2, 0, 17, [(20, rs[0], 0, M), (21, rs[0], 8053, M)]),
     }
 
 
@@ -68,14 +82,25 @@ class Oracle:
         self.net, self.stats = net, stats
         self.outcomes = collections.Counter()
         self.services, self.dests, self.svc_keys, self.home = {}, {}, [], {}
+        self.by_slot = {}
         for slot, (addr, port, proto, dl) in service_config(net).items():
-            self.services[(addr, port, proto)] = Svc(slot, addr, port, proto,
-                                                     [d[0] for d in dl])
+            svc = Svc(slot, addr, port, proto, [d[0] for d in dl])
+            self.services[(addr, port, proto)] = self.by_slot[slot] = svc
             self.svc_keys.append((addr, port, proto))
             for dslot, daddr, dport, fwd in dl:
                 self.dests[dslot] = MDest(dslot, daddr, dport, fwd, slot)
                 self.home[dslot] = slot
+        self.rs_bits = {rs_filter_bit(d.addr) for _, d in self.masq_dests()}
         self.new_batch()
+
+    def masq_dests(self):
+        """(service, destination) of every masquerading destination, in the
+        order they join rs_table (the runner writes them in this order)."""
+        for svc in self.services.values():
+            for dslot in svc.ring:
+                d = self.dests[dslot]
+                if d.fwd == S.IP_VS_CONN_F_MASQ:
+                    yield svc, d
 
     def new_batch(self):
         """The configured state again, with empty tables and counters."""
@@ -83,18 +108,71 @@ class Oracle:
             d.available, d.svc_slot = True, self.home[d.slot]
         self.pos = {svc.slot: 0 for svc in self.services.values()}
         self.conns = {}
+        self.replied = set()    # connections a reply was forwarded for by XDP
         self.flows_in, self.flows_out = [], []
         self.counters = collections.Counter()
+        self.rs = {}
+        for svc, d in self.masq_dests():
+            self._rs_join(svc, d)
+
+    # -- the real-server table (README: a reply finds its connection through it) --
+
+    @staticmethod
+    def rs_at(svc, d):
+        """Where rs_table lists a masquerading destination d of svc: under its
+        address and port, or port 0 when the service or the destination has
+        port 0 (the connections then keep the client's destination port)."""
+        return d.addr, d.port if svc.port and d.port else 0, svc.proto
+
+    def _rs_join(self, svc, d):
+        """d joins svc: svc goes first (newest) in d's real server's list."""
+        listed = self.rs.setdefault(self.rs_at(svc, d), [])
+        if svc not in listed:
+            listed.insert(0, svc)
+
+    def _rs_leave(self, svc, d):
+        """d leaves svc: svc leaves the list unless another of its
+        masquerading destinations is listed there too."""
+        k = self.rs_at(svc, d)
+        if not any(o is not d and o.fwd == S.IP_VS_CONN_F_MASQ and o.svc_slot == svc.slot and
+                   o.available and self.rs_at(svc, o) == k for o in self.dests.values()):
+            self.rs[k].remove(svc)
+
+    def rs_maybe(self, addr):
+        """Is addr's bit set in rs_filter (a masquerading real server's, or
+        another address sharing its bit)?"""
+        return rs_filter_bit(addr) in self.rs_bits
+
+    def reply_of(self, p):
+        """The Reply whose connection p (real server -> client) belongs to,
+        or None: for each service rs_table lists under p's source address and
+        port, then under port 0, the client's tuple to that service (its
+        port, or the reply's source port for a port-zero service) names a
+        Masq connection to exactly this real server address and port. Only
+        an address in the filter is looked up."""
+        if not self.rs_maybe(p.src):
+            return None
+        for port0, port in ((False, p.sport), (True, 0)):
+            for i, svc in enumerate(self.rs.get((p.src, port, p.proto), ())):
+                key = (p.dst, svc.addr, p.dport, svc.port or p.sport, p.proto)
+                c = self.conns.get(key)
+                if c is not None and c.fwd == S.IP_VS_CONN_F_MASQ and c.addr == p.src and \
+                        c.port == p.sport:
+                    return Reply(key, c, port0, i)
+        return None
 
     def dest_goes(self, batch):
-        """GONE_DEST becomes unavailable (odd batches) or its slot is reused
-        by another service (even ones): IPVS drops packets of its flows.
-        Returns the destination to write."""
+        """GONE_DEST is deleted (odd batches) or its slot is reused by
+        another service (even ones): IPVS drops packets of its flows, and its
+        service leaves the destination's rs_table entry as the control plane
+        writes it. Returns the destination to write."""
         d = self.dests[self.GONE_DEST]
+        self._rs_leave(self.by_slot[d.svc_slot], d)
         if batch % 2:
             d.available = False
         else:
             d.svc_slot = 1
+            self._rs_join(self.by_slot[1], d)
         return d
 
     # -- before the run: what must happen -----------------------------------------
@@ -113,20 +191,32 @@ class Oracle:
             return None if target[3] in (0, 255) else "no_neigh"
         return "none"
 
+    def svc_find(self, p):
+        """(service, its port) of p: its address and port, else the port-zero
+        service of its address; (None, 0) when neither exists."""
+        svc = self.services.get((p.dst, p.dport, p.proto))
+        if svc is not None:
+            return svc, p.dport
+        return self.services.get((p.dst, 0, p.proto)), 0
+
     def expect(self, f, p):
         """What must happen to frame f (parsed: p): (kind, info). kind is
-        'pass' (not ours), 'drop' (reason), or 'fwd' (conn entry, new?).
-        A new connection enters the model here."""
+        'pass' (not ours), 'drop' (reason), or 'fwd' (conn entry, new?,
+        Reply or None). A new connection enters the model here."""
         if p is None:
             return "pass", None
+        reply = self.reply_of(p)
+        if reply is not None:
+            return "fwd", (reply.conn, False, reply)
+        if self.rs_maybe(p.src):
+            self.stats["frames past rs_filter, not a reply"] += 1
         c = self.conns.get(p.key)
         if c is not None:
-            if c.dir == S.XDPLB_DIR_IN:
-                d = self.dests.get(c.dest_slot)
-                if d is None or not d.available or d.svc_slot != c.svc_slot:
-                    return "drop", "dest_gone"
-            return "fwd", (c, False)
-        svc = self.services.get((p.dst, p.dport, p.proto))
+            d = self.dests.get(c.dest_slot)
+            if d is None or not d.available or d.svc_slot != c.svc_slot:
+                return "drop", "dest_gone"
+            return "fwd", (c, False, None)
+        svc, svc_port = self.svc_find(p)
         if svc is None:
             return "pass", None
         if p.proto == 6 and p.flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
@@ -142,14 +232,15 @@ class Oracle:
         d = self.dests[svc.ring[n % len(svc.ring)]]
         if not d.available:
             return "drop", "no_dest"
-        if d.fwd == S.IP_VS_CONN_F_MASQ:
-            ok = (d.addr, p.src, d.port, p.sport, p.proto)
-            self.conns[ok] = MConn(p.dst, p.dport, S.XDPLB_DIR_OUT, d.fwd, d.slot, svc.slot)
-            self.flows_out.append(ok)
-        nc = MConn(d.addr, d.port, S.XDPLB_DIR_IN, d.fwd, d.slot, svc.slot)
+        # The real port only for packets to the service's port (a port-zero
+        # service keeps the client's destination port).
+        port = d.port if p.dport == svc_port and d.port else p.dport
+        nc = MConn(d.addr, port, S.XDPLB_DIR_IN, d.fwd, d.slot, svc.slot)
         self.conns[p.key] = nc
         self.flows_in.append(p.key)
-        return "fwd", (nc, True)
+        if d.fwd == S.IP_VS_CONN_F_MASQ:
+            self.flows_out.append((d.addr, p.src, port, p.sport, p.proto))
+        return "fwd", (nc, True, None)
 
     # -- after the run: judge the program's answer ---------------------------------
 
@@ -180,20 +271,30 @@ class Oracle:
                 raise Violation(f"expected DROP untouched ({info})")
             self.outcomes[f"drop ({info})"] += 1
             return
-        c, new = info
+        c, new, reply = info
         if new:
             self.stats["new connections"] += 1
             if kernel_entry(p.key) != c:
                 raise Violation("new connection entry is not the ring's next")
-        form, exp_out = self._forward_form(f, p, c, ifindex, verdict, out)
+        if reply is not None:
+            self._count_reply(reply)
+        form, exp_out = self._forward_form(f, p, c, reply, ifindex, verdict, out)
         self._compare(f, p, c, form, exp_out, out)
         self.outcomes[f"{form} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, f'fwd {c.fwd}')}"] += 1
 
-    def _forward_form(self, f, p, c, ifindex, verdict, out):
-        """How a frame of connection c left: ('xmit' | 'stack (untouched)' |
-        'stack (NATed)', the frame it must be), if that way is allowed."""
+    def _count_reply(self, reply):
+        self.stats["replies found through rs_table"] += 1
+        if reply.port0:
+            self.stats["replies found under port 0 (port-zero service)"] += 1
+        if reply.index:
+            self.stats["replies found past the first service listed"] += 1
+
+    def _forward_form(self, f, p, c, reply, ifindex, verdict, out):
+        """How a frame of connection c (a reply: reply is its Reply) left:
+        ('xmit' | 'stack (untouched)' | 'stack (NATed)', the frame it must
+        be), if that way is allowed."""
         xdp_fwd = c.fwd in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE)
-        target = c.addr if c.dir == S.XDPLB_DIR_IN else p.dst
+        target = c.addr if reply is None else p.dst
         if verdict in (XDP_TX, XDP_REDIRECT):
             self.counters["fwd"] += 1
             macs = self.net.neigh.get(target)
@@ -201,7 +302,9 @@ class Oracle:
                 raise Violation("forwarded towards a target without a neighbour")
             if (verdict == XDP_TX) != (macs[0] == ifindex):
                 raise Violation("TX/REDIRECT does not match ingress vs egress")
-            return "xmit", self.rewritten(f, p, c, macs)
+            if reply is not None:
+                self.replied.add(reply.key)
+            return "xmit", self.rewritten(f, p, c, macs, reply)
         if verdict != XDP_PASS:
             raise Violation(f"unexpected {VERDICTS[verdict] if verdict < 5 else verdict} "
                             "on a tracked or new flow")
@@ -216,7 +319,7 @@ class Oracle:
             return "stack (untouched)", f
         if not masq or fib == "none":
             raise Violation("rewritten frame passed where it must be untouched")
-        return "stack (NATed)", self.rewritten(f, p, c, None)
+        return "stack (NATed)", self.rewritten(f, p, c, None, reply)
 
     def _compare(self, f, p, c, form, exp_out, out):
         """out equals exp_out but for the checksums, which are verified from
@@ -241,16 +344,18 @@ class Oracle:
             self.stats["rewritten, checksums verified valid"] += 1
 
     @staticmethod
-    def rewritten(f, p, c, macs):
-        """f as the data path must send it on connection c."""
+    def rewritten(f, p, c, macs, reply):
+        """f as the data path must send it on connection c: Masq sends the
+        client's packets to the real server, and its replies (reply: their
+        Reply) from the virtual service the client connected to."""
         out = bytearray(f)
         if c.fwd == S.IP_VS_CONN_F_MASQ:
-            if c.dir == S.XDPLB_DIR_IN:
+            if reply is None:
                 out[p.l3 + 16:p.l3 + 20] = c.addr
                 out[p.l4 + 2:p.l4 + 4] = c.port.to_bytes(2, "big")
             else:
-                out[p.l3 + 12:p.l3 + 16] = c.addr
-                out[p.l4:p.l4 + 2] = c.port.to_bytes(2, "big")
+                out[p.l3 + 12:p.l3 + 16] = reply.key[1]
+                out[p.l4:p.l4 + 2] = reply.key[3].to_bytes(2, "big")
         if macs is not None:
             out[0:6], out[6:12] = macs[2], macs[1]  # (ifindex, smac, dmac)
         return out
@@ -283,7 +388,10 @@ class Oracle:
     def table_problems(self, got):
         """got: the kernel's connection table, key -> (MConn, cached egress
         (ifindex, smac, dmac) or None). Yields (what, detail) per difference
-        from the model."""
+        from the model. An entry caches the egress of its replies (towards
+        the client, key[0]): exactly when one was forwarded by XDP, which
+        takes a resolved egress; the client's packets use the destination's
+        cache, not the entry."""
         if set(got) != set(self.conns):
             extra = [fmt_key(k) for k in set(got) - set(self.conns)][:5]
             missing = [fmt_key(k) for k in set(self.conns) - set(got)][:5]
@@ -294,10 +402,11 @@ class Oracle:
             actual, egress = got[key]
             if actual != m:
                 yield "conn entry differs from the model", f"{fmt_key(key)}: {actual} != {m}"
-            elif egress is not None:
-                target = m.addr if m.dir == S.XDPLB_DIR_IN else key[1]
-                if self.net.neigh.get(target) != egress:
-                    yield "cached egress is not the FIB's", f"{fmt_key(key)}: ifindex {egress[0]}"
+            elif (egress is not None) != (key in self.replied):
+                yield ("reply egress cached without a forwarded reply" if egress else
+                       "a reply was forwarded, but its egress is not cached"), fmt_key(key)
+            elif egress is not None and self.net.neigh.get(key[0]) != egress:
+                yield "cached reply egress is not the FIB's", f"{fmt_key(key)}: ifindex {egress[0]}"
 
     def counter_problems(self, cnt, frames):
         """cnt: the program's counters by name after frames frames; yields

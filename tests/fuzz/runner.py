@@ -1,4 +1,5 @@
-"""The fuzz runner: writes the oracle's services into the pinned maps, runs
+"""The fuzz runner: writes the oracle's services into the pinned maps (the
+real-server table through the control plane's own rs_join / rs_leave), runs
 generated frames through the real program with BPF_PROG_TEST_RUN (in the
 test network's netns, which the caller has entered), has the oracle judge
 every answer, and compares the kernel's tables with the model after every
@@ -10,14 +11,15 @@ import random
 import socket
 import time
 
-from xdplb import bpfsys
+from xdplb import bpfsys, config
 from xdplb import structs as S
+from xdplb.tables import Plan, Tables
 
 from .frames import FrameGen
 from .oracle import MConn, Oracle, Violation, fmt_key
 from .wire import VERDICTS, Topology, parse
 
-SLOTS = 16  # service and destination slots the configuration uses, 0 included
+SLOTS = 24  # service and destination slots the configuration uses, 0 included
 
 
 class Fuzzer:
@@ -46,8 +48,9 @@ class Fuzzer:
 
     def _clear(self):
         s = self.s
-        for name in ("services", "sched_ring", "conn_table"):
+        for name in ("services", "sched_ring", "conn_table", "rs_table"):
             getattr(s, name).clear()
+        s.rs_filter.put_zeros(range(S.XDPLB_RS_FILTER_WORDS))
         for slot in range(SLOTS):
             s.dests.put(slot, S.DestEntry())
             s.sched_pos.put(slot, S.SchedPos())
@@ -64,11 +67,39 @@ class Fuzzer:
                                           sched=S.XDPLB_SCHED_RR))
         for d in self.oracle.dests.values():
             self._put_dest(d)
+        self._real_servers([("join", svc, d) for svc, d in self.oracle.masq_dests()])
+
+    def _real_servers(self, changes):
+        """rs_table and rs_filter as the control plane writes them for
+        changes [("join" | "leave", oracle Svc, oracle MDest)], in order."""
+        t = Tables(self.s)
+        for what, svc, d in changes:
+            plan = Plan()
+            svc_k = (svc.proto, socket.inet_ntoa(svc.addr), svc.port)
+            if what == "join":
+                config.rs_join(t, plan, svc_k, d.addr, socket.htons(d.port))
+            else:
+                others = [_dest_entry(o) for o in self.oracle.dests.values()
+                          if o is not d and o.svc_slot == svc.slot and o.available]
+                config.rs_leave(t, plan, svc_k, d.addr, socket.htons(d.port), others)
+            t.apply(plan)
+        t.write(self.s)
 
     def _put_dest(self, d):
-        self.s.dests.put(d.slot, S.DestEntry(addr=(C.c_uint8 * 4)(*d.addr), port=socket.htons(d.port),
-                                        fwd=d.fwd, flags=S.XDPLB_DEST_F_AVAILABLE if d.available
-                                        else 0, svc_slot=d.svc_slot, weight=1))
+        self.s.dests.put(d.slot, _dest_entry(d))
+
+    def _dest_goes(self):
+        """The oracle's GONE_DEST goes (Oracle.dest_goes): its service
+        leaves the real server's rs_table entry, a service that takes its
+        slot joins it, then the destination is written."""
+        d = self.oracle.dests[self.oracle.GONE_DEST]
+        left = self.oracle.by_slot[d.svc_slot]
+        self.oracle.dest_goes(self.batches)
+        changes = [("leave", left, d)]
+        if d.available:
+            changes.append(("join", self.oracle.by_slot[d.svc_slot], d))
+        self._real_servers(changes)
+        self._put_dest(d)
 
     def cleanup(self):
         """Leave the maps empty, as tests/test_datapath.py's fixture expects."""
@@ -96,7 +127,7 @@ class Fuzzer:
         self.in_batch = 0
         for f, ingress in self.gen.warmup():
             self.check(f, ingress, "warmup")
-        self._put_dest(self.oracle.dest_goes(self.batches))
+        self._dest_goes()
 
     def end_batch(self):
         """The kernel's connection table equals the model; counters agree."""
@@ -153,8 +184,10 @@ class Fuzzer:
         if f is not None:
             p = parse(f)
             if p is not None:
+                reply = self.oracle.reply_of(p)
                 c = self.oracle.conns.get(p.key)
-                v["conn"] = f"{fmt_key(p.key)} entry {c}" if c else "no entry"
+                v["conn"] = (f"reply of {fmt_key(reply.key)} entry {reply.conn}" if reply else
+                             f"{fmt_key(p.key)} entry {c}" if c else "no entry")
         self.stats["violations"] += 1
         if len(self.violations) < self.max_violations:
             self.violations.append(v)
@@ -205,6 +238,13 @@ class Fuzzer:
         for v in self.violations:
             lines.append(f"VIOLATION {v}")
         return "\n".join(lines)
+
+
+def _dest_entry(d):
+    """An oracle MDest as the dests map's entry."""
+    return S.DestEntry(addr=(C.c_uint8 * 4)(*d.addr), port=socket.htons(d.port), fwd=d.fwd,
+                       flags=S.XDPLB_DEST_F_AVAILABLE if d.available else 0,
+                       svc_slot=d.svc_slot, weight=1)
 
 
 def _mconn(v):
