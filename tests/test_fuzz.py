@@ -181,15 +181,72 @@ def test_oracle_reports_injected_faults(fuzzer, fault, what):
     assert any(what in v["what"] for v in fuzzer.violations), fuzzer.violations[:3]
 
 
+def _filter_cleared(fz):
+    fz.s.rs_filter.put_zeros(range(S.XDPLB_RS_FILTER_WORDS))
+
+
+def _port_zero_forgotten(fz):
+    for k in list(fz.s.rs_table.keys()):
+        if k.port == 0:
+            fz.s.rs_table.delete(k)
+
+
+def _first_service_only(fz):
+    for k, v in list(fz.s.rs_table.items()):
+        v.n = 1
+        fz.s.rs_table.put(k, v)
+
+
+@pytest.mark.parametrize("drift", [_filter_cleared, _port_zero_forgotten, _first_service_only])
+def test_oracle_reports_rs_table_drift(fuzzer, drift):
+    """rs_table / rs_filter not as the control plane writes them: replies
+    the oracle finds through them are passed untouched, which it reports."""
+    write_config = fuzzer.write_config
+
+    def drifted():
+        write_config()
+        drift(fuzzer)
+
+    fuzzer.write_config = drifted
+    fuzzer.max_violations = 1000
+    fuzzer.run(5000)
+    assert any("passed a frame the FIB can forward" in v["what"] for v in fuzzer.violations), \
+        fuzzer.violations[:3]
+
+
+def _conn_key(key):
+    return S.ConnKey(saddr=(C.c_uint8 * 4)(*key[0]), daddr=(C.c_uint8 * 4)(*key[1]),
+                     sport=socket.htons(key[2]), dport=socket.htons(key[3]), proto=key[4])
+
+
 def test_oracle_reports_table_drift(fuzzer):
     """An entry the program did not make (or lost) fails the batch check."""
     fuzzer.start_batch()
-    key = fuzzer.oracle.flows_in[0]
-    k = S.ConnKey(saddr=(C.c_uint8 * 4)(*key[0]), daddr=(C.c_uint8 * 4)(*key[1]),
-                  sport=socket.htons(key[2]), dport=socket.htons(key[3]), proto=key[4])
-    assert fuzzer.s.conn_table.delete(k)
+    assert fuzzer.s.conn_table.delete(_conn_key(fuzzer.oracle.flows_in[0]))
     fuzzer.end_batch()
     assert any("conns map differs" in v["what"] for v in fuzzer.violations)
+
+
+def test_oracle_reports_reply_egress_drift(fuzzer):
+    """An entry caches its replies' egress exactly when a reply was
+    forwarded: one lost, or one cached without a reply, fails the batch."""
+    fz, net = fuzzer, fuzzer.net
+    fz.start_batch()
+    rs, client, rport, cport, _ = next(k for k in fz.oracle.flows_out
+                                       if k[1] == net.client and k[0] in net.rs_mac and k[4] == 6)
+    reply = bytearray(F.eth(net.srv_mac, net.rs_mac[rs], F.ETH_P_IP) +
+                      F.ipv4(rs, client, 6, F.tcp_seg(rs, client, rport, cport, F.TCP_ACK)))
+    fz.check(reply, net.srv, "reply")
+    replied = _conn_key(fz.oracle.reply_of(F.parse(reply)).key)
+    quiet = _conn_key(next(k for k in fz.oracle.flows_in if k not in fz.oracle.replied))
+    for k, ifindex in ((replied, 0), (quiet, net.cli)):
+        v = fz.s.conn_table.get(k)
+        v.ifindex = ifindex
+        fz.s.conn_table.put(k, v)
+    fz.end_batch()
+    whats = {v["what"] for v in fz.violations}
+    assert whats == {"a reply was forwarded, but its egress is not cached",
+                     "reply egress cached without a forwarded reply"}, fz.violations
 
 
 # --- the data path under fuzzing ------------------------------------------------
@@ -206,6 +263,10 @@ def test_fuzz_short(fuzzer):
     assert st["ours"] > FRAMES // 5 and st["not ours"] > FRAMES // 5
     assert st["new connections"] > 100
     assert st["rewritten, checksums verified valid"] > 100
+    # replies reached every step of their lookup through rs_table
+    assert st["replies found through rs_table"] > 100
+    assert st["replies found under port 0 (port-zero service)"] > 0
+    assert st["replies found past the first service listed"] > 0
     for outcome in ("xmit REDIRECT Masq", "xmit TX Masq", "xmit REDIRECT Route",
                     "stack (NATed) PASS Masq", "stack (untouched) PASS Route",
                     "drop (no_dest)", "drop (dest_gone)"):

@@ -4,11 +4,14 @@
 
 runs the real program (bpf/xdplb.c, compiled and pinned in a private folder)
 in a private network namespace with permanent neighbours, with Masq, Route,
-Tunnel, drop-only and dest-gone services and tracked NAT and DR flows
-configured, and feeds it random and mutated frames: valid ones and ones
-truncated at every offset, with bad IHL / total / UDP lengths / data offsets,
-IP options, fragments, VLAN stacks, IPv6 extension headers, ICMP errors
-quoting tracked flows or garbage, and random bytes.
+Tunnel, drop-only, port-zero and dest-gone services, one masquerading real
+server behind three services, and tracked NAT and DR flows configured
+(rs_table and rs_filter written by the control plane's rs_join / rs_leave),
+and feeds it random and mutated frames: valid ones and ones truncated at
+every offset, with bad IHL / total / UDP lengths / data offsets, IP options,
+fragments, VLAN stacks, IPv6 extension headers, ICMP errors quoting tracked
+flows or garbage, the real servers' replies and replies naming another real
+server, port or client, real servers as clients, and random bytes.
 
 An oracle written from the specification (README "How it works"), not from
 the C code, decides for every frame what must happen:
@@ -27,9 +30,14 @@ the C code, decides for every frame what must happen:
   sum, are valid whenever they were valid on input (an input error is
   carried, never laundered; a zero UDP checksum stays zero and a non-zero
   one never becomes zero);
-- new connections get exactly the ring's next destination, and the oracle's
-  model of the connection table equals the kernel's map after every batch;
-  the program's own counters agree with the verdicts.
+- new connections get exactly the ring's next destination; a real server's
+  reply belongs to the connection (one entry, keyed by the client's tuple)
+  that rs_table leads to: the services listed for its address and port
+  (newest first), then for port 0, until one names a Masq connection to
+  exactly that address and port; nothing else is a reply;
+- the oracle's model of the connection table equals the kernel's map after
+  every batch, an entry caching its replies' egress exactly when a reply
+  was forwarded; the program's own counters agree with the verdicts.
 
 The short run is tests/test_fuzz.py (make test); the long one `make fuzz`.
 

@@ -1,10 +1,14 @@
 """The frame generator: valid frames towards the configured services and
-tracked flows, and mutants of them (truncated, bad IHL / total / UDP
+tracked flows (the real servers' replies among them, and replies that name
+another real server, port or client than their connection's; real servers
+as clients), and mutants of them (truncated, bad IHL / total / UDP
 lengths / data offsets, IP options, fragments, VLAN stacks), ICMP errors
 quoting tracked flows or garbage, IPv6 with extension headers, other
 EtherTypes and random bytes. One seeded random.Random drives it (and the
 batch warm-up), so a seed reproduces a run."""
 import struct
+
+from xdplb.config import rs_filter_bit
 
 from .wire import (ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, MAX_FRAME,
                    TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, a4, csum_for, eth,
@@ -56,12 +60,26 @@ def payload(rng, big=0.01):
     return rng.randbytes(n)
 
 
+def filter_twins(bits, n):
+    """n client addresses (in 198.18.0.0/15, no route) whose rs_filter bit
+    is one of bits, a real server's: their every frame looks rs_table up,
+    in vain."""
+    twins, v = [], 198 << 24 | 18 << 16
+    while len(twins) < n:
+        addr = v.to_bytes(4, "big")
+        if rs_filter_bit(addr) in bits:
+            twins.append(addr)
+        v += 1
+    return twins
+
+
 class FrameGen:
     """Frames for the fuzzer: frame() draws one, (frame, ingress ifindex, kind);
     mutation kinds are counted in kinds as "  +name"."""
 
     def __init__(self, rng, net, oracle, kinds):
         self.rng, self.net, self.oracle, self.kinds = rng, net, oracle, kinds
+        self.filter_twins = filter_twins(oracle.rs_bits, 4)
 
     def warmup(self):
         """(frame, ingress) opening tracked flows of every service, from clients
@@ -70,11 +88,11 @@ class FrameGen:
         for addr, port, proto in self.oracle.svc_keys:
             for client in (net.client, net.client, net.client, net.client_no_neigh,
                            net.client_no_route):
-                sport = rng.randint(1024, 65535)
+                sport, dport = rng.randint(1024, 65535), self._service_port(port)
                 if proto == 6:
-                    seg = tcp_seg(client, addr, sport, port, TCP_SYN, opts=b"\x02\x04\x05\xb4")
+                    seg = tcp_seg(client, addr, sport, dport, TCP_SYN, opts=b"\x02\x04\x05\xb4")
                 else:
-                    seg = udp_dgram(client, addr, sport, port, payload(rng))
+                    seg = udp_dgram(client, addr, sport, dport, payload(rng))
                 yield (bytearray(eth(net.cli_mac, net.client_mac, ETH_P_IP)
                                  + ipv4(client, addr, proto, seg)), net.cli)
 
@@ -82,13 +100,17 @@ class FrameGen:
         """(frame, ingress ifindex, kind)."""
         rng = self.rng
         r = rng.random()
-        if r < 0.20:
+        if r < 0.18:
             return self.gen_ipv4("syn_new")
-        if r < 0.42:
+        if r < 0.38:
             return self.gen_ipv4("flow_in")
-        if r < 0.57:
+        if r < 0.52:
             return self.gen_ipv4("flow_out")
-        if r < 0.67:
+        if r < 0.56:
+            return self.gen_ipv4("reply_stray")
+        if r < 0.59:
+            return self.gen_ipv4("rs_client")
+        if r < 0.68:
             return self.gen_ipv4("udp")
         if r < 0.77:
             return self.gen_ipv4("other")
@@ -109,29 +131,73 @@ class FrameGen:
             return net.client_no_neigh
         if r < 0.93:
             return net.client_no_route
+        if r < 0.96:
+            return self.rng.choice(self.filter_twins)
         return self.rng.randbytes(4)
+
+    def _real_server(self):
+        """A real server's address (masquerading ones serve several services)."""
+        return self.rng.choice(self.net.rs + [self.net.near_rs, self.net.rs_no_neigh])
+
+    def _service_port(self, port):
+        """A destination port for a service of port: any port (now and then
+        0, or a real server's) for a port-zero service."""
+        if port:
+            return port
+        rng = self.rng
+        return rng.choice((0, 80, 443, 8080, 8053, 53, rng.randint(1, 65535),
+                           rng.randint(1, 65535)))
+
+    def _stray(self, src, dst, sport, dport):
+        """A reply's tuple with one thing changed, so that rs_table leads to
+        a connection that is not its own (or to none): another real server
+        on the same port, another source port, another client or client
+        port. Mostly not ours."""
+        rng, net = self.rng, self.net
+        r = rng.random()
+        if r < 0.3:
+            src = self._real_server()
+        elif r < 0.6:
+            sport = rng.choice((8080, 8053, 80, 53, 0, rng.randint(0, 65535)))
+        elif r < 0.8:
+            dport = rng.randint(0, 65535)
+        else:
+            dst = self._client()
+        return src, dst, sport, dport
 
     def gen_ipv4(self, kind):
         rng, net = self.rng, self.net
         ingress = net.cli
         smac, dmac = net.client_mac, net.cli_mac
-        if kind == "syn_new" or kind == "udp":
-            want = 6 if kind == "syn_new" else 17
+        if kind in ("syn_new", "udp", "rs_client"):
+            want = 6 if kind == "syn_new" else 17 if kind == "udp" else rng.choice((6, 17))
             keys = [k for k in self.oracle.svc_keys if k[2] == want]
             if rng.random() < 0.85:
                 dst, dport, _ = rng.choice(keys)
+                dport = self._service_port(dport)
             else:
                 dst, dport = rng.choice((net.vip, net.vip2, net.vip3, a4("10.0.0.1"))), \
                     rng.choice((80, 53, 443, 8080, rng.randint(0, 65535)))
-            src, sport, proto = self._client(), rng.randint(0, 65535), want
+            proto = want
+            if kind == "rs_client":  # from its own port, a real server's, or any
+                src, ingress = self._real_server(), net.srv
+                sport = rng.choice((8080, 8053, 0, rng.randint(0, 65535)))
+                smac, dmac = net.rs_mac.get(src, b"\x02\0\0\0\x02\x99"), net.srv_mac
+            elif self.oracle.flows_in and rng.random() < 0.1:
+                # a tracked client's port again, to another service: two
+                # connections behind one real server can then share the
+                # reply's tuple, which rs_table's order (newest first) decides
+                src, _, sport, _, _ = rng.choice(self.oracle.flows_in)
+            else:
+                src, sport = self._client(), rng.randint(0, 65535)
             flags = TCP_SYN if rng.random() < 0.7 else rng.choice(TCP_FLAG_CHOICES)
         elif kind == "flow_in" and self.oracle.flows_in:
             src, dst, sport, dport, proto = rng.choice(self.oracle.flows_in)
             flags = rng.choice(TCP_FLAG_CHOICES)
-        elif kind == "flow_out" and self.oracle.flows_out:
+        elif kind in ("flow_out", "reply_stray") and self.oracle.flows_out:
             src, dst, sport, dport, proto = rng.choice(self.oracle.flows_out)
-            if rng.random() < 0.1:  # an untracked reply: not ours
-                dport = rng.randint(0, 65535)
+            if kind == "reply_stray":
+                src, dst, sport, dport = self._stray(src, dst, sport, dport)
             flags = rng.choice(TCP_FLAG_CHOICES)
             ingress = net.srv
             smac, dmac = net.rs_mac.get(src, b"\x02\0\0\0\x02\x99"), net.srv_mac
