@@ -24,7 +24,10 @@ The contract of the maps (bpf/xdplb.h):
   destinations: each real server addr:port (port 0 for a port-zero
   service's or a port-zero destination) -> the services it serves, newest
   first, which a reply needs to find its connection; the filter's bit of
-  the address is set with it (and cleared only by -C).
+  the address is set with it. A service leaves an entry only once neither
+  a masquerading destination nor a live connection needs it (the sweep:
+  conns.prune_real_servers), so the replies of a removed destination's
+  connections are still un-NATed, as IPVS's are; filter bits stay.
 """
 import ctypes as C
 import socket
@@ -36,8 +39,9 @@ from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, XDPLB_DEST_F_AVAILABLE,
                       XDPLB_LIST_MAX, XDPLB_RING_GEN_BIT, XDPLB_RS_FILTER_BITS,
                       XDPLB_RS_FILTER_WORDS, XDPLB_RS_SVC_MAX, XDPLB_SYSCTL_CONN_REUSE_MODE,
-                      XDPLB_TMO_UDP, Alloc, DestEntry, RsKey, RsSvcs, SchedPos, SvcEntry, packer)
-from .tables import BREAK, Plan, a2b, copy, svc_key
+                      XDPLB_TMO_UDP, Alloc, DestEntry, RsKey, RsSvcs, SchedPos, SvcEntry, SvcKey,
+                      packer)
+from .tables import BREAK, Plan, a2b, copy, key_tuple, rs_filter_bit, rs_key, svc_key
 
 _dest_entry = packer(DestEntry)   # (-R makes 10^5 of them)
 
@@ -214,19 +218,6 @@ def edit_service(t, svc):
 
 # --- the real-server table ---------------------------------------------------------
 
-def rs_filter_bit(addr):
-    """rs_filter's bit of an address (bytes): bpf/hash.h's rs_filter_bit."""
-    return S.hash_32(int.from_bytes(addr, "big"), XDPLB_RS_FILTER_BITS)
-
-
-def rs_key(svc_k, addr, port):
-    """The rs_table key of a masquerading destination (address bytes,
-    network-order port) of service svc_k = (proto, addr, port): a reply
-    comes from the real port, the client's destination port when the
-    service or the destination has port 0."""
-    return bytes(RsKey((C.c_uint8 * 4)(*addr), port if svc_k[2] and port else 0, svc_k[0], 0))
-
-
 def _rs_svcs(t, k):
     """[SvcKey bytes] rs_table has (or the plans so far leave) under k."""
     v = t.current("rs_table", k)
@@ -244,12 +235,16 @@ def _rs_value(svcs):
 def rs_join(t, plan, svc_k, addr, port):
     """A masquerading destination joins its service: the service goes first
     in its real server's rs_table entry, and the address into the filter,
-    before the destination can be scheduled (MAKE)."""
+    before the destination can be scheduled (MAKE). Services that left the
+    entry (whose destination went, while its connections lived on:
+    conns.prune_real_servers) make room when it is full."""
     k = rs_key(svc_k, addr, port)
     sk = bytes(svc_key(*svc_k))
     svcs = _rs_svcs(t, k)
     if sk in svcs:      # a port-zero service's second port of one address
         return
+    if len(svcs) >= XDPLB_RS_SVC_MAX:
+        svcs = [s for s in svcs if _rs_serves(t, s, k)]
     if len(svcs) >= XDPLB_RS_SVC_MAX:
         raise XdplbError(f"{E_ENOMEM}: a masquerading real server (address and port) can serve "
                          f"at most {XDPLB_RS_SVC_MAX} virtual services in xdplb")
@@ -261,23 +256,13 @@ def rs_join(t, plan, svc_k, addr, port):
         plan.put("rs_filter", bit >> 6, C.c_uint64(word | 1 << (bit & 63)))
 
 
-def rs_leave(t, plan, svc_k, addr, port, others=()):
-    """A masquerading destination leaves (deleted, or now -g/-i): its service
-    leaves the real server's entry, unless another of its destinations
-    (others: [DestEntry]) has the same key. Its address stays in the filter."""
-    k = rs_key(svc_k, addr, port)
-    if any(d.fwd == IP_VS_CONN_F_MASQ and rs_key(svc_k, bytes(d.addr), d.port) == k
-           for d in others):
-        return
-    sk = bytes(svc_key(*svc_k))
-    svcs = _rs_svcs(t, k)
-    if sk not in svcs:
-        return
-    svcs.remove(sk)
-    if svcs:
-        plan.put("rs_table", k, _rs_value(svcs), BREAK)
-    else:
-        plan.delete("rs_table", k)
+def _rs_serves(t, sk, k):
+    """Service sk (SvcKey bytes) has a masquerading destination under rs key k."""
+    svc_k = key_tuple(SvcKey.from_buffer_copy(sk))
+    entry = t.service(svc_k)
+    return entry is not None and any(
+        d.fwd == IP_VS_CONN_F_MASQ and rs_key(svc_k, bytes(d.addr), d.port) == k
+        for _, d in t.dests_of(entry.slot))
 
 
 def _free_dest(plan, alloc, slot):
@@ -293,11 +278,8 @@ def delete_service(t, key):
         raise XdplbError(E_NO_SERVICE)
     plan = Plan()
     alloc = copy(t.alloc())
-    ds = t.dests_of(entry.slot)
-    for i, (slot, d) in enumerate(ds):
+    for slot, _ in t.dests_of(entry.slot):
         _free_dest(plan, alloc, slot)
-        if d.fwd == IP_VS_CONN_F_MASQ:
-            rs_leave(t, plan, key, bytes(d.addr), d.port, [o for _, o in ds[i + 1:]])
     plan.zero("svc_stats", entry.slot, BREAK)
     plan.put("sched_pos", entry.slot, SchedPos(0), BREAK)
     alloc.ring_used -= entry.ring_len
@@ -333,10 +315,6 @@ def flush(t):
             plan.delete("sched_ring", kb)
     for kb in t.raw_keys("lblc"):
         plan.delete("lblc", kb)
-    for kb in t.live_keys("rs_table"):
-        plan.delete("rs_table", kb)
-    for word in range(XDPLB_RS_FILTER_WORDS):
-        plan.zero("rs_filter", word, BREAK)
     plan.put("alloc", 0, Alloc(dest_seq=alloc.dest_seq))
     return plan
 
@@ -434,11 +412,8 @@ def edit_dest(t, svc_k, dest):
     state = S.on_edit(name, _dlist(after), current_state(t, entry, _dlist(ds)))
     plan = Plan()
     plan.put("dests", slot, new)
-    ident = (bytes(old.addr), old.port)
-    if new.fwd == IP_VS_CONN_F_MASQ and old.fwd != IP_VS_CONN_F_MASQ:
-        rs_join(t, plan, tuple(svc_k), *ident)
-    elif old.fwd == IP_VS_CONN_F_MASQ and new.fwd != IP_VS_CONN_F_MASQ:
-        rs_leave(t, plan, tuple(svc_k), *ident, [d for s, d in ds if s != slot])
+    if new.fwd == IP_VS_CONN_F_MASQ:
+        rs_join(t, plan, tuple(svc_k), bytes(old.addr), old.port)
     # Editing clears OVERLOAD when u_threshold goes to 0 or up.
     if not dest.u_threshold or dest.u_threshold > old.u_threshold:
         dc = t.current("dest_conns", slot)
@@ -465,9 +440,6 @@ def delete_dest(t, svc_k, addr, port):
     alloc = copy(t.alloc())
     _free_dest(plan, alloc, slot)
     i = [s for s, _ in ds].index(slot)
-    if ds[i][1].fwd == IP_VS_CONN_F_MASQ:
-        rs_leave(t, plan, tuple(svc_k), bytes(ds[i][1].addr), ds[i][1].port,
-                 [d for s, d in ds if s != slot])
     if i > 0:   # its predecessor in the list now links past it
         prev = copy(ds[i - 1][1])
         prev.next = ds[i][1].next

@@ -13,8 +13,9 @@ import time
 
 from . import model
 from .model import AF_INET, IPPROTO_TCP, IPPROTO_UDP
-from .structs import XDPLB_DIR_IN, XDPLB_DIR_TEMPLATE, Conn, ConnKey, DestConns
-from .tables import b2a
+from .structs import (IP_VS_CONN_F_MASQ, XDPLB_DIR_IN, XDPLB_DIR_TEMPLATE, XDPLB_RS_SVC_MAX,
+                      Conn, ConnKey, DestConns, RsSvcs)
+from .tables import b2a, key_tuple, rs_key
 
 _CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
 NS = 1_000_000_000
@@ -80,13 +81,15 @@ def _controls(k, svc_mask, clients):
     return any((int.from_bytes(bytes(a), "big") & svc_mask) == net for a in clients)
 
 
-def sweep(st, dests, masks):
-    """What the kernel's connection timers do: delete every expired entry, keep a template alive while
-    connections it controls live (re-armed 60 s, as expire_later), then make
-    dest_conns match the table: entries the LRU evicted, or the sweep
-    deleted, stop counting, and OVERLOAD is cleared below the lower threshold.
-    dests: {slot: DestEntry}; masks: {service slot: persistence netmask}. The
+def sweep(st, dests, svcs):
+    """What the kernel's connection timers do: delete every expired entry,
+    keep a template alive while connections it controls live (re-armed 60 s,
+    as expire_later), then make dest_conns match the table (entries the LRU
+    evicted, or the sweep deleted, stop counting, and OVERLOAD is cleared
+    below the lower threshold) and rs_table match what still needs it.
+    dests: {slot: DestEntry}; svcs: {service key tuple: SvcEntry}. The
     caller holds the state lock. Returns the number of entries deleted."""
+    masks = {e.slot: int.from_bytes(bytes(e.netmask), "big") for e in svcs.values()}
     table = st.conn_table
     now = now_ns()
     entries = live_entries(table, dests, now)
@@ -109,7 +112,39 @@ def sweep(st, dests, masks):
             table.delete(k)
             deleted += 1
     _reconcile(st.dest_conns, dests, counts(keep))
+    prune_real_servers(st.rs_table, dests, svcs, keep)
     return deleted
+
+
+def prune_real_servers(rs_table, dests, svcs, entries):
+    """Take each service out of the rs_table entries where neither one of
+    its masquerading destinations nor a live Masq connection of it needs it
+    any more: a removed (or no longer -m) destination's service stays there
+    while its connections live, so their replies are still un-NATed."""
+    by_slot = {e.slot: k for k, e in svcs.items()}
+    need = set()
+    for d in dests.values():
+        k = by_slot.get(d.svc_slot)
+        if k is not None and d.fwd == IP_VS_CONN_F_MASQ:
+            need.add((rs_key(k, bytes(d.addr), d.port), d.svc_slot))
+    for k, c, alive in entries:
+        svc_k = by_slot.get(c.svc_slot)
+        if alive and svc_k is not None and c.dir == XDPLB_DIR_IN and c.fwd == IP_VS_CONN_F_MASQ:
+            need.add((rs_key(svc_k, bytes(c.addr), c.port), c.svc_slot))
+    for kb, vb in rs_table.raw_items():
+        v = RsSvcs.from_buffer_copy(vb)
+        listed = [v.svc[i] for i in range(min(v.n, XDPLB_RS_SVC_MAX))]
+        kept = [s for s in listed
+                if (kb, getattr(svcs.get(key_tuple(s)), "slot", None)) in need]
+        if len(kept) == len(listed):
+            continue
+        if not kept:
+            rs_table.delete(kb)
+            continue
+        out = RsSvcs(n=len(kept))
+        for i, s in enumerate(kept):
+            out.svc[i] = s
+        rs_table.put(kb, out)
 
 
 def _reconcile(dest_conns, dests, want_counts):

@@ -233,9 +233,7 @@ class Control:
         returns the number of entries deleted."""
         with self.locked():
             t = Tables(self.st)
-            masks = {e.slot: int.from_bytes(bytes(e.netmask), "big")
-                     for e in t.services().values()}
-            return conns.sweep(self.st, t.every_dest(), masks)
+            return conns.sweep(self.st, t.every_dest(), t.services())
 
     def sweep_forever(self, interval=1.0, stop=None):
         """The daemon's loop (`xdplb daemon`): a sweep every interval seconds

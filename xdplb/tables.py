@@ -31,8 +31,10 @@ import array
 import ctypes as C
 import socket
 
+from .sched import hash_32
 from .structs import (XDPLB_LIST_MAX, XDPLB_MAX_DESTS, XDPLB_MAX_RING, XDPLB_MAX_SERVICES,
-                      XDPLB_RING_GEN_BIT, Alloc, DestEntry, SvcDests, SvcEntry, SvcKey)
+                      XDPLB_RING_GEN_BIT, XDPLB_RS_FILTER_BITS, Alloc, DestEntry, RsKey, SvcDests,
+                      SvcEntry, SvcKey)
 
 MAKE, SWITCH, BREAK = 0, 1, 2
 PUT, ZERO, DEL, RAW = 0, 1, 2, 3   # RAW: packed keys and u32 values (ring entries)
@@ -58,6 +60,17 @@ def svc_key(proto, addr, port):
     return SvcKey(a2b(addr), socket.htons(port), proto, 0)
 
 
+def rs_filter_bit(addr):
+    """rs_filter's bit of an address (bytes): bpf/hash.h's rs_filter_bit."""
+    return hash_32(int.from_bytes(addr, "big"), XDPLB_RS_FILTER_BITS)
+
+
+def rs_key(svc_k, addr, port):
+    """The rs_table key of a masquerading destination (address bytes,
+    network-order port) of service svc_k = (proto, addr, port): a reply
+    comes from the real port, the client's destination port when the
+    service or the destination has port 0."""
+    return bytes(RsKey((C.c_uint8 * 4)(*addr), port if svc_k[2] and port else 0, svc_k[0], 0))
 def key_tuple(k):
     """SvcKey -> (proto, addr, port), the model's service key."""
     return (k.proto, b2a(k.addr), socket.ntohs(k.port))

@@ -6,7 +6,7 @@ runs the real program (bpf/xdplb.c, compiled and pinned in a private folder)
 in a private network namespace with permanent neighbours, with Masq, Route,
 Tunnel, drop-only, port-zero and dest-gone services, one masquerading real
 server behind three services, and tracked NAT and DR flows configured
-(rs_table and rs_filter written by the control plane's rs_join / rs_leave),
+(rs_table and rs_filter written by the control plane's rs_join),
 and feeds it random and mutated frames: valid ones and ones truncated at
 every offset, with bad IHL / total / UDP lengths / data offsets, IP options,
 fragments, VLAN stacks, IPv6 extension headers, ICMP errors quoting tracked

@@ -130,14 +130,6 @@ class Oracle:
         if svc not in listed:
             listed.insert(0, svc)
 
-    def _rs_leave(self, svc, d):
-        """d leaves svc: svc leaves the list unless another of its
-        masquerading destinations is listed there too."""
-        k = self.rs_at(svc, d)
-        if not any(o is not d and o.fwd == S.IP_VS_CONN_F_MASQ and o.svc_slot == svc.slot and
-                   o.available and self.rs_at(svc, o) == k for o in self.dests.values()):
-            self.rs[k].remove(svc)
-
     def rs_maybe(self, addr):
         """Is addr's bit set in rs_filter (a masquerading real server's, or
         another address sharing its bit)?"""
@@ -163,11 +155,11 @@ class Oracle:
 
     def dest_goes(self, batch):
         """GONE_DEST is deleted (odd batches) or its slot is reused by
-        another service (even ones): IPVS drops packets of its flows, and its
-        service leaves the destination's rs_table entry as the control plane
-        writes it. Returns the destination to write."""
+        another service (even ones): IPVS drops the client's packets of its
+        flows and still un-NATs their replies: its service stays in the
+        destination's rs_table entry (the control plane's sweep takes it out
+        once no connection needs it). Returns the destination to write."""
         d = self.dests[self.GONE_DEST]
-        self._rs_leave(self.by_slot[d.svc_slot], d)
         if batch % 2:
             d.available = False
         else:

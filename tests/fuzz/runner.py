@@ -1,5 +1,5 @@
 """The fuzz runner: writes the oracle's services into the pinned maps (the
-real-server table through the control plane's own rs_join / rs_leave), runs
+real-server table through the control plane's own rs_join), runs
 generated frames through the real program with BPF_PROG_TEST_RUN (in the
 test network's netns, which the caller has entered), has the oracle judge
 every answer, and compares the kernel's tables with the model after every
@@ -67,21 +67,16 @@ class Fuzzer:
                                           sched=S.XDPLB_SCHED_RR))
         for d in self.oracle.dests.values():
             self._put_dest(d)
-        self._real_servers([("join", svc, d) for svc, d in self.oracle.masq_dests()])
+        self._real_servers(self.oracle.masq_dests())
 
-    def _real_servers(self, changes):
+    def _real_servers(self, joins):
         """rs_table and rs_filter as the control plane writes them for
-        changes [("join" | "leave", oracle Svc, oracle MDest)], in order."""
+        joins [(oracle Svc, oracle MDest)], in order."""
         t = Tables(self.s)
-        for what, svc, d in changes:
+        for svc, d in joins:
             plan = Plan()
             svc_k = (svc.proto, socket.inet_ntoa(svc.addr), svc.port)
-            if what == "join":
-                config.rs_join(t, plan, svc_k, d.addr, socket.htons(d.port))
-            else:
-                others = [_dest_entry(o) for o in self.oracle.dests.values()
-                          if o is not d and o.svc_slot == svc.slot and o.available]
-                config.rs_leave(t, plan, svc_k, d.addr, socket.htons(d.port), others)
+            config.rs_join(t, plan, svc_k, d.addr, socket.htons(d.port))
             t.apply(plan)
         t.write(self.s)
 
@@ -89,16 +84,13 @@ class Fuzzer:
         self.s.dests.put(d.slot, _dest_entry(d))
 
     def _dest_goes(self):
-        """The oracle's GONE_DEST goes (Oracle.dest_goes): its service
-        leaves the real server's rs_table entry, a service that takes its
-        slot joins it, then the destination is written."""
+        """The oracle's GONE_DEST goes (Oracle.dest_goes): its service stays
+        in the real server's rs_table entry (the sweep's to prune), a service
+        that takes its slot joins it, then the destination is written."""
         d = self.oracle.dests[self.oracle.GONE_DEST]
-        left = self.oracle.by_slot[d.svc_slot]
         self.oracle.dest_goes(self.batches)
-        changes = [("leave", left, d)]
         if d.available:
-            changes.append(("join", self.oracle.by_slot[d.svc_slot], d))
-        self._real_servers(changes)
+            self._real_servers([(self.oracle.by_slot[d.svc_slot], d)])
         self._put_dest(d)
 
     def cleanup(self):

@@ -12,7 +12,8 @@ from xdplb.model import IPPROTO_TCP, IPPROTO_UDP, Destination, Service, Stats
 from xdplb.structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_SVC_F_PERSISTENT,
                            IP_VS_TCP_S_CLOSE, IP_VS_TCP_S_ESTABLISHED, IP_VS_TCP_S_FIN_WAIT,
                            IP_VS_TCP_S_SYN_RECV, XDPLB_DIR_IN,
-                           XDPLB_DIR_TEMPLATE, Conn, ConnKey)
+                           XDPLB_DIR_TEMPLATE, Conn, ConnKey, RsKey)
+from xdplb.tables import key_tuple
 
 NOW = 10_000 * 10**9
 SEC = 10**9
@@ -127,3 +128,28 @@ def test_sweep_keeps_a_template_while_its_connections_live(ctl):
     assert ctl.conn_counts() == {4: [0, 1, 1]}
     svc = ctl.get_service(IPPROTO_UDP, "10.0.0.1", 53)
     assert (svc.dests[0].inactive, svc.dests[0].persist) == (1, 1)
+
+
+def rs_listed(st, addr, port, proto=IPPROTO_TCP):
+    """The services (proto, vip, vport) rs_table lists under a real server."""
+    v = st.rs_table.get(RsKey(a4(addr), socket.htons(port), proto))
+    return [] if v is None else [key_tuple(v.svc[i]) for i in range(v.n)]
+
+
+def test_rs_table_keeps_a_removed_servers_service_while_its_connections_live(ctl):
+    """A Masq server deleted or turned -g: its service stays in rs_table
+    (replies of its connections are still un-NATed, as IPVS's are) until
+    the sweep finds no masquerading destination or live connection needing it."""
+    st, svc = ctl.st, (IPPROTO_TCP, "10.0.0.1", 80)
+    assert rs_listed(st, "10.1.0.1", 80) == [svc] and rs_listed(st, "10.1.0.3", 80) == []
+    assert rs_listed(st, "10.2.0.1", 53, IPPROTO_UDP) == [(IPPROTO_UDP, "10.0.0.1", 53)]
+    conn(st, "192.168.10.5", 1001, "10.1.0.1", IP_VS_TCP_S_ESTABLISHED, 5, 1)
+    ctl.edit_dest(svc, Destination("10.1.0.1", 80, IP_VS_CONN_F_DROUTE, 3))
+    ctl.delete_dest(svc, "10.1.0.2", 8080)
+    assert rs_listed(st, "10.1.0.1", 80) == [svc] and rs_listed(st, "10.1.0.2", 8080) == [svc]
+    ctl.sweep()     # 10.1.0.2 has no connection; 10.1.0.1's lives on
+    assert rs_listed(st, "10.1.0.1", 80) == [svc] and rs_listed(st, "10.1.0.2", 8080) == []
+    conn(st, "192.168.10.5", 1001, "10.1.0.1", IP_VS_TCP_S_ESTABLISHED, 2000, 1)  # idle out
+    ctl.sweep()
+    assert rs_listed(st, "10.1.0.1", 80) == []
+    assert rs_listed(st, "10.2.0.1", 53, IPPROTO_UDP) == [(IPPROTO_UDP, "10.0.0.1", 53)]

@@ -95,8 +95,10 @@ def rs_services(state, svc_k, d):
     return [bytes(v.svc[i]) for i in range(v.n)]
 
 
-def rs_table_exact(state):
-    """rs_table lists exactly the services of each masquerading destination."""
+def rs_table_covers(state):
+    """rs_table lists the services of each masquerading destination (and
+    may still list services whose destination went: conns.sweep prunes
+    those once no connection needs them)."""
     want = {}
     dests = [DestEntry.from_buffer_copy(v) for v in state.dests._entries.values()]
     for kb, vb in state.services._entries.items():
@@ -107,7 +109,7 @@ def rs_table_exact(state):
     got = {k: {bytes(v.svc[i]) for i in range(v.n)}
            for k, v in ((k, RsSvcs.from_buffer_copy(v))
                         for k, v in state.rs_table._entries.items())}
-    assert got == want
+    assert all(want[k] <= got.get(k, set()) for k in want)
 
 
 VIPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
@@ -197,7 +199,7 @@ def test_merged_equals_line_by_line_and_never_half_switched(gen):
     got, _ = merged(b, lines)
     assert got == want
     assert contents(b) == contents(a)
-    rs_table_exact(a)
+    rs_table_covers(a)
 
 
 def test_a_masquerading_real_server_serves_at_most_rs_svc_max_services():
@@ -212,10 +214,10 @@ def test_a_masquerading_real_server_serves_at_most_rs_svc_max_services():
     assert out[:-1] == [None] * (len(lines) - 1)
     assert out[-1] == (f"{model.E_ENOMEM}: a masquerading real server (address and port) can "
                        f"serve at most {XDPLB_RS_SVC_MAX} virtual services in xdplb")
-    rs_table_exact(state)
+    rs_table_covers(state)
     routed = (config.add_dest, ((6, vips[-1], 80), Destination("10.1.0.1", 80, fwd=3, weight=1)))
     assert one_by_one(state, [routed]) == [None]
-    rs_table_exact(state)
+    rs_table_covers(state)
 
 
 def test_slot_reuse_starts_a_segment_and_a_live_ring_detours():
