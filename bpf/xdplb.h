@@ -268,7 +268,9 @@ struct lblc_ent {
  * connection's one entry: rs_table gives the services the real server
  * addr:port serves (a port-zero destination is under port 0), and the reply
  * tries each, newest first. Filled by the control plane, which refuses a
- * masquerading addr:port in more than XDPLB_RS_SVC_MAX services. */
+ * masquerading addr:port in more than XDPLB_RS_SVC_MAX services; a service
+ * stays while connections of a removed destination live (the sweep prunes
+ * it), so their replies are still un-NATed, as IPVS's are. */
 #define XDPLB_RS_SVC_MAX	8
 #ifndef XDPLB_MAX_RS
 #define XDPLB_MAX_RS		XDPLB_MAX_DESTS
@@ -290,8 +292,8 @@ struct rs_svcs {
 /* rs_filter: ARRAY word -> 64 bits: bit xdplb_rs_bit(addr) is set when a
  * masquerading destination has address addr, so a frame from a client
  * (nearly every frame, whose bit is clear) skips the rs_table lookup. Bits
- * are set when a destination is added and cleared only when the whole
- * filter is rebuilt (-C): a stale bit costs a lookup, never a wrong answer. */
+ * are set when a destination is added and never cleared: a stale bit costs
+ * a lookup, never a wrong answer. */
 #define XDPLB_RS_FILTER_BITS	16	/* 65,536 bits: 8 KiB */
 #define XDPLB_RS_FILTER_WORDS	(1 << (XDPLB_RS_FILTER_BITS - 6))
 
