@@ -45,7 +45,8 @@ BPF_TABLE("hash", struct ring_key, __u32, sched_ring, XDPLB_MAX_RING);
 BPF_TABLE("array", __u32, struct sched_pos, sched_pos, XDPLB_MAX_SERVICES);
 BPF_F_TABLE("lru_hash", struct conn_key, struct conn, conns, XDPLB_MAX_CONNS, XDPLB_CONNS_FLAGS);
 BPF_TABLE("hash", struct conn_key, struct conn, conns_assured, XDPLB_MAX_ASSURED);
-BPF_TABLE("hash", struct rs_key, struct rs_svcs, rs_table, XDPLB_MAX_RS);
+/* Allocated as real servers are added: an entry is 264 bytes. */
+BPF_F_TABLE("hash", struct rs_key, struct rs_svcs, rs_table, XDPLB_MAX_RS, BPF_F_NO_PREALLOC);
 BPF_TABLE("array", __u32, __u64, rs_filter, XDPLB_RS_FILTER_WORDS);
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, svc_stats, XDPLB_MAX_SERVICES);
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, dest_stats, XDPLB_MAX_DESTS);

@@ -271,7 +271,7 @@ struct lblc_ent {
  * masquerading addr:port in more than XDPLB_RS_SVC_MAX services; a service
  * stays while connections of a removed destination live (the sweep prunes
  * it), so their replies are still un-NATed, as IPVS's are. */
-#define XDPLB_RS_SVC_MAX	8
+#define XDPLB_RS_SVC_MAX	32
 #ifndef XDPLB_MAX_RS
 #define XDPLB_MAX_RS		XDPLB_MAX_DESTS
 #endif

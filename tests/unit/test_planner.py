@@ -205,7 +205,7 @@ def test_merged_equals_line_by_line_and_never_half_switched(gen):
 def test_a_masquerading_real_server_serves_at_most_rs_svc_max_services():
     """rs_table holds XDPLB_RS_SVC_MAX services per real server addr:port: one
     more is refused, changing nothing; a Route destination is not limited."""
-    state = FakeState("/nonexistent", sizes={**SIZES, "services": 16, "dests": 16})
+    state = FakeState("/nonexistent", sizes={**SIZES, "services": 40, "dests": 40})
     vips = [f"10.9.0.{i}" for i in range(1, XDPLB_RS_SVC_MAX + 2)]
     lines = [(config.add_service, (Service(6, v, 80, sched="rr"),)) for v in vips]
     lines += [(config.add_dest, ((6, v, 80), Destination("10.1.0.1", 8080, fwd=0, weight=1)))
