@@ -18,7 +18,7 @@ enum {
 	OP_HASH_MISS,	/* lookup that misses in the (empty) hash */
 	OP_LRU_ROOM,	/* LRU insert, table with room */
 	OP_LRU_FULL,	/* LRU insert, full table: evicts */
-	OP_LRU2_ROOM,	/* two LRU inserts (the tuple and its reply) */
+	OP_LRU2_ROOM,	/* two LRU inserts (the tuple and its reply: layout 2 Masq) */
 	OP_LRU2_FULL,
 	OP_PCPU_ROOM,	/* insert into a per-CPU LRU (BPF_F_NO_COMMON_LRU) */
 	OP_PCPU_FULL,

@@ -58,11 +58,10 @@ def _newconn(h, st, slot, repeat, runs, hmed, floor):
 
 def _est_row(st, ifindex, repeat, runs):
     """The established NAT flow of pkt.establish_nat: (times, ok, proof)."""
-    frame, _reply, _rs, dslot = pkt.establish_nat(st, ifindex)
+    frame, c = pkt.establish_nat(st, ifindex)
     times, deltas, _ = pkt.measure(st.prog_fd, frame, ifindex["bc0"], repeat, runs,
-                                   pkt.probe(st, svc=pkt.SVC_NAT, dest=dslot))
-    ok, proof = pkt.check(deltas, {"dest.inpkts": 1, "fwd": 1, "svc.conns": 0,
-                                   "to_stack": 0}, repeat)
+                                   pkt.probe(st, svc=c.svc_slot, dests=(c.dest_slot,)))
+    ok, proof = pkt.check(deltas, pkt.ESTABLISHED_IN, repeat)
     return times, ok, proof
 
 
@@ -80,33 +79,25 @@ def _dummy_services(st, start, stop):
     update_batch(st.services.fd, keys, vals)
 
 
-def _dummy_conns(st, start, stop):
-    """Established Masq connections start..stop-1, IN and OUT entries each,
-    in conns_assured where the data path keeps them (numpy-built raw arrays
+def _dummy_conns(st, start, stop, conn):
+    """Established Masq connections start..stop-1 from clients 30.x.y.z:5000
+    to VIP:80, one entry each, in conns_assured where the data path keeps
+    them: copies of conn, an entry the program made (numpy-built raw arrays
     in the layout of structs.ConnKey / structs.Conn)."""
     import numpy as np
     n = stop - start
     if n <= 0:
         return
     ksz, vsz = C.sizeof(ConnKey), C.sizeof(Conn)
-    tmpl_k = [bytes(ConnKey(daddr=(C.c_uint8 * 4)(10, 0, 0, 100), sport=socket.htons(5000),
-                            dport=socket.htons(80), proto=6)),
-              bytes(ConnKey(saddr=(C.c_uint8 * 4)(172, 80, 0, 2), sport=socket.htons(8080),
-                            dport=socket.htons(5000), proto=6))]
-    tmpl_v = [bytes(Conn(addr=(C.c_uint8 * 4)(172, 80, 0, 2), port=socket.htons(8080), dir=0,
-                         dest_slot=1, svc_slot=1, state=1)),
-              bytes(Conn(addr=(C.c_uint8 * 4)(10, 0, 0, 100), port=socket.htons(80), dir=1,
-                         dest_slot=1, svc_slot=1, state=1))]
+    tmpl_k = bytes(pkt.conn_key("0.0.0.0", pkt.VIP, 5000, pkt.VPORT))
     for lo in range(start, stop, 262144):
         hi = min(stop, lo + 262144)
         m = hi - lo
         cli = (np.arange(lo, hi, dtype=np.uint32) | np.uint32(30 << 24)).astype(">u4")
-        cli = cli.view(np.uint8).reshape(m, 4)
-        for d in (0, 1):
-            keys = np.frombuffer(tmpl_k[d] * m, dtype=np.uint8).reshape(m, ksz).copy()
-            keys[:, 0:4 if d == 0 else 8][:, -4:] = cli   # IN: saddr; OUT: daddr
-            vals = np.frombuffer(tmpl_v[d] * m, dtype=np.uint8).reshape(m, vsz).copy()
-            update_batch_raw(st.conns_assured.fd, keys, vals, m)
+        keys = np.frombuffer(tmpl_k * m, dtype=np.uint8).reshape(m, ksz).copy()
+        keys[:, 0:4] = cli.view(np.uint8).reshape(m, 4)     # saddr
+        vals = np.frombuffer(bytes(conn) * m, dtype=np.uint8).reshape(m, vsz).copy()
+        update_batch_raw(st.conns_assured.fd, keys, vals, m)
 
 
 def update_batch_raw(fd, keys, vals, m):
@@ -122,7 +113,7 @@ def curve(kind, sizes, repeat, runs, log, floor=None):
     if kind == "services":
         cflags = [f"-DXDPLB_MAX_SERVICES={1 << max(14, (big + 1000).bit_length())}"]
     else:
-        size = 1 << max(18, (2 * big + 1000).bit_length())
+        size = 1 << max(18, (big + 1000).bit_length())
         cflags = [f"-DXDPLB_MAX_CONNS={size}", f"-DXDPLB_MAX_ASSURED={size}"]
     rows = []
     fresh = min(repeat, newconn.FRESH_MAX // 4)
@@ -133,7 +124,9 @@ def curve(kind, sizes, repeat, runs, log, floor=None):
         st = stack.enter_context(sized_state(f"curve-{kind}", cflags))
         ifindex = stack.enter_context(pkt.netns(f"xdplb-bench-{os.getpid()}{kind[0]}"))
         bc0 = ifindex["bc0"]
-        pkt.configure(st, ifindex)
+        svc = pkt.configure(st, ifindex)
+        if kind == "conns":    # what the filler connections copy: one the program made
+            _, filler = pkt.handshake(st, ifindex, pkt.VIP, pkt.CPORT_REPLY)
         est_frame0 = pkt.tcp_frame(pkt.CLIENT, pkt.VIP, pkt.CPORT, pkt.VPORT, pkt.TCP_ACK,
                                    pkt.CLIENT_MAC)
         if floor is None:
@@ -149,13 +142,13 @@ def curve(kind, sizes, repeat, runs, log, floor=None):
                 _dummy_services(st, have, n - 2)    # + the Masq and DR services
             else:
                 pkt.empty_conns(st)
-                _dummy_conns(st, 0, n - 1)
+                _dummy_conns(st, 0, n - 1, filler)
             have = n - 2 if kind == "services" else 0
             times, ok, proof = _est_row(st, ifindex, repeat, runs)
             row = {"kind": kind, "size": n, "est_ns": statistics.median(times),
                    "est_runs": times, "ok": ok, "proof": proof}
             if kind == "services":
-                ntimes, nok, nproof, _ = _newconn(h, st, pkt.SVC_NAT, fresh, runs, hmed, floor)
+                ntimes, nok, nproof, _ = _newconn(h, st, svc.slot, fresh, runs, hmed, floor)
                 row.update(new_ns=statistics.median(ntimes), new_runs=ntimes,
                            ok=ok and nok, proof=f"{proof}; new: {nproof}")
             else:

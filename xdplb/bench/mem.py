@@ -10,7 +10,10 @@ connection and how many entries it takes is measured, not assumed: one
 connection of each method goes through the program (SYN, the real server's
 SYN-ACK for Masq, ACK) in a private netns, and the hash maps whose entry
 counts grew on the way are its maps; the most entries it held at once is its
-cost in entries.
+cost in entries. The real-server table a Masq reply is found through
+(rs_table, and the fixed rs_filter array) is written when a masquerading
+destination is added: per real server, not per connection, so it is not
+among a connection's maps.
 """
 import contextlib
 import ctypes as C
@@ -66,13 +69,8 @@ def _one_connection(st, ifindex, maps, fwd, k):
     key = (model.IPPROTO_TCP, vip, pkt.VPORT)
     ctl.add_service(model.Service(*key, sched="rr"))
     ctl.add_dest(key, model.Destination(pkt.RSS[0], rport, fwd=fwd))
-    steps = [(pkt.tcp_frame(pkt.CLIENT, vip, cport, pkt.VPORT, pkt.TCP_SYN, pkt.CLIENT_MAC),
-              "bc0")]
-    if fwd == IP_VS_CONN_F_MASQ:  # the only method whose replies cross the balancer
-        steps.append((pkt.tcp_frame(pkt.RSS[0], pkt.CLIENT, rport, cport,
-                                    pkt.TCP_SYN | pkt.TCP_ACK, pkt.RS_MACS[0]), "br0"))
-    steps.append((pkt.tcp_frame(pkt.CLIENT, vip, cport, pkt.VPORT, pkt.TCP_ACK,
-                                pkt.CLIENT_MAC), "bc0"))
+    steps = pkt.handshake_frames(vip, cport, pkt.VPORT, (pkt.RSS[0], rport)
+                                 if fwd == IP_VS_CONN_F_MASQ else None)
     before = _counts(st, maps)
     held, most = {}, 0
     for frame, dev in steps:
@@ -122,6 +120,8 @@ def run(log=None):
         ("service (services + sched_pos + svc_stats)", per_svc, None),
         ("destination (dests + dest_stats + one rr ring slot)", per_dest, None),
         ("service with 10 destinations", per_svc + 10 * per_dest, None),
+        ("masquerading real server address:port (one rs_table entry, whatever its "
+         "connections)", pe["rs_table"], None),
     ]
     total = sum(v["bytes"] for v in maps.values())
     return {"maps": maps, "conns": conns, "derived": derived, "total": total,

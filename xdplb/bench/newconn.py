@@ -27,7 +27,7 @@ from ..maps import Map
 from . import pkt
 from .common import mac_bytes, percpu_sum
 
-FRESH_MAX = 100_000    # new connections per run into an emptied table (xdplb: 2 entries each)
+FRESH_MAX = 100_000    # new connections per run into an emptied table (one entry each)
 PERCALL_MAX = 10_000   # SYNs of the repeat=1 cross-check
 FULL_SHARE = 0.99      # a full LRU holds at least this share of its entries (some sit
                        # in per-CPU free lists)
@@ -125,12 +125,13 @@ def entries(m):
     return sum(n for _, _, n in m.raw_chunks())
 
 
-def rows(b, fds, st, ifindex, repeat, runs, floor, log):
-    """The new-connection rows (see the module's doc)."""
+def rows(b, fds, st, ifindex, svc_slot, repeat, runs, floor, log):
+    """The new-connection rows (see the module's doc), to the Masq service
+    VIP:80 in svc_slot."""
     bc0 = ifindex["bc0"]
     h = Harness(b, fds, bc0)
     nf = NewFlow(b, h)
-    xprobe = pkt.probe(st, bench_maps=h.maps, svc=pkt.SVC_NAT)
+    xprobe = pkt.probe(st, bench_maps=h.maps, svc=svc_slot)
     out = [_percall(fds, st, bc0, min(repeat, PERCALL_MAX), runs, floor, xprobe)]
 
     fresh = min(repeat, FRESH_MAX)

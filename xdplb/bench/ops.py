@@ -8,8 +8,10 @@ maps, and counts the expected outcome (the proof: the count moves by exactly
 repeat). All rows take turns. The parse row is the harness, the parse and
 the count; every other row is shown net of it: the operation alone.
 A new Masq connection of today's data path does, among other work, three
-parses, two tail calls, a missed lookup in each connection table, two LRU
-inserts and (usually no) FIB lookup: these rows price each of them.
+parses, two tail calls, a missed lookup in each connection table, one LRU
+insert (its one entry) and (usually no) FIB lookup: these rows price each of
+them. The two-insert rows price what a Masq connection took before it had
+one entry (layout 2: the client's tuple and the reply's).
 
 Program sizes come from the kernel's bpf_prog_info (what bpftool prog show
 prints): instructions after verification (xlated), bytes of machine code
@@ -39,8 +41,9 @@ OPS = (
     ("lru-room", "op_lru_room_insert", 3, "op_lru_room", "LRU insert, table with room"),
     ("lru-full", "op_lru_full_insert", 4, None, "LRU insert, full table (evicts)"),
     ("lru2-room", "op_lru2_room_insert", 5, "op_lru_room",
-     "two LRU inserts (the tuple and its reply), table with room"),
-    ("lru2-full", "op_lru2_full_insert", 6, None, "two LRU inserts, full table"),
+     "two LRU inserts (the tuple and its reply: layout 2's Masq connection), table with room"),
+    ("lru2-full", "op_lru2_full_insert", 6, None,
+     "two LRU inserts (layout 2's Masq connection), full table"),
     ("pcpu-room", "op_pcpu_room_insert", 7, "op_pcpu_room",
      "per-CPU LRU (BPF_F_NO_COMMON_LRU) insert, table with room"),
     ("pcpu-full", "op_pcpu_full_insert", 8, None, "per-CPU LRU insert, full table (evicts)"),

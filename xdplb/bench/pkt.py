@@ -26,13 +26,13 @@ import struct
 import time
 
 
-from .. import bpfsys
+from .. import bpfsys, config, model
 from .. import topology as T
+from ..control import Control
 from ..loader import BPF_DIR
 from ..netns import NetnsError
 from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED,
-                      XDPLB_DEST_F_AVAILABLE, XDPLB_LIST_MAX, XDPLB_SCHED_RR, ConnKey,
-                      DestEntry, RingKey, SchedPos, SvcEntry, SvcKey)
+                      XDPLB_LIST_MAX, ConnKey)
 from .common import BenchError, percpu_sum
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -48,12 +48,9 @@ RSS = [f"172.80.0.{i}" for i in range(2, 2 + XDPLB_LIST_MAX)]
 RS_MACS = [f"02:00:ac:50:00:{i:02x}" for i in range(2, 2 + XDPLB_LIST_MAX)]
 RPORT = 8080           # Masq real-server port (so the port rewrite is exercised)
 CPORT = 40000          # the established flows' client port
+CPORT_REPLY = 41000    # the client port of the reply row's connections
 TCP_SYN, TCP_ACK = 0x02, 0x10
 FRAME_LEN = 64         # 14 + 20 + 20 bytes of headers, zero padded (the harness copies 64)
-
-SVC_NAT, SVC_DR = 1, 2                 # service slots
-DEST_NAT = (1, 2, 3)                   # dest slots of the Masq service (rr over three)
-DEST_DR = 4                            # dest slot of the DR service
 
 # The established-flow rows, in the order they run (part names of run()).
 PARTS = ("trivial", "minnat", "nat", "nat-reply", "dr", "newconn")
@@ -182,42 +179,32 @@ def compile_reference(st=None):
                                              "bench_newconn"), st)
 
 
-# ---- configuration through the maps ------------------------------------------------
-
-def _service(st, slot, vip, dest_slots):
-    st.services.put(SvcKey(addr=_a(vip), port=_p(VPORT), proto=socket.IPPROTO_TCP),
-                    SvcEntry(slot=slot, seq=slot, sched=XDPLB_SCHED_RR,
-                             ring_len=len(dest_slots), ring_prefix=0, ring_gen=0,
-                             ring_base=0, netmask=_a("255.255.255.255")))
-    for i, d in enumerate(dest_slots):
-        st.sched_ring.put(RingKey(svc_slot=slot, index=i), C.c_uint32(d))
-    st.sched_pos.put(slot, SchedPos(pos=0))
-
+# ---- configuration, through the control API ---------------------------------------
 
 def configure(st, ifindex):
-    """Masq service VIP:80 -> RS1..3:8080 (rr), DR service VIP_DR:80 -> RS1:80."""
-    for d, rs in zip(DEST_NAT, RSS):
-        st.dests.put(d, DestEntry(addr=_a(rs), port=_p(RPORT), fwd=IP_VS_CONN_F_MASQ,
-                                  flags=XDPLB_DEST_F_AVAILABLE, svc_slot=SVC_NAT, seq=d, weight=1))
-    st.dests.put(DEST_DR, DestEntry(addr=_a(RSS[0]), port=_p(VPORT), fwd=IP_VS_CONN_F_DROUTE,
-                                    flags=XDPLB_DEST_F_AVAILABLE, svc_slot=SVC_DR, seq=DEST_DR,
-                                    weight=1))
-    _service(st, SVC_NAT, VIP, DEST_NAT)
-    _service(st, SVC_DR, VIP_DR, (DEST_DR,))
+    """As `xdplbadm` would: the Masq service VIP:80 -> RS1..3:8080 (rr) and
+    the DR service VIP_DR:80 -> RS1:80, so services, destinations, rings and
+    the real-server table (rs_table, rs_filter) are the planner's own; and
+    tx_ports as `xdplb attach` fills it. Returns the Masq service
+    (model.Service: its slot and destinations)."""
+    ctl = Control(st)
+    nat = (model.IPPROTO_TCP, VIP, VPORT)
+    ctl.add_service(model.Service(*nat, sched="rr"))
+    for rs in RSS[:3]:
+        ctl.add_dest(nat, model.Destination(rs, RPORT, fwd=IP_VS_CONN_F_MASQ))
+    dr = (model.IPPROTO_TCP, VIP_DR, VPORT)
+    ctl.add_service(model.Service(*dr, sched="rr"))
+    ctl.add_dest(dr, model.Destination(RSS[0], VPORT, fwd=IP_VS_CONN_F_DROUTE))
     for idx in ifindex.values():  # what `xdplb attach` does for each device
         st.tx_ports.put(idx, C.c_uint32(idx))
+    return ctl.get_service(*nat, counts=False)
 
 
-def _copy_conn(st, src_key, dst_key, state=None):
-    """Copy a connection entry to dst_key in conns_assured, where the data
-    path keeps established connections."""
-    c = st.conn_table.get(src_key)
-    if c is None:
-        raise BenchError("the data path did not create the expected connection entry")
-    if state is not None:
-        c.state = state
-    put_assured(st, dst_key, c)
-    return c
+def rs_filtered(st, addr):
+    """Is addr's bit set in rs_filter (its frames then look rs_table up first)?"""
+    bit = config.rs_filter_bit(socket.inet_aton(addr))
+    word = st.rs_filter.get(bit >> 6)
+    return word is not None and bool(word.value >> (bit & 63) & 1)
 
 
 bpfsys._lib.bpf_map_delete_batch.argtypes = [C.c_int, C.c_void_p, C.POINTER(C.c_uint32),
@@ -236,11 +223,6 @@ def empty_conns(st):
                 for i in range(done.value, n):
                     bpfsys.delete(m.fd, (C.c_uint8 * ksz).from_buffer_copy(
                         keys[i * ksz:(i + 1) * ksz]))
-
-
-def put_assured(st, key, c):
-    st.conn_table.delete(key)
-    st.conns_assured.put(key, c)
 
 
 # ---- measuring ---------------------------------------------------------------------
@@ -325,16 +307,18 @@ def row(part, label, times, ok, proof, verdicts, method):
             "reference": part in REFERENCES}
 
 
-def probe(st, bench_maps=None, svc=None, dest=None):
-    """A probe() of xdplb's counters (and the harness's sequence)."""
+def probe(st, bench_maps=None, svc=None, dests=()):
+    """A probe() of xdplb's counters (and the harness's sequence); dest.*
+    are summed over the destination slots dests."""
     def read():
         out = {"fwd": _counter(st, 2), "to_stack": _counter(st, 3)}
         if svc is not None:
             s = _svc(st, svc)
             out["svc.conns"], out["svc.inpkts"] = s.conns, s.inpkts
-        if dest is not None:
-            d = _dest(st, dest)
-            out["dest.inpkts"], out["dest.outpkts"] = d.inpkts, d.outpkts
+        if dests:
+            ds = [_dest(st, slot) for slot in dests]
+            out["dest.inpkts"] = sum(d.inpkts for d in ds)
+            out["dest.outpkts"] = sum(d.outpkts for d in ds)
         if bench_maps is not None:
             out["harness.seq"] = percpu_sum(bench_maps["nc_seq"])
         return out
@@ -343,43 +327,84 @@ def probe(st, bench_maps=None, svc=None, dest=None):
 
 # ---- established flows as fixed points -----------------------------------------------
 
-def syn(st, ifindex, dst, cport):
-    """A real SYN client:cport -> dst:80 through the program; its IN entry."""
-    v, _, _ = bpfsys.prog_test_run(st.prog_fd, tcp_frame(CLIENT, dst, cport, VPORT, TCP_SYN,
-                                                         CLIENT_MAC), ingress_ifindex=ifindex)
-    c = st.conn_table.get(conn_key(CLIENT, dst, cport, VPORT))
-    if c is None or v not in (XDP_TX, XDP_REDIRECT):
-        raise BenchError(f"xdplb did not forward the set-up SYN to {dst} (verdict "
-                         f"{VERDICTS.get(v, v)}): is bpf/xdplb.c the data path?")
-    return c
+def handshake_frames(dst, cport, dport=VPORT, real=None):
+    """The frames of a connection client:cport -> dst:dport's handshake, as
+    (frame, device): the client's SYN, the real server's SYN-ACK when real
+    = (address, port) of a Masq real server (the only method whose replies
+    cross the balancer), the client's ACK."""
+    steps = [(tcp_frame(CLIENT, dst, cport, dport, TCP_SYN, CLIENT_MAC), "bc0")]
+    if real is not None:
+        mac = dict(zip(RSS, RS_MACS)).get(real[0], "02:00:00:00:00:aa")
+        steps.append((tcp_frame(real[0], CLIENT, real[1], cport, TCP_SYN | TCP_ACK, mac), "br0"))
+    return steps + [(tcp_frame(CLIENT, dst, cport, dport, TCP_ACK, CLIENT_MAC), "bc0")]
+
+
+def handshake(st, ifindex, dst, cport, dport=VPORT):
+    """A connection client:cport -> dst:dport set up through the program
+    (handshake_frames(): the scheduler picks the real server; a Masq reply
+    is found through rs_table and caches its egress in the entry; the ACK
+    makes it ESTABLISHED, which moves it to conns_assured). Returns
+    (key, entry)."""
+    key = conn_key(CLIENT, dst, cport, dport)
+    syn, *rest = handshake_frames(dst, cport, dport)
+    bpfsys.prog_test_run(st.prog_fd, syn[0], ingress_ifindex=ifindex[syn[1]])
+    c = st.conn_table.get(key)
+    if c is None:
+        raise BenchError(f"xdplb did not track the set-up SYN to {dst}:{dport}: is "
+                         "bpf/xdplb.c the data path?")
+    if c.fwd == IP_VS_CONN_F_MASQ:
+        real = (socket.inet_ntoa(bytes(c.addr)), socket.ntohs(c.port))
+        rest = handshake_frames(dst, cport, dport, real)[1:]
+    for frame, dev in rest:
+        v, _, _ = bpfsys.prog_test_run(st.prog_fd, frame, ingress_ifindex=ifindex[dev])
+        if dev == "br0" and v != XDP_REDIRECT:
+            raise BenchError(f"the SYN-ACK of {real[0]}:{real[1]} was not forwarded as a "
+                             f"reply (verdict {VERDICTS.get(v, v)}): rs_table?")
+    c = st.conns_assured.get(key)
+    if c is None or c.state != IP_VS_TCP_S_ESTABLISHED:
+        raise BenchError(f"the connection to {dst}:{dport} did not become established")
+    return key, c
 
 
 def establish_nat(st, ifindex, cport=CPORT):
-    """A Masq connection client:cport -> VIP:80 set up by a real SYN (which
-    caches the egress in its IN entry) and one reply (which caches it in its
-    OUT entry), made a fixed point: the rewritten frame finds an entry that
-    rewrites it to itself, so every iteration takes the established path.
-    Returns (ACK frame, reply ACK frame, real server, dest slot)."""
-    c = syn(st, ifindex["bc0"], VIP, cport)
-    rs, dslot = socket.inet_ntoa(bytes(c.addr)), c.dest_slot
-    mac = RS_MACS[RSS.index(rs)]
-    bpfsys.prog_test_run(st.prog_fd, tcp_frame(rs, CLIENT, RPORT, cport, TCP_ACK | TCP_SYN, mac),
-                         ingress_ifindex=ifindex["br0"])
-    in_key = conn_key(CLIENT, VIP, cport, VPORT)
-    _copy_conn(st, in_key, in_key, IP_VS_TCP_S_ESTABLISHED)
-    _copy_conn(st, in_key, conn_key(CLIENT, rs, cport, RPORT), IP_VS_TCP_S_ESTABLISHED)
-    _copy_conn(st, conn_key(rs, CLIENT, RPORT, cport), conn_key(VIP, CLIENT, VPORT, cport))
-    return (tcp_frame(CLIENT, VIP, cport, VPORT, TCP_ACK, CLIENT_MAC),
-            tcp_frame(rs, CLIENT, RPORT, cport, TCP_ACK, mac), rs, dslot)
+    """A Masq connection client:cport -> VIP:80 (handshake()), made a fixed
+    point for the client's packets: the program rewrites the ACK to client
+    -> rs:8080, so a copy of the connection's entry goes under that tuple
+    too (as if the client had connected to a virtual service rs:8080 whose
+    real server is rs:8080 itself), which rewrites it to itself. Returns
+    (ACK frame, the connection's entry)."""
+    _, c = handshake(st, ifindex, VIP, cport)
+    st.conns_assured.put(conn_key(CLIENT, socket.inet_ntoa(bytes(c.addr)), cport,
+                                  socket.ntohs(c.port)), c)
+    return tcp_frame(CLIENT, VIP, cport, VPORT, TCP_ACK, CLIENT_MAC), c
+
+
+def establish_reply(st, ifindex, cport=CPORT_REPLY):
+    """A real server's reply on a Masq connection client:cport -> VIP:80
+    (handshake()), made a fixed point of two steps, each a reply found
+    through rs_table. The reply rs:8080 -> client is un-NATed to VIP:80 ->
+    client; for that frame to be a reply too, the control API adds a
+    virtual service rs:8080 whose masquerading real server is VIP:80 (the
+    mirror service: rs_table then lists it under VIP:80) and a second
+    connection client:cport -> rs:8080 is set up through it, whose reply
+    VIP:80 -> client is un-NATed back to rs:8080 -> client. Returns (reply
+    frame, the connection's entry, the mirror connection's entry)."""
+    _, c = handshake(st, ifindex, VIP, cport)
+    rs, rport = socket.inet_ntoa(bytes(c.addr)), socket.ntohs(c.port)
+    ctl, mirror = Control(st), (model.IPPROTO_TCP, rs, rport)
+    ctl.add_service(model.Service(*mirror, sched="rr"))
+    ctl.add_dest(mirror, model.Destination(VIP, VPORT, fwd=IP_VS_CONN_F_MASQ))
+    _, m = handshake(st, ifindex, rs, cport, rport)
+    mac = dict(zip(RSS, RS_MACS))[rs]
+    return tcp_frame(rs, CLIENT, rport, cport, TCP_ACK, mac), c, m
 
 
 def establish_dr(st, ifindex, cport=CPORT):
-    """A DR connection client:cport -> VIP_DR:80 set up by a real SYN; DR
-    only rewrites MACs, so its ACK is its own fixed point. Returns the ACK."""
-    syn(st, ifindex["bc0"], VIP_DR, cport)
-    key = conn_key(CLIENT, VIP_DR, cport, VPORT)
-    _copy_conn(st, key, key, IP_VS_TCP_S_ESTABLISHED)
-    return tcp_frame(CLIENT, VIP_DR, cport, VPORT, TCP_ACK, CLIENT_MAC)
+    """A DR connection client:cport -> VIP_DR:80 (handshake()); DR only
+    rewrites MACs, so its ACK is its own fixed point. Returns (ACK frame,
+    the connection's entry)."""
+    _, c = handshake(st, ifindex, VIP_DR, cport)
+    return tcp_frame(CLIENT, VIP_DR, cport, VPORT, TCP_ACK, CLIENT_MAC), c
 
 
 def minnat_flow(b, cport=CPORT):
@@ -401,9 +426,60 @@ def minnat_flow(b, cport=CPORT):
 
 # ---- the rows -------------------------------------------------------------------------
 
+ESTABLISHED_IN = {"dest.inpkts": 1, "fwd": 1, "svc.conns": 0, "to_stack": 0}
+
+
+def _client_path(st):
+    """What a client's frame pays before its connection lookup (method notes)."""
+    if rs_filtered(st, CLIENT):
+        return ("the client's rs_filter bit is set (a hash collision with a masquerading "
+                "real server's address), so each iteration also looks rs_table up")
+    return "the client's rs_filter bit is clear: one array load before the lookup"
+
+
+def _nat(st, ifindex, repeat):
+    frame, c = establish_nat(st, ifindex)
+    rs = socket.inet_ntoa(bytes(c.addr))
+    return (Timed("nat", st.prog_fd, frame, ifindex["bc0"], repeat,
+                  probe(st, svc=c.svc_slot, dests=(c.dest_slot,))), ESTABLISHED_IN,
+            f"ACK client:{CPORT}->VIP:80 on a connection set up by its handshake through "
+            "the program (SYN, the real server's SYN-ACK, ACK: ESTABLISHED, in conns_assured, "
+            f"the egress from the per-destination cache); the rewritten frame client->{rs}:"
+            f"{RPORT} finds a copy of the connection's one entry under that tuple (as if the "
+            f"client had connected to a service {rs}:{RPORT} whose real server is itself), "
+            f"which makes the rewrite a fixed point; {_client_path(st)}")
+
+
+def _nat_reply(st, ifindex, repeat):
+    frame, c, m = establish_reply(st, ifindex)
+    rs = socket.inet_ntoa(bytes(c.addr))
+    return (Timed("nat-reply", st.prog_fd, frame, ifindex["br0"], repeat,
+                  probe(st, svc=c.svc_slot, dests=(c.dest_slot, m.dest_slot))),
+            {"dest.outpkts": 1, "fwd": 1, "svc.conns": 0, "to_stack": 0},
+            f"ACK {rs}:{RPORT}->client:{CPORT_REPLY} on a connection set up by its handshake "
+            "through the program; it is found through rs_filter and rs_table "
+            f"({rs}:{RPORT} -> [VIP:80]) and un-NATed to VIP:80->client. That frame is a "
+            f"reply too: a mirror service {rs}:{RPORT} (control API) with VIP:80 as its "
+            "masquerading real server, and a mirror connection client:"
+            f"{CPORT_REPLY}->{rs}:{RPORT} set up by its own handshake, so rs_table lists "
+            f"VIP:80 -> [{rs}:{RPORT}] and the frame is un-NATed back to {rs}:{RPORT}->client. "
+            "The iterations alternate between the two connections, each one filter load, one "
+            "rs_table hit with one service, one entry hit and the un-NAT; dest.outpkts is "
+            "summed over both destinations (a pure ACK in ESTABLISHED changes no state)")
+
+
+def _dr(st, ifindex, repeat):
+    frame, c = establish_dr(st, ifindex)
+    return (Timed("dr", st.prog_fd, frame, ifindex["bc0"], repeat,
+                  probe(st, svc=c.svc_slot, dests=(c.dest_slot,))), ESTABLISHED_IN,
+            "ACK client->VIP_DR:80 on a connection set up by its handshake through the "
+            "program (SYN, ACK); DR only rewrites MACs, so the frame is its own fixed point; "
+            + _client_path(st))
+
+
 def _established(b, fds, st, ifindex, parts, repeat, runs):
     """The floor, the minimal NAT program and xdplb's established rows, taking turns."""
-    bc0, br0 = ifindex["bc0"], ifindex["br0"]
+    bc0 = ifindex["bc0"]
     est_frame = tcp_frame(CLIENT, VIP, CPORT, VPORT, TCP_ACK, CLIENT_MAC)
     timed = [Timed("trivial", fds["bench_trivial"], est_frame, bc0, repeat)]
     expect, method = {}, {"trivial": "bench_trivial: returns XDP_TX, touches nothing"}
@@ -414,29 +490,10 @@ def _established(b, fds, st, ifindex, parts, repeat, runs):
         expect["minnat"] = {"minnat.hits": 1}
         method["minnat"] = ("bench_minnat with LRU entries for client->VIP:80 and its "
                             "rewritten form client->RS:8080 (both rewrite to RS:8080)")
-    if "nat" in parts or "nat-reply" in parts:
-        frame, reply, rs, dslot = establish_nat(st, ifindex)
-        nat_probe = probe(st, svc=SVC_NAT, dest=dslot)
-        if "nat" in parts:
-            timed.append(Timed("nat", st.prog_fd, frame, bc0, repeat, nat_probe))
-            expect["nat"] = {"dest.inpkts": 1, "fwd": 1, "svc.conns": 0, "to_stack": 0}
-            method["nat"] = (f"ACK client:{CPORT}->VIP:80 on a connection set up by a real "
-                             "SYN (egress cached by the program); a copy of its IN entry "
-                             f"keyed by the rewritten tuple client->{rs}:{RPORT} makes the "
-                             "rewrite a fixed point")
-        if "nat-reply" in parts:
-            timed.append(Timed("nat-reply", st.prog_fd, reply, br0, repeat, nat_probe))
-            expect["nat-reply"] = {"dest.outpkts": 1, "fwd": 1, "svc.conns": 0, "to_stack": 0}
-            method["nat-reply"] = (f"ACK {rs}:{RPORT}->client:{CPORT}; a copy of its OUT entry "
-                                   "keyed by the un-NATed tuple VIP:80->client makes the "
-                                   "rewrite a fixed point (a pure ACK in ESTABLISHED leaves the "
-                                   "IN entry alone)")
-    if "dr" in parts:
-        timed.append(Timed("dr", st.prog_fd, establish_dr(st, ifindex), bc0, repeat,
-                           probe(st, svc=SVC_DR, dest=DEST_DR)))
-        expect["dr"] = {"dest.inpkts": 1, "fwd": 1, "svc.conns": 0, "to_stack": 0}
-        method["dr"] = ("ACK client->VIP_DR:80 on a connection set up by a real SYN; DR "
-                        "only rewrites MACs, so the frame is its own fixed point")
+    for name, build in (("nat", _nat), ("nat-reply", _nat_reply), ("dr", _dr)):
+        if name in parts:
+            t, expect[name], method[name] = build(st, ifindex, repeat)
+            timed.append(t)
     rows = []
     for name, (times, deltas, verdicts) in interleave(timed, runs).items():
         if name == "trivial":
@@ -465,12 +522,12 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
         b, fds = compile_reference(st)
         stack.callback(b.cleanup)
         ifindex = stack.enter_context(netns(f"xdplb-bench-{os.getpid()}"))
-        if st is not None:
-            configure(st, ifindex)
+        svc = configure(st, ifindex) if st is not None else None
         log("pkt: established flows (" + ", ".join(p for p in parts if p != "newconn") + ")")
         rows = _established(b, fds, st, ifindex, parts, repeat, runs)
         if "newconn" in parts:
-            rows += newconn.rows(b, fds, st, ifindex, repeat, runs, rows[0]["ns"], log)
+            rows += newconn.rows(b, fds, st, ifindex, svc.slot, repeat, runs, rows[0]["ns"],
+                                 log)
     floor = rows[0]["ns"]
     minnat = next((r["ns"] for r in rows if r["part"] == "minnat"), None)
     for r in rows:

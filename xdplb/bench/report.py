@@ -35,8 +35,11 @@ def _pkt_table(result):
         "- Every xdplb row runs the real bpf/xdplb.c, compiled and pinned in a private bpffs "
         "folder, inside a private netns (veths, addresses, permanent neighbours, "
         "ip_forward=1, tx_ports filled as `xdplb attach` does) so bpf_fib_lookup and the "
-        "devmap redirect succeed; services, destinations, the rr ring and the connection "
-        "entries go straight into the maps.",
+        "devmap redirect succeed; services and destinations are configured through the "
+        "control API, as `xdplbadm` would (so the rings and the real-server table are the "
+        "planner's), and connections are set up by their handshake through the program; "
+        "only the fixed points' extra entries the notes name, and the scaling curve's "
+        "filler connections (copies of one the program made), go straight into the maps.",
         "- PROG_TEST_RUN does not restore the frame between iterations, so each row is built "
         "to take the same path every iteration and proves it: the counters listed moved by "
         "exactly repeat on every run (fwd = XDPLB_CNT_FWD, to_stack = XDPLB_CNT_TO_STACK, "
@@ -72,7 +75,7 @@ def md_pkt(res):
         rows = res.get(f"curve_{kind}")
         if not rows:
             continue
-        what = "services" if kind == "services" else "tracked Masq connections (2 entries each)"
+        what = "services" if kind == "services" else "tracked Masq connections (one entry each)"
         out += ["", f"### Scaling: {what}", "",
                 "| size | established NAT ns | × smallest | new connection ns | × smallest | "
                 "hits = repeat |", "| ---: | ---: | ---: | ---: | ---: | :---: |"]
@@ -218,8 +221,12 @@ def md_mem(m):
             "One connection of each forwarding method set up through the program (SYN, the "
             "real server's SYN-ACK for Masq, ACK); its maps are the hash maps whose entry "
             "count grew, its entries the most it held at once. Bytes per connection = the "
-            "maps' kernel bytes ÷ the connections they can hold. IPv6 and full-NAT "
-            "connections are not in the data path yet.", "",
+            "maps' kernel bytes ÷ the connections they can hold. A Masq connection is one "
+            "entry, keyed by the client's tuple; its replies find it through rs_table, "
+            "which holds one entry per masquerading real server address:port (written "
+            "when the destination is added, so it does not grow with connections: see "
+            "the per-real-server row below) behind the fixed-size rs_filter array. IPv6 and "
+            "full-NAT connections are not in the data path yet.", "",
             "| method | maps | entries per connection | kernel bytes | connections held | "
             "bytes per connection | ≤ 128 B |", "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for c in m.get("conns", []):

@@ -34,12 +34,13 @@ def _weights(name, n):
     return [65536 - w if name == "ovf" else w for w in range(1, n + 1)]
 
 
-def add_service(ctl, vip, name, n):
-    """A Masq service vip:80 with n real servers (weights 1..n); its slot."""
+def add_service(ctl, vip, name, n, rport=pkt.RPORT):
+    """A Masq service vip:80 with n real servers on rport (weights 1..n);
+    its slot."""
     key = (model.IPPROTO_TCP, vip, pkt.VPORT)
     ctl.add_service(model.Service(*key, sched=name))
     for w, rs in zip(_weights(name, n), pkt.RSS[:n]):
-        ctl.add_dest(key, model.Destination(rs, pkt.RPORT, fwd=0, weight=w))
+        ctl.add_dest(key, model.Destination(rs, rport, fwd=0, weight=w))
     return ctl.get_service(*key).slot
 
 
@@ -67,8 +68,8 @@ def run(repeat, runs, log):
                  h.timed("control", fds["bench_trivial"], fresh)]
         for k, (name, n) in enumerate(plan, 1):
             vip = f"10.0.2.{k}"
-            try:
-                slot = add_service(ctl, vip, name, n)
+            try:   # a port of its own: a real server addr:port is in 8 services at most
+                slot = add_service(ctl, vip, name, n, pkt.RPORT + k)
             except model.XdplbError as e:
                 rows.append({"part": part(name, n), "sched": name, "dests": n,
                              "label": f"new connection, -s {name}, {n} dests", "skip": e.message})
