@@ -292,8 +292,9 @@ struct rs_svcs {
 /* rs_filter: ARRAY word -> 64 bits: bit xdplb_rs_bit(addr) is set when a
  * masquerading destination has address addr, so a frame from a client
  * (nearly every frame, whose bit is clear) skips the rs_table lookup. Bits
- * are set when a destination is added and never cleared: a stale bit costs
- * a lookup, never a wrong answer. */
+ * are set before their rs_table entry is written and cleared by the
+ * control plane's sweep once no entry has the address: a stale bit costs a
+ * lookup, never a wrong answer. */
 #define XDPLB_RS_FILTER_BITS	16	/* 65,536 bits: 8 KiB */
 #define XDPLB_RS_FILTER_WORDS	(1 << (XDPLB_RS_FILTER_BITS - 6))
 

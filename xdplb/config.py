@@ -27,7 +27,8 @@ The contract of the maps (bpf/xdplb.h):
   the address is set with it. A service leaves an entry only once neither
   a masquerading destination nor a live connection needs it (the sweep:
   conns.prune_real_servers), so the replies of a removed destination's
-  connections are still un-NATed, as IPVS's are; filter bits stay.
+  connections are still un-NATed, as IPVS's are; the sweep then clears
+  filter bits no entry has.
 """
 import ctypes as C
 import socket

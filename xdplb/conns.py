@@ -8,6 +8,7 @@ by every listing and by `xdplb daemon`) deletes what has expired and
 reconciles dest_conns, the live counts the schedulers read, with the table.
 The sweep is not journaled: the next one does the same again.
 """
+import ctypes as C
 import socket
 import time
 
@@ -15,7 +16,7 @@ from . import model
 from .model import AF_INET, IPPROTO_TCP, IPPROTO_UDP
 from .structs import (IP_VS_CONN_F_MASQ, XDPLB_DIR_IN, XDPLB_DIR_TEMPLATE, XDPLB_RS_SVC_MAX,
                       Conn, ConnKey, DestConns, RsSvcs)
-from .tables import b2a, key_tuple, rs_key
+from .tables import b2a, key_tuple, rs_filter_bit, rs_key
 
 _CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
 NS = 1_000_000_000
@@ -113,6 +114,7 @@ def sweep(st, dests, svcs):
             deleted += 1
     _reconcile(st.dest_conns, dests, counts(keep))
     prune_real_servers(st.rs_table, dests, svcs, keep)
+    rebuild_rs_filter(st.rs_filter, st.rs_table)
     return deleted
 
 
@@ -188,3 +190,17 @@ def listing(entries, now=None):
                     socket.ntohs(k.dport), b2a(c.addr), socket.ntohs(c.port), sname,
                     max(tmo - age, 0), "", ""))
     return out
+
+
+def rebuild_rs_filter(rs_filter, rs_table):
+    """Clear rs_filter's bits no rs_table entry has any more (the data path
+    only reads the filter, and rs_join sets a bit before its entry)."""
+    want = {}
+    for kb in rs_table.keys():
+        bit = rs_filter_bit(bytes(kb.addr))
+        want[bit >> 6] = want.get(bit >> 6, 0) | 1 << (bit & 63)
+    for kb, vb in rs_filter.raw_items():
+        word = int.from_bytes(kb, "little")
+        have = int.from_bytes(vb, "little")
+        if have != want.get(word, 0):
+            rs_filter.put(word, C.c_uint64(want.get(word, 0)))

@@ -13,7 +13,8 @@ from xdplb.structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_SVC_F_P
                            IP_VS_TCP_S_CLOSE, IP_VS_TCP_S_ESTABLISHED, IP_VS_TCP_S_FIN_WAIT,
                            IP_VS_TCP_S_SYN_RECV, XDPLB_DIR_IN,
                            XDPLB_DIR_TEMPLATE, Conn, ConnKey, RsKey)
-from xdplb.tables import key_tuple
+from xdplb import structs as S
+from xdplb.tables import key_tuple, rs_filter_bit
 
 NOW = 10_000 * 10**9
 SEC = 10**9
@@ -150,6 +151,13 @@ def test_rs_table_keeps_a_removed_servers_service_while_its_connections_live(ctl
     ctl.sweep()     # 10.1.0.2 has no connection; 10.1.0.1's lives on
     assert rs_listed(st, "10.1.0.1", 80) == [svc] and rs_listed(st, "10.1.0.2", 8080) == []
     conn(st, "192.168.10.5", 1001, "10.1.0.1", IP_VS_TCP_S_ESTABLISHED, 2000, 1)  # idle out
+    bit = rs_filter_bit(socket.inet_aton("10.1.0.1"))
+    assert st.rs_filter.get(bit >> 6).value >> (bit & 63) & 1
     ctl.sweep()
     assert rs_listed(st, "10.1.0.1", 80) == []
     assert rs_listed(st, "10.2.0.1", 53, IPPROTO_UDP) == [(IPPROTO_UDP, "10.0.0.1", 53)]
+    # the filter keeps exactly the bits of the addresses rs_table still has
+    bits = {rs_filter_bit(bytes(k.addr)) for k in st.rs_table.keys()}
+    assert bits and bit not in bits
+    assert {w * 64 + i for w in range(S.XDPLB_RS_FILTER_WORDS)
+            for i in range(64) if st.rs_filter.get(w).value >> i & 1} == bits
