@@ -12,7 +12,7 @@
 #include <linux/tcp.h>
 
 /* xdplb's conns map as the kernel reports it (type LRU hash), and its
- * conns_assured map (a hash): passed by xdplb/bench/pkt.py and ops.py;
+ * conns_assured map (a hash): passed by xdplb/bench/pkt.py (geometry());
  * small placeholders where a program does not use them. */
 #ifndef BENCH_CONNS_MAX
 #define BENCH_CONNS_MAX		1024
@@ -23,6 +23,21 @@
 #ifndef BENCH_ASSURED_MAX
 #define BENCH_ASSURED_MAX	1024
 #define BENCH_ASSURED_FLAGS	0
+#endif
+/* rs_table (a hash allocated on demand), egress_cache (a per-CPU array)
+ * and tx_ports (a devmap) likewise (bench_ops.c's established rows). */
+#ifndef BENCH_RS_MAX
+#define BENCH_RS_MAX		1024
+#define BENCH_RS_FLAGS		BPF_F_NO_PREALLOC
+#define BENCH_RS_KEY_SIZE	8
+#define BENCH_RS_VALUE_SIZE	264
+#endif
+#ifndef BENCH_EGRESS_SLOTS
+#define BENCH_EGRESS_SLOTS	16
+#define BENCH_EGRESS_VALUE_SIZE	40
+#endif
+#ifndef BENCH_TX_PORTS_MAX
+#define BENCH_TX_PORTS_MAX	64
 #endif
 
 /* The 5-tuple, padded to the size of xdplb's struct conn_key. */

@@ -101,17 +101,20 @@ def test_bench_ops_quick(tmp_path):
     _need_root_and_bpffs()
     res = cli.run(["ops"], quick=True)
     o = res["ops"]
-    assert [r["part"] for r in o["rows"]] == [part for part, *_ in ops.OPS]
+    assert [r["part"] for r in o["rows"]] == [part for part, *_ in ops.OPS + ops.ESTABLISHED]
     for r in o["rows"]:
         assert r["ok"], r
-        assert f"op +{o['repeat']}" in r["proof"], r
+        repeat = o["repeat"] if r["group"] == "new" else o["repeat_established"]
+        assert f"op +{repeat}" in r["proof"], r
+        assert r["xlated_insns"] > 0, r
     names = {p["name"] for p in o["sizes"]}
     assert {"xdplb_main", "xdplb_new_ring", "xdplb_conn", "bench_newflow"} <= names
     assert all(p["xlated_insns"] > 0 for p in o["sizes"])
     res["meta"] = {"date": "t", "kernel": "k", "cpus": 2, "cpu_model": "c", "seconds": 1,
                    "command": "xdplb bench --quick --parts ops"}
     text, made = report.write(res, str(tmp_path))
-    assert "## 7. The anatomy of a new connection" in text and "ops.png" in made
+    assert "## 7. The anatomy of a new connection" in text
+    assert {"ops.png", "ops-established.png"} <= set(made)
     assert not leftovers()
 
 

@@ -7,7 +7,8 @@
     ctl     control plane: xdplbadm -R against iptables-restore / ipvsadm -R (ctl.py)
     mem     kernel bytes per connection and per service (mem.py)
     scale   the per-packet rows on one CPU and on every CPU at once (scale.py)
-    ops     a new connection's building blocks and program sizes (ops.py)
+    ops     the building blocks of a new connection and of an established packet,
+            and program sizes (ops.py)
 
 cli.py runs them; targets.py evaluates issue 11's targets; report.py writes
 results.md and results.json, plots.py the plots.

@@ -21,8 +21,9 @@ PART_HELP = {"pkt": "1. ns/packet with PROG_TEST_RUN, per scheduler, scaling cur
              "ctl": "4. control plane: xdplbadm -R / iptables-restore / ipvsadm -R",
              "mem": "5. kernel memory per connection and per service",
              "scale": "6. new-connection and established rates on one CPU and on all at once",
-             "ops": "7. a new connection's building blocks (map operations, tail call, FIB "
-                    "lookup), ns each, and program sizes"}
+             "ops": "7. the building blocks of a new connection (map operations, tail call, "
+                    "FIB lookup) and of an established packet (lookups that hit, clock, "
+                    "redirect), ns each, and program sizes"}
 
 FULL = dict(repeat=1_000_000, runs=5, curve_repeat=300_000, svc_sizes=(10, 100, 1000, 10000,
             100000), conn_sizes=(1000, 10000, 100000, 1000000), fwd_sizes=(1, 1000, 10000),

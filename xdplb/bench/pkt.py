@@ -143,24 +143,66 @@ def private_state():
             yield st
 
 
-BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH = 1, 9
+BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_HASH = 1, 6, 9
+BPF_MAP_TYPE_DEVMAP = 14
+
+bpfsys._lib.bpf_map_get_fd_by_id.argtypes = [C.c_uint32]
+bpfsys._lib.bpf_map_get_fd_by_id.restype = C.c_int
+
+
+def _expect(name, mi, kind):
+    if mi.type != kind:
+        raise BenchError(f"{name} is a map of type {mi.type}, not {kind}: the reference "
+                         "programs' tables (bpf/bench.h) must follow it")
+    return mi
+
+
+def prog_map_info(prog_fd, name):
+    """The BpfMapInfo of the map `name` that prog_fd uses: for the maps the
+    data path keeps private (not pinned)."""
+    n = bpfsys.obj_info(prog_fd, bpfsys.BpfProgInfo).nr_map_ids
+    ids = (C.c_uint32 * n)()
+    info = bpfsys.BpfProgInfo(nr_map_ids=n, map_ids=C.addressof(ids))
+    size = C.c_uint32(C.sizeof(info))
+    bpfsys._check(bpfsys._lib.bpf_obj_get_info_by_fd(prog_fd, C.byref(info), C.byref(size)),
+                  "program info")
+    for map_id in ids:
+        fd = bpfsys._lib.bpf_map_get_fd_by_id(map_id)
+        if fd < 0:
+            continue
+        try:
+            mi = bpfsys.obj_info(fd, bpfsys.BpfMapInfo)
+        finally:
+            os.close(fd)
+        if mi.name.decode() == name:
+            return mi
+    raise BenchError(f"the data path's program uses no map {name}")
 
 
 def geometry(st):
-    """-D flags for bpf/bench.h: xdplb's conns (an LRU hash) and
-    conns_assured (a hash) as the kernel reports them."""
+    """-D flags for bpf/bench.h: xdplb's conns (an LRU hash), conns_assured
+    (a hash), rs_table (a hash), egress_cache (a per-CPU array) and tx_ports
+    (a devmap) as the kernel reports them."""
     flags = []
     for name, prefix, kind in (("conns", "CONNS", BPF_MAP_TYPE_LRU_HASH),
                                ("conns_assured", "ASSURED", BPF_MAP_TYPE_HASH)):
-        mi = bpfsys.obj_info(getattr(st, name).fd, bpfsys.BpfMapInfo)
-        if mi.type != kind:
-            raise BenchError(f"{name} is a map of type {mi.type}, not {kind}: the reference "
-                             "programs' tables (bpf/bench.h) must follow it")
+        mi = _expect(name, bpfsys.obj_info(getattr(st, name).fd, bpfsys.BpfMapInfo), kind)
         flags += [f"-DBENCH_{prefix}_MAX={mi.max_entries}",
                   f"-DBENCH_{prefix}_FLAGS={mi.map_flags}"]
         if name == "conns":
             flags += [f"-DBENCH_KEY_SIZE={mi.key_size}", f"-DBENCH_VALUE_SIZE={mi.value_size}"]
-    return flags
+    rs = _expect("rs_table", bpfsys.obj_info(st.rs_table.fd, bpfsys.BpfMapInfo),
+                 BPF_MAP_TYPE_HASH)
+    eg = _expect("egress_cache", prog_map_info(st.prog_fd, "egress_cache"),
+                 BPF_MAP_TYPE_PERCPU_ARRAY)
+    tx = _expect("tx_ports", bpfsys.obj_info(st.tx_ports.fd, bpfsys.BpfMapInfo),
+                 BPF_MAP_TYPE_DEVMAP)
+    return flags + [f"-DBENCH_RS_MAX={rs.max_entries}", f"-DBENCH_RS_FLAGS={rs.map_flags}",
+                    f"-DBENCH_RS_KEY_SIZE={rs.key_size}",
+                    f"-DBENCH_RS_VALUE_SIZE={rs.value_size}",
+                    f"-DBENCH_EGRESS_SLOTS={eg.max_entries}",
+                    f"-DBENCH_EGRESS_VALUE_SIZE={eg.value_size}",
+                    f"-DBENCH_TX_PORTS_MAX={tx.max_entries}"]
 
 
 def compile_bench(src, progs, st=None):

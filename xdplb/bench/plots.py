@@ -184,19 +184,26 @@ def cpus(res, out, made):
           f"Scaling across CPUs: {n}-CPU rate ÷ 1-CPU rate, higher is better")
 
 
+OPS_PLOTS = (("new", "ops.png", "harness + parse + count", "A new connection's"),
+             ("established", "ops-established.png", "parse + count on a fixed frame",
+              "An established packet's"))
+
+
 def ops(res, out, made):
-    rows = res["ops"]["rows"]
+    """One plot per group: an established packet's blocks are tens of ns,
+    a new connection's hundreds."""
     plt = _plt()
-    labels = [r["label"] for r in rows]
-    fig, ax = plt.subplots(figsize=(10, _height([_wrap(label) for label in labels])))
-    base = [r["part"] == "parse" for r in rows]
-    _bars(ax, labels, [r["ns"] for r in rows], [REFERENCE if b else XDPLB for b in base],
-          ["//" if b else "" for b in base], lambda v: f"{v:,.0f} ns",
-          "ns per operation (median; all but the first net of the first)")
-    _legend(fig, [("one operation, net of the baseline", XDPLB, ""),
-                  ("the baseline: harness + parse + count", REFERENCE, "//")])
-    _save(fig, out, "ops.png", made, "A new connection's building blocks: ns each, "
-          "lower is better")
+    for group, name, baseline, whose in OPS_PLOTS:
+        rows = [r for r in res["ops"]["rows"] if r["group"] == group]
+        labels = [r["label"] for r in rows]
+        fig, ax = plt.subplots(figsize=(10, _height([_wrap(label) for label in labels])))
+        base = [r["baseline"] for r in rows]
+        _bars(ax, labels, [r["ns"] for r in rows], [REFERENCE if b else XDPLB for b in base],
+              ["//" if b else "" for b in base], lambda v: f"{v:,.0f} ns",
+              "ns per operation (median; all but the first net of the first)")
+        _legend(fig, [("one operation, net of the baseline", XDPLB, ""),
+                      (f"the baseline: {baseline}", REFERENCE, "//")])
+        _save(fig, out, name, made, f"{whose} building blocks: ns each, lower is better")
 
 
 def targets(res, out, made):
