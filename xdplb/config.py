@@ -38,9 +38,9 @@ from . import sched as S
 from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E_SVC_EXISTS,
                     E_SVC_NOT_DEFINED, XdplbError)
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, XDPLB_DEST_F_AVAILABLE,
-                      XDPLB_LIST_MAX, XDPLB_RING_GEN_BIT, XDPLB_RS_FILTER_BITS,
-                      XDPLB_RS_FILTER_WORDS, XDPLB_RS_SVC_MAX, XDPLB_SYSCTL_CONN_REUSE_MODE,
-                      XDPLB_TMO_UDP, Alloc, DestEntry, RsKey, RsSvcs, SchedPos, SvcEntry, SvcKey,
+                      XDPLB_LIST_MAX, XDPLB_RING_GEN_BIT,
+                      XDPLB_RS_SVC_MAX, XDPLB_SYSCTL_CONN_REUSE_MODE,
+                      XDPLB_TMO_UDP, Alloc, DestEntry, RsSvcs, SchedPos, SvcEntry, SvcKey,
                       packer)
 from .tables import BREAK, Plan, a2b, copy, key_tuple, rs_filter_bit, rs_key, svc_key
 

@@ -337,17 +337,6 @@ class Tables:
         """The key bytes of every entry of a hash map (sched_ring, lblc)."""
         return [] if self.maps is None else [k for k, _ in getattr(self.maps, name).raw_items()]
 
-    def live_keys(self, name):
-        """The key bytes of a hash map as the delta leaves it (rs_table)."""
-        keys = dict.fromkeys(self.raw_keys(name))
-        for seg in self.segments:
-            for k, (_, kind, _) in seg.writes[name].items():
-                if kind == PUT:
-                    keys[k] = None
-                else:
-                    keys.pop(k, None)
-        return list(keys)
-
     # --- plans ----------------------------------------------------------------------
 
     def apply(self, plan):
