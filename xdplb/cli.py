@@ -304,6 +304,35 @@ def daemon(interval):
             pass
 
 
+@xdplb.command()
+@click.option("--dir", "folder", metavar="DIR", default="/etc/xdplb", show_default=True,
+              envvar="XDPLB_ETC", help="where the saved files are")
+def save(folder):
+    """Save the interfaces running xdplb and the rules (xdplbadm -S -n) for `restore`."""
+    from .saved import SavedError, save as save_
+    try:
+        ifnames, lines = save_(folder)
+    except (SavedError, StateError, OSError) as e:
+        _fail(e)
+    click.echo(f"saved {lines} rule lines and {len(ifnames)} interfaces "
+               f"({', '.join(ifnames) or 'none'}) in {folder}")
+
+
+@xdplb.command()
+@click.option("--dir", "folder", metavar="DIR", default="/etc/xdplb", show_default=True,
+              envvar="XDPLB_ETC", help="where the saved files are")
+def restore(folder):
+    """Restore what `xdplb save` wrote: the rules (as ipvsadm's boot script: -C, then
+    -R; left alone when they equal the live ones), then attach the interfaces."""
+    from .saved import SavedError, restore as restore_
+    try:
+        failed = restore_(folder, say=click.echo)
+    except (SavedError, StateError, OSError) as e:
+        _fail(e)
+    if failed:
+        _fail(StateError("\n".join(failed)))
+
+
 def _listen(ctx, param, value):
     from .exporter import ListenError, parse_listen
     try:
@@ -342,14 +371,17 @@ lab.add_command(compare_command, "compare")
 xdplb.add_command(bench_command, "bench")
 
 
-def _root_only(callback):
+READERS = ("exporter",)   # commands that only read the state (bpfsys.privileged)
+
+
+def _root_only(name, callback):
     """Every command but --help needs root: say so instead of failing later
     with EACCES/EPERM (or worse, seeing no state through a 0700 folder)."""
     import functools
 
     @functools.wraps(callback)
     def run(*args, **kwargs):
-        if not bpfsys.privileged():
+        if not bpfsys.privileged(write=name not in READERS):
             raise click.ClickException(
                 "permission denied: xdplb needs root (CAP_BPF or CAP_SYS_ADMIN, "
                 "CAP_NET_ADMIN, CAP_DAC_OVERRIDE)")
@@ -358,11 +390,11 @@ def _root_only(callback):
 
 
 def _guard(group):
-    for cmd in group.commands.values():
+    for name, cmd in group.commands.items():
         if isinstance(cmd, click.Group):
             _guard(cmd)
         elif cmd.callback is not None:
-            cmd.callback = _root_only(cmd.callback)
+            cmd.callback = _root_only(name, cmd.callback)
 
 
 _guard(xdplb)
