@@ -20,7 +20,9 @@
  * Direct mapped by dest slot; the tag fields say whether an entry still
  * applies (a second's TTL follows route and neighbour changes). */
 #define XDPLB_EGRESS_SLOTS	4096		/* power of two */
+#ifndef XDPLB_EGRESS_TTL_NS	/* a build-time tunable: no map depends on it */
 #define XDPLB_EGRESS_TTL_NS	1000000000ULL	/* re-ask the FIB after 1 s */
+#endif
 
 struct egress {
 	__u64 stamp;		/* bpf_ktime_get_coarse_ns() of the FIB answer */

@@ -171,6 +171,9 @@ def test_daemon_and_exporter_run_with_their_units_capabilities(cli_netns):
             assert exporter.poll() is None, exporter.communicate()
             time.sleep(0.2)
         assert metrics is not None and "10.0.0.2" in metrics
+        # the daemon's start swaps the data path in again: load and attach under its set
+        assert sweep.stdout.readline().startswith("loaded the data path from ")
+        assert sweep.stdout.readline().startswith("replaced xdplb on v0: prog id ")
         assert sweep.poll() is None, sweep.communicate()
         # the exporter's set cannot change anything
         attach = cli_netns.run(_caps("xdplb-exporter.service") + xdplb_argv("attach", "v1"))

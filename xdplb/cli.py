@@ -49,11 +49,16 @@ def xdplb():
 
 
 @xdplb.command()
-@click.argument("ifnames", metavar="IFNAME...", nargs=-1, required=True, callback=_ifnames)
+@click.argument("ifnames", metavar="IFNAME...", nargs=-1, callback=_ifnames)
 @click.option("--mode", type=click.Choice(["native", "generic"]), default="native",
               show_default=True, help="XDP mode: driver (native) or generic (skb)")
-def attach(ifnames, mode):
+@click.option("--replace", is_flag=True,
+              help="first load this xdplb's data path over the pinned maps and swap it in "
+                   "wherever xdplb runs (a hitless upgrade: connections and rules stay)")
+def attach(ifnames, mode, replace):
     """Attach xdplb to interfaces (creates this netns's state if absent)."""
+    if not ifnames and not replace:
+        raise click.UsageError("Missing argument 'IFNAME...'.")
     try:
         for ifname in ifnames:  # every name exists before the state is made or touched
             loader.ifindex(ifname)
@@ -61,11 +66,21 @@ def attach(ifnames, mode):
         with loader.open_state() as st:
             if not existed:
                 click.echo(f"created xdplb state in {st.folder}")
+            elif replace:
+                _replace(st)
             for ifname in ifnames:
                 loader.attach(st, ifname, mode)
                 click.echo(f"attached xdplb (prog id {st.prog_id()}) to {ifname} in {mode} mode")
     except (StateError, OSError, ValueError) as e:
         _fail(e)
+
+
+def _replace(st):
+    swapped = loader.replace(st)
+    click.echo(f"loaded the data path from {loader.BPF_DIR} over the pinned maps "
+               f"(prog id {st.prog_id()})")
+    for ifname, old, new in swapped:
+        click.echo(f"replaced xdplb on {ifname}: prog id {old} -> {new}")
 
 
 @xdplb.command()
@@ -284,7 +299,10 @@ def exec_(ctx, node, argv):
 @xdplb.command()
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="seconds between sweeps")
-def daemon(interval):
+@click.option("--replace/--no-replace", default=True, show_default=True,
+              help="on start, load this xdplb's data path over the pinned maps (as "
+                   "xdplb attach --replace): restarting the daemon upgrades the data path")
+def daemon(interval, replace):
     """Expire idle connections on time (runs in the foreground until killed).
 
     Without it, expiry happens when a packet meets an expired entry and on
@@ -298,6 +316,11 @@ def daemon(interval):
         _fail(StateError("xdplb has no state in this network namespace (xdplb attach or "
                          "xdplbadm -A creates it)"))
     with ctl:
+        if replace:
+            try:
+                _replace(ctl.st)
+            except (StateError, OSError) as e:
+                _fail(e)
         try:
             ctl.sweep_forever(interval)
         except KeyboardInterrupt:
