@@ -244,7 +244,7 @@ class FrameGen:
         in any order, now and then duplicated, moved into the L4 header,
         truncated or mutated."""
         rng = self.rng
-        if self.pending and rng.random() < 0.6:
+        if self.pending and rng.random() < 0.7:
             f, ingress = self.pending.pop(rng.randrange(len(self.pending)))
             if rng.random() < 0.1:
                 self.pending.append((bytearray(f), ingress))
@@ -276,7 +276,7 @@ class FrameGen:
             self.kinds["  +frag-first-late"] += 1
             later.append((first, ingress))
             first = None
-        self.pending = (self.pending + later)[-64:]
+        self.pending = (self.pending + later)[-16:]
         if first is None:
             return self.gen_frag()
         return first, ingress, "fragment_first"
