@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from test_e2e import RS, VIP, parse_stats
+from test_e2e import RS, VIP, parse_stats, vip_on_lo
 
 SIZE = 4000
 SVC = f"{VIP}:80"
@@ -82,13 +82,7 @@ def test_fragmented_udp_through_route(lab):
     """-g: rs1 owns the VIP on lo, reassembles the datagram xdplb forwarded
     with new MACs only, and answers the client itself (through the lb's
     stack: the lab routes the backends via the lb)."""
-    rs1 = lab.node("rs1")
-    arp = {f"net.ipv4.conf.{dev}.{key}": value for dev in ("all", "eth0")
-           for key, value in (("arp_ignore", 1), ("arp_announce", 2))}
-    for key, value in arp.items():
-        rs1.sysctl(key, value)
-    rs1.addr("add", "lo", f"{VIP}/32")
-    try:
+    with vip_on_lo(lab, "rs1"):
         lab.adm("-A", "-u", SVC, "-s", "rr")
         lab.adm("-a", "-u", SVC, "-r", f"{RS[1]}:80", "-g")
         before = counters(lab)
@@ -99,7 +93,3 @@ def test_fragmented_udp_through_route(lab):
         assert after["fwd"] - before["fwd"] == 2 * 3
         stats = parse_stats(lab.adm("-L", "-n", "--stats", "--exact").stdout)
         assert stats[("UDP", SVC)] == [1, 2, 0, 2 * (20 + 8 + SIZE), 0]
-    finally:
-        rs1.addr("del", "lo", f"{VIP}/32")
-        for key in arp:
-            rs1.sysctl(key, 0)
