@@ -52,7 +52,7 @@ static __always_inline __u8 l4_hdr_len(const struct pkt *p, const void *data_end
 	if (p->key.proto != IPPROTO_TCP)
 		return sizeof(struct udphdr);
 	if ((const void *)(tcp + 1) > data_end)
-		return 0xff;
+		return 0xff;	/* not reached: parse_pkt checked it */
 	return tcp->doff * 4;
 }
 
@@ -114,10 +114,13 @@ static __always_inline __u32 frag_note(struct xdp_md *ctx, const struct pkt *p, 
 	return verdict;
 }
 
-/* balance()'s verdict on a packet with ports: noted when it is a first
- * fragment (frag, a constant: xdplb_main compiles none of it). */
-#define frag_noted(ctx, p, verdict, k, out, frag) \
-	((frag) ? frag_note((ctx), (p), (verdict), (k), (out)) : (verdict))
+/* balance()'s verdict on a packet with ports, noted when it is a first
+ * fragment: frag is a constant, so xdplb_main compiles none of it. */
+static __always_inline __u32 frag_noted(struct xdp_md *ctx, const struct pkt *p, __u32 verdict,
+					struct conn_key *k, int out, const int frag)
+{
+	return frag ? frag_note(ctx, p, verdict, k, out) : verdict;
+}
 
 /* The IP header's share of a NAT (rewrite.h): a later fragment has no L4
  * header, and the L4 checksum, over the whole datagram, was updated in the
