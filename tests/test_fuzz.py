@@ -298,8 +298,8 @@ def test_fuzz_short(fuzzer):
 
 def test_truncated_at_every_offset(fuzzer):
     """Frames of ours (VLAN, IP and TCP options, payload; UDP with and without
-    checksum; a Masq reply; an ICMP error; IPv6 with extension headers), cut
-    at every length: below 14 bytes the kernel refuses, every other length is
+    checksum; a Masq reply; a first and a later fragment; an ICMP error; IPv6
+    with extension headers), cut at every length: below 14 bytes the kernel refuses, every other length is
     checked by the oracle."""
     fz = fuzzer
     fz.start_batch()
@@ -324,15 +324,23 @@ def test_truncated_at_every_offset(fuzzer):
          F.ipv4(client, F.a4("10.0.0.101"), 6,
                 F.tcp_seg(client, F.a4("10.0.0.101"), 41003, 80, F.TCP_SYN)), net.cli),
     ]
+    dgram = F.udp_dgram(client, vip, 41004, 53, b"f" * 40)
+    first, later = (F.eth(net.cli_mac, net.client_mac, F.ETH_P_IP) +
+                    F.ipv4(client, vip, 17, part, ident=7, frag=frag)
+                    for part, frag in ((dgram[:24], 0x2000), (dgram[24:], 3)))
+    templates.append((first, net.cli))
     for frame, ingress in templates:
         assert F.parse(frame) is not None
         fz.sweep(frame, ingress)
+    assert F.parse_later(later).offset == 24
+    fz.sweep(later, net.cli)      # whole at last: it follows the first fragment
     for _ in range(20):
         fz.sweep(*fz.gen.gen_icmp_err()[:2])
         fz.sweep(*fz.gen.gen_ipv6()[:2])
     fz.end_batch()
     assert fz.stats["violations"] == 0, report(fz)
-    assert fz.stats["refused (< ETH_HLEN)"] == 14 * (len(templates) + 40)
+    assert fz.stats["refused (< ETH_HLEN)"] == 14 * (len(templates) + 1 + 40)
+    assert fz.oracle.outcomes["later fragment: xmit REDIRECT"] == 1
 
 
 def test_structured_frames_hypothesis(fuzzer):
