@@ -117,7 +117,7 @@
  * the layout map when a state is created and checked by every process that
  * opens one, so a state pinned by another version of xdplb is refused
  * instead of misread. Bump it with any change to a pinned map. */
-#define XDPLB_LAYOUT_VERSION	3
+#define XDPLB_LAYOUT_VERSION	4
 
 /* Ring index bit selecting which generation of a service's schedule is live,
  * so a new schedule is written beside the old one and switched atomically. */
