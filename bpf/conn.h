@@ -3,7 +3,8 @@
  * conn.h - the connection table: entries, their keys and timeouts, and the
  * two maps that hold them (conns, conns_assured: see xdplb.h): lookup (of
  * a client's packet, and through rs_table of a real server's reply), the
- * move between them, expiry, and conn_reuse_mode.
+ * move between them, expiry, and the settings that end or make connections
+ * (conn_reuse_mode, expire_nodest_conn, sloppy_tcp).
  */
 #ifndef XDPLB_CONN_H
 #define XDPLB_CONN_H
@@ -174,13 +175,12 @@ static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assur
 		conns.delete(&p->key);
 }
 
-/* net.ipv4.vs.conn_reuse_mode: sysctl[XDPLB_SYSCTL_CONN_REUSE_MODE], 1 with
- * xdplbadm as in the kernel. */
-static __always_inline int conn_reuse_mode(void)
+/* One of IPVS's settings: sysctl[idx] (xdplb.h). */
+static __always_inline int vs_sysctl(__u32 idx)
 {
-	__u32 idx = XDPLB_SYSCTL_CONN_REUSE_MODE, *mode = sysctl.lookup(&idx);
+	__u32 *v = sysctl.lookup(&idx);
 
-	return mode && *mode;
+	return v && *v;
 }
 
 /* conn_reuse_mode on: a new SYN on a TIME_WAIT or CLOSE entry ends it and
@@ -191,7 +191,25 @@ static __always_inline int conn_reuse(const struct pkt *p, const struct conn *c)
 	    p->key.proto != IPPROTO_TCP ||
 	    (c->state != IP_VS_TCP_S_TIME_WAIT && c->state != IP_VS_TCP_S_CLOSE))
 		return 0;
-	return conn_reuse_mode();
+	return vs_sysctl(XDPLB_SYSCTL_CONN_REUSE_MODE);
+}
+
+/* expire_nodest_conn on: the connection's destination is gone (d NULL), so
+ * the packet ends it and is handled as untracked. */
+static __always_inline int conn_nodest_expires(const struct dest *d)
+{
+	return !d && vs_sysctl(XDPLB_SYSCTL_EXPIRE_NODEST_CONN);
+}
+
+/* Does IPVS schedule this packet of an untracked flow? TCP: a SYN
+ * (ip_vs_tcp's conn_schedule), or with sloppy_tcp anything but a RST. */
+static __always_inline int conn_schedules(const struct pkt *p)
+{
+	__u8 f = p->tcp_flags & (XDPLB_TCP_SYN | XDPLB_TCP_ACK | XDPLB_TCP_RST);
+
+	if (p->key.proto != IPPROTO_TCP || f == XDPLB_TCP_SYN)
+		return 1;
+	return !(f & XDPLB_TCP_RST) && vs_sysctl(XDPLB_SYSCTL_SLOPPY_TCP);
 }
 
 #endif /* XDPLB_CONN_H */

@@ -15,7 +15,8 @@
 /* The client's template <proto, client & netmask, 0, vaddr, vport (0 for a
  * port-zero service or FTP)> names the destination while it lives and its
  * destination is still in the service (a quiesced, weight-0 destination
- * keeps its clients: expire_quiescent_template = 0); otherwise the
+ * keeps its clients unless expire_quiescent_template is on, as
+ * ip_vs_check_template); otherwise the
  * scheduler picks one and a new template is made (persist_new). Each use
  * re-arms the template. Returns the slot, 0 for none; fills *tk. */
 static __always_inline __u32 persist_lookup(const struct service *svc, const struct pkt *p,
@@ -35,7 +36,8 @@ static __always_inline __u32 persist_lookup(const struct service *svc, const str
 	slot = t->dest_slot;
 	d = dests.lookup(&slot);
 	if (t->svc_slot == svc->slot && !conn_expired(t, now) &&
-	    dest_valid(d, svc->slot, t->dest_seq)) {
+	    dest_valid(d, svc->slot, t->dest_seq) &&
+	    !(d->weight == 0 && vs_sysctl(XDPLB_SYSCTL_EXPIRE_QUIESCENT_TEMPLATE))) {
 		if (stale(t->last_seen, now))
 			t->last_seen = now;
 		return slot;

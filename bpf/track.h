@@ -17,18 +17,19 @@
 #include "stats.h"
 #include "tcp_state.h"
 
-/* Client -> virtual service, on a tracked connection. Fields are written
- * only when they change: an unchanged entry keeps its cache line clean on
- * every CPU that reads it. */
+/* Client -> virtual service, on a tracked connection (destination d).
+ * Fields are written only when they change: an unchanged entry keeps its
+ * cache line clean on every CPU that reads it. */
 static __always_inline __u32 handle_in(struct xdp_md *ctx, struct pkt *p, struct conn *c,
-				       int assured, __u64 now)
+				       const struct dest *d, int assured, __u64 now)
 {
 	__u32 slot = c->dest_slot;
 	int changed = 0, refreshed = 0;
 	struct conn *moved;
 
-	/* IPVS drops packets of connections whose destination went away. */
-	if (!dest_of_conn(c))
+	/* IPVS drops packets of connections whose destination went away (d:
+	 * dest_of_conn, NULL then), unless expire_nodest_conn ends them. */
+	if (!d)
 		return drop(XDPLB_CNT_DEST_GONE);
 	if (p->key.proto == IPPROTO_TCP) {
 		__u8 old = c->state;

@@ -127,7 +127,7 @@ int xdplb_conn(struct xdp_md *ctx)
 /* A packet with ports (whole, or a first fragment: frag, a constant, says
  * which program this is): a real server's reply or a client's packet on a
  * tracked connection is handled in place; a new connection to a virtual
- * service (a SYN for TCP, as IPVS) goes on to its scheduler's program,
+ * service (a SYN for TCP, as IPVS: conn_schedules) goes on to its scheduler's program,
  * with the service in sched_out; anything else is passed untouched. */
 static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const int frag)
 {
@@ -135,6 +135,7 @@ static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const in
 	struct conn_key ik = {};
 	struct sched_out *so;
 	struct service *svc;
+	struct dest *d;
 	struct conn *c;
 	__u32 zero = 0;
 	__be16 port;
@@ -148,20 +149,17 @@ static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const in
 	}
 	c = conn_lookup(&p->key, &assured);
 	if (c && c->dir == XDPLB_DIR_IN) {
+		d = dest_of_conn(c);
 		now = now_ns();
-		if (!conn_expired(c, now) && !conn_reuse(p, c))
-			return frag_noted(ctx, p, handle_in(ctx, p, c, assured, now), &p->key, 0,
-					  frag);
+		if (!conn_expired(c, now) && !conn_reuse(p, c) && !conn_nodest_expires(d))
+			return frag_noted(ctx, p, handle_in(ctx, p, c, d, assured, now),
+					  &p->key, 0, frag);
 		conn_expire(p, c, assured);
 	}
-	/* untracked, expired, reused, or a template's key */
+	/* untracked, expired, reused, ended, or a template's key */
 
 	svc = svc_find(p, &port);
-	if (!svc)
-		return pass();
-	/* IPVS schedules TCP only on a SYN. */
-	if (p->key.proto == IPPROTO_TCP &&
-	    (p->tcp_flags & (XDPLB_TCP_SYN | XDPLB_TCP_ACK | XDPLB_TCP_RST)) != XDPLB_TCP_SYN)
+	if (!svc || !conn_schedules(p))
 		return pass();
 	if (!ip_csum_ok(p->ip, data_end))
 		return pass();

@@ -106,12 +106,25 @@
 #define XDPLB_TMO_MAX		16
 
 /* sysctl: ARRAY index -> value of one of IPVS's net.ipv4.vs.* settings the
- * data path follows. XDPLB_SYSCTL_CONN_REUSE_MODE is conn_reuse_mode (a SYN
- * on a TIME_WAIT / CLOSE entry makes a new connection): the control plane
- * sets it to the kernel's default 1 with the first service; a state
- * configured by writing the maps directly has it 0 (off). */
-#define XDPLB_SYSCTL_CONN_REUSE_MODE	0
-#define XDPLB_SYSCTL_MAX		8
+ * data path follows (`xdplb set NAME VALUE`; 0 or 1 each):
+ * - conn_reuse_mode: a SYN on a TIME_WAIT / CLOSE entry makes a new
+ *   connection; the kernel's default 1 is written when a state is created
+ *   (a state whose maps were written by hand has it 0);
+ * - expire_nodest_conn: a packet of a connection whose destination is gone
+ *   ends the connection and is then handled as untracked (a SYN makes a
+ *   new one, anything else reaches the stack, which resets it), instead of
+ *   being dropped while the entry idles out;
+ * - expire_quiescent_template: a persistence template whose destination has
+ *   weight 0 is expired, so the client is scheduled again;
+ * - sloppy_tcp: any TCP packet but a RST of an untracked flow to a service
+ *   is scheduled as a new connection, not only a SYN (a standby that takes
+ *   over a balancer's traffic picks up its connections: with sh or mh and
+ *   the same configuration, to the same real servers). */
+#define XDPLB_SYSCTL_CONN_REUSE_MODE		0
+#define XDPLB_SYSCTL_EXPIRE_NODEST_CONN		1
+#define XDPLB_SYSCTL_EXPIRE_QUIESCENT_TEMPLATE	2
+#define XDPLB_SYSCTL_SLOPPY_TCP			3
+#define XDPLB_SYSCTL_MAX			8
 
 /* The layout of the pinned maps (their set, keys and values): written into
  * the layout map when a state is created and checked by every process that

@@ -14,6 +14,7 @@ from . import bpfsys, loader, structs
 from .bench import bench_command
 from .compare import compare_command
 from .control import Control
+from .model import IPPROTO_TCP, IPPROTO_UDP, SETTINGS, XdplbError
 from .lab import NODES as LAB_NODES, PREFIX as LAB_PREFIX
 from .netns import NetnsError
 from .state import BadPinDir, IncompatibleState, State, StateError, pin_dir, reap
@@ -308,14 +309,7 @@ def daemon(interval, replace):
     Without it, expiry happens when a packet meets an expired entry and on
     every listing; the daemon makes ActiveConn/InActConn, and the schedulers
     that read them, drop expired connections within INTERVAL."""
-    try:
-        ctl = Control.open()
-    except (StateError, OSError) as e:
-        _fail(e)
-    if ctl is None:
-        _fail(StateError("xdplb has no state in this network namespace (xdplb attach or "
-                         "xdplbadm -A creates it)"))
-    with ctl:
+    with _open_control() as ctl:
         if replace:
             try:
                 _replace(ctl.st)
@@ -354,6 +348,95 @@ def restore(folder):
         _fail(e)
     if failed:
         _fail(StateError("\n".join(failed)))
+
+
+def _open_control():
+    """Control over this netns's state, or a clean failure."""
+    try:
+        ctl = Control.open()
+    except (StateError, OSError) as e:
+        _fail(e)
+    if ctl is None:
+        _fail(StateError("xdplb has no state in this network namespace (xdplb attach or "
+                         "xdplbadm -A creates it)"))
+    return ctl
+
+
+@xdplb.command(name="set")
+@click.argument("name", type=click.Choice(list(SETTINGS)))
+@click.argument("value", type=click.IntRange(0, 1))
+def set_(name, value):
+    """Set one of IPVS's net.ipv4.vs.* settings that the data path follows.
+
+    \b
+    conn_reuse_mode            a SYN on a closing connection makes a new one (1)
+    expire_nodest_conn         a packet of a connection whose real server is gone
+                               ends it instead of being dropped (0)
+    expire_quiescent_template  a weight-0 server loses its persistent clients (0)
+    sloppy_tcp                 any TCP packet but a RST of an unknown flow to a
+                               service is scheduled, not only a SYN (0)
+    (the kernel's defaults in brackets)"""
+    with _open_control() as ctl:
+        try:
+            ctl.set_setting(name, value)
+        except XdplbError as e:
+            _fail(e)
+
+
+@xdplb.command()
+def show():
+    """The settings `xdplb set` changes, one `NAME VALUE` a line."""
+    with _open_control() as ctl:
+        for name, value in ctl.settings().items():
+            click.echo(f"{name} {value}")
+
+
+def _seconds(ctx, param, value):
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = value.strip()
+    scale = units.get(text[-1:], None)
+    number = text[:-1] if scale else text
+    try:
+        secs = float(number) * (scale or 1)
+    except ValueError:
+        secs = -1
+    if not secs >= 0:
+        raise click.BadParameter(f"{value!r}: a duration such as 30, 30s, 5m or 1h",
+                                 ctx=ctx, param=param)
+    return secs
+
+
+@xdplb.command()
+@click.option("-t", "--tcp-service", "tcp", metavar="VIP:PORT", help="the TCP virtual service")
+@click.option("-u", "--udp-service", "udp", metavar="VIP:PORT", help="the UDP virtual service")
+@click.option("-r", "--real-server", "real", metavar="RIP:PORT", required=True,
+              help="the real server to drain")
+@click.option("--over", default="0", callback=_seconds, show_default=True,
+              help="ramp the weight down to 0 over this long (30s, 5m ...)")
+@click.option("--deadline", default="5m", callback=_seconds, show_default=True,
+              help="stop waiting for its connections to end after this long")
+@click.option("--remove", is_flag=True, help="remove the real server once it has none")
+def drain(tcp, udp, real, over, deadline, remove):
+    """Take a real server out gracefully: weight down to 0, wait until its
+    connections (ActiveConn + InActConn) are gone, optionally remove it.
+    Exits 1 when the deadline passes first (the server stays at weight 0)."""
+    from . import drain as drainmod
+    if (tcp is None) == (udp is None):
+        raise click.UsageError("give exactly one of -t/--tcp-service and -u/--udp-service")
+    proto = IPPROTO_TCP if tcp else IPPROTO_UDP
+    try:
+        vip, vport = drainmod.parse_endpoint(tcp or udp, proto, "virtual server")
+        rip, rport = drainmod.parse_endpoint(real, proto, "real server")
+    except drainmod.DrainError as e:
+        raise click.BadParameter(str(e)) from None
+    with _open_control() as ctl:
+        try:
+            emptied = drainmod.drain(ctl, (proto, vip, vport), rip, rport, over=over,
+                                     deadline=deadline, remove=remove, say=click.echo)
+        except XdplbError as e:
+            _fail(e)
+    if not emptied:
+        sys.exit(1)
 
 
 def _listen(ctx, param, value):

@@ -39,8 +39,7 @@ from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E
                     E_SVC_NOT_DEFINED, XdplbError)
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, XDPLB_DEST_F_AVAILABLE,
                       XDPLB_LIST_MAX, XDPLB_RING_GEN_BIT,
-                      XDPLB_RS_SVC_MAX, XDPLB_SYSCTL_CONN_REUSE_MODE,
-                      XDPLB_TMO_UDP, Alloc, DestEntry, RsSvcs, SchedPos, SvcEntry, SvcKey,
+                      XDPLB_RS_SVC_MAX, XDPLB_TMO_UDP, Alloc, DestEntry, RsSvcs, SchedPos, SvcEntry, SvcKey,
                       packer)
 from .tables import BREAK, Plan, a2b, copy, key_tuple, rs_filter_bit, rs_key, svc_key
 
@@ -186,8 +185,6 @@ def add_service(t, svc):
     plan = Plan()
     plan.zero("svc_stats", slot)
     plan.put("sched_pos", slot, SchedPos(0))
-    if t.svc_count() == 0:   # the kernel's sysctl default, conn_reuse_mode = 1
-        plan.put("sysctl", XDPLB_SYSCTL_CONN_REUSE_MODE, C.c_uint32(1))
     plan.service(svc.key, SvcEntry(slot=slot, seq=t.next_svc_seq(), flags=svc.flags,
                                    timeout=svc.timeout, netmask=a2b(svc.netmask),
                                    sched_cl=state.cl, sched_cw=state.cw,
@@ -467,6 +464,17 @@ def zero(t, svc_k=None):
         plan.zero("svc_stats", svc_slot)
         for slot, _ in ds:
             plan.zero("dest_stats", slot)
+    return plan
+
+
+def set_setting(t, name, value):
+    """`xdplb set NAME VALUE`: one of SETTINGS, 0 or 1."""
+    if name not in model.SETTINGS:
+        raise XdplbError(f"unknown setting {name!r} (one of: {', '.join(model.SETTINGS)})")
+    if value not in (0, 1):
+        raise XdplbError(f"{name} takes 0 or 1, not {value}")
+    plan = Plan()
+    plan.put("sysctl", model.SETTINGS[name][0], C.c_uint32(value))
     return plan
 
 

@@ -147,6 +147,18 @@ class Control:
     def set_timeouts(self, tcp, tcpfin, udp):
         self.apply(config.set_timeouts, tcp, tcpfin, udp)
 
+    def set_setting(self, name, value):
+        """`xdplb set`: one of IPVS's settings (model.SETTINGS)."""
+        self.apply(config.set_setting, name, value)
+
+    def settings(self):
+        """{name: value} of model.SETTINGS as the data path sees them."""
+        out = {}
+        for name, (idx, _) in model.SETTINGS.items():
+            v = self.st.sysctl.get(idx)
+            out[name] = v.value if v is not None else 0
+        return out
+
     # --- listing ----------------------------------------------------------------------
 
     def timeouts(self):

@@ -11,6 +11,7 @@ import shutil
 import socket
 
 from . import bpfsys, fault, journal, maps
+from .model import SETTINGS
 from . import structs as S
 from .state import (PREV_PINS, PROG_PIN, State, StateError, locked, pin_dir, private_dir,
                     reap)
@@ -137,6 +138,8 @@ def create_state(folder, cflags=()):
     b, fn = compile_program(cflags)
     try:
         bpfsys.update(b[b"layout"].map_fd, C.c_uint32(0), C.c_uint32(XDPLB_LAYOUT_VERSION))
+        for idx, default in SETTINGS.values():   # IPVS's settings: the kernel's defaults
+            bpfsys.update(b[b"sysctl"].map_fd, C.c_uint32(idx), C.c_uint32(default))
         private_dir(os.path.dirname(folder))  # 0700, whatever the umask
         with locked(folder):
             reap(folder)

@@ -52,6 +52,13 @@ TCP_STATE_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "T
 TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
 TCP_ACTIVE_STATES = frozenset((1, 2, 3, 10))    # ESTABLISHED SYN_SENT SYN_RECV SYNACK
 UDP_TIMEOUT = 300
+
+# IPVS's net.ipv4.vs.* settings the data path follows (bpf/xdplb.h, sysctl map;
+# `xdplb set`): name -> (index, the kernel's default).
+SETTINGS = {"conn_reuse_mode": (_st.XDPLB_SYSCTL_CONN_REUSE_MODE, 1),
+            "expire_nodest_conn": (_st.XDPLB_SYSCTL_EXPIRE_NODEST_CONN, 0),
+            "expire_quiescent_template": (_st.XDPLB_SYSCTL_EXPIRE_QUIESCENT_TEMPLATE, 0),
+            "sloppy_tcp": (_st.XDPLB_SYSCTL_SLOPPY_TCP, 0)}
 DEFAULT_TIMEOUTS = (900, 120, 300)             # tcp tcpfin udp, as --timeout shows
 
 

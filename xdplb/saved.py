@@ -8,10 +8,12 @@ restores /etc/ipvsadm.rules (written by `ipvsadm-save`) when it starts, with
   interfaces   the interfaces running xdplb, one `IFNAME MODE` a line
                (MODE native or generic); `#` starts a comment
   rules        `xdplbadm -S -n`'s text, which `xdplbadm -R` reads back
+  settings     `xdplb show`'s text: IPVS's settings (`xdplb set NAME VALUE`)
 
-`restore` applies the rules first (through `xdplbadm -R`, the one write
-path, so a bad line gets ipvsadm's words) and then attaches, so the
-services exist before the first frame meets the program. Rules equal to
+`restore` reads every file first (a bad line changes nothing), applies the
+rules (through `xdplbadm -R`, the one write path, so a bad line gets
+ipvsadm's words) and the settings, and then attaches, so the services exist
+before the first frame meets the program. Rules equal to
 the live ones are left alone: restoring twice (a restarted unit) keeps every
 connection.
 """
@@ -19,11 +21,11 @@ import os
 import subprocess
 import sys
 
-from . import loader
+from . import loader, model
 from .control import Control
 
 ETC = "/etc/xdplb"
-INTERFACES, RULES = "interfaces", "rules"
+INTERFACES, RULES, SETTINGS = "interfaces", "rules", "settings"
 MODES = ("native", "generic")
 
 
@@ -50,26 +52,43 @@ def save(folder=ETC):
     with ctl:
         rules = ctl.save(numeric=True)
         attached = [(name, mode) for name, _, mode in loader.attached(ctl.st)]
+        settings = ctl.settings()
     os.makedirs(folder, mode=0o755, exist_ok=True)
     _write(os.path.join(folder, INTERFACES),
            "# xdplb save: the interfaces running xdplb (IFNAME MODE)\n"
            + "".join(f"{name} {mode}\n" for name, mode in attached))
     _write(os.path.join(folder, RULES), rules)
+    _write(os.path.join(folder, SETTINGS), "".join(f"{k} {v}\n" for k, v in settings.items()))
     return [name for name, _ in attached], rules.count("\n")
+
+
+def _lines(path):
+    """(line number, words, line) of each line with words (`#` starts a comment)."""
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            words = line.split("#", 1)[0].split()
+            if words:
+                yield n, words, line.strip()
 
 
 def read_interfaces(path):
     """[(ifname, mode)] of an interfaces file; SavedError names file:line."""
     out = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            words = line.split("#", 1)[0].split()
-            if not words:
-                continue
-            if len(words) > 2 or (len(words) == 2 and words[1] not in MODES):
-                raise SavedError(f"{path}:{n}: expected 'IFNAME [native|generic]', "
-                                 f"got {line.strip()!r}")
-            out.append((words[0], words[1] if len(words) == 2 else "native"))
+    for n, words, line in _lines(path):
+        if len(words) > 2 or (len(words) == 2 and words[1] not in MODES):
+            raise SavedError(f"{path}:{n}: expected 'IFNAME [native|generic]', got {line!r}")
+        out.append((words[0], words[1] if len(words) == 2 else "native"))
+    return out
+
+
+def read_settings(path):
+    """[(name, value)] of a settings file; SavedError names file:line."""
+    out = []
+    for n, words, line in _lines(path):
+        if len(words) != 2 or words[0] not in model.SETTINGS or words[1] not in ("0", "1"):
+            raise SavedError(f"{path}:{n}: expected 'NAME 0|1' with NAME one of "
+                             f"{', '.join(model.SETTINGS)}, got {line!r}")
+        out.append((words[0], int(words[1])))
     return out
 
 
@@ -79,12 +98,14 @@ def _xdplbadm(args, stdin=None):
 
 
 def restore(folder=ETC, say=print):
-    """Apply folder/rules (unless they equal the live rules) and attach to
-    folder/interfaces. Every interface is tried; returns the messages of
+    """Apply folder/rules (unless they equal the live rules) and
+    folder/settings, and attach to folder/interfaces. Every interface is tried; returns the messages of
     those that failed (empty: all done). Raises SavedError for a bad file
     or refused rules."""
     ifs_path, rules_path = os.path.join(folder, INTERFACES), os.path.join(folder, RULES)
     interfaces = read_interfaces(ifs_path) if os.path.exists(ifs_path) else []
+    settings_path = os.path.join(folder, SETTINGS)
+    settings = read_settings(settings_path) if os.path.exists(settings_path) else []
     if os.path.exists(rules_path):
         with open(rules_path) as f:
             rules = f.read()
@@ -98,6 +119,11 @@ def restore(folder=ETC, say=print):
                     raise SavedError(f"{rules_path}: xdplbadm {' '.join(args)} failed "
                                      f"(exit {done.returncode}): {done.stderr.strip()}")
             say(f"rules: restored {rules.count(chr(10))} lines from {rules_path}")
+    if settings:
+        with Control.open(create=True) as ctl:
+            for name, value in settings:
+                ctl.set_setting(name, value)
+        say(f"settings: {', '.join(f'{k} {v}' for k, v in settings)}")
     failed = []
     if interfaces:
         with loader.open_state() as st:
