@@ -3,7 +3,8 @@
  * xdplb.c - the XDP data path's programs: parse -> connection lookup ->
  * schedule -> rewrite -> forward -> count. xdplb_main runs on every
  * interface; a new connection continues by tail call in its scheduler
- * family's program (xdplb_new_*), then in xdplb_conn, which builds it.
+ * family's program (xdplb_new_*), then in xdplb_conn, which builds it; a
+ * Tunnel connection's packet continues in xdplb_tunnel.
  * Every program returns through record_verdict() (stats.h).
  *
  * bcc rewrites map calls (map.lookup(...)) only in the file it compiles, so
@@ -14,6 +15,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "encap.h"
 #include "maps.h"
 #include "parse.h"
 #include "persist.h"
@@ -116,6 +118,27 @@ static __always_inline __u32 build_conn(struct xdp_md *ctx)
 int xdplb_conn(struct xdp_md *ctx)
 {
 	return record_verdict(build_conn(ctx));
+}
+
+/* A Tunnel connection's packet, from xdplb_main or xdplb_conn (tun_out
+ * says where to): encapsulated and sent (encap.h). */
+static __always_inline __u32 tunnel(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct tun_out *to;
+	struct pkt p = {};
+	__u32 zero = 0;
+
+	to = tun_out.lookup(&zero);
+	if (!to || parse_pkt(data, data_end, &p) < 0)
+		return pass();
+	return tunnel_in(ctx, &p, to, now_ns());
+}
+
+int xdplb_tunnel(struct xdp_md *ctx)
+{
+	return record_verdict(tunnel(ctx));
 }
 
 /* Every frame: a real server's reply or a client's packet on a tracked

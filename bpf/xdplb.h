@@ -44,6 +44,17 @@
 #define IP_VS_CONN_F_TUNNEL	2
 #define IP_VS_CONN_F_DROUTE	3
 
+/* Tunnel types and encapsulation flags of a Tunnel destination: IPVS's
+ * IP_VS_CONN_F_TUNNEL_TYPE_* and IP_VS_TUNNEL_ENCAP_FLAG_* values. The data
+ * path encapsulates ipip and gue (with or without the outer UDP checksum);
+ * the control plane refuses gre and remcsum. */
+#define IP_VS_CONN_F_TUNNEL_TYPE_IPIP	0
+#define IP_VS_CONN_F_TUNNEL_TYPE_GUE	1
+#define IP_VS_CONN_F_TUNNEL_TYPE_GRE	2
+#define IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM	0
+#define IP_VS_TUNNEL_ENCAP_FLAG_CSUM	(1 << 0)
+#define IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM	(1 << 1)
+
 /* Service flags: IPVS's IP_VS_SVC_F_* values. */
 #define IP_VS_SVC_F_PERSISTENT	0x0001
 #define IP_VS_SVC_F_HASHED	0x0002
@@ -141,13 +152,22 @@ enum xdplb_counter {
 	 * full, so it stays in the LRU, where a flood of new connections can
 	 * evict it (tried again at each state change and last_seen refresh). */
 	XDPLB_CNT_ASSURE_FULL,
+	/* Tunnel: the encapsulated packet would exceed the egress device's MTU
+	 * (or there was no headroom to encapsulate in): passed untouched. */
+	XDPLB_CNT_TUN_TOO_BIG,
+	/* Tunnel: no outer source address for the egress interface (tun_src,
+	 * written by `xdplb attach`): passed untouched. */
+	XDPLB_CNT_TUN_NO_SRC,
 	XDPLB_CNT_MAX,
 };
 
 /* new_conn: PROG_ARRAY. A new connection continues by tail call in the
  * program of its scheduler's family (index XDPLB_SCHED_*), which hands its
- * pick to the program at XDPLB_PROG_CONN that builds the connection.
+ * pick to the program at XDPLB_PROG_CONN that builds the connection. A
+ * Tunnel connection's packet is encapsulated in the program at
+ * XDPLB_PROG_TUNNEL.
  * xdplb/loader.py fills it (NEW_CONN_PROGS). */
+#define XDPLB_PROG_TUNNEL	14	/* a Tunnel connection's packet: encapsulate */
 #define XDPLB_PROG_CONN		15
 #define XDPLB_PROG_MAX		16
 
@@ -204,6 +224,9 @@ struct dest {
 	__u32 next;		/* the next (older) destination of the same service, 0
 				 * at the end: from svc_dests' d[0], the service's whole
 				 * list in kernel order (control plane only) */
+	__be16 tun_port;	/* Tunnel, gue: the outer UDP destination port */
+	__u8 tun_type;		/* Tunnel: IP_VS_CONN_F_TUNNEL_TYPE_* */
+	__u8 tun_flags;		/* Tunnel: IP_VS_TUNNEL_ENCAP_FLAG_* */
 };
 
 /* dest_conns: ARRAY (shared, not per CPU) slot -> live connection counts of
@@ -353,6 +376,12 @@ struct conn {
 				 * (IN: either direction; TEMPLATE: last use);
 				 * 0 = expired (swapped to 0 by the one CPU that expires it) */
 };
+
+/* tun_src: ARRAY ifindex -> the balancer's IPv4 address on that interface,
+ * the outer source of the packets a Tunnel connection sends out of it (the
+ * FIB gives the egress, not a source address). Written by `xdplb attach`
+ * for every interface of the netns; 0: none known. */
+#define XDPLB_TUN_SRC_SLOTS	(XDPLB_MAX_PORTS * 16)
 
 /* svc_stats, dest_stats: PERCPU_ARRAY slot -> ip_vs_stats; bytes are L3 lengths */
 struct ip_vs_stats {
