@@ -138,7 +138,9 @@ static __always_inline void outer_ipv4(struct iphdr *ip, const struct inner_v4 *
 }
 
 /* The outer UDP + GUE headers of a gue destination; with --tun-csum the UDP
- * checksum, from the inner packet's own checksums (its IP header sums to
+ * checksum (--tun-remcsum too: IPVS adds the remote checksum offload option
+ * only to a packet whose checksum is left to hardware, CHECKSUM_PARTIAL,
+ * which a forwarded packet never is, so it sends what --tun-csum sends), from the inner packet's own checksums (its IP header sums to
  * zero, its segment to l4_sum): no pass over the payload. An inner UDP
  * datagram without checksum leaves the outer one 0 too (allowed over IPv4). */
 static __always_inline void outer_gue(struct udphdr *udp, struct xdplb_guehdr *gue,
@@ -156,7 +158,8 @@ static __always_inline void outer_gue(struct udphdr *udp, struct xdplb_guehdr *g
 	gue->ver_c_hlen = 0;
 	gue->proto = IPPROTO_IPIP;
 	gue->flags = 0;
-	if (!(d->tun_flags & IP_VS_TUNNEL_ENCAP_FLAG_CSUM) || !in->l4_sum)
+	if (!(d->tun_flags & (IP_VS_TUNNEL_ENCAP_FLAG_CSUM | IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM)) ||
+	    !in->l4_sum)
 		return;
 	sum = pseudo_v4(saddr, daddr, IPPROTO_UDP, len) + udp->source + udp->dest + udp->len +
 	      *(__u16 *)gue + gue->flags + in->l4_sum;

@@ -46,8 +46,8 @@
 
 /* Tunnel types and encapsulation flags of a Tunnel destination: IPVS's
  * IP_VS_CONN_F_TUNNEL_TYPE_* and IP_VS_TUNNEL_ENCAP_FLAG_* values. The data
- * path encapsulates ipip and gue (with or without the outer UDP checksum);
- * the control plane refuses gre and remcsum. */
+ * path encapsulates ipip and gue (with or without the outer UDP checksum;
+ * remcsum as csum, see encap.h); the control plane refuses gre. */
 #define IP_VS_CONN_F_TUNNEL_TYPE_IPIP	0
 #define IP_VS_CONN_F_TUNNEL_TYPE_GUE	1
 #define IP_VS_CONN_F_TUNNEL_TYPE_GRE	2

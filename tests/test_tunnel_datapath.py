@@ -21,6 +21,9 @@ from xdplb import structs as S
 GUE_PORT = 6080
 IPIP, GUE = S.IP_VS_CONN_F_TUNNEL_TYPE_IPIP, S.IP_VS_CONN_F_TUNNEL_TYPE_GUE
 CSUM, NOCSUM = S.IP_VS_TUNNEL_ENCAP_FLAG_CSUM, S.IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM
+REMCSUM = S.IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM
+# --tun-remcsum sends what --tun-csum sends (bpf/encap.h outer_gue)
+TUNNELS = [(IPIP, NOCSUM), (GUE, NOCSUM), (GUE, CSUM), (GUE, REMCSUM)]
 
 
 class TunnelPath(DataPath):
@@ -58,13 +61,13 @@ def to_rs(tp, frame, rs=0, **kw):
     return encapsulated(frame, tp.net["srv_ip"], RS[rs][0], SRV_MAC, RS[rs][1], **kw)
 
 
-@pytest.mark.parametrize("tun_type,tun_flags", [(IPIP, NOCSUM), (GUE, NOCSUM), (GUE, CSUM)])
+@pytest.mark.parametrize("tun_type,tun_flags", TUNNELS)
 def test_tcp_connection_through_the_tunnel(tp, tun_type, tun_flags):
     """SYN, ACK with data, FIN, ACK: each encapsulated byte for byte; the
     entry is a Tunnel one, input-only states end in FIN_WAIT, OutPkts 0,
     InBytes the inner packets'."""
     tp.tunnel(1, {1: RS[0][0]}, tun_type=tun_type, tun_flags=tun_flags)
-    kw = dict(tun_port=GUE_PORT, csum=tun_flags == CSUM) if tun_type == GUE else {}
+    kw = dict(tun_port=GUE_PORT, csum=tun_flags != NOCSUM) if tun_type == GUE else {}
     frames = [tcp(CLIENT, VIP, 40000, VPORT),
               tcp(CLIENT, VIP, 40000, VPORT, flags="A", payload=b"GET / HTTP/1.0\r\n\r\n"),
               tcp(CLIENT, VIP, 40000, VPORT, flags="FA"),
@@ -86,11 +89,11 @@ def test_tcp_connection_through_the_tunnel(tp, tun_type, tun_flags):
     assert cnt["fwd"] == 4 and cnt["rx"] == 4
 
 
-@pytest.mark.parametrize("tun_type,tun_flags", [(IPIP, NOCSUM), (GUE, NOCSUM), (GUE, CSUM)])
+@pytest.mark.parametrize("tun_type,tun_flags", TUNNELS)
 def test_udp_through_the_tunnel(tp, tun_type, tun_flags):
     tp.tunnel(1, {1: RS[1][0]}, proto=socket.IPPROTO_UDP, tun_type=tun_type,
               tun_flags=tun_flags, vport=53)
-    kw = dict(tun_port=GUE_PORT, csum=tun_flags == CSUM) if tun_type == GUE else {}
+    kw = dict(tun_port=GUE_PORT, csum=tun_flags != NOCSUM) if tun_type == GUE else {}
     for payload in (b"q", b"x" * 11, b"y" * 300):
         f = udp(CLIENT, VIP, 40100, 53, payload=payload)
         assert tp.run(f) == (XDP_REDIRECT, to_rs(tp, f, rs=1, **kw))

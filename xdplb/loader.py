@@ -10,7 +10,7 @@ import re
 import shutil
 import socket
 
-from . import bpfsys, fault, journal, maps
+from . import bpfsys, fault, journal, maps, tunnel
 from . import structs as S
 from .state import PROG_PIN, State, locked, pin_dir, private_dir, reap
 from .structs import XDPLB_LAYOUT_VERSION
@@ -148,7 +148,9 @@ def attach(state: State, ifname, mode="native"):
     between the two steps leaves an interface attached but not a redirect
     target (traffic to it goes through the stack): running attach again
     completes it, and the next attach, detach or status repairs it
-    (reconcile()). Returns what reconcile() repaired."""
+    (reconcile()). Every attach also rewrites tun_src, the outer source
+    addresses of Tunnel forwarding (xdplb/tunnel.py). Returns what
+    reconcile() repaired."""
     idx = ifindex(ifname)
     with locked(state.folder):
         repaired = reconcile(state)
@@ -156,6 +158,7 @@ def attach(state: State, ifname, mode="native"):
         bpfsys.xdp_attach(idx, state.prog_fd, MODES[mode])
         fault.point("attach")
         state.tx_ports.put(idx, state.tx_ports.value_type(idx))
+        tunnel.write_sources(state)
     return repaired
 
 
