@@ -17,26 +17,16 @@
 #define XDPLB_ENCAP_H
 
 #include "forward.h"
+#include "gue.h"
 #include "maps.h"
 #include "parse.h"
 #include "service.h"
 #include "stats.h"
 
-#ifndef IPPROTO_IPIP
-#define IPPROTO_IPIP		4
-#endif
 #define XDPLB_IP_DF		0x4000
 #define XDPLB_ECN_MASK		0x03
 #define XDPLB_ECN_CE		0x03
 #define XDPLB_ECN_ECT_0		0x02
-
-/* GUE variant 0 (draft-ietf-intarea-gue): version 0, no control bit, no
- * optional fields, then the flags word; proto is the inner IP protocol. */
-struct xdplb_guehdr {
-	__u8 ver_c_hlen;	/* version (2 bits) 0, C 0, hlen 0 */
-	__u8 proto;
-	__be16 flags;
-};
 
 #define XDPLB_IPIP_LEN		sizeof(struct iphdr)
 #define XDPLB_GUE_LEN		(sizeof(struct iphdr) + sizeof(struct udphdr) + \

@@ -17,19 +17,22 @@ from .structs import XDPLB_TUN_SRC_SLOTS
 RT_SCOPE_UNIVERSE = 0
 
 
+def ipv4_addresses():
+    """[(ifindex, address, scope)] of every IPv4 address of this netns."""
+    from pyroute2 import IPRoute    # (0.25 s to import: only attach and decap need it)
+    with IPRoute() as ipr:
+        return [(m["index"], m.get_attr("IFA_ADDRESS"), m["scope"])
+                for m in ipr.get_addr(family=socket.AF_INET) if m.get_attr("IFA_ADDRESS")]
+
+
 def interface_sources():
     """{ifindex: IPv4 address} of this netns: the first address of global
     scope of each interface (else its first one)."""
-    from pyroute2 import IPRoute    # (0.25 s to import: only attach needs it)
     out, scoped = {}, {}
-    with IPRoute() as ipr:
-        for msg in ipr.get_addr(family=socket.AF_INET):
-            idx, addr = msg["index"], msg.get_attr("IFA_ADDRESS")
-            if addr is None:
-                continue
-            out.setdefault(idx, addr)
-            if msg["scope"] == RT_SCOPE_UNIVERSE:
-                scoped.setdefault(idx, addr)
+    for idx, addr, scope in ipv4_addresses():
+        out.setdefault(idx, addr)
+        if scope == RT_SCOPE_UNIVERSE:
+            scoped.setdefault(idx, addr)
     return {**out, **scoped}
 
 
