@@ -68,10 +68,12 @@ static __always_inline __u64 pseudo_v4(__be32 saddr, __be32 daddr, __u8 proto, _
 /* What a valid L4 checksum says about its segment: pseudo-header + segment
  * sum to 0xffff, so the segment sums to ~pseudo-header (the kernel's local
  * checksum offload, lco_csum, uses the same identity). A UDP datagram
- * without checksum (0) says nothing: 0, unknown. */
+ * without checksum (0), or shorter than its IP payload (its checksum does
+ * not cover the rest), says nothing: 0, unknown. */
 static __always_inline __u16 l4_segment_sum(const struct pkt *p, __u16 l4_len)
 {
-	if (p->key.proto == IPPROTO_UDP && !*p->l4_check)
+	if (p->key.proto == IPPROTO_UDP &&
+	    (!*p->l4_check || p->l4->len != bpf_htons(l4_len)))
 		return 0;
 	return ~csum_fold64(pseudo_v4(p->key.saddr, p->key.daddr, p->key.proto, l4_len));
 }
@@ -132,7 +134,8 @@ static __always_inline void outer_ipv4(struct iphdr *ip, const struct inner_v4 *
  * only to a packet whose checksum is left to hardware, CHECKSUM_PARTIAL,
  * which a forwarded packet never is, so it sends what --tun-csum sends), from the inner packet's own checksums (its IP header sums to
  * zero, its segment to l4_sum): no pass over the payload. An inner UDP
- * datagram without checksum leaves the outer one 0 too (allowed over IPv4). */
+ * datagram without checksum (or shorter than its IP payload) leaves the
+ * outer one 0 (allowed over IPv4). */
 static __always_inline void outer_gue(struct udphdr *udp, struct xdplb_guehdr *gue,
 				      const struct inner_v4 *in, const struct dest *d,
 				      __be32 saddr, __be32 daddr)
