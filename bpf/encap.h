@@ -42,10 +42,9 @@
 /* The inner packet's fields the outer headers are made of, read before
  * bpf_xdp_adjust_head invalidates every packet pointer. */
 struct inner_v4 {
-	__be32 saddr, daddr;
 	__u16 l3_len, l4_len;	/* host order */
 	__be16 id, df;
-	__u8 tos, ttl, proto;
+	__u8 tos, ttl;
 	__u16 l4_sum;		/* one's complement sum of the L4 segment; 0: unknown */
 	__u16 l2_len;
 	__be16 flow_port;	/* the outer UDP source port */
@@ -72,10 +71,13 @@ static __always_inline __u64 pseudo_v4(__be32 saddr, __be32 daddr, __u8 proto, _
  * not cover the rest), says nothing: 0, unknown. */
 static __always_inline __u16 l4_segment_sum(const struct pkt *p, __u16 l4_len)
 {
+	__u16 sum;
+
 	if (p->key.proto == IPPROTO_UDP &&
 	    (!*p->l4_check || p->l4->len != bpf_htons(l4_len)))
 		return 0;
-	return ~csum_fold64(pseudo_v4(p->key.saddr, p->key.daddr, p->key.proto, l4_len));
+	sum = ~csum_fold64(pseudo_v4(p->key.saddr, p->key.daddr, p->key.proto, l4_len));
+	return sum ? sum : 0xffff;	/* (one's complement zero either way) */
 }
 
 static __always_inline void inner_read(const struct pkt *p, struct inner_v4 *in)
@@ -84,15 +86,12 @@ static __always_inline void inner_read(const struct pkt *p, struct inner_v4 *in)
 	__u32 h = bpf_ntohl(p->key.saddr ^ p->key.daddr) ^
 		  ((__u32)bpf_ntohs(p->key.sport) << 16 | bpf_ntohs(p->key.dport)) ^ p->key.proto;
 
-	in->saddr = ip->saddr;
-	in->daddr = ip->daddr;
 	in->l3_len = p->l3_len;
 	in->l4_len = p->l3_len - ip->ihl * 4;
 	in->id = ip->id;
 	in->df = ip->frag_off & bpf_htons(XDPLB_IP_DF);
 	in->tos = ip->tos;
 	in->ttl = ip->ttl;
-	in->proto = ip->protocol;
 	in->l4_sum = l4_segment_sum(p, in->l4_len);
 	in->l2_len = (void *)ip - (void *)p->eth;
 	h *= 0x61C88647u;	/* hash_32's golden ratio: spreads the flow's bits */
@@ -129,13 +128,13 @@ static __always_inline void outer_ipv4(struct iphdr *ip, const struct inner_v4 *
 	ip->check = ~csum_fold64((__u64)w[0] + w[1] + w[2] + w[3] + w[4]);
 }
 
-/* The outer UDP + GUE headers of a gue destination; with --tun-csum the UDP
- * checksum (--tun-remcsum too: IPVS adds the remote checksum offload option
- * only to a packet whose checksum is left to hardware, CHECKSUM_PARTIAL,
- * which a forwarded packet never is, so it sends what --tun-csum sends), from the inner packet's own checksums (its IP header sums to
+/* The outer UDP + GUE headers of a gue destination. With --tun-csum, the
+ * UDP checksum from the inner packet's own checksums (its IP header sums to
  * zero, its segment to l4_sum): no pass over the payload. An inner UDP
  * datagram without checksum (or shorter than its IP payload) leaves the
- * outer one 0 (allowed over IPv4). */
+ * outer one 0 (allowed over IPv4). --tun-remcsum sends the same: IPVS adds
+ * the remote checksum offload option only to a packet whose checksum is
+ * left to the hardware (CHECKSUM_PARTIAL), which a forwarded one never is. */
 static __always_inline void outer_gue(struct udphdr *udp, struct xdplb_guehdr *gue,
 				      const struct inner_v4 *in, const struct dest *d,
 				      __be32 saddr, __be32 daddr)

@@ -38,8 +38,7 @@ from . import sched as S
 from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E_SVC_EXISTS,
                     E_SVC_NOT_DEFINED, XdplbError)
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNEL,
-                      XDPLB_DEST_F_AVAILABLE,
-                      XDPLB_LIST_MAX, XDPLB_RING_GEN_BIT,
+                      XDPLB_DEST_F_AVAILABLE, XDPLB_LIST_MAX, XDPLB_RING_GEN_BIT,
                       XDPLB_RS_SVC_MAX, XDPLB_SYSCTL_CONN_REUSE_MODE,
                       XDPLB_TMO_UDP, Alloc, DestEntry, RsSvcs, SchedPos, SvcEntry, SvcKey,
                       packer)
