@@ -130,6 +130,31 @@ def detach(ifnames):
         _fail(e)
 
 
+@xdplb.command()
+@click.argument("ifname", metavar="IFNAME",
+                callback=lambda ctx, param, name: _ifnames(ctx, param, (name,))[0])
+@click.option("--detach", "off", is_flag=True, help="remove it from IFNAME")
+@click.option("--gue-port", "gue_ports", type=click.IntRange(1, 65535), multiple=True,
+              help="a UDP port GUE arrives on (repeatable; default 6080)")
+@click.option("--mode", type=click.Choice(["native", "generic"]), default="native",
+              show_default=True, help="XDP mode: driver (native) or generic (skb)")
+def decap(ifname, off, gue_ports, mode):
+    """On a real server: strip the ipip / GUE encapsulation of xdplb's Tunnel
+    servers (-i) from frames to this host on IFNAME, for a kernel without the
+    ipip / fou modules. The VIP goes on a non-ARPing interface (lo)."""
+    from . import decap as dc
+    try:
+        if off:
+            click.echo(f"detached xdplb decap (prog id {dc.detach(ifname)}) from {ifname}")
+            return
+        pid, addrs = dc.attach(ifname, mode, gue_ports or dc.DEFAULT_GUE_PORTS)
+        click.echo(f"attached xdplb decap (prog id {pid}) to {ifname} in {mode} mode: ipip and "
+                   f"GUE on UDP port {', '.join(map(str, gue_ports or dc.DEFAULT_GUE_PORTS))} "
+                   f"to {', '.join(addrs) or 'no address of this host'}")
+    except (dc.DecapError, OSError, ValueError) as e:
+        _fail(e)
+
+
 def _dest_used(key, value):
     """A dests slot in use: its flags are set (slot 0 never is)."""
     return value[structs.DestEntry.flags.offset] != 0

@@ -108,7 +108,7 @@ class Control:
         tables the ones before it left, so each refusal is the one the kernel
         would give at that point of the sequence; the net result of the others
         is then written at once: the same maps as running them one by one
-        (xdplb/tables.py). DR servers are primed afterwards. Returns
+        (xdplb/tables.py). DR and TUN servers are primed afterwards. Returns
         [XdplbError or None per op]."""
         with self.transaction() as tx:
             t = Tables(tx)
@@ -194,7 +194,8 @@ class Control:
                 dst = Destination(addr=b2a(d.addr), port=socket.ntohs(d.port), fwd=d.fwd,
                                   weight=d.weight, u_threshold=d.u_threshold,
                                   l_threshold=d.l_threshold, active=a, inactive=i,
-                                  persist=pc, slot=slot, seq=d.seq)
+                                  persist=pc, slot=slot, seq=d.seq, tun_type=d.tun_type,
+                                  tun_port=socket.ntohs(d.tun_port), tun_flags=d.tun_flags)
                 if stats or rate:
                     dst.stats = self._stats(self.st.dest_stats, slot)
                 svc.dests.append(dst)
