@@ -125,3 +125,31 @@ def test_node_exporter_ipvs_metrics_exactly():
         "# TYPE node_ipvs_backend_weight gauge",
         f"node_ipvs_backend_weight{be_tcp} 5.0",
         f"node_ipvs_backend_weight{be_udp} 0.0"])
+
+
+def test_the_grafana_dashboard_uses_only_served_metrics():
+    """docs/grafana-xdplb.json: valid JSON, both families of metrics, and no
+    name the exporter does not serve (a renamed metric breaks this test)."""
+    import json
+    import os
+    import re
+    import time
+
+    from xdplb import estimator
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "grafana-xdplb.json")
+    with open(path) as f:
+        dash = json.load(f)
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", ())]
+    used = {m for e in exprs for m in re.findall(r"\b((?:node_ipvs|xdplb)_\w+)", e)}
+    svc = Service(IPPROTO_TCP, "10.0.0.1", 80, sched="rr", stats=Stats())
+    svc.dests = [Destination("10.1.0.1", 80)]
+    fresh = estimator.Estimates(ticks=1, tick_ns=time.monotonic_ns())
+    served = set()
+    for fam in [*exporter.node_ipvs_metrics([svc], Stats()), *exporter._service_metrics([svc]),
+                *exporter._rate_metrics([svc], fresh)]:
+        served |= {s.name for s in fam.samples}
+    served |= {"xdplb_datapath_packets_total", "xdplb_connection_table_entries",
+               "xdplb_connection_table_size", "xdplb_state_loaded"}   # (_collect's own)
+    assert used <= served, used - served
+    assert any(m.startswith("node_ipvs_") for m in used)
+    assert any(m.startswith("xdplb_") for m in used)
