@@ -229,21 +229,30 @@ def _lost_totals(old, records):
 
 
 class Daemon:
-    """The daemon's estimation schedule: run() every PERIOD_NS (a late period
-    is run once, not caught up), each under the state lock."""
+    """The daemon's estimation schedule: a period every PERIOD_NS (a late one
+    is run once, not caught up), each under the state lock. It keeps to the
+    schedule the file shows: a daemon restarted within a period runs its
+    first one when it is due, and of two daemons of one state only one runs
+    each period (the other finds it just run)."""
 
-    def __init__(self, st):
-        self.st = st
-        self.due = time.monotonic_ns()
+    def __init__(self, st, clock=time.monotonic_ns):
+        self.st, self.clock = st, clock
+        self.due = clock()
 
     def run(self):
         """Estimate if a period is due; returns the seconds until the next."""
-        now = time.monotonic_ns()
+        now = self.clock()
         if now >= self.due:
             with journal.locked(self.st):
-                tick(self.st)
-            self.due = max(self.due + PERIOD_NS, now)
-        return (self.due - time.monotonic_ns()) / 1e9
+                last = load(self.st)
+                if last.fresh(now) and now - last.tick_ns < PERIOD_NS // 2:
+                    self.due = last.tick_ns + PERIOD_NS    # someone else's period
+                else:
+                    tick(self.st, now)
+                    self.due += PERIOD_NS
+                    if self.due <= now:                   # late: start again from now
+                        self.due = now + PERIOD_NS
+        return (self.due - self.clock()) / 1e9
 
 
 # --- what a configuration change does to them ----------------------------------------

@@ -188,3 +188,28 @@ def test_the_file_names_its_state(ctl, fake_state):
     other = type(fake_state)(fake_state.folder)   # a recreated state: new map ids
     assert estimator.decode(other, data) is None
     assert estimator.load(other).ticks == 0
+
+
+class Clock:
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def test_daemons_keep_one_schedule(ctl):
+    """A restarted daemon keeps the file's schedule, and two daemons of one
+    state run one period between them."""
+    st = ctl.st
+    clock = Clock(100 * PERIOD_NS)
+    a = estimator.Daemon(st, clock)
+    assert a.run() == 2.0 and estimator.load(st).ticks == 1
+    clock.t += PERIOD_NS // 4
+    b = estimator.Daemon(st, clock)          # started half a second after a's period
+    assert b.run() == 1.5 and estimator.load(st).ticks == 1
+    clock.t += 3 * PERIOD_NS // 4             # the next period is due for both
+    assert a.run() == 2.0 and b.run() == 2.0
+    assert estimator.load(st).ticks == 2
+    clock.t += 3 * PERIOD_NS                  # late: one period, not two
+    assert a.run() == 2.0 and estimator.load(st).ticks == 3
