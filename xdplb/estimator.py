@@ -237,7 +237,8 @@ class Daemon:
 
     def __init__(self, st, clock=time.monotonic_ns):
         self.st, self.clock = st, clock
-        self.due = clock()
+        now, last = clock(), load(st)
+        self.due = last.tick_ns + PERIOD_NS if last.fresh(now) else now
 
     def run(self):
         """Estimate if a period is due; returns the seconds until the next."""

@@ -213,3 +213,6 @@ def test_daemons_keep_one_schedule(ctl):
     assert estimator.load(st).ticks == 2
     clock.t += 3 * PERIOD_NS                  # late: one period, not two
     assert a.run() == 2.0 and estimator.load(st).ticks == 3
+    clock.t += PERIOD_NS // 2                 # a restarted daemon waits for the schedule
+    c = estimator.Daemon(st, clock)
+    assert c.run() == 1.0 and estimator.load(st).ticks == 3
