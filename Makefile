@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SETUP := bash scripts/setup.sh
 
-.PHONY: setup test demo bench fuzz compare test-ipvs clean
+.PHONY: setup test demo bench fuzz compare test-ipvs install uninstall clean
 
 setup:
 	@$(SETUP)
@@ -30,6 +30,13 @@ compare: setup
 # Opt-in: the qemu comparison as a test (about 7 minutes without KVM).
 test-ipvs: setup
 	XDPLB_TEST_IPVS=1 $(PY) -m pytest -s -k qemu tests/test_vagrant.py
+
+# xdplb as a system tool: /opt/xdplb, /usr/local/sbin, systemd units (scripts/install.sh).
+install: setup
+	bash scripts/install.sh install
+
+uninstall:
+	bash scripts/install.sh uninstall
 
 clean:
 	rm -rf .venv .pytest_cache

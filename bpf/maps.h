@@ -20,7 +20,9 @@
  * Direct mapped by dest slot; the tag fields say whether an entry still
  * applies (a second's TTL follows route and neighbour changes). */
 #define XDPLB_EGRESS_SLOTS	4096		/* power of two */
+#ifndef XDPLB_EGRESS_TTL_NS	/* a build-time tunable: no map depends on it */
 #define XDPLB_EGRESS_TTL_NS	1000000000ULL	/* re-ask the FIB after 1 s */
+#endif
 
 struct egress {
 	__u64 stamp;		/* bpf_ktime_get_coarse_ns() of the FIB answer */
@@ -58,6 +60,7 @@ BPF_TABLE("array", __u32, __u32, sysctl, XDPLB_SYSCTL_MAX);
 BPF_TABLE("array", __u32, struct alloc, alloc, 1);
 BPF_TABLE("array", __u32, __u32, layout, 1);
 BPF_TABLE("lru_hash", struct lblc_key, struct lblc_ent, lblc, XDPLB_MAX_LBLC);
+BPF_TABLE("lru_hash", struct frag_key, struct frag_rec, frags, XDPLB_MAX_FRAGS);
 BPF_TABLE("percpu_array", __u32, struct egress, egress_cache, XDPLB_EGRESS_SLOTS);
 BPF_TABLE("percpu_array", __u32, struct clock, clock, 1);
 /* New connections continue in a program of their scheduler's family

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * parse.h - bounds-checked parsing of Ethernet [+ one 802.1Q/802.1ad tag] +
- * IPv4 + TCP/UDP. Anything else, anything truncated or malformed, and IPv4
- * fragments are not ours: the caller passes them to the stack untouched.
+ * IPv4 + TCP/UDP. Anything else, anything truncated or malformed is not
+ * ours: the caller passes it to the stack untouched. IPv4 fragments of TCP
+ * and UDP are told apart (frag.h handles them): the first carries the
+ * ports and is parsed as a whole packet; a later one has no L4 header.
  */
 #ifndef XDPLB_PARSE_H
 #define XDPLB_PARSE_H
@@ -35,8 +37,22 @@ struct pkt {
 	__u8 tcp_flags;		/* XDPLB_TCP_* (tcp_state.h); 0 for UDP */
 };
 
-/* Returns 0 when the frame is an unfragmented IPv4 TCP/UDP packet whose
- * headers all lie inside the frame, -1 otherwise. */
+/* What parse_pkt found: a frame with ports (WHOLE, FIRST_FRAG) has every
+ * field of struct pkt; a LATER_FRAG has no L4 fields (l4 is NULL). */
+enum pkt_kind {
+	XDPLB_PKT_NOT_OURS = -1,
+	XDPLB_PKT_WHOLE = 0,		/* an unfragmented packet */
+	XDPLB_PKT_FIRST_FRAG = 1,	/* offset 0, more fragments */
+	XDPLB_PKT_LATER_FRAG = 2,	/* offset > 0 */
+};
+
+static __always_inline int pkt_has_ports(int kind)
+{
+	return kind == XDPLB_PKT_WHOLE || kind == XDPLB_PKT_FIRST_FRAG;
+}
+
+/* An IPv4 TCP/UDP packet or fragment whose headers all lie inside the
+ * frame: its kind (enum pkt_kind), and p filled. */
 static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 {
 	struct ethhdr *eth = data;
@@ -63,7 +79,7 @@ static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 		return -1;
 	if (ip->version != 4 || ip->ihl < 5)
 		return -1;
-	if (ip->frag_off & bpf_htons(XDPLB_IP_MF | XDPLB_IP_OFFSET))
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return -1;
 	ihl = ip->ihl * 4;
 	tot_len = bpf_ntohs(ip->tot_len);
@@ -71,6 +87,14 @@ static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 	asm volatile("%0 &= 0xffff" : "+r"(tot_len));
 	if (tot_len < ihl || (void *)ip + tot_len > data_end)
 		return -1;
+	p->eth = eth;
+	p->ip = ip;
+	p->key.saddr = ip->saddr;
+	p->key.daddr = ip->daddr;
+	p->key.proto = ip->protocol;
+	p->l3_len = tot_len;
+	if (ip->frag_off & bpf_htons(XDPLB_IP_OFFSET))
+		return XDPLB_PKT_LATER_FRAG;
 	l4 = (void *)ip + ihl;
 
 	if (ip->protocol == IPPROTO_TCP) {
@@ -86,7 +110,7 @@ static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 		p->key.dport = tcp->dest;
 		p->l4_check = &tcp->check;
 		p->tcp_flags = ((__u8 *)tcp)[13];
-	} else if (ip->protocol == IPPROTO_UDP) {
+	} else {	/* UDP */
 		struct udphdr *udp = l4;
 
 		if ((void *)(udp + 1) > data_end)
@@ -97,17 +121,9 @@ static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 		p->key.dport = udp->dest;
 		p->l4_check = &udp->check;
 		p->tcp_flags = 0;
-	} else {
-		return -1;
 	}
-	p->eth = eth;
-	p->ip = ip;
 	p->l4 = l4;
-	p->key.saddr = ip->saddr;
-	p->key.daddr = ip->daddr;
-	p->key.proto = ip->protocol;
-	p->l3_len = tot_len;
-	return 0;
+	return ip->frag_off & bpf_htons(XDPLB_IP_MF) ? XDPLB_PKT_FIRST_FRAG : XDPLB_PKT_WHOLE;
 }
 
 /* The kernel drops a bad IPv4 header checksum in ip_rcv, so IPVS never

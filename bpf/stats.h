@@ -17,7 +17,7 @@ static __always_inline void count(__u32 idx)
 }
 
 /* A frame's verdict: its XDP action and the counter that says why (one of
- * XDPLB_CNT_PASS..XDPLB_CNT_TAIL_CALL). The data path's functions return
+ * XDPLB_CNT_PASS..XDPLB_CNT_TAIL_CALL, XDPLB_CNT_FRAG_*). The data path's functions return
  * verdicts; every program ends in record_verdict(), the one place a verdict
  * is counted (as xdp-tutorial's xdp_stats_record_action), so each frame is
  * counted exactly once and RX is the verdicts' sum. */
@@ -40,27 +40,32 @@ static __always_inline __u32 drop(__u32 reason)
 	return VERDICT(XDP_DROP, reason);
 }
 
-static __always_inline void stats_bump(struct ip_vs_stats *s, int out, __u16 bytes)
+static __always_inline void stats_bump(struct ip_vs_stats *s, int out, __u32 pkts, __u16 bytes)
 {
 	if (!s)
 		return;
 	if (out) {
-		s->outpkts++;
+		s->outpkts += pkts;
 		s->outbytes += bytes;
 	} else {
-		s->inpkts++;
+		s->inpkts += pkts;
 		s->inbytes += bytes;
 	}
+}
+
+/* pkts packets of bytes bytes in a service's and a destination's stats (a
+ * later fragment is bytes of its datagram's one packet: frag.h). */
+static __always_inline void stats_count(__u32 svc_slot, __u32 dest_slot, int out, __u32 pkts,
+					__u16 bytes)
+{
+	stats_bump(svc_stats.lookup(&svc_slot), out, pkts, bytes);
+	stats_bump(dest_stats.lookup(&dest_slot), out, pkts, bytes);
 }
 
 /* ip_vs_in_stats() / ip_vs_out_stats(): the service and the destination. */
 static __always_inline void stats_add(const struct conn *c, int out, __u16 bytes)
 {
-	__u32 slot = c->svc_slot;
-
-	stats_bump(svc_stats.lookup(&slot), out, bytes);
-	slot = c->dest_slot;
-	stats_bump(dest_stats.lookup(&slot), out, bytes);
+	stats_count(c->svc_slot, c->dest_slot, out, 1, bytes);
 }
 
 /* ip_vs_conn_stats(): one more connection scheduled. */

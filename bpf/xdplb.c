@@ -3,8 +3,9 @@
  * xdplb.c - the XDP data path's programs: parse -> connection lookup ->
  * schedule -> rewrite -> forward -> count. xdplb_main runs on every
  * interface; a new connection continues by tail call in its scheduler
- * family's program (xdplb_new_*), then in xdplb_conn, which builds it.
- * Every program returns through record_verdict() (stats.h).
+ * family's program (xdplb_new_*), then in xdplb_conn, which builds it;
+ * an IPv4 fragment continues in xdplb_frag (frag.h). Every program returns
+ * through record_verdict() (stats.h).
  *
  * bcc rewrites map calls (map.lookup(...)) only in the file it compiles, so
  * xdplb/loader.py hands it this file with the project headers pasted in,
@@ -14,6 +15,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "frag.h"
 #include "maps.h"
 #include "parse.h"
 #include "persist.h"
@@ -40,7 +42,7 @@ static __always_inline __u32 schedule_new(struct xdp_md *ctx, int fam)
 	int persist;
 
 	so = sched_out.lookup(&zero);
-	if (!so || parse_pkt(data, data_end, &p) < 0)
+	if (!so || !pkt_has_ports(parse_pkt(data, data_end, &p)))
 		return pass();
 	svc = &so->svc;
 	persist = svc->flags & IP_VS_SVC_F_PERSISTENT;
@@ -98,19 +100,23 @@ int xdplb_new_lblcr(struct xdp_md *ctx)
 	return record_verdict(schedule_new(ctx, XDPLB_FAM_LBLCR));
 }
 
-/* A new connection, second half: build its entry and send. */
+/* A new connection, second half: build its entry and send (and, for a
+ * first fragment, note it). */
 static __always_inline __u32 build_conn(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct sched_out *so;
 	struct pkt p = {};
-	__u32 zero = 0;
+	__u32 zero = 0, verdict;
+	int kind;
 
 	so = sched_out.lookup(&zero);
-	if (!so || parse_pkt(data, data_end, &p) < 0)
+	kind = parse_pkt(data, data_end, &p);
+	if (!so || !pkt_has_ports(kind))
 		return pass();
-	return conn_new(ctx, &p, &so->svc, so->svc_port, now_ns(), so->dest_slot);
+	verdict = conn_new(ctx, &p, &so->svc, so->svc_port, now_ns(), so->dest_slot);
+	return frag_noted(ctx, &p, verdict, &p.key, 0, kind == XDPLB_PKT_FIRST_FRAG);
 }
 
 int xdplb_conn(struct xdp_md *ctx)
@@ -118,49 +124,46 @@ int xdplb_conn(struct xdp_md *ctx)
 	return record_verdict(build_conn(ctx));
 }
 
-/* Every frame: a real server's reply or a client's packet on a tracked
- * connection is handled in place; a new connection to a virtual service (a
- * SYN for TCP, as IPVS) goes on to its scheduler's program, with the
- * service in sched_out; anything else is passed untouched. */
-static __always_inline __u32 balance(struct xdp_md *ctx)
+/* A packet with ports (whole, or a first fragment: frag, a constant, says
+ * which program this is): a real server's reply or a client's packet on a
+ * tracked connection is handled in place; a new connection to a virtual
+ * service (a SYN for TCP, as IPVS) goes on to its scheduler's program,
+ * with the service in sched_out; anything else is passed untouched. */
+static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const int frag)
 {
-	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct conn_key ik = {};
 	struct sched_out *so;
 	struct service *svc;
-	struct pkt p = {};
 	struct conn *c;
 	__u32 zero = 0;
 	__be16 port;
 	__u64 now;
 	int assured;
 
-	if (parse_pkt(data, data_end, &p) < 0)
-		return pass();
-
-	if (rs_maybe(p.key.saddr)) {
-		c = conn_reply_lookup(&p, &ik, &assured);
+	if (rs_maybe(p->key.saddr)) {
+		c = conn_reply_lookup(p, &ik, &assured);
 		if (c)
-			return handle_out(ctx, &p, c, &ik);
+			return frag_noted(ctx, p, handle_out(ctx, p, c, &ik), &ik, 1, frag);
 	}
-	c = conn_lookup(&p.key, &assured);
+	c = conn_lookup(&p->key, &assured);
 	if (c && c->dir == XDPLB_DIR_IN) {
 		now = now_ns();
-		if (!conn_expired(c, now) && !conn_reuse(&p, c))
-			return handle_in(ctx, &p, c, assured, now);
-		conn_expire(&p, c, assured);
+		if (!conn_expired(c, now) && !conn_reuse(p, c))
+			return frag_noted(ctx, p, handle_in(ctx, p, c, assured, now), &p->key, 0,
+					  frag);
+		conn_expire(p, c, assured);
 	}
 	/* untracked, expired, reused, or a template's key */
 
-	svc = svc_find(&p, &port);
+	svc = svc_find(p, &port);
 	if (!svc)
 		return pass();
 	/* IPVS schedules TCP only on a SYN. */
-	if (p.key.proto == IPPROTO_TCP &&
-	    (p.tcp_flags & (XDPLB_TCP_SYN | XDPLB_TCP_ACK | XDPLB_TCP_RST)) != XDPLB_TCP_SYN)
+	if (p->key.proto == IPPROTO_TCP &&
+	    (p->tcp_flags & (XDPLB_TCP_SYN | XDPLB_TCP_ACK | XDPLB_TCP_RST)) != XDPLB_TCP_SYN)
 		return pass();
-	if (!ip_csum_ok(p.ip, data_end))
+	if (!ip_csum_ok(p->ip, data_end))
 		return pass();
 	so = sched_out.lookup(&zero);
 	if (!so)
@@ -171,7 +174,45 @@ static __always_inline __u32 balance(struct xdp_md *ctx)
 	return drop(XDPLB_CNT_TAIL_CALL);	/* no program for this scheduler */
 }
 
+/* Every frame. Fragments go on to xdplb_frag: whole packets pay one
+ * branch for them. */
+static __always_inline __u32 classify(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pkt p = {};
+	int kind = parse_pkt(data, data_end, &p);
+
+	if (kind != XDPLB_PKT_WHOLE) {
+		if (kind != XDPLB_PKT_NOT_OURS)
+			new_conn.call(ctx, XDPLB_PROG_FRAG);
+		return pass();
+	}
+	return balance(ctx, &p, 0);
+}
+
 int xdplb_main(struct xdp_md *ctx)
 {
-	return record_verdict(balance(ctx));
+	return record_verdict(classify(ctx));
+}
+
+/* An IPv4 fragment: the first is balanced (and noted), a later one follows
+ * it (frag.h). */
+static __always_inline __u32 fragment(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pkt p = {};
+	int kind = parse_pkt(data, data_end, &p);
+
+	if (kind == XDPLB_PKT_FIRST_FRAG)
+		return balance(ctx, &p, 1);
+	if (kind == XDPLB_PKT_LATER_FRAG)
+		return frag_follow(ctx, &p);
+	return pass();
+}
+
+int xdplb_frag(struct xdp_md *ctx)
+{
+	return record_verdict(fragment(ctx));
 }

@@ -117,14 +117,15 @@
  * the layout map when a state is created and checked by every process that
  * opens one, so a state pinned by another version of xdplb is refused
  * instead of misread. Bump it with any change to a pinned map. */
-#define XDPLB_LAYOUT_VERSION	3
+#define XDPLB_LAYOUT_VERSION	4
 
 /* Ring index bit selecting which generation of a service's schedule is live,
  * so a new schedule is written beside the old one and switched atomically. */
 #define XDPLB_RING_GEN_BIT	0x80000000u
 
 /* Global data-path counters (per-CPU array, indexed by these). Every frame
- * ends in exactly one verdict, PASS..TAIL_CALL (bpf/stats.h counts it), so
+ * ends in exactly one verdict, every counter but ASSURE_FULL (an event;
+ * bpf/stats.h counts verdicts), so
  * the program does not count RX: its slot stays 0 and readers
  * (xdplb/maps.py) report the sum of the verdicts. */
 enum xdplb_counter {
@@ -141,6 +142,11 @@ enum xdplb_counter {
 	 * full, so it stays in the LRU, where a flood of new connections can
 	 * evict it (tried again at each state change and last_seen refresh). */
 	XDPLB_CNT_ASSURE_FULL,
+	XDPLB_CNT_FRAG_UNTRACKED,	/* later IPv4 fragment with no record of its first
+					 * fragment (not seen yet, lost, not ours, or dropped
+					 * or passed untouched): passed untouched */
+	XDPLB_CNT_FRAG_OVERLAP,	/* later fragment overlapping the first fragment's L4
+				 * header, which chose the destination: dropped */
 	XDPLB_CNT_MAX,
 };
 
@@ -149,6 +155,9 @@ enum xdplb_counter {
  * pick to the program at XDPLB_PROG_CONN that builds the connection.
  * xdplb/loader.py fills it (NEW_CONN_PROGS). */
 #define XDPLB_PROG_CONN		15
+/* IPv4 fragments continue (from xdplb_main, by tail call) in the program
+ * at XDPLB_PROG_FRAG (bpf/frag.h), so whole packets pay one branch for them. */
+#define XDPLB_PROG_FRAG		14
 #define XDPLB_PROG_MAX		16
 
 /* services: HASH svc_key -> service */
@@ -352,6 +361,45 @@ struct conn {
 	__u64 last_seen;	/* bpf_ktime_get_coarse_ns() of the last packet, to ~0.27 s
 				 * (IN: either direction; TEMPLATE: last use);
 				 * 0 = expired (swapped to 0 by the one CPU that expires it) */
+};
+
+/* frags: LRU_HASH frag_key -> frag_rec: what was done with the first
+ * fragment of an IPv4 datagram xdplb forwarded (the fragment with the
+ * ports), so that its later fragments (offset > 0, no L4 header) get the
+ * same IP-header rewrite and leave by the same egress, to the same real
+ * server. Keyed as the receiver reassembles: source, destination, protocol
+ * and IP id. A record is used for XDPLB_FRAG_TTL_NS: a datagram's
+ * fragments leave their sender back to back, while the 16-bit IP id comes
+ * round again, for another datagram, after 65,536 datagrams of a sender to
+ * that destination; an LRU because losing a record costs one datagram,
+ * never a misrouted fragment. */
+#ifndef XDPLB_MAX_FRAGS
+#define XDPLB_MAX_FRAGS		16384
+#endif
+#define XDPLB_FRAG_TTL_NS	1000000000ULL	/* 1 s */
+
+struct frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct frag_rec {
+	__be32 addr;		/* the address written over the header's destination
+				 * (Masq) or, for a reply (out), source; 0: none (Route) */
+	__u32 ifindex;		/* the egress; 0: the first fragment went to the stack
+				 * (its neighbour unresolved, or not an XDP method) */
+	__u8 smac[6];		/* ... with these MACs */
+	__u8 dmac[6];
+	__u32 svc_slot;		/* whose stats the later fragments count in */
+	__u32 dest_slot;	/* ... (0: the first fragment was not counted) */
+	__u8 out;		/* 1: a Masq reply (real server -> client) */
+	__u8 l4_len;		/* the first fragment's L4 header length: a later
+				 * fragment starting inside it would overwrite the ports */
+	__u8 pad[2];
+	__u64 stamp;		/* now_ns() of the first fragment */
 };
 
 /* svc_stats, dest_stats: PERCPU_ARRAY slot -> ip_vs_stats; bytes are L3 lengths */

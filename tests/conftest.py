@@ -136,3 +136,43 @@ def cli_netns():
         yield ns
     finally:
         ns.delete()
+
+
+# A TCP echo server for a lab node (lab.start_server), and its client side.
+ECHO = """
+import socket, sys, threading
+srv = socket.create_server((sys.argv[1], int(sys.argv[2])), backlog=64)
+def serve(c):
+    with c:
+        while (data := c.recv(65536)):
+            c.sendall(data)
+while True:
+    threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
+"""
+
+
+def lab_connect(client, addr, port, timeout=10.0):
+    """A connection from the lab node client to addr:port (retried while the
+    server starts)."""
+    import socket
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        with client.entered():
+            try:
+                return socket.create_connection((addr, port), timeout=5)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+        time.sleep(0.2)
+
+
+def lab_echo(sock, data):
+    """Send data and read it back from an ECHO server."""
+    sock.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed by the other end"
+        got += chunk
+    return got

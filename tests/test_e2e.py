@@ -5,6 +5,7 @@ client 10.0.0.2 -> VIP 1.2.3.4 (xdplb, XDP native on the lb's veths) -> rs1..rs3
 real `xdplbadm` inside the lb netns; counters are checked against what the
 backends' own nftables counters saw (no XDP involved there).
 """
+import contextlib
 import importlib.util
 import json
 import os
@@ -102,16 +103,28 @@ def test_udp_through_masq(lab):
     assert stats[("UDP", SVC)][:3] == [3, 6, 6]
 
 
-def test_direct_routing(lab):
-    """-g: rs1 owns the VIP on lo (arp_ignore/arp_announce) and answers the client
-    itself, from the VIP; the lb only changed the destination MAC."""
-    rs1 = lab.node("rs1")
+@contextlib.contextmanager
+def vip_on_lo(lab, node):
+    """node answers for the VIP under direct routing: the VIP on lo, not
+    ARPed for (arp_ignore/arp_announce); undone on exit."""
+    rs = lab.node(node)
     arp = {f"net.ipv4.conf.{dev}.{key}": value for dev in ("all", "eth0")
            for key, value in (("arp_ignore", 1), ("arp_announce", 2))}
     for key, value in arp.items():
-        rs1.sysctl(key, value)
-    rs1.addr("add", "lo", f"{VIP}/32")
+        rs.sysctl(key, value)
+    rs.addr("add", "lo", f"{VIP}/32")
     try:
+        yield
+    finally:
+        rs.addr("del", "lo", f"{VIP}/32")
+        for key in arp:
+            rs.sysctl(key, 0)
+
+
+def test_direct_routing(lab):
+    """-g: rs1 owns the VIP on lo (arp_ignore/arp_announce) and answers the client
+    itself, from the VIP; the lb only changed the destination MAC."""
+    with vip_on_lo(lab, "rs1"):
         add_rr_service(lab, fwd="-g", backends=(1,))
         listing = lab.adm("-L", "-n").stdout
         assert re.search(r"^  -> 172\.80\.0\.2:80\s+Route\s+1\s", listing, re.M), listing
@@ -128,10 +141,6 @@ def test_direct_routing(lab):
         stats = parse_stats(lab.adm("-L", "-n", "--stats", "--exact").stdout)
         assert stats[("TCP", SVC)][0] == 3
         assert stats[("->", f"{RS[1]}:80")][0] == 3
-    finally:
-        rs1.addr("del", "lo", f"{VIP}/32")
-        for key in arp:
-            rs1.sysctl(key, 0)
 
 
 # -- counters against an XDP-less count on the backends ------------------------

@@ -14,46 +14,17 @@ from conns_assured, where its handshake put it.
 import ctypes as C
 import socket
 import sys
-import time
 
 import pytest
 
+from conftest import ECHO, lab_connect, lab_echo as echo
 from xdplb import structs as S
 
 VIP, PORT, RS1 = "1.2.3.4", 7000, "172.80.0.2"
-ECHO = """
-import socket, sys, threading
-srv = socket.create_server((sys.argv[1], int(sys.argv[2])), backlog=64)
-def serve(c):
-    with c:
-        while (data := c.recv(4096)):
-            c.sendall(data)
-while True:
-    threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
-"""
 
 
-def connect(client, timeout=10.0):
-    """The client's connection to VIP:PORT (retried while the server starts)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with client.entered():
-            try:
-                return socket.create_connection((VIP, PORT), timeout=5)
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-        time.sleep(0.2)
-
-
-def echo(sock, line):
-    sock.sendall(line)
-    got = b""
-    while len(got) < len(line):
-        chunk = sock.recv(4096)
-        assert chunk, "connection closed by the other end"
-        got += chunk
-    return got
+def connect(client):
+    return lab_connect(client, VIP, PORT)
 
 
 def test_syn_flood_does_not_break_an_established_connection(xlab_lab):

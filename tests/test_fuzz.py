@@ -87,8 +87,12 @@ def test_oracle_classification():
     assert F.parse(frame(tags=((F.ETH_P_8021AD, 1),))).l3 == 18
     assert F.parse(frame(tags=((F.ETH_P_8021AD, 1), (F.ETH_P_8021Q, 2)))) is None
     assert F.parse(frame(frag=0x4000)) is not None           # DF only
-    for frag in (0x2000, 0x0001, 0x1FFF, 0x6001):
+    assert not F.parse(frame(frag=0x4000)).first_frag
+    for frag in (0x2000, 0x6000):                           # a first fragment: ports
+        assert F.parse(frame(frag=frag)).first_frag and F.parse_later(frame(frag=frag)) is None
+    for frag in (0x0001, 0x1FFF, 0x6001):                   # a later one: none
         assert F.parse(frame(frag=frag)) is None
+        assert F.parse_later(frame(frag=frag)).offset == (frag & 0x1FFF) * 8
     f = frame()
     assert F.parse(f[:-1]) is None                           # truncated
     assert F.parse(f + b"\0" * 6) is not None                # Ethernet padding
@@ -164,7 +168,22 @@ def _pass_instead_of_forward(f, verdict, out):
     return verdict, bytes(out)
 
 
+def _later_fragment_left_behind(f, verdict, out):
+    if F.parse_later(f) is not None and verdict in (F.XDP_TX, F.XDP_REDIRECT):
+        return F.XDP_PASS, f
+    return verdict, bytes(out)
+
+
+def _later_fragment_data_changed(f, verdict, out):
+    q = F.parse_later(f)
+    if q is not None and verdict in (F.XDP_TX, F.XDP_REDIRECT):
+        out[q.l3 + q.tot - 1] ^= 0x04
+    return verdict, bytes(out)
+
+
 @pytest.mark.parametrize("fault, what", [
+    (_later_fragment_left_behind, "later fragment not sent as its first fragment was"),
+    (_later_fragment_data_changed, "not its first fragment's rewrite"),
     (_flip_not_ours, "not ours, but not passed byte-identical"),
     (_abort_some, "XDP_ABORTED"),
     (_bad_l4_checksum, "L4 checksum invalid"),
@@ -269,14 +288,18 @@ def test_fuzz_short(fuzzer):
     assert st["replies found past the first service listed"] > 0
     for outcome in ("xmit REDIRECT Masq", "xmit TX Masq", "xmit REDIRECT Route",
                     "stack (NATed) PASS Masq", "stack (untouched) PASS Route",
-                    "drop (no_dest)", "drop (dest_gone)"):
+                    "drop (no_dest)", "drop (dest_gone)", "later fragment: xmit REDIRECT",
+                    "later fragment: xmit TX", "later fragment: nat PASS",
+                    "later fragment: plain PASS", "later fragment: untracked PASS",
+                    "later fragment: overlap DROP"):
         assert fuzzer.oracle.outcomes[outcome] > 0, outcome
+    assert st["first fragments sent on"] > 100
 
 
 def test_truncated_at_every_offset(fuzzer):
     """Frames of ours (VLAN, IP and TCP options, payload; UDP with and without
-    checksum; a Masq reply; an ICMP error; IPv6 with extension headers), cut
-    at every length: below 14 bytes the kernel refuses, every other length is
+    checksum; a Masq reply; a first and a later fragment; an ICMP error; IPv6
+    with extension headers), cut at every length: below 14 bytes the kernel refuses, every other length is
     checked by the oracle."""
     fz = fuzzer
     fz.start_batch()
@@ -301,15 +324,23 @@ def test_truncated_at_every_offset(fuzzer):
          F.ipv4(client, F.a4("10.0.0.101"), 6,
                 F.tcp_seg(client, F.a4("10.0.0.101"), 41003, 80, F.TCP_SYN)), net.cli),
     ]
+    dgram = F.udp_dgram(client, vip, 41004, 53, b"f" * 40)
+    first, later = (F.eth(net.cli_mac, net.client_mac, F.ETH_P_IP) +
+                    F.ipv4(client, vip, 17, part, ident=7, frag=frag)
+                    for part, frag in ((dgram[:24], 0x2000), (dgram[24:], 3)))
+    templates.append((first, net.cli))
     for frame, ingress in templates:
         assert F.parse(frame) is not None
         fz.sweep(frame, ingress)
+    assert F.parse_later(later).offset == 24
+    fz.sweep(later, net.cli)      # whole at last: it follows the first fragment
     for _ in range(20):
         fz.sweep(*fz.gen.gen_icmp_err()[:2])
         fz.sweep(*fz.gen.gen_ipv6()[:2])
     fz.end_batch()
     assert fz.stats["violations"] == 0, report(fz)
-    assert fz.stats["refused (< ETH_HLEN)"] == 14 * (len(templates) + 40)
+    assert fz.stats["refused (< ETH_HLEN)"] == 14 * (len(templates) + 1 + 40)
+    assert fz.oracle.outcomes["later fragment: xmit REDIRECT"] == 1
 
 
 def test_structured_frames_hypothesis(fuzzer):

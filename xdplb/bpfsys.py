@@ -294,15 +294,18 @@ def possible_cpus():
 CAP_DAC_OVERRIDE, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 1, 12, 21, 39
 
 
-def privileged():
+def privileged(write=True):
     """Whether this process may use xdplb's state: root's pins are 0600 in
-    0700 folders (CAP_DAC_OVERRIDE), bpf() needs CAP_BPF or CAP_SYS_ADMIN,
-    XDP attachment CAP_NET_ADMIN. Root has them all; `nobody` has none."""
+    0700 folders (the owner, uid 0, or CAP_DAC_OVERRIDE), bpf() needs
+    CAP_BPF or CAP_SYS_ADMIN, and changing anything (XDP attachment, loading
+    the program) CAP_NET_ADMIN; a reader such as the exporter needs no more
+    than bpf() and the pins. Root has them all; `nobody` has none."""
     try:
         with open("/proc/self/status") as f:
             eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
     except (OSError, StopIteration, ValueError):
         return os.geteuid() == 0
     has = lambda cap: bool(eff >> cap & 1)  # noqa: E731
-    return (has(CAP_DAC_OVERRIDE) and has(CAP_NET_ADMIN)
+    return ((has(CAP_DAC_OVERRIDE) or os.geteuid() == 0)
+            and (has(CAP_NET_ADMIN) or not write)
             and (has(CAP_SYS_ADMIN) or has(CAP_BPF)))

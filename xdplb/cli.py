@@ -49,11 +49,16 @@ def xdplb():
 
 
 @xdplb.command()
-@click.argument("ifnames", metavar="IFNAME...", nargs=-1, required=True, callback=_ifnames)
+@click.argument("ifnames", metavar="IFNAME...", nargs=-1, callback=_ifnames)
 @click.option("--mode", type=click.Choice(["native", "generic"]), default="native",
               show_default=True, help="XDP mode: driver (native) or generic (skb)")
-def attach(ifnames, mode):
+@click.option("--replace", is_flag=True,
+              help="first load this xdplb's data path over the pinned maps and swap it in "
+                   "wherever xdplb runs (a hitless upgrade: connections and rules stay)")
+def attach(ifnames, mode, replace):
     """Attach xdplb to interfaces (creates this netns's state if absent)."""
+    if not ifnames and not replace:
+        raise click.UsageError("Missing argument 'IFNAME...'.")
     try:
         for ifname in ifnames:  # every name exists before the state is made or touched
             loader.ifindex(ifname)
@@ -61,11 +66,21 @@ def attach(ifnames, mode):
         with loader.open_state() as st:
             if not existed:
                 click.echo(f"created xdplb state in {st.folder}")
+            elif replace:
+                _replace(st)
             for ifname in ifnames:
                 loader.attach(st, ifname, mode)
                 click.echo(f"attached xdplb (prog id {st.prog_id()}) to {ifname} in {mode} mode")
     except (StateError, OSError, ValueError) as e:
         _fail(e)
+
+
+def _replace(st):
+    swapped = loader.replace(st)
+    click.echo(f"loaded the data path from {loader.BPF_DIR} over the pinned maps "
+               f"(prog id {st.prog_id()})")
+    for ifname, old, new in swapped:
+        click.echo(f"replaced xdplb on {ifname}: prog id {old} -> {new}")
 
 
 @xdplb.command()
@@ -284,7 +299,10 @@ def exec_(ctx, node, argv):
 @xdplb.command()
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="seconds between sweeps")
-def daemon(interval):
+@click.option("--replace/--no-replace", default=True, show_default=True,
+              help="on start, load this xdplb's data path over the pinned maps (as "
+                   "xdplb attach --replace): restarting the daemon upgrades the data path")
+def daemon(interval, replace):
     """Expire idle connections on time and estimate rates (runs in the
     foreground until killed).
 
@@ -300,10 +318,44 @@ def daemon(interval):
         _fail(StateError("xdplb has no state in this network namespace (xdplb attach or "
                          "xdplbadm -A creates it)"))
     with ctl:
+        if replace:
+            try:
+                _replace(ctl.st)
+            except (StateError, OSError) as e:
+                _fail(e)
         try:
             ctl.sweep_forever(interval)
         except KeyboardInterrupt:
             pass
+
+
+@xdplb.command()
+@click.option("--dir", "folder", metavar="DIR", default="/etc/xdplb", show_default=True,
+              envvar="XDPLB_ETC", help="where the saved files are")
+def save(folder):
+    """Save the interfaces running xdplb and the rules (xdplbadm -S -n) for `restore`."""
+    from .saved import SavedError, save as save_
+    try:
+        ifnames, lines = save_(folder)
+    except (SavedError, StateError, OSError) as e:
+        _fail(e)
+    click.echo(f"saved {lines} rule lines and {len(ifnames)} interfaces "
+               f"({', '.join(ifnames) or 'none'}) in {folder}")
+
+
+@xdplb.command()
+@click.option("--dir", "folder", metavar="DIR", default="/etc/xdplb", show_default=True,
+              envvar="XDPLB_ETC", help="where the saved files are")
+def restore(folder):
+    """Restore what `xdplb save` wrote: the rules (as ipvsadm's boot script: -C, then
+    -R; left alone when they equal the live ones), then attach the interfaces."""
+    from .saved import SavedError, restore as restore_
+    try:
+        failed = restore_(folder, say=click.echo)
+    except (SavedError, StateError, OSError) as e:
+        _fail(e)
+    if failed:
+        _fail(StateError("\n".join(failed)))
 
 
 def _listen(ctx, param, value):
@@ -345,14 +397,17 @@ lab.add_command(compare_command, "compare")
 xdplb.add_command(bench_command, "bench")
 
 
-def _root_only(callback):
+READERS = ("exporter",)   # commands that only read the state (bpfsys.privileged)
+
+
+def _root_only(name, callback):
     """Every command but --help needs root: say so instead of failing later
     with EACCES/EPERM (or worse, seeing no state through a 0700 folder)."""
     import functools
 
     @functools.wraps(callback)
     def run(*args, **kwargs):
-        if not bpfsys.privileged():
+        if not bpfsys.privileged(write=name not in READERS):
             raise click.ClickException(
                 "permission denied: xdplb needs root (CAP_BPF or CAP_SYS_ADMIN, "
                 "CAP_NET_ADMIN, CAP_DAC_OVERRIDE)")
@@ -361,11 +416,11 @@ def _root_only(callback):
 
 
 def _guard(group):
-    for cmd in group.commands.values():
+    for name, cmd in group.commands.items():
         if isinstance(cmd, click.Group):
             _guard(cmd)
         elif cmd.callback is not None:
-            cmd.callback = _root_only(cmd.callback)
+            cmd.callback = _root_only(name, cmd.callback)
 
 
 _guard(xdplb)

@@ -14,6 +14,10 @@ the n-th time it reaches a point of that kind (counted from process start):
   detach   before the tx_ports delete and before xdp_detach, per interface,
            and (whole detach) before the state is unpinned
   remove   state.remove, after the program pin is gone, before the rest
+  replace  loader.replace: before pinning the old prog array and the old
+           program again (as PREV_PINS), before publishing the new array
+           and the new program, per interface swapped, and before each
+           old pin goes
 
 A run whose n is past its last point ends normally: the tests count a
 command's points by raising n until it does.

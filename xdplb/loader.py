@@ -12,7 +12,8 @@ import socket
 
 from . import bpfsys, fault, journal, maps
 from . import structs as S
-from .state import PROG_PIN, State, locked, pin_dir, private_dir, reap
+from .state import (PREV_PINS, PROG_PIN, State, StateError, locked, pin_dir, private_dir,
+                    reap)
 from .structs import XDPLB_LAYOUT_VERSION
 
 
@@ -29,14 +30,15 @@ ENTRY_FILE = "xdplb.c"
 ENTRY = "xdplb_main"
 # New connections continue, by tail call through the new_conn prog array, in
 # the program of their scheduler's family (bpf/sched.h): XDPLB_SCHED_* ->
-# function name; XDPLB_PROG_CONN builds the connection.
+# function name; XDPLB_PROG_CONN builds the connection, XDPLB_PROG_FRAG takes
+# IPv4 fragments (bpf/frag.h).
 NEW_CONN_PIN = "new_conn"
 _FAMILIES = {"ring": ("rr", "wrr"), "list": ("lc", "wlc", "sed", "nq", "fo", "ovf"),
              "sh": ("sh",), "dh": ("dh",), "mh": ("mh",), "lblc": ("lblc",),
              "lblcr": ("lblcr",)}
 NEW_CONN_PROGS = {**{getattr(S, "XDPLB_SCHED_" + sched.upper()): "xdplb_new_" + family
                      for family, scheds in _FAMILIES.items() for sched in scheds},
-                  S.XDPLB_PROG_CONN: "xdplb_conn"}
+                  S.XDPLB_PROG_CONN: "xdplb_conn", S.XDPLB_PROG_FRAG: "xdplb_frag"}
 
 _LOCAL_INCLUDE = re.compile(r'\s*#\s*include\s*"([^"]+)"')
 
@@ -68,16 +70,51 @@ def bpf_source(entry=ENTRY_FILE):
     return "\n".join(out) + "\n"
 
 
-def compile_program(cflags=()):
+def compile_program(cflags=(), reuse=None):
     """Compile bpf/xdplb.c; returns the bcc BPF object and the loaded XDP
-    function (whose new_conn prog array is filled with the scheduler programs)."""
+    function (whose new_conn prog array is filled with the scheduler programs).
+    reuse: a State whose pinned maps the programs use instead of bcc's own
+    (see _reuse_maps)."""
     from bcc import BPF
     b = BPF(text=bpf_source().encode(), cflags=["-Wno-unused-function", *cflags])
-    fns = {name: b.load_func(name.encode(), BPF.XDP) for name in set(NEW_CONN_PROGS.values())}
-    table = b[NEW_CONN_PIN.encode()]
-    for idx, name in NEW_CONN_PROGS.items():
-        table[C.c_int(idx)] = C.c_int(fns[name].fd)
-    return b, b.load_func(ENTRY.encode(), BPF.XDP)
+    try:
+        if reuse is not None:
+            _reuse_maps(b, reuse)
+        fns = {name: b.load_func(name.encode(), BPF.XDP)
+               for name in set(NEW_CONN_PROGS.values())}
+        table = b[NEW_CONN_PIN.encode()]
+        for idx, name in NEW_CONN_PROGS.items():
+            table[C.c_int(idx)] = C.c_int(fns[name].fd)
+        return b, b.load_func(ENTRY.encode(), BPF.XDP)
+    except BaseException:
+        b.cleanup()
+        raise
+
+
+MAP_SHAPE = ("type", "key_size", "value_size", "max_entries", "map_flags")
+
+
+def _reuse_maps(b, state):
+    """Make each map bcc created for the programs about to be loaded name the
+    state's pinned map instead: its fd number is pointed at the pinned map
+    (dup2, as libbpf's bpf_map__reuse_fd does), so the loaded programs
+    reference the pinned maps and every entry in them. Checked first, every
+    map against its pin: another shape is another layout, which a replace
+    cannot carry over (StateError, nothing changed)."""
+    diffs = []
+    for name in maps.MAPS:
+        new = bpfsys.obj_info(b[name.encode()].map_fd, bpfsys.BpfMapInfo)
+        old = bpfsys.obj_info(getattr(state, name).fd, bpfsys.BpfMapInfo)
+        diffs += [f"{name}.{f} {getattr(old, f)} -> {getattr(new, f)}"
+                  for f in MAP_SHAPE if getattr(old, f) != getattr(new, f)]
+    if diffs:
+        raise StateError(f"the data path in {BPF_DIR} has other maps than the state in "
+                         f"{state.folder} ({', '.join(diffs)}): a replace keeps the pinned "
+                         "maps and every connection in them, so it cannot load it; nothing "
+                         "was changed. To switch to it: xdplb save, xdplb detach (the "
+                         "connections are lost), then xdplb restore")
+    for name in maps.MAPS:
+        os.dup2(getattr(state, name).fd, b[name.encode()].map_fd, inheritable=False)
 
 
 def open_state(folder=None, cflags=()):
@@ -187,8 +224,100 @@ def reconcile(state: State):
 
 
 def attached(state: State):
-    """[(ifname, ifindex, mode)] of interfaces running this state's program."""
-    return _running(state.prog_id())
+    """[(ifname, ifindex, mode)] of interfaces running this state's program, or
+    the one a replace (replace()) is swapping out."""
+    ids = {_pinned_prog_id(os.path.join(state.folder, PROG_PIN))}
+    prev = os.path.join(state.folder, PREV_PINS[PROG_PIN])
+    if os.path.exists(prev):
+        ids.add(_pinned_prog_id(prev))
+    return [r for pid in sorted(ids) for r in _running(pid)]
+
+
+def _pinned_prog_id(path):
+    fd = bpfsys.obj_get(path)
+    try:
+        return bpfsys.obj_info(fd, bpfsys.BpfProgInfo).id
+    finally:
+        os.close(fd)
+
+
+def _pin_as(fd, folder, name):
+    """Pin fd as folder/name, replacing what is pinned there in one step."""
+    tmp = os.path.join(folder, f"{name}_next{os.getpid()}")
+    bpfsys.obj_pin(fd, tmp)
+    os.rename(tmp, os.path.join(folder, name))
+
+
+def replace(state: State, cflags=()):
+    """A hitless upgrade (`xdplb attach --replace`, `xdplb daemon` on start):
+    the data path compiled from this xdplb's bpf/ and loaded over the pinned
+    maps (compile_program's reuse), then swapped in on every interface
+    running the state's program. XDP swaps a program atomically, so every
+    frame meets one program or the other, both on the same maps, and no
+    connection notices. The old program and its prog array stay pinned
+    (PREV_PINS) until no interface runs it: a prog array whose last pin
+    goes is emptied, which would break the old program's new connections
+    mid-swap. A replace killed half-way is undone or completed by the next
+    (_finish_replace). Returns [(ifname, old prog id, new prog id)]."""
+    b, fn = compile_program(cflags, reuse=state)
+    folder = state.folder
+    try:
+        with locked(folder):
+            _finish_replace(state)
+            targets = attached(state)
+            for name in (NEW_CONN_PIN, PROG_PIN):   # the array first: see _finish_replace
+                fault.point("replace")
+                fd = bpfsys.obj_get(os.path.join(folder, name))
+                try:
+                    _pin_as(fd, folder, PREV_PINS[name])
+                finally:
+                    os.close(fd)
+            for name, fd in ((NEW_CONN_PIN, b[NEW_CONN_PIN.encode()].map_fd), (PROG_PIN, fn.fd)):
+                fault.point("replace")
+                _pin_as(fd, folder, name)
+            new_id = bpfsys.obj_info(fn.fd, bpfsys.BpfProgInfo).id
+            done = []
+            for ifname, idx, mode in targets:
+                fault.point("replace")
+                old_id = bpfsys.xdp_query_id(idx, MODES[mode])
+                bpfsys.xdp_attach(idx, fn.fd, MODES[mode])
+                done.append((ifname, old_id, new_id))
+            for name in (PROG_PIN, NEW_CONN_PIN):
+                fault.point("replace")
+                os.unlink(os.path.join(folder, PREV_PINS[name]))
+            os.close(state.prog_fd)
+            state.prog_fd = bpfsys.obj_get(os.path.join(folder, PROG_PIN))
+            return done
+    finally:
+        b.cleanup()
+
+
+def _finish_replace(state: State):
+    """What a replace killed half-way left (the caller holds the lock): with
+    the new program not pinned yet, the old prog array goes back under its
+    name (it may have been replaced already); with it pinned, the
+    interfaces still on the old program are swapped to it. Then the old
+    pins go. Either way the state is one program and its array again."""
+    folder = state.folder
+    for leftover in os.listdir(folder):
+        if "_next" in leftover:
+            os.unlink(os.path.join(folder, leftover))
+    prev_prog = os.path.join(folder, PREV_PINS[PROG_PIN])
+    prev_array = os.path.join(folder, PREV_PINS[NEW_CONN_PIN])
+    if os.path.exists(prev_prog):
+        pinned = os.path.join(folder, PROG_PIN)
+        if _pinned_prog_id(prev_prog) == _pinned_prog_id(pinned):
+            os.rename(prev_array, os.path.join(folder, NEW_CONN_PIN))
+        else:
+            fd = bpfsys.obj_get(pinned)
+            try:
+                for _, idx, mode in _running(_pinned_prog_id(prev_prog)):
+                    bpfsys.xdp_attach(idx, fd, MODES[mode])
+            finally:
+                os.close(fd)
+        os.unlink(prev_prog)
+    if os.path.exists(prev_array):
+        os.unlink(prev_array)
 
 
 def _running(pid):

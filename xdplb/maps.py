@@ -13,9 +13,9 @@ import ctypes as C
 import os
 
 from . import bpfsys
-from .structs import (COUNTERS, VERDICTS, Alloc, Conn, ConnKey, DestConns, DestEntry, IpVsStats,
-                      LblcEnt, LblcKey, RingKey, RsKey, RsSvcs, SchedPos, SvcDests, SvcEntry,
-                      SvcKey)
+from .structs import (COUNTERS, VERDICTS, Alloc, Conn, ConnKey, DestConns, DestEntry, FragKey,
+                      FragRec, IpVsStats, LblcEnt, LblcKey, RingKey, RsKey, RsSvcs, SchedPos,
+                      SvcDests, SvcEntry, SvcKey)
 
 XDPLB_CNT_RX = COUNTERS.index("rx")
 
@@ -310,6 +310,7 @@ MAPS = {
     "lblc": (Map, LblcKey, LblcEnt),
     "rs_table": (Map, RsKey, RsSvcs),
     "rs_filter": (Map, C.c_uint32, C.c_uint64),
+    "frags": (Map, FragKey, FragRec),
 }
 
 

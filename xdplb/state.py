@@ -19,6 +19,9 @@ SYS_BPFFS = "/sys/fs/bpf"
 RUN_BPFFS = "/run/xdplb/bpffs"
 LOCK_DIR = "/run/xdplb"
 PROG_PIN = "prog"
+# While a replace (xdplb/loader.py) swaps interfaces to a new program, the one
+# it replaces and that program's prog array stay pinned under these names.
+PREV_PINS = {"prog": "prog_prev", "new_conn": "new_conn_prev"}
 
 
 class StateError(Exception):

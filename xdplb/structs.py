@@ -81,7 +81,7 @@ XDPLB_TMO_MAX = 16
 XDPLB_SYSCTL_CONN_REUSE_MODE = 0
 XDPLB_SYSCTL_MAX = 8
 
-XDPLB_LAYOUT_VERSION = 3
+XDPLB_LAYOUT_VERSION = 4
 
 XDPLB_RS_SVC_MAX = 32
 XDPLB_MAX_RS = XDPLB_MAX_DESTS
@@ -90,9 +90,13 @@ XDPLB_RS_FILTER_WORDS = 1 << (XDPLB_RS_FILTER_BITS - 6)
 
 XDPLB_RING_GEN_BIT = 0x80000000
 
+XDPLB_MAX_FRAGS = 16384
+XDPLB_FRAG_TTL_NS = 1000000000
+
 # enum xdplb_counter
 COUNTERS = ("rx", "pass", "fwd", "to_stack", "no_dest", "conn_full",
-            "dest_gone", "no_route", "tail_call", "assure_full")
+            "dest_gone", "no_route", "tail_call", "assure_full", "frag_untracked",
+            "frag_overlap")
 # counted as they happen, not as a frame's verdict
 EVENTS = ("assure_full",)
 # the verdicts: every frame ends in exactly one (rx is their sum)
@@ -100,6 +104,7 @@ VERDICTS = tuple(c for c in COUNTERS[1:] if c not in EVENTS)
 XDPLB_CNT_MAX = len(COUNTERS)
 
 XDPLB_PROG_CONN = 15
+XDPLB_PROG_FRAG = 14
 XDPLB_PROG_MAX = 16
 
 
@@ -191,6 +196,18 @@ class Conn(C.Structure):
         self.timeout_hi, self.timeout_lo = t >> 16, t & 0xffff
 
 
+class FragKey(C.Structure):
+    _fields_ = [("saddr", C.c_uint8 * 4), ("daddr", C.c_uint8 * 4), ("id", C.c_uint16),
+                ("proto", C.c_uint8), ("pad", C.c_uint8)]
+
+
+class FragRec(C.Structure):
+    _fields_ = [("addr", C.c_uint8 * 4), ("ifindex", C.c_uint32), ("smac", C.c_uint8 * 6),
+                ("dmac", C.c_uint8 * 6), ("svc_slot", C.c_uint32), ("dest_slot", C.c_uint32),
+                ("out", C.c_uint8), ("l4_len", C.c_uint8), ("pad", C.c_uint8 * 2),
+                ("stamp", C.c_uint64)]
+
+
 class IpVsStats(C.Structure):
     _fields_ = [("conns", C.c_uint64), ("inpkts", C.c_uint64), ("outpkts", C.c_uint64),
                 ("inbytes", C.c_uint64), ("outbytes", C.c_uint64)]
@@ -217,5 +234,5 @@ MIRRORS = {
     "sched_pos": SchedPos, "conn_key": ConnKey, "conn": Conn, "ip_vs_stats": IpVsStats,
     "dest_conns": DestConns, "svc_dest_ent": SvcDestEnt, "svc_dests": SvcDests,
     "alloc": Alloc, "lblc_key": LblcKey, "lblc_ent": LblcEnt, "rs_key": RsKey,
-    "rs_svcs": RsSvcs,
+    "rs_svcs": RsSvcs, "frag_key": FragKey, "frag_rec": FragRec,
 }

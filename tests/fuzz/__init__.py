@@ -9,7 +9,9 @@ server behind three services, and tracked NAT and DR flows configured
 (rs_table and rs_filter written by the control plane's rs_join),
 and feeds it random and mutated frames: valid ones and ones truncated at
 every offset, with bad IHL / total / UDP lengths / data offsets, IP options,
-fragments, VLAN stacks, IPv6 extension headers, ICMP errors quoting tracked
+fragments (datagrams of services and tracked flows cut up, their later
+fragments reordered, duplicated, moved into the L4 header, truncated, with
+their first fragment late or lost, and ids reused), VLAN stacks, IPv6 extension headers, ICMP errors quoting tracked
 flows or garbage, the real servers' replies and replies naming another real
 server, port or client, real servers as clients, and random bytes.
 
@@ -17,10 +19,13 @@ An oracle written from the specification (README "How it works"), not from
 the C code, decides for every frame what must happen:
 
 - never XDP_ABORTED;
-- a frame that is not ours (not a well-formed, unfragmented IPv4 TCP/UDP
-  frame with at most one VLAN tag, or neither a tracked flow nor a SYN / UDP
-  datagram to a virtual service) leaves with XDP_PASS, byte-identical, and
-  creates no connection entry;
+- a frame that is not ours (not a well-formed IPv4 TCP/UDP frame or first
+  fragment with at most one VLAN tag, or neither a tracked flow nor a SYN /
+  UDP datagram to a virtual service) leaves with XDP_PASS, byte-identical,
+  and creates no connection entry;
+- a later fragment follows its first fragment's record (fragments.py):
+  same IP-header rewrite, same way out; without one it is passed
+  byte-identical, starting inside the L4 header it is dropped;
 - a frame of ours leaves TX / REDIRECT (rewritten: MACs of the egress, plus
   Masq's address and port), PASS (NATed for the stack when the neighbour is
   unknown, or untouched when there is no route) or DROP (untouched, only for
@@ -44,6 +49,7 @@ The short run is tests/test_fuzz.py (make test); the long one `make fuzz`.
 wire.py     frames as bytes: the network's addresses, checksums, the parser, builders
 frames.py   the frame generator
 oracle.py   the model and the rules above
+fragments.py the model of fragment records and the rules for later fragments
 runner.py   the Fuzzer: maps, BPF_PROG_TEST_RUN, batches, the summary
 __main__.py the standalone run in a private netns and state folder
 """

@@ -80,6 +80,8 @@ class FrameGen:
     def __init__(self, rng, net, oracle, kinds):
         self.rng, self.net, self.oracle, self.kinds = rng, net, oracle, kinds
         self.filter_twins = filter_twins(oracle.rs_bits, 4)
+        self.pending = []   # later fragments held back, (frame, ingress)
+        self.idents = []    # recent IP ids of fragmented datagrams
 
     def warmup(self):
         """(frame, ingress) opening tracked flows of every service, from clients
@@ -99,6 +101,8 @@ class FrameGen:
     def frame(self):
         """(frame, ingress ifindex, kind)."""
         rng = self.rng
+        if rng.random() < 0.07:
+            return self.gen_frag()
         r = rng.random()
         if r < 0.18:
             return self.gen_ipv4("syn_new")
@@ -165,7 +169,9 @@ class FrameGen:
             dst = self._client()
         return src, dst, sport, dport
 
-    def gen_ipv4(self, kind):
+    def _pick(self, kind):
+        """A frame's (kind, src, dst, sport, dport, proto, TCP flags, smac,
+        dmac, ingress) for a frame kind of gen_ipv4's."""
         rng, net = self.rng, self.net
         ingress = net.cli
         smac, dmac = net.client_mac, net.cli_mac
@@ -212,18 +218,88 @@ class FrameGen:
                 ingress = net.srv
         if rng.random() < 0.05:
             ingress = net.srv if ingress == net.cli else net.cli
-        pl = payload(rng)
+        return kind, src, dst, sport, dport, proto, flags, smac, dmac, ingress
+
+    def _l4(self, src, dst, sport, dport, proto, flags, pl):
+        rng = self.rng
         if proto == 6:
-            l4 = tcp_seg(src, dst, sport, dport, flags, pl, tcp_options(rng) if
-                         rng.random() < 0.3 else b"", seq=rng.getrandbits(32),
-                         ack=rng.getrandbits(32))
-        elif proto == 17:
-            l4 = udp_dgram(src, dst, sport, dport, pl, zero_check=rng.random() < 0.15)
-        elif proto == 1:
-            l4 = bytes((8, 0, 0, 0)) + rng.randbytes(4) + pl
-        else:
-            l4 = pl
+            return tcp_seg(src, dst, sport, dport, flags, pl, tcp_options(rng) if
+                           rng.random() < 0.3 else b"", seq=rng.getrandbits(32),
+                           ack=rng.getrandbits(32))
+        if proto == 17:
+            return udp_dgram(src, dst, sport, dport, pl, zero_check=rng.random() < 0.15)
+        if proto == 1:
+            return bytes((8, 0, 0, 0)) + rng.randbytes(4) + pl
+        return pl
+
+    def gen_ipv4(self, kind):
+        kind, src, dst, sport, dport, proto, flags, smac, dmac, ingress = self._pick(kind)
+        l4 = self._l4(src, dst, sport, dport, proto, flags, payload(self.rng))
         return self._ipv4_frame(smac, dmac, src, dst, proto, l4), ingress, kind
+
+    def gen_frag(self):
+        """Fragments of TCP/UDP datagrams of services and tracked flows: a
+        first fragment (now and then held back behind its later ones, or
+        lost), or one of the later ones held back from earlier datagrams,
+        in any order, now and then duplicated, moved into the L4 header,
+        truncated or mutated."""
+        rng = self.rng
+        if self.pending and rng.random() < 0.7:
+            f, ingress = self.pending.pop(rng.randrange(len(self.pending)))
+            if rng.random() < 0.1:
+                self.pending.append((bytearray(f), ingress))
+                self.kinds["  +frag-duplicate"] += 1
+            return self._frag_mutant(f), ingress, "fragment_later"
+        kind = rng.choice(("syn_new", "udp", "flow_in", "flow_in", "flow_out", "other"))
+        _, src, dst, sport, dport, proto, flags, smac, dmac, ingress = self._pick(kind)
+        proto = proto if proto in (6, 17) else rng.choice((6, 17))
+        seg = self._l4(src, dst, sport, dport, proto, flags, rng.randbytes(rng.randint(9, 1200)))
+        tags = ((ETH_P_8021Q, 7),) if rng.random() < 0.1 else ()
+        if self.idents and rng.random() < 0.1:
+            ident = rng.choice(self.idents)  # another datagram with a recent id
+        else:
+            ident = rng.getrandbits(16)
+            self.idents = (self.idents + [ident])[-16:]
+        frames, off = [], 0
+        while off < len(seg):
+            n = min(len(seg) - off, 8 * rng.choice((1, 2, 3, rng.randint(1, 150))))
+            more = 0x2000 if off + n < len(seg) else 0
+            frames.append(bytearray(eth(dmac, smac, ETH_P_IP, tags) + ipv4(
+                src, dst, proto, seg[off:off + n], ident=ident, frag=more | off // 8)))
+            off += n
+        first, later = frames[0], [(f, ingress) for f in frames[1:]]
+        r = rng.random()
+        if r < 0.1:
+            self.kinds["  +frag-first-lost"] += 1
+            first = None
+        elif r < 0.2:
+            self.kinds["  +frag-first-late"] += 1
+            later.append((first, ingress))
+            first = None
+        self.pending = (self.pending + later)[-16:]
+        if first is None:
+            return self.gen_frag()
+        return first, ingress, "fragment_first"
+
+    def _frag_mutant(self, f):
+        """A later fragment, now and then starting inside the L4 header,
+        truncated or mutated."""
+        rng = self.rng
+        r = rng.random()
+        l3 = 18 if f[12:14] in (b"\x81\x00", b"\x88\xa8") else 14
+        if r < 0.1 and len(f) >= l3 + 20 and f[l3] >> 4 == 4:
+            f[l3 + 6] &= 0xE0
+            f[l3 + 7] = rng.randint(1, 7)  # offset 8..56 bytes
+            f[l3 + 10:l3 + 12] = b"\0\0"
+            f[l3 + 10:l3 + 12] = csum_for(f[l3:l3 + (f[l3] & 15) * 4]).to_bytes(2, "big")
+            self.kinds["  +frag-overlap"] += 1
+        elif r < 0.15:
+            del f[rng.randint(14, len(f) - 1):]
+            self.kinds["  +frag-truncated"] += 1
+        elif r < 0.2:
+            self.mutate(f, l3)
+            self.kinds["  +mutated"] += 1
+        return f
 
     def _ipv4_frame(self, smac, dmac, src, dst, proto, l4):
         """l4 in an IPv4 frame, with options, VLAN tags, fragment bits,

@@ -17,7 +17,7 @@ from xdplb.tables import Plan, Tables
 
 from .frames import FrameGen
 from .oracle import MConn, Oracle, Violation, fmt_key
-from .wire import VERDICTS, Topology, parse
+from .wire import VERDICTS, Topology, parse, parse_later
 
 SLOTS = 24  # service and destination slots the configuration uses, 0 included
 
@@ -48,7 +48,7 @@ class Fuzzer:
 
     def _clear(self):
         s = self.s
-        for name in ("services", "sched_ring", "conn_table", "rs_table"):
+        for name in ("services", "sched_ring", "conn_table", "rs_table", "frags"):
             getattr(s, name).clear()
         s.rs_filter.put_zeros(range(S.XDPLB_RS_FILTER_WORDS))
         for slot in range(SLOTS):
@@ -151,7 +151,8 @@ class Fuzzer:
         self.in_batch += 1
         self.kinds[kind] += 1
         p = parse(f)
-        expected = self.oracle.expect(f, p)
+        q = parse_later(f) if p is None else None
+        expected = self.oracle.frags.expect(q) if q else self.oracle.expect(f, p)
         try:
             verdict, out, _ = self.runner.run(f, ifindex)
         except OSError as e:
@@ -164,7 +165,10 @@ class Fuzzer:
             self.violation(f"PROG_TEST_RUN failed: {e}", f, ifindex, None, None)
             return
         try:
-            self.oracle.judge(f, p, expected, ifindex, verdict, out, self._kernel_entry)
+            if q:
+                self.oracle.judge_later(f, q, expected, ifindex, verdict, out)
+            else:
+                self.oracle.judge(f, p, expected, ifindex, verdict, out, self._kernel_entry)
         except Violation as v:
             self.violation(str(v), f, ifindex, verdict, out)
 

@@ -71,14 +71,22 @@ def pseudo(src, dst, proto, length):
 # --- independent parser: what the README promises is "ours" -----------------
 
 class Parsed:
-    __slots__ = ("dport", "dst", "flags", "ihl", "key", "l3", "l4", "proto", "sport", "src",
-                 "tot")
+    __slots__ = ("dport", "dst", "first_frag", "flags", "ident", "ihl", "key", "l3", "l4",
+                 "proto", "sport", "src", "tot")
 
 
-def parse(f):
-    """A Parsed for an unfragmented IPv4 TCP/UDP frame (at most one 802.1Q /
-    802.1ad tag) whose IP, TCP and UDP headers lie inside the IP total length,
-    which lies inside the frame; None for anything else."""
+class Later:
+    """A later IPv4 fragment (offset > 0) of TCP or UDP: no L4 header."""
+    __slots__ = ("dst", "ident", "ihl", "l3", "offset", "proto", "src", "tot")
+
+    def frag_key(self):
+        return self.src, self.dst, self.ident, self.proto
+
+
+def _ipv4(f):
+    """(l3, ihl, tot, proto, frag field) of a TCP/UDP IPv4 header (at most
+    one 802.1Q / 802.1ad tag) whose total length lies inside the frame; None
+    for anything else."""
     n = len(f)
     if n < 14:
         return None
@@ -94,13 +102,27 @@ def parse(f):
     vihl = f[l3]
     if vihl >> 4 != 4 or vihl & 15 < 5:
         return None
-    if (f[l3 + 6] << 8 | f[l3 + 7]) & 0x3FFF:  # MF or a fragment offset
+    proto = f[l3 + 9]
+    if proto not in (6, 17):
         return None
     ihl = (vihl & 15) * 4
     tot = f[l3 + 2] << 8 | f[l3 + 3]
     if tot < ihl or l3 + tot > n:
         return None
-    proto = f[l3 + 9]
+    return l3, ihl, tot, proto, f[l3 + 6] << 8 | f[l3 + 7]
+
+
+def parse(f):
+    """A Parsed for an IPv4 TCP/UDP frame with its ports: unfragmented or a
+    first fragment (offset 0, MF), whose IP, TCP and UDP headers lie inside
+    the IP total length, which lies inside the frame; None for anything
+    else (a later fragment: parse_later)."""
+    h = _ipv4(f)
+    if h is None:
+        return None
+    l3, ihl, tot, proto, frag = h
+    if frag & 0x1FFF:  # a fragment offset
+        return None
     l4 = l3 + ihl
     if proto == 6:
         if tot < ihl + 20:
@@ -109,18 +131,31 @@ def parse(f):
         if doff < 20 or ihl + doff > tot:
             return None
         flags = f[l4 + 13]
-    elif proto == 17:
+    else:
         if tot < ihl + 8:
             return None
         flags = 0
-    else:
-        return None
     p = Parsed()
     p.l3, p.ihl, p.tot, p.proto, p.l4, p.flags = l3, ihl, tot, proto, l4, flags
+    p.first_frag, p.ident = bool(frag & 0x2000), f[l3 + 4] << 8 | f[l3 + 5]
     p.src, p.dst = bytes(f[l3 + 12:l3 + 16]), bytes(f[l3 + 16:l3 + 20])
     p.sport, p.dport = f[l4] << 8 | f[l4 + 1], f[l4 + 2] << 8 | f[l4 + 3]
     p.key = (p.src, p.dst, p.sport, p.dport, proto)
     return p
+
+
+def parse_later(f):
+    """A Later for a later fragment (offset > 0) of TCP/UDP whose IP header
+    and total length lie inside the frame; None for anything else."""
+    h = _ipv4(f)
+    if h is None or not h[4] & 0x1FFF:
+        return None
+    q = Later()
+    q.l3, q.ihl, q.tot, q.proto = h[:4]
+    q.offset = (h[4] & 0x1FFF) * 8
+    q.ident = f[q.l3 + 4] << 8 | f[q.l3 + 5]
+    q.src, q.dst = bytes(f[q.l3 + 12:q.l3 + 16]), bytes(f[q.l3 + 16:q.l3 + 20])
+    return q
 
 
 def l4_region(f, p):
