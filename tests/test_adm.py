@@ -460,9 +460,14 @@ def test_conn_counts_and_connection_listing(base):
 
 
 def test_rate_samples_one_second(base):
+    """Without `xdplb daemon` (no current estimates), --rate samples the
+    counters for a second and says so on stderr, stdout staying ipvsadm's."""
     t = time.perf_counter()
-    out = ok("-Ln", "--rate").splitlines()
+    rc, out, err = adm("-Ln", "--rate")
     assert time.perf_counter() - t >= 1.0
+    assert rc == 0 and err == (f"{PROG}: no rate estimator is running (xdplb daemon): the "
+                               "rates are the counters' change over the last second\n")
+    out = out.splitlines()
     assert out[1] == ("Prot LocalAddress:Port                 CPS    InPPS   OutPPS    "
                       "InBPS   OutBPS")
     assert out[3] == "TCP  10.0.0.1:80                         0        0        0        0        0"

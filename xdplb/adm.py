@@ -166,6 +166,7 @@ def _list(c, ctx):
         ctl.sweep()
         svcs = ctl.services(_key(c), stats=bool(fmt & F.FMT_STATS), rate=bool(fmt & F.FMT_RATE))
         out.write(F.list_service(svcs[0], fmt))
+        _say_sampled(ctl, ctx)
         return 0
     if O["timeout"] in o:
         ctl = ctx.control()
@@ -186,6 +187,16 @@ def _list_all(fmt, ctx):
         svcs = ctl.services(stats=bool(fmt & F.FMT_STATS), rate=bool(fmt & F.FMT_RATE),
                             counts=not fmt & F.FMT_RULE)
     sys.stdout.write(F.list_all(svcs, fmt))
+    _say_sampled(ctl, ctx)
+
+
+def _say_sampled(ctl, ctx):
+    """--rate without `xdplb daemon`: the listing is ipvsadm's, byte for byte,
+    so where its rates came from is said on stderr."""
+    if ctl is not None and ctl.rates_sampled:
+        sys.stdout.flush()
+        sys.stderr.write(f"{ctx.prog}: no rate estimator is running (xdplb daemon): the "
+                         f"rates are the counters' change over the last second\n")
 
 
 def restore_table(argv, reading_stdin, ctx):

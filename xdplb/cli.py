@@ -328,11 +328,13 @@ def exec_(ctx, node, argv):
               help="on start, load this xdplb's data path over the pinned maps (as "
                    "xdplb attach --replace): restarting the daemon upgrades the data path")
 def daemon(interval, replace):
-    """Expire idle connections on time (runs in the foreground until killed).
+    """Expire idle connections on time and estimate rates (runs in the
+    foreground until killed).
 
     Without it, expiry happens when a packet meets an expired entry and on
     every listing; the daemon makes ActiveConn/InActConn, and the schedulers
-    that read them, drop expired connections within INTERVAL."""
+    that read them, drop expired connections within INTERVAL. Every 2 s it
+    runs the kernel's rate estimator, which `xdplbadm -L --rate` shows."""
     try:
         ctl = Control.open()
     except (StateError, OSError) as e:
@@ -397,10 +399,11 @@ def _listen(ctx, param, value):
 def exporter(listen):
     """Prometheus exporter of the IPVS statistics (read-only; runs until killed).
 
-    Per service and real server: connections, packets and bytes in and out,
-    ActiveConn, InActConn, PersistConn and weight (node_exporter's ipvs names
-    with an xdplb_ prefix), and the data path's counters. The maps are
-    opened read-only; with no state yet it serves empty metrics."""
+    node_exporter's IPVS metrics (node_ipvs_*) exactly, and xdplb's own:
+    per service and real server connections, packets and bytes in and out
+    and their estimated rates, ActiveConn, InActConn, PersistConn and
+    weight, the data path's counters and the connection table's fill. The
+    maps are opened read-only; with no state yet it serves empty metrics."""
     import logging
     from . import exporter as xexp
     logging.basicConfig(level=logging.INFO, format="xdplb exporter: %(message)s")

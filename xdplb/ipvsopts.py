@@ -279,7 +279,7 @@ Options:
   --timeout                       list the timeouts (tcp tcpfin udp)
   --daemon                        list the sync daemons
   --stats                         list counters
-  --rate                          list rates (counters sampled one second apart)
+  --rate                          list rates (xdplb daemon's estimates, or 1 s of counters)
   --exact                         print exact numbers with --stats / --rate
   --thresholds                    list thresholds
   --persistent-conn               list persistent connections
