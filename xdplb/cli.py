@@ -3,6 +3,7 @@
 The per-netns state is in bpffs (xdplb/state.py); the lab is xdplb/lab.py.
 Configuration of services is `xdplbadm`'s (the ipvsadm drop-in).
 """
+import contextlib
 import ctypes as C
 import errno
 import os
@@ -284,24 +285,43 @@ def exec_(ctx, node, argv):
 @xdplb.command()
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="seconds between sweeps")
-def daemon(interval):
-    """Expire idle connections on time (runs in the foreground until killed).
+@click.option("-f", "--use-file", "conf", metavar="FILE", type=click.Path(dir_okay=False),
+              help="keepalived.conf: its virtual servers, real servers and health checks")
+@click.option("-t", "--config-test", is_flag=True,
+              help="with -f: check FILE and print what would change, changing nothing")
+def daemon(interval, conf, config_test):
+    """Expire idle connections on time and, with -f, run keepalived's
+    virtual servers and health checks (in the foreground until SIGTERM).
 
     Without it, expiry happens when a packet meets an expired entry and on
     every listing; the daemon makes ActiveConn/InActConn, and the schedulers
-    that read them, drop expired connections within INTERVAL."""
+    that read them, drop expired connections within INTERVAL. With -f, the
+    services of FILE (keepalived.conf's virtual_server blocks) are made
+    live and kept as its checkers say; SIGHUP reads FILE again."""
+    import logging
+    from . import daemon as xdaemon
+    from .keepalived.lexer import ConfigError
+    logging.basicConfig(level=logging.INFO, format="xdplb daemon: %(message)s")
+    if config_test and not conf:
+        raise click.UsageError("-t checks a configuration file: give it with -f FILE")
     try:
-        ctl = Control.open()
+        if config_test:
+            with contextlib.ExitStack() as stack:
+                ctl = Control.open()
+                if ctl is not None:
+                    stack.enter_context(ctl)
+                ok = xdaemon.test_config(conf, ctl, click.echo)
+            if not ok:
+                sys.exit(1)
+            return
+        ran = xdaemon.run(interval, conf)
+    except ConfigError as e:
+        raise click.ClickException(f"{conf}: configuration refused, nothing changed:\n{e}")
     except (StateError, OSError) as e:
         _fail(e)
-    if ctl is None:
+    if ran is None:
         _fail(StateError("xdplb has no state in this network namespace (xdplb attach or "
                          "xdplbadm -A creates it)"))
-    with ctl:
-        try:
-            ctl.sweep_forever(interval)
-        except KeyboardInterrupt:
-            pass
 
 
 def _listen(ctx, param, value):

@@ -235,16 +235,6 @@ class Control:
             t = Tables(self.st)
             return conns.sweep(self.st, t.every_dest(), t.services())
 
-    def sweep_forever(self, interval=1.0, stop=None):
-        """The daemon's loop (`xdplb daemon`): a sweep every interval seconds
-        until stop() is true, so live counts drop on time without listings."""
-        while stop is None or not stop():
-            try:
-                self.sweep()
-            except OSError:
-                pass
-            time.sleep(interval)
-
     def connections(self):
         """Rows of `-L -c` (ipvsfmt.conn_listing)."""
         now = conns.now_ns()

@@ -46,6 +46,7 @@ class Script:
     argv: tuple
     uid: int
     gid: int
+    where: object = field(default=None, compare=False)   # lexer.Where of its statement
 
 
 @dataclass(frozen=True)
@@ -579,7 +580,7 @@ def resolve_script(p, args, s, what, user=None):
         p.error(s, f"No script path has been specified for {what}")
         return None
     uid, gid = user or p.cfg.script_user or default_script_user()
-    return Script(argv, uid, gid)
+    return Script(argv, uid, gid, s.where)
 
 
 def default_script_user():
