@@ -114,6 +114,7 @@ class Reader:
 
     def __init__(self):
         self.errors = []
+        self.notes = []             # [(what, Where)] skipped without error
         self.files = []             # every file read, in order
         self._stack = []
 
@@ -171,8 +172,9 @@ class Reader:
             pattern = os.path.join(os.path.dirname(path) or ".", pattern)
         names = sorted(glob.glob(pattern))
         if not names:
-            if glob.has_magic(pattern):
-                return []         # keepalived: "No config files matched", not an error
+            if glob.has_magic(pattern):      # keepalived: logged, not an error
+                self.notes.append((f"include '{w[1]}': no config files matched", where))
+                return []
             self.error(where, f"Config files missing '{w[1]}'.")
             return []
         out = []
@@ -215,8 +217,8 @@ def tree(lines, reader):
 
 
 def parse_file(path):
-    """The statement tree of a keepalived.conf and the files read; raises
-    ConfigError with every lexical error."""
+    """The statement tree of a keepalived.conf, the files read and what was
+    skipped; raises ConfigError with every lexical error."""
     reader = Reader()
     if not os.path.exists(path):
         raise ConfigError([(None, f"Configuration file '{path}' open problem "
@@ -224,4 +226,4 @@ def parse_file(path):
     stmts = tree(reader.read(path), reader)
     if reader.errors:
         raise ConfigError(reader.errors)
-    return stmts, reader.files
+    return stmts, reader.files, reader.notes
