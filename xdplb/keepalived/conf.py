@@ -88,7 +88,7 @@ class Parser:
             try:
                 if h is not None:
                     if sub.block is not None and sub.keyword not in BLOCK_KEYWORDS:
-                        raise _Bad(f"Block {sub.keyword} unexpected")
+                        raise _Bad("Unexpected '{' - ignoring")
                     h(sub)
                 elif sub.keyword in NOT_IMPLEMENTED:
                     raise _Bad(f"xdplb does not implement keepalived's '{sub.keyword}'")
