@@ -37,6 +37,14 @@ from . import scripts
 MAX_BODY = 1 << 20
 
 
+async def within(seconds, aw):
+    """aw, or TimeoutError after seconds. (asyncio.timeout rather than
+    wait_for: Python 3.11's wait_for loses a cancellation that comes as the
+    awaited operation completes, and the daemon's stop would wait for ever.)"""
+    async with asyncio.timeout(seconds):
+        return await aw
+
+
 def _sock(c, kind=socket.SOCK_STREAM):
     s = socket.socket(socket.AF_INET, kind)
     s.setblocking(False)
@@ -48,7 +56,7 @@ def _sock(c, kind=socket.SOCK_STREAM):
 async def tcp(c):
     loop = asyncio.get_running_loop()
     with _sock(c) as s:
-        await asyncio.wait_for(loop.sock_connect(s, (c.addr, c.port)), c.connect_timeout)
+        await within(c.connect_timeout, loop.sock_connect(s, (c.addr, c.port)))
     return True, None
 
 
@@ -62,21 +70,21 @@ async def _get(c, url):
     loop = asyncio.get_running_loop()
     s = _sock(c)
     try:
-        await asyncio.wait_for(loop.sock_connect(s, (c.addr, c.port)), c.connect_timeout)
+        await within(c.connect_timeout, loop.sock_connect(s, (c.addr, c.port)))
     except BaseException:
         s.close()
         raise
     host = url.virtualhost or c.virtualhost
     tls = _TLS if c.kind == "SSL_GET" else None
-    r, w = await asyncio.wait_for(asyncio.open_connection(
-        sock=s, ssl=tls, server_hostname=host if tls else None), c.connect_timeout)
+    r, w = await within(c.connect_timeout, asyncio.open_connection(
+        sock=s, ssl=tls, server_hostname=host if tls else None))
     try:
         hdr = host or (c.addr if c.port in (80, 443) else f"{c.addr}:{c.port}")
         w.write(f"GET {url.path} HTTP/1.0\r\nUser-Agent: KeepAliveClient\r\n"
                 f"Host: {hdr}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while len(data) <= MAX_BODY:
-            chunk = await asyncio.wait_for(r.read(65536), c.connect_timeout)
+            chunk = await within(c.connect_timeout, r.read(65536))
             if not chunk:
                 break
             data += chunk
@@ -113,8 +121,8 @@ async def udp(c):
         await loop.sock_connect(s, (c.addr, c.port))
         await loop.sock_sendall(s, c.payload)
         try:
-            reply = await asyncio.wait_for(loop.sock_recv(s, 65536), c.connect_timeout)
-        except asyncio.TimeoutError:
+            reply = await within(c.connect_timeout, loop.sock_recv(s, 65536))
+        except TimeoutError:
             return c.require_reply is None, None
     if c.require_reply is None:
         return True, None
@@ -131,7 +139,7 @@ async def probe(c):
     """One check: (ok, weight); any error or timeout is a failure."""
     try:
         return await PROBES[c.kind](c)
-    except (OSError, asyncio.TimeoutError, ssl.SSLError, EOFError):
+    except (OSError, TimeoutError, ssl.SSLError, EOFError):
         return False, None
 
 

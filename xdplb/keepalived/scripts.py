@@ -94,8 +94,9 @@ async def run(script, timeout=None, env=None):
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL, start_new_session=True, env=env, cwd="/", **kw)
     try:
-        return await asyncio.wait_for(proc.wait(), timeout)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout):      # not wait_for: see checkers.within
+            return await proc.wait()
+    except TimeoutError:
         _kill(proc)
         await proc.wait()
         return None
