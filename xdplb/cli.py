@@ -3,6 +3,7 @@
 The per-netns state is in bpffs (xdplb/state.py); the lab is xdplb/lab.py.
 Configuration of services is `xdplbadm`'s (the ipvsadm drop-in).
 """
+import contextlib
 import ctypes as C
 import errno
 import os
@@ -327,31 +328,47 @@ def exec_(ctx, node, argv):
 @click.option("--replace/--no-replace", default=True, show_default=True,
               help="on start, load this xdplb's data path over the pinned maps (as "
                    "xdplb attach --replace): restarting the daemon upgrades the data path")
-def daemon(interval, replace):
-    """Expire idle connections on time and estimate rates (runs in the
-    foreground until killed).
+@click.option("-f", "--use-file", "conf", metavar="FILE", type=click.Path(dir_okay=False),
+              help="keepalived.conf: its virtual servers, real servers and health checks")
+@click.option("-t", "--config-test", is_flag=True,
+              help="with -f: check FILE and print what would change, changing nothing")
+def daemon(interval, replace, conf, config_test):
+    """Expire idle connections on time, estimate rates and, with -f, run
+    keepalived's virtual servers and health checks (in the foreground until
+    SIGTERM).
 
-    Without it, expiry happens when a packet meets an expired entry and on
-    every listing; the daemon makes ActiveConn/InActConn, and the schedulers
-    that read them, drop expired connections within INTERVAL. Every 2 s it
-    runs the kernel's rate estimator, which `xdplbadm -L --rate` shows."""
+    On start it swaps this xdplb's data path in (as attach --replace).
+    Without the daemon, expiry happens when a packet meets an expired entry
+    and on every listing; the daemon makes ActiveConn/InActConn, and the
+    schedulers that read them, drop expired connections within INTERVAL.
+    Every 2 s it runs the kernel's rate estimator, which `xdplbadm -L
+    --rate` shows. With -f, the services of FILE (keepalived.conf's
+    virtual_server blocks) are made live and kept as its checkers say;
+    SIGHUP reads FILE again."""
+    import logging
+    from . import daemon as xdaemon
+    from .keepalived.lexer import ConfigError
+    logging.basicConfig(level=logging.INFO, format="xdplb daemon: %(message)s")
+    if config_test and not conf:
+        raise click.UsageError("-t checks a configuration file: give it with -f FILE")
     try:
-        ctl = Control.open()
+        if config_test:
+            with contextlib.ExitStack() as stack:
+                ctl = Control.open()
+                if ctl is not None:
+                    stack.enter_context(ctl)
+                ok = xdaemon.test_config(conf, ctl, click.echo)
+            if not ok:
+                sys.exit(1)
+            return
+        ran = xdaemon.run(interval, conf, replaced=_replace if replace else None)
+    except ConfigError as e:
+        raise click.ClickException(f"{conf}: configuration refused, nothing changed:\n{e}")
     except (StateError, OSError) as e:
         _fail(e)
-    if ctl is None:
+    if ran is None:
         _fail(StateError("xdplb has no state in this network namespace (xdplb attach or "
                          "xdplbadm -A creates it)"))
-    with ctl:
-        if replace:
-            try:
-                _replace(ctl.st)
-            except (StateError, OSError) as e:
-                _fail(e)
-        try:
-            ctl.sweep_forever(interval)
-        except KeyboardInterrupt:
-            pass
 
 
 @xdplb.command()

@@ -248,19 +248,6 @@ class Control:
             t = Tables(self.st)
             return conns.sweep(self.st, t.every_dest(), t.services())
 
-    def sweep_forever(self, interval=1.0, stop=None):
-        """The daemon's loop (`xdplb daemon`): a sweep every interval seconds
-        until stop() is true, so live counts drop on time without listings,
-        and the rate estimator's period (estimator.Daemon)."""
-        est = estimator.Daemon(self.st)
-        while stop is None or not stop():
-            try:
-                self.sweep()
-                wait = min(interval, est.run())
-            except OSError:
-                wait = interval
-            time.sleep(max(wait, 0))
-
     def connections(self):
         """Rows of `-L -c` (ipvsfmt.conn_listing)."""
         now = conns.now_ns()
