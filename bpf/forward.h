@@ -19,7 +19,8 @@
 #define AF_INET 2
 #endif
 
-/* Masq and Route have an XDP path; Tunnel / local node go to the stack. */
+/* Masq and Route have an XDP path here (Tunnel's is encap.h's); local node goes
+ * to the stack. */
 static __always_inline int fwd_xdp(__u8 fwd)
 {
 	return fwd == IP_VS_CONN_F_MASQ || fwd == IP_VS_CONN_F_DROUTE;
@@ -87,6 +88,11 @@ static __always_inline int dest_egress(struct xdp_md *ctx, struct pkt *p, __u32 
 		c->ifindex = fib.ifindex;
 		__builtin_memcpy(c->smac, fib.smac, ETH_ALEN);
 		__builtin_memcpy(c->dmac, fib.dmac, ETH_ALEN);
+	} else if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		/* the egress without its MACs, for this packet only (Tunnel's
+		 * outer source is the egress's address): stamp 0 is never fresh */
+		c->stamp = 0;
+		c->ifindex = fib.ifindex;
 	}
 	return rc;
 }

@@ -56,6 +56,7 @@ BPF_TABLE("percpu_array", __u32, __u64, counters, XDPLB_CNT_MAX);
 BPF_TABLE("array", __u32, struct dest_conns, dest_conns, XDPLB_MAX_DESTS);
 BPF_TABLE("array", __u32, struct svc_dests, svc_dests, XDPLB_MAX_SERVICES);
 BPF_TABLE("array", __u32, __u32, timeouts, XDPLB_TMO_MAX);
+BPF_TABLE("array", __u32, __be32, tun_src, XDPLB_TUN_SRC_SLOTS);
 BPF_TABLE("array", __u32, __u32, sysctl, XDPLB_SYSCTL_MAX);
 BPF_TABLE("array", __u32, struct alloc, alloc, 1);
 BPF_TABLE("array", __u32, __u32, layout, 1);
@@ -83,6 +84,15 @@ struct sched_out {
 	__u64 most, mw, moh, mi;	/* lblcr: ip_vs_dest_set_max's running maximum */
 };
 BPF_TABLE("percpu_array", __u32, struct sched_out, sched_out, 1);
+/* A Tunnel connection's packet, handed to new_conn[XDPLB_PROG_TUNNEL] (same
+ * CPU, one frame), which encapsulates it: its destination. */
+struct tun_out {
+	__u32 dest_slot;
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+BPF_TABLE("percpu_array", __u32, struct tun_out, tun_out, 1);
 /* Egress ports for bpf_redirect_map, keyed by ifindex (filled by `xdplb attach`). */
 BPF_DEVMAP(tx_ports, XDPLB_MAX_PORTS * 16);
 

@@ -10,12 +10,22 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "encap.h"
 #include "forward.h"
 #include "maps.h"
 #include "parse.h"
 #include "service.h"
 #include "stats.h"
 #include "tcp_state.h"
+
+/* A client's packet on to its destination (Tunnel: encapsulated, by tail call). */
+static __always_inline __u32 send_in(struct xdp_md *ctx, struct pkt *p, const struct conn *c,
+				     __u64 now)
+{
+	if (c->fwd == IP_VS_CONN_F_TUNNEL)
+		return tunnel_call(ctx, c);
+	return forward_in(ctx, p, c, now);
+}
 
 /* Client -> virtual service, on a tracked connection (destination d).
  * Fields are written only when they change: an unchanged entry keeps its
@@ -57,7 +67,7 @@ static __always_inline __u32 handle_in(struct xdp_md *ctx, struct pkt *p, struct
 			c = moved;
 	}
 	stats_add(c, 0, p->l3_len);
-	return forward_in(ctx, p, c, now);
+	return send_in(ctx, p, c, now);
 }
 
 /* Real server -> client: a reply on Masq connection c (key ik, found by
@@ -117,7 +127,7 @@ static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 	dest_bind(slot, d, conn_kind(p->key.proto, nc.state));
 	stats_conn(nc.svc_slot, slot);
 	stats_add(&nc, 0, p->l3_len);
-	return forward_in(ctx, p, &nc, now);
+	return send_in(ctx, p, &nc, now);
 }
 
 #endif /* XDPLB_TRACK_H */

@@ -4,8 +4,9 @@
  * schedule -> rewrite -> forward -> count. xdplb_main runs on every
  * interface; a new connection continues by tail call in its scheduler
  * family's program (xdplb_new_*), then in xdplb_conn, which builds it;
- * an IPv4 fragment continues in xdplb_frag (frag.h). Every program returns
- * through record_verdict() (stats.h).
+ * a Tunnel connection's packet continues in xdplb_tunnel, an IPv4
+ * fragment in xdplb_frag (frag.h). Every program returns through
+ * record_verdict() (stats.h).
  *
  * bcc rewrites map calls (map.lookup(...)) only in the file it compiles, so
  * xdplb/loader.py hands it this file with the project headers pasted in,
@@ -15,6 +16,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "encap.h"
 #include "frag.h"
 #include "maps.h"
 #include "parse.h"
@@ -122,6 +124,30 @@ static __always_inline __u32 build_conn(struct xdp_md *ctx)
 int xdplb_conn(struct xdp_md *ctx)
 {
 	return record_verdict(build_conn(ctx));
+}
+
+/* A Tunnel connection's packet, from xdplb_main or xdplb_conn (tun_out
+ * says where to): encapsulated and sent (encap.h). */
+static __always_inline __u32 tunnel(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct tun_out *to;
+	struct pkt p = {};
+	__u32 zero = 0;
+
+	/* Fragments of a Tunnel connection go to the stack: a later fragment
+	 * could not follow its first into the tunnel (frag.h notes no
+	 * encapsulation), so none is recorded and they all pass. */
+	to = tun_out.lookup(&zero);
+	if (!to || parse_pkt(data, data_end, &p) != XDPLB_PKT_WHOLE)
+		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
+	return tunnel_in(ctx, &p, to, now_ns());
+}
+
+int xdplb_tunnel(struct xdp_md *ctx)
+{
+	return record_verdict(tunnel(ctx));
 }
 
 /* A packet with ports (whole, or a first fragment: frag, a constant, says

@@ -44,6 +44,17 @@
 #define IP_VS_CONN_F_TUNNEL	2
 #define IP_VS_CONN_F_DROUTE	3
 
+/* Tunnel types and encapsulation flags of a Tunnel destination: IPVS's
+ * IP_VS_CONN_F_TUNNEL_TYPE_* and IP_VS_TUNNEL_ENCAP_FLAG_* values. The data
+ * path encapsulates ipip and gue (with or without the outer UDP checksum;
+ * remcsum as csum, see encap.h); the control plane refuses gre. */
+#define IP_VS_CONN_F_TUNNEL_TYPE_IPIP	0
+#define IP_VS_CONN_F_TUNNEL_TYPE_GUE	1
+#define IP_VS_CONN_F_TUNNEL_TYPE_GRE	2
+#define IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM	0
+#define IP_VS_TUNNEL_ENCAP_FLAG_CSUM	(1 << 0)
+#define IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM	(1 << 1)
+
 /* Service flags: IPVS's IP_VS_SVC_F_* values. */
 #define IP_VS_SVC_F_PERSISTENT	0x0001
 #define IP_VS_SVC_F_HASHED	0x0002
@@ -130,7 +141,7 @@
  * the layout map when a state is created and checked by every process that
  * opens one, so a state pinned by another version of xdplb is refused
  * instead of misread. Bump it with any change to a pinned map. */
-#define XDPLB_LAYOUT_VERSION	4
+#define XDPLB_LAYOUT_VERSION	5
 
 /* Ring index bit selecting which generation of a service's schedule is live,
  * so a new schedule is written beside the old one and switched atomically. */
@@ -160,18 +171,27 @@ enum xdplb_counter {
 					 * or passed untouched): passed untouched */
 	XDPLB_CNT_FRAG_OVERLAP,	/* later fragment overlapping the first fragment's L4
 				 * header, which chose the destination: dropped */
+	/* Tunnel: the encapsulated packet would exceed the egress device's MTU
+	 * (or there was no headroom to encapsulate in): passed untouched. */
+	XDPLB_CNT_TUN_TOO_BIG,
+	/* Tunnel: no outer source address for the egress interface (tun_src,
+	 * written by `xdplb attach`): passed untouched. */
+	XDPLB_CNT_TUN_NO_SRC,
 	XDPLB_CNT_MAX,
 };
 
 /* new_conn: PROG_ARRAY. A new connection continues by tail call in the
  * program of its scheduler's family (index XDPLB_SCHED_*), which hands its
- * pick to the program at XDPLB_PROG_CONN that builds the connection.
+ * pick to the program at XDPLB_PROG_CONN that builds the connection. A
+ * Tunnel connection's packet is encapsulated in the program at
+ * XDPLB_PROG_TUNNEL.
  * xdplb/loader.py fills it (NEW_CONN_PROGS). */
+#define XDPLB_PROG_TUNNEL	14	/* a Tunnel connection's packet: encapsulate */
 #define XDPLB_PROG_CONN		15
 /* IPv4 fragments continue (from xdplb_main, by tail call) in the program
  * at XDPLB_PROG_FRAG (bpf/frag.h), so whole packets pay one branch for them. */
-#define XDPLB_PROG_FRAG		14
-#define XDPLB_PROG_MAX		16
+#define XDPLB_PROG_FRAG		16
+#define XDPLB_PROG_MAX		24	/* room for more */
 
 /* services: HASH svc_key -> service */
 struct svc_key {
@@ -226,6 +246,9 @@ struct dest {
 	__u32 next;		/* the next (older) destination of the same service, 0
 				 * at the end: from svc_dests' d[0], the service's whole
 				 * list in kernel order (control plane only) */
+	__be16 tun_port;	/* Tunnel, gue: the outer UDP destination port */
+	__u8 tun_type;		/* Tunnel: IP_VS_CONN_F_TUNNEL_TYPE_* */
+	__u8 tun_flags;		/* Tunnel: IP_VS_TUNNEL_ENCAP_FLAG_* */
 };
 
 /* dest_conns: ARRAY (shared, not per CPU) slot -> live connection counts of
@@ -414,6 +437,12 @@ struct frag_rec {
 	__u8 pad[2];
 	__u64 stamp;		/* now_ns() of the first fragment */
 };
+
+/* tun_src: ARRAY ifindex -> the balancer's IPv4 address on that interface,
+ * the outer source of the packets a Tunnel connection sends out of it (the
+ * FIB gives the egress, not a source address). Written by `xdplb attach`
+ * for every interface of the netns; 0: none known. */
+#define XDPLB_TUN_SRC_SLOTS	(XDPLB_MAX_PORTS * 16)
 
 /* svc_stats, dest_stats: PERCPU_ARRAY slot -> ip_vs_stats; bytes are L3 lengths */
 struct ip_vs_stats {

@@ -1,6 +1,9 @@
 """Frame builders for data-path tests (scapy)."""
+import socket
+
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Raw
 
 
 def tcp(src, dst, sport, dport, flags="S", smac="02:00:00:00:01:02",
@@ -36,3 +39,46 @@ def rebuilt(pkt, changes):
     if UDP in p and p[UDP].chksum != 0:
         del p[UDP].chksum
     return bytes(p.__class__(bytes(p)))
+
+
+GUE_V0_IPIP = b"\x00\x04\x00\x00"   # GUE variant 0: version 0, hlen 0, proto 4, flags 0
+
+
+def tun_flow_port(inner):
+    """The outer UDP source port xdplb derives from the inner flow (bpf/encap.h
+    inner_read): hash_32's multiply of addresses, ports and protocol, scaled
+    into 32768..60999."""
+    ip = inner[IP]
+    l4 = ip.payload
+    a = int.from_bytes(socket.inet_aton(ip.src), "big") ^ int.from_bytes(
+        socket.inet_aton(ip.dst), "big")
+    h = (a ^ (l4.sport << 16 | l4.dport) ^ ip.proto) & 0xffffffff
+    h = (h * 0x61C88647) & 0xffffffff
+    return 32768 + ((h * (61000 - 32768)) >> 32)
+
+
+def encapsulated(frame, src, dst, smac, dmac, tun_port=None, csum=False):
+    """An independent expected frame: frame's IPv4 packet unchanged inside an
+    outer IPv4 header src -> dst (ipip, or gue to tun_port with the UDP
+    checksum computed by scapy over the whole datagram when csum), the outer
+    header copying DF, TTL and the TOS (CE -> ECT(0)) of the inner one, ID 0
+    with DF else the inner ID; the L2 header (and a VLAN tag) kept, MACs set."""
+    p = frame.__class__(bytes(frame))
+    inner = bytes(p[IP])
+    tos = p[IP].tos
+    if tos & 3 == 3:
+        tos = (tos & ~3) | 2
+    df = p[IP].flags & 2
+    outer = IP(src=src, dst=dst, tos=tos, ttl=p[IP].ttl, flags=df, id=0 if df else p[IP].id,
+               proto=4 if tun_port is None else 17)
+    if tun_port is not None:
+        u = UDP(sport=tun_flow_port(p), dport=tun_port)
+        if not csum:
+            u.chksum = 0
+        outer = outer / u / Raw(GUE_V0_IPIP + inner)
+    else:
+        outer = outer / Raw(inner)
+    l2 = Ether(src=smac, dst=dmac, type=p[Ether].type)
+    if Dot1Q in p:
+        l2 = l2 / Dot1Q(vlan=p[Dot1Q].vlan, type=0x0800)
+    return bytes(l2 / outer)

@@ -263,8 +263,8 @@ UNSUPPORTED = [
     ["-A", "-t", "10.9.0.1:80", "-s", "rr", "--pe", "sip"],
     ["-A", "-t", "[2001:db8::1]:80", "-s", "rr"],
     ["-A", "--sctp-service", "10.9.0.1:80", "-s", "rr"],
-    ["-a", "-t", "10.0.0.1:80", "-r", "10.1.0.9", "-i"],
-    ["-e", "-t", "10.0.0.1:80", "-r", "10.1.0.1", "-i"],
+    ["-a", "-t", "10.0.0.1:80", "-r", "10.1.0.9", "-i", "--tun-type", "gre"],
+    ["-e", "-t", "10.0.0.1:80", "-r", "10.1.0.1", "-i", "--tun-type", "gre", "--tun-csum"],
     ["--start-daemon", "master"],
 ]
 
@@ -460,9 +460,14 @@ def test_conn_counts_and_connection_listing(base):
 
 
 def test_rate_samples_one_second(base):
+    """Without `xdplb daemon` (no current estimates), --rate samples the
+    counters for a second and says so on stderr, stdout staying ipvsadm's."""
     t = time.perf_counter()
-    out = ok("-Ln", "--rate").splitlines()
+    rc, out, err = adm("-Ln", "--rate")
     assert time.perf_counter() - t >= 1.0
+    assert rc == 0 and err == (f"{PROG}: no rate estimator is running (xdplb daemon): the "
+                               "rates are the counters' change over the last second\n")
+    out = out.splitlines()
     assert out[1] == ("Prot LocalAddress:Port                 CPS    InPPS   OutPPS    "
                       "InBPS   OutBPS")
     assert out[3] == "TCP  10.0.0.1:80                         0        0        0        0        0"

@@ -142,7 +142,7 @@ def test_bench_command_other_parts(tmp_path):
     # One entry per connection of each supported method, in the connection
     # maps only: rs_table is per real server, written by -a, not per connection.
     conns = {c["method"]: c for c in saved["mem"]["conns"]}
-    for method in ("Masq", "Route"):
+    for method in ("Masq", "Route", "Tunnel"):
         assert conns[method]["entries"] == 1, conns[method]
         assert set(conns[method]["maps"]) <= {"conns", "conns_assured"}, conns[method]
     # Every running variant delivered the frames it was given (nothing silently lost).

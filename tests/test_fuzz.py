@@ -181,9 +181,24 @@ def _later_fragment_data_changed(f, verdict, out):
     return verdict, bytes(out)
 
 
+def _outer_source_changed(f, verdict, out):
+    p = F.parse(f)
+    if p and len(out) > len(f):      # encapsulated: the outer source is at l3 + 12
+        out[p.l3 + 12] ^= 1
+    return verdict, bytes(out)
+
+
+def _encapsulation_dropped(f, verdict, out):
+    if len(out) > len(f) and verdict in (F.XDP_TX, F.XDP_REDIRECT):
+        return verdict, f
+    return verdict, bytes(out)
+
+
 @pytest.mark.parametrize("fault, what", [
     (_later_fragment_left_behind, "later fragment not sent as its first fragment was"),
     (_later_fragment_data_changed, "not its first fragment's rewrite"),
+    (_outer_source_changed, "bytes differ from the encapsulation"),
+    (_encapsulation_dropped, "bytes added"),
     (_flip_not_ours, "not ours, but not passed byte-identical"),
     (_abort_some, "XDP_ABORTED"),
     (_bad_l4_checksum, "L4 checksum invalid"),

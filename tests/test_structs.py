@@ -142,15 +142,17 @@ def _programs():
 
 
 def test_new_conn_programs():
-    """Every scheduler id, XDPLB_PROG_CONN and XDPLB_PROG_FRAG have a program
-    in new_conn, each xdplb_new_<family> runs its own family, and no program
+    """Every scheduler id, XDPLB_PROG_CONN, XDPLB_PROG_TUNNEL and
+    XDPLB_PROG_FRAG have a program in new_conn, each xdplb_new_<family> runs its own family, and no program
     is left out."""
     progs = _programs()
     ids = set(_header_values("XDPLB_SCHED_").values())
-    assert set(loader.NEW_CONN_PROGS) == ids | {S.XDPLB_PROG_CONN, S.XDPLB_PROG_FRAG}
-    assert len(ids | {S.XDPLB_PROG_CONN, S.XDPLB_PROG_FRAG}) == len(ids) + 2
+    extra = {S.XDPLB_PROG_CONN, S.XDPLB_PROG_TUNNEL, S.XDPLB_PROG_FRAG}
+    assert set(loader.NEW_CONN_PROGS) == ids | extra
+    assert len(ids | extra) == len(ids) + 3
     assert max(loader.NEW_CONN_PROGS) < S.XDPLB_PROG_MAX
     assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_CONN] == "xdplb_conn"
+    assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_TUNNEL] == "xdplb_tunnel"
     assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_FRAG] == "xdplb_frag"
     assert set(progs) == set(loader.NEW_CONN_PROGS.values()) | {loader.ENTRY}
     for name, body in progs.items():

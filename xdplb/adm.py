@@ -20,7 +20,8 @@ from . import config, control, model, state
 from . import ipvsfmt as F
 from .ipvsopts import (CMD_ADD, CMD_ADDDEST, CMD_DEL, CMD_DELDEST, CMD_EDIT, CMD_FLUSH, CMD_LIST,
                        CMD_RESTORE, CMD_SAVE, CMD_STARTDAEMON, CMD_STOPDAEMON, CMD_TIMEOUT,
-                       CMD_ZERO, INT_MAX, O, Cmd, Exit, checked, fail, tryhelp_exit)
+                       CMD_ZERO, INT_MAX, O, TUN_TYPE_IDS, Cmd, Exit, checked, fail,
+                       tryhelp_exit)
 from .model import (AF_INET, DEF_SCHED, IPPROTO_TCP, IPPROTO_UDP, Destination, Service,
                     XdplbError)
 from .structs import IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ
@@ -102,7 +103,9 @@ def _op(c):
     if cmd == CMD_DELDEST:
         return config.delete_dest, (_key(c), c.dest.addr, c.dest.port)
     dest = Destination(addr=c.dest.addr, port=c.dest.port, fwd=c.fwd, weight=c.weight,
-                       u_threshold=c.u_thr, l_threshold=c.l_thr, af=c.dest.af)
+                       u_threshold=c.u_thr, l_threshold=c.l_thr, af=c.dest.af,
+                       tun_type=TUN_TYPE_IDS[c.tun_type], tun_port=c.tun_port,
+                       tun_flags=c.tun_flags)
     return (config.add_dest if cmd == CMD_ADDDEST else config.edit_dest), (_key(c), dest)
 
 
@@ -163,6 +166,7 @@ def _list(c, ctx):
         ctl.sweep()
         svcs = ctl.services(_key(c), stats=bool(fmt & F.FMT_STATS), rate=bool(fmt & F.FMT_RATE))
         out.write(F.list_service(svcs[0], fmt))
+        _say_sampled(ctl, ctx)
         return 0
     if O["timeout"] in o:
         ctl = ctx.control()
@@ -183,6 +187,16 @@ def _list_all(fmt, ctx):
         svcs = ctl.services(stats=bool(fmt & F.FMT_STATS), rate=bool(fmt & F.FMT_RATE),
                             counts=not fmt & F.FMT_RULE)
     sys.stdout.write(F.list_all(svcs, fmt))
+    _say_sampled(ctl, ctx)
+
+
+def _say_sampled(ctl, ctx):
+    """--rate without `xdplb daemon`: the listing is ipvsadm's, byte for byte,
+    so where its rates came from is said on stderr."""
+    if ctl is not None and ctl.rates_sampled:
+        sys.stdout.flush()
+        sys.stderr.write(f"{ctx.prog}: no rate estimator is running (xdplb daemon): the "
+                         f"rates are the counters' change over the last second\n")
 
 
 def restore_table(argv, reading_stdin, ctx):
@@ -286,10 +300,10 @@ def _fast_op(line):
         proto, vip, vport, rip, rport, fwd, weight = m.groups()
         vport = int(vport)
         fwd = IP_VS_CONN_F_MASQ if fwd == "m" else IP_VS_CONN_F_DROUTE
-        rport = vport if rport is None or fwd == IP_VS_CONN_F_DROUTE else int(rport)
         weight = 1 if weight is None else int(weight)
-        if not 0 < vport < 65536 or rport > 65535 or weight > INT_MAX:
-            return None
+        if not 0 < vport < 65536 or (rport and int(rport) > 65535) or weight > INT_MAX:
+            return None   # (the full parser refuses a bad port even where -g ignores it)
+        rport = vport if rport is None or fwd == IP_VS_CONN_F_DROUTE else int(rport)
         return config.add_dest, ((_FAST_PROTO[proto], vip, vport),
                                  Destination(rip, rport, fwd, weight))
     m = _FAST_SVC.fullmatch(line)

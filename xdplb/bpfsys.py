@@ -186,6 +186,11 @@ def xdp_detach(ifindex, flags=0):
     _check(_lib.bpf_xdp_detach(ifindex, flags, None), f"detach XDP from ifindex {ifindex}")
 
 
+def prog_by_id(prog_id):
+    """An fd of the loaded program prog_id (the caller closes it)."""
+    return _check(_lib.bpf_prog_get_fd_by_id(prog_id), f"program id {prog_id}")
+
+
 def xdp_query_id(ifindex, flags=0):
     """Id of the XDP program attached to ifindex in the given mode (0 = none)."""
     out = C.c_uint32(0)

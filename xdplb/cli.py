@@ -3,6 +3,7 @@
 The per-netns state is in bpffs (xdplb/state.py); the lab is xdplb/lab.py.
 Configuration of services is `xdplbadm`'s (the ipvsadm drop-in).
 """
+import contextlib
 import ctypes as C
 import errno
 import os
@@ -128,6 +129,31 @@ def detach(ifnames):
         remove(folder)
         click.echo(f"unpinned xdplb state {folder}")
     except (StateError, OSError, ValueError) as e:
+        _fail(e)
+
+
+@xdplb.command()
+@click.argument("ifname", metavar="IFNAME",
+                callback=lambda ctx, param, name: _ifnames(ctx, param, (name,))[0])
+@click.option("--detach", "off", is_flag=True, help="remove it from IFNAME")
+@click.option("--gue-port", "gue_ports", type=click.IntRange(1, 65535), multiple=True,
+              help="a UDP port GUE arrives on (repeatable; default 6080)")
+@click.option("--mode", type=click.Choice(["native", "generic"]), default="native",
+              show_default=True, help="XDP mode: driver (native) or generic (skb)")
+def decap(ifname, off, gue_ports, mode):
+    """On a real server: strip the ipip / GUE encapsulation of xdplb's Tunnel
+    servers (-i) from frames to this host on IFNAME, for a kernel without the
+    ipip / fou modules. The VIP goes on a non-ARPing interface (lo)."""
+    from . import decap as dc
+    try:
+        if off:
+            click.echo(f"detached xdplb decap (prog id {dc.detach(ifname)}) from {ifname}")
+            return
+        pid, addrs = dc.attach(ifname, mode, gue_ports or dc.DEFAULT_GUE_PORTS)
+        click.echo(f"attached xdplb decap (prog id {pid}) to {ifname} in {mode} mode: ipip and "
+                   f"GUE on UDP port {', '.join(map(str, gue_ports or dc.DEFAULT_GUE_PORTS))} "
+                   f"to {', '.join(addrs) or 'no address of this host'}")
+    except (dc.DecapError, OSError, ValueError) as e:
         _fail(e)
 
 
@@ -303,22 +329,47 @@ def exec_(ctx, node, argv):
 @click.option("--replace/--no-replace", default=True, show_default=True,
               help="on start, load this xdplb's data path over the pinned maps (as "
                    "xdplb attach --replace): restarting the daemon upgrades the data path")
-def daemon(interval, replace):
-    """Expire idle connections on time (runs in the foreground until killed).
+@click.option("-f", "--use-file", "conf", metavar="FILE", type=click.Path(dir_okay=False),
+              help="keepalived.conf: its virtual servers, real servers and health checks")
+@click.option("-t", "--config-test", is_flag=True,
+              help="with -f: check FILE and print what would change, changing nothing")
+def daemon(interval, replace, conf, config_test):
+    """Expire idle connections on time, estimate rates and, with -f, run
+    keepalived's virtual servers and health checks (in the foreground until
+    SIGTERM).
 
-    Without it, expiry happens when a packet meets an expired entry and on
-    every listing; the daemon makes ActiveConn/InActConn, and the schedulers
-    that read them, drop expired connections within INTERVAL."""
-    with _open_control() as ctl:
-        if replace:
-            try:
-                _replace(ctl.st)
-            except (StateError, OSError) as e:
-                _fail(e)
-        try:
-            ctl.sweep_forever(interval)
-        except KeyboardInterrupt:
-            pass
+    On start it swaps this xdplb's data path in (as attach --replace).
+    Without the daemon, expiry happens when a packet meets an expired entry
+    and on every listing; the daemon makes ActiveConn/InActConn, and the
+    schedulers that read them, drop expired connections within INTERVAL.
+    Every 2 s it runs the kernel's rate estimator, which `xdplbadm -L
+    --rate` shows. With -f, the services of FILE (keepalived.conf's
+    virtual_server blocks) are made live and kept as its checkers say;
+    SIGHUP reads FILE again."""
+    import logging
+    from . import daemon as xdaemon
+    from .keepalived.lexer import ConfigError
+    logging.basicConfig(level=logging.INFO, format="xdplb daemon: %(message)s")
+    if config_test and not conf:
+        raise click.UsageError("-t checks a configuration file: give it with -f FILE")
+    try:
+        if config_test:
+            with contextlib.ExitStack() as stack:
+                ctl = Control.open()
+                if ctl is not None:
+                    stack.enter_context(ctl)
+                ok = xdaemon.test_config(conf, ctl, click.echo)
+            if not ok:
+                sys.exit(1)
+            return
+        ran = xdaemon.run(interval, conf, replaced=_replace if replace else None)
+    except ConfigError as e:
+        raise click.ClickException(f"{conf}: configuration refused, nothing changed:\n{e}")
+    except (StateError, OSError) as e:
+        _fail(e)
+    if ran is None:
+        _fail(StateError("xdplb has no state in this network namespace (xdplb attach or "
+                         "xdplbadm -A creates it)"))
 
 
 @xdplb.command()
@@ -455,10 +506,11 @@ def _listen(ctx, param, value):
 def exporter(listen):
     """Prometheus exporter of the IPVS statistics (read-only; runs until killed).
 
-    Per service and real server: connections, packets and bytes in and out,
-    ActiveConn, InActConn, PersistConn and weight (node_exporter's ipvs names
-    with an xdplb_ prefix), and the data path's counters. The maps are
-    opened read-only; with no state yet it serves empty metrics."""
+    node_exporter's IPVS metrics (node_ipvs_*) exactly, and xdplb's own:
+    per service and real server connections, packets and bytes in and out
+    and their estimated rates, ActiveConn, InActConn, PersistConn and
+    weight, the data path's counters and the connection table's fill. The
+    maps are opened read-only; with no state yet it serves empty metrics."""
     import logging
     from . import exporter as xexp
     logging.basicConfig(level=logging.INFO, format="xdplb exporter: %(message)s")

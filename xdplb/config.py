@@ -37,8 +37,8 @@ from . import model
 from . import sched as S
 from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E_SVC_EXISTS,
                     E_SVC_NOT_DEFINED, XdplbError)
-from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, XDPLB_DEST_F_AVAILABLE,
-                      XDPLB_LIST_MAX, XDPLB_RING_GEN_BIT,
+from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNEL,
+                      XDPLB_DEST_F_AVAILABLE, XDPLB_LIST_MAX, XDPLB_RING_GEN_BIT,
                       XDPLB_RS_SVC_MAX, XDPLB_TMO_UDP, Alloc, DestEntry, RsSvcs, SchedPos, SvcEntry, SvcKey,
                       packer)
 from .tables import BREAK, Plan, a2b, copy, key_tuple, rs_filter_bit, rs_key, svc_key
@@ -52,8 +52,23 @@ def table_full(what, capacity):
 
 
 def dest_port(svc_port, dest):
-    """ipvsadm forces the real port to the virtual port for DR (and TUN)."""
-    return svc_port if dest.fwd == IP_VS_CONN_F_DROUTE else dest.port
+    """ipvsadm forces the real port to the virtual port for DR and TUN."""
+    return svc_port if dest.fwd in (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL) else dest.port
+
+
+def _tun_fields(dest):
+    """DestEntry's tun_port (network order), tun_type and tun_flags of a
+    destination: zeros unless it tunnels."""
+    if dest.fwd != IP_VS_CONN_F_TUNNEL:
+        return 0, 0, 0
+    return socket.htons(dest.tun_port), dest.tun_type, dest.tun_flags
+
+
+def _primed(dest):
+    """Route and Tunnel send a packet the stack cannot forward (to the VIP;
+    from one of our own addresses) while the real server's MAC is unknown:
+    the control plane has the kernel resolve it when the server is added."""
+    return dest.fwd in (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL)
 
 
 def _dest_id(addr, port):
@@ -380,10 +395,11 @@ def add_dests(t, svc_k, dests):
         plan.zero("dest_conns", slot)
         plan.put("dests", slot, _dest_entry(
             ident[0], ident[1], dest.fwd, XDPLB_DEST_F_AVAILABLE, entry.slot, seq, dest.weight,
-            dest.u_threshold, dest.l_threshold, dest.weight, dlist[0][0] if dlist else 0))
+            dest.u_threshold, dest.l_threshold, dest.weight, dlist[0][0] if dlist else 0,
+            *_tun_fields(dest)))
         added.add(ident)
         dlist, state, meta, sched = after, after_state, after_meta, after_sched
-        if dest.fwd == IP_VS_CONN_F_DROUTE:
+        if _primed(dest):
             plan.primed.append(dest.addr)
         results.append(None)
     if sched is not None:
@@ -402,6 +418,7 @@ def edit_dest(t, svc_k, dest):
     old = t.dest_entry(slot)
     new = copy(old)
     new.fwd, new.weight = dest.fwd, dest.weight
+    new.tun_port, new.tun_type, new.tun_flags = _tun_fields(dest)
     if dest.weight > 0:  # mh's last_weight: the latest non-zero weight
         new.last_weight = dest.weight
     new.u_threshold, new.l_threshold = dest.u_threshold, dest.l_threshold
@@ -421,7 +438,7 @@ def edit_dest(t, svc_k, dest):
             plan.put("dest_conns", slot, dc)
     _switch(t, plan, copy(t.alloc()), tuple(svc_k), entry, name, _dlist(after), state,
             _meta(name, after))
-    if dest.fwd == IP_VS_CONN_F_DROUTE:
+    if _primed(dest):
         plan.primed.append(dest.addr)
     return plan
 

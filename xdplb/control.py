@@ -23,7 +23,7 @@ import os
 import socket
 import time
 
-from . import config, conns, ipvsfmt, journal, loader, maps, model
+from . import config, conns, estimator, ipvsfmt, journal, loader, maps, model
 from . import state as statemod
 from .model import E_NO_SERVICE, Destination, Service, Stats, XdplbError
 from .tables import Tables, b2a
@@ -46,6 +46,7 @@ class Control:
     def __init__(self, st):
         self.st = st
         self.folder = st.folder
+        self.rates_sampled = False   # the last rate listing sampled (no daemon)
 
     @classmethod
     def open(cls, create=False, folder=None):
@@ -108,12 +109,18 @@ class Control:
         tables the ones before it left, so each refusal is the one the kernel
         would give at that point of the sequence; the net result of the others
         is then written at once: the same maps as running them one by one
-        (xdplb/tables.py). DR servers are primed afterwards. Returns
+        (xdplb/tables.py). DR and TUN servers are primed afterwards. Returns
         [XdplbError or None per op]."""
-        with self.transaction() as tx:
+        with self.locked():
+            tx = journal.Transaction(self.st)
             t = Tables(tx)
             results, primed = config.run(t, ops)
             t.write(tx)
+            zero_all = any(r is None and op[0] is config.zero and op[1] in ((), (None,))
+                           for op, r in zip(ops, results) if not isinstance(op, XdplbError))
+            change = estimator.Change(self.st, tx.txn, zero_all)
+            journal.commit(self.st, tx.txn)
+            change.record()   # the rate estimates and totals of what it zeroed
         for addr in dict.fromkeys(primed):
             prime_neighbour(addr)
         return results
@@ -169,16 +176,13 @@ class Control:
         return (get(1, model.TCP_TIMEOUTS[1]), get(4, model.TCP_TIMEOUTS[4]),
                 get(config.XDPLB_TMO_UDP, model.UDP_TIMEOUT))
 
-    def _stats(self, m, slot):
-        s = m.sum(slot)
-        return Stats(s.conns, s.inpkts, s.outpkts, s.inbytes, s.outbytes)
-
     def services(self, svc_k=None, stats=False, rate=False, counts=True):
         """Services (creation order) with their destinations (kernel list order).
 
-        stats: fill the counters. rate: there is no kernel rate estimator; the
-        counters are sampled twice one second apart and the per-second
-        differences are reported (so this call takes one second).
+        stats: fill the counters. rate: the rates `xdplb daemon` estimates as
+        the kernel does (xdplb/estimator.py); without the daemon, the counters
+        are sampled twice one second apart and the per-second differences are
+        reported (so this call takes one second; self.rates_sampled says so).
         counts: fill ActiveConn/InActConn from the connection table.
         """
         t = Tables(self.st)
@@ -200,15 +204,16 @@ class Control:
                 c.sched, "?"), flags=c.flags, timeout=c.timeout, netmask=b2a(c.netmask),
                 slot=c.slot, seq=c.seq)
             if stats or rate:
-                svc.stats = self._stats(self.st.svc_stats, c.slot)
+                svc.stats = estimator.counters(self.st.svc_stats, c.slot)
             for slot, d in by_svc.get(c.slot, ()):
                 a, i, pc = cc.get(slot, (0, 0, 0))
                 dst = Destination(addr=b2a(d.addr), port=socket.ntohs(d.port), fwd=d.fwd,
                                   weight=d.weight, u_threshold=d.u_threshold,
                                   l_threshold=d.l_threshold, active=a, inactive=i,
-                                  persist=pc, slot=slot, seq=d.seq)
+                                  persist=pc, slot=slot, seq=d.seq, tun_type=d.tun_type,
+                                  tun_port=socket.ntohs(d.tun_port), tun_flags=d.tun_flags)
                 if stats or rate:
-                    dst.stats = self._stats(self.st.dest_stats, slot)
+                    dst.stats = estimator.counters(self.st.dest_stats, slot)
                 svc.dests.append(dst)
             out.append(svc)
         if rate:
@@ -216,13 +221,21 @@ class Control:
         return out
 
     def _rates(self, out):
+        est = estimator.load(self.st)
+        self.rates_sampled = not est.fresh()
+        if not self.rates_sampled:
+            for svc in out:
+                svc.rate = est.rate(estimator.SVC, svc.slot, svc.seq)
+                for d in svc.dests:
+                    d.rate = est.rate(estimator.DEST, d.slot, d.seq)
+            return
         time.sleep(1.0)
         for svc in out:
-            later = self._stats(self.st.svc_stats, svc.slot)
+            later = estimator.counters(self.st.svc_stats, svc.slot)
             svc.rate = Stats(*(max(b - a, 0) for a, b in zip(svc.stats, later)))
             svc.stats = later
             for d in svc.dests:
-                later = self._stats(self.st.dest_stats, d.slot)
+                later = estimator.counters(self.st.dest_stats, d.slot)
                 d.rate = Stats(*(max(b - a, 0) for a, b in zip(d.stats, later)))
                 d.stats = later
 
@@ -246,16 +259,6 @@ class Control:
         with self.locked():
             t = Tables(self.st)
             return conns.sweep(self.st, t.every_dest(), t.services())
-
-    def sweep_forever(self, interval=1.0, stop=None):
-        """The daemon's loop (`xdplb daemon`): a sweep every interval seconds
-        until stop() is true, so live counts drop on time without listings."""
-        while stop is None or not stop():
-            try:
-                self.sweep()
-            except OSError:
-                pass
-            time.sleep(interval)
 
     def connections(self):
         """Rows of `-L -c` (ipvsfmt.conn_listing)."""

@@ -7,17 +7,33 @@ maps). It never sweeps, never takes the writers' lock and never creates
 state: with no state it serves xdplb_state_loaded 0 and nothing else, and
 says so once in its log.
 
-Metric names follow the node_exporter's IPVS collector (node_ipvs_*), with
-an xdplb_ prefix and the same labels (local_address, local_port, proto, and
-remote_address, remote_port for real servers):
+node_exporter's IPVS collector (collector/ipvs_linux.go), exactly: its
+names, help texts, types and labels, so IPVS dashboards and alerts work
+unchanged:
+
+    node_ipvs_connections_total, node_ipvs_{incoming,outgoing}_packets_total,
+    node_ipvs_{incoming,outgoing}_bytes_total          counters, no labels: totals
+        over every service, kept when a service is deleted (xdplb/estimator.py)
+    node_ipvs_backend_connections_active / _inactive, node_ipvs_backend_weight
+        gauges {local_address, local_port, remote_address, remote_port, proto,
+        local_mark} (proto TCP or UDP; local_mark "" as for every non-fwmark
+        service)
+
+and xdplb's own, richer ones (the per-service and per-server counters are
+`xdplbadm -L --stats --exact`'s; the node_exporter's names with an xdplb_
+prefix where they mean the same):
 
     xdplb_service_{connections,incoming_packets,outgoing_packets,
                    incoming_bytes,outgoing_bytes}_total   {proto,local_address,local_port}
-    xdplb_backend_{connections,incoming_packets,outgoing_packets,
-                   incoming_bytes,outgoing_bytes}_total   {... remote_address,remote_port}
+    xdplb_backend_{...}_total                  {... remote_address,remote_port}
+    xdplb_service_{...}_per_second, xdplb_backend_{...}_per_second
+                    the kernel's rate estimates (`--rate`), while `xdplb daemon` runs
+    xdplb_rate_estimator_running            1 if the daemon's estimates are current
     xdplb_backend_connections_active / _inactive / _persistent, xdplb_backend_weight
     xdplb_service_info{...,scheduler} 1
     xdplb_datapath_packets_total{counter}   the data path's counters (`xdplb status`)
+    xdplb_connection_table_entries{table}, xdplb_connection_table_size{table}
+                    fill of conns (LRU) and conns_assured, as `xdplb status`
     xdplb_state_loaded                      1 if this netns has xdplb state
 
 It listens on 127.0.0.1:19370 unless told otherwise (--listen ADDR:PORT):
@@ -36,14 +52,27 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from . import estimator, structs
 from . import state as statemod
-from . import structs
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 19370
 PROTO_NAMES = {6: "TCP", 17: "UDP", 132: "SCTP"}
 SVC_LABELS = ("proto", "local_address", "local_port")
 BACKEND_LABELS = ("proto", "local_address", "local_port", "remote_address", "remote_port")
+# node_exporter's label names, in the order its output has them (sorted)
+NODE_LABELS = ("local_address", "local_mark", "local_port", "proto", "remote_address",
+               "remote_port")
+NODE_TOTALS = (("connections", "conns", "The total number of connections made."),
+               ("incoming_packets", "inpkts", "The total number of incoming packets."),
+               ("outgoing_packets", "outpkts", "The total number of outgoing packets."),
+               ("incoming_bytes", "inbytes", "The total amount of incoming data."),
+               ("outgoing_bytes", "outbytes", "The total amount of outgoing data."))
+NODE_BACKEND = (("connections_active", "active",
+                 "The current active connections by local and remote address."),
+                ("connections_inactive", "inactive",
+                 "The current inactive connections by local and remote address."),
+                ("weight", "weight", "The current backend weight by local and remote address."))
 STATS = (("connections", "conns", "connections scheduled"),
          ("incoming_packets", "inpkts", "packets from clients"),
          ("outgoing_packets", "outpkts", "packets from real servers"),
@@ -167,19 +196,85 @@ class XdplbCollector:
             return
         try:
             services = Control(st).services(stats=True, counts=True)
+            est = estimator.load(st)
             counters = [(name, st.counters.sum(i)) for i, name in enumerate(structs.COUNTERS)
                         if name != "rx"]
+            fill = _table_fill(st)
         except OSError as e:  # the state went away under us: next scrape sees it
             log.warning("reading the xdplb state failed: %s", e)
             self.close()
             return
+        yield from node_ipvs_metrics(services, est.retired)
         yield from _service_metrics(services)
+        yield from _rate_metrics(services, est)
         dp = CounterMetricFamily("xdplb_datapath_packets",
                                  "Frames the XDP program finished, by outcome (the "
                                  "counters of `xdplb status`)", labels=["counter"])
         for name, value in counters:
             dp.add_metric([name], value)
         yield dp
+        yield from fill
+
+
+def node_ipvs_metrics(services, retired):
+    """node_exporter's IPVS metrics: totals (the live services' counters plus
+    what deleted ones counted: retired) and per backend gauges."""
+    for name, field, help_text in NODE_TOTALS:
+        total = getattr(retired, field) + sum(getattr(s.stats, field) for s in services)
+        yield CounterMetricFamily(f"node_ipvs_{name}", help_text, value=total)
+    families = [(field, GaugeMetricFamily(f"node_ipvs_backend_{name}", help_text,
+                                          labels=NODE_LABELS))
+                for name, field, help_text in NODE_BACKEND]
+    for svc in services:
+        for d in svc.dests:
+            labels = [str(ipaddress.ip_address(svc.addr)), "", str(svc.port),
+                      PROTO_NAMES.get(svc.proto, str(svc.proto)),
+                      str(ipaddress.ip_address(d.addr)), str(d.port)]
+            for field, fam in families:
+                fam.add_metric(labels, getattr(d, field))
+    for _, fam in families:
+        yield fam
+
+
+def _rate_metrics(services, est):
+    """The daemon's rate estimates, only while they are current."""
+    running = est.fresh()
+    yield GaugeMetricFamily("xdplb_rate_estimator_running",
+                            "1 if xdplb daemon's rate estimates are current", value=int(running))
+    if not running:
+        return
+    svc_g = {m: GaugeMetricFamily(f"xdplb_service_{m}_per_second",
+                                  f"IPVS service {h}, per second (the kernel's estimator)",
+                                  labels=SVC_LABELS) for m, _, h in STATS}
+    be_g = {m: GaugeMetricFamily(f"xdplb_backend_{m}_per_second",
+                                 f"IPVS real server {h}, per second (the kernel's estimator)",
+                                 labels=BACKEND_LABELS) for m, _, h in STATS}
+    for svc in services:
+        sl = [PROTO_NAMES.get(svc.proto, str(svc.proto)), svc.addr, str(svc.port)]
+        rate = est.rate(estimator.SVC, svc.slot, svc.seq)
+        for m, field, _ in STATS:
+            svc_g[m].add_metric(sl, getattr(rate, field))
+        for d in svc.dests:
+            rate = est.rate(estimator.DEST, d.slot, d.seq)
+            for m, field, _ in STATS:
+                be_g[m].add_metric([*sl, d.addr, str(d.port)], getattr(rate, field))
+    yield from svc_g.values()
+    yield from be_g.values()
+
+
+def _table_fill(st):
+    from .cli import count_entries
+    entries = GaugeMetricFamily("xdplb_connection_table_entries",
+                                "Entries in the connection table's maps (conns: the LRU of "
+                                "new connections and templates; conns_assured: established)",
+                                labels=["table"])
+    size = GaugeMetricFamily("xdplb_connection_table_size",
+                             "Capacity of the connection table's maps", labels=["table"])
+    for name in ("conns", "conns_assured"):
+        m = getattr(st, name)
+        entries.add_metric([name], count_entries(m))
+        size.add_metric([name], m.max_entries)
+    return [entries, size]
 
 
 def _service_metrics(services):

@@ -12,8 +12,11 @@ from .model import (AF_INET, AF_INET6, DEF_SCHED, IPPROTO_SCTP, IPPROTO_TCP, IPP
                     IPVS_SVC_PERSISTENT_TIMEOUT, MAX_TIMEOUT)
 from .popt import NONE, OPT, REQ, Popt, PoptError
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNEL,
-                      IP_VS_SVC_F_ONEPACKET, IP_VS_SVC_F_PERSISTENT, IP_VS_SVC_F_SCHED1,
-                      IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3)
+                      IP_VS_CONN_F_TUNNEL_TYPE_GRE, IP_VS_CONN_F_TUNNEL_TYPE_GUE,
+                      IP_VS_CONN_F_TUNNEL_TYPE_IPIP, IP_VS_SVC_F_ONEPACKET,
+                      IP_VS_SVC_F_PERSISTENT, IP_VS_SVC_F_SCHED1, IP_VS_SVC_F_SCHED2,
+                      IP_VS_SVC_F_SCHED3, IP_VS_TUNNEL_ENCAP_FLAG_CSUM,
+                      IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM, IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM)
 
 VERSION = "0.1.0"
 VERSION_DATE = "2026/11/21"
@@ -265,18 +268,23 @@ Options:
   --real-server  -r host[:port]   a real server (its port defaults to the service port)
   --gatewaying   -g               direct routing (default; the port is the service port)
   --masquerading -m               NAT
+  --ipip         -i               tunnelling (the port is the service port)
+  --tun-type     type             ipip (default) or gue
+  --tun-port     port             gue: the real server's UDP port
+  --tun-nocsum / --tun-csum / --tun-remcsum   gue: outer UDP checksum off (default) / on /
+                                  on (remcsum: as IPVS forwards it, = --tun-csum)
   --weight       -w weight        0..2147483647, default 1; 0 takes no new connections
   --numeric      -n               do not resolve addresses and ports to names
   --connection   -c               list the connection table
   --timeout                       list the timeouts (tcp tcpfin udp)
   --daemon                        list the sync daemons
   --stats                         list counters
-  --rate                          list rates (counters sampled one second apart)
+  --rate                          list rates (xdplb daemon's estimates, or 1 s of counters)
   --exact                         print exact numbers with --stats / --rate
   --thresholds                    list thresholds
   --persistent-conn               list persistent connections
   --nosort                        list in creation order
-  --sctp-service, -6, -i, -o, --pe and the daemon and tunnel options are parsed as
+  --sctp-service, -6, -o, --pe, --tun-type gre and the daemon options are parsed as
   ipvsadm does and then refused: not supported yet. -f (firewall marks) is refused:
   XDP sees packets before they carry a mark.
 """
@@ -300,6 +308,8 @@ class Cmd:
         self.weight = 1
         self.u_thr = self.l_thr = 0
         self.tun_type = "ipip"
+        self.tun_port = 0
+        self.tun_flags = IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM
         self.options = set()
         self.fmt = 0
         self.timeouts = [0, 0, 0]
@@ -461,10 +471,12 @@ def parse_options(argv, ce, prog):
             ce.tun_type = arg
         elif tag == "tun-port":
             set_option(ce, O["tun-port"])
-            if string_to_number(arg, 1, 65535) == -1:
+            ce.tun_port = string_to_number(arg, 1, 65535)
+            if ce.tun_port == -1:
                 fail("illegal tunnel port specified")
         elif tag in ("tun-nocsum", "tun-csum", "tun-remcsum"):
             set_option(ce, O[tag])
+            ce.tun_flags |= TUN_FLAG_IDS[tag]
         else:
             fail(f"invalid option `{ctx.bad()}'")
 
@@ -502,22 +514,37 @@ def generic_opt_check(cmd, options):
 
 
 TUN_OPTS = ("tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum")
-TUN_ALLOWED = {"ipip": {"tun-type"}, "gue": {"tun-type", "tun-port", "tun-nocsum", "tun-csum",
-                                             "tun-remcsum"},
-               "gre": {"tun-type", "tun-nocsum", "tun-csum"}}
+TUN_TYPE_IDS = {"ipip": IP_VS_CONN_F_TUNNEL_TYPE_IPIP, "gue": IP_VS_CONN_F_TUNNEL_TYPE_GUE,
+                "gre": IP_VS_CONN_F_TUNNEL_TYPE_GRE}
+TUN_FLAG_IDS = {"tun-nocsum": IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM,
+                "tun-csum": IP_VS_TUNNEL_ENCAP_FLAG_CSUM,
+                "tun-remcsum": IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM}
+# ipvsadm's tunnel_types_v_options: per tunnel type, its options in this
+# order: '+' compulsory, 'x' illegal, '1' at most one of them, ' ' optional.
+TUN_CHECKED = ("tun-port", "tun-nocsum", "tun-csum", "tun-remcsum")
+TUN_MATRIX = {"ipip": "xxxx", "gue": "+111", "gre": "x11x"}
 
 
 def tunnel_check(ce):
+    """process_options' tunnel checks: options only with -i, then
+    tunnel_opt_check's walk of TUN_MATRIX (first failure wins)."""
     used = {n for n in TUN_OPTS if O[n] in ce.options}
     if not used:
         return
     if ce.fwd != IP_VS_CONN_F_TUNNEL:
         fail("Tunnel options conflict with forward method")
-    for n in TUN_OPTS:
-        if n in used and n not in TUN_ALLOWED[ce.tun_type]:
+    last = None
+    for n, kind in zip(TUN_CHECKED, TUN_MATRIX[ce.tun_type]):
+        if n not in used:
+            if kind == "+":
+                fail(f"You need to supply the '{n}' option for the '{ce.tun_type}' tunnel type")
+        elif kind == "x":
             fail(f"Illegal '{n}' option with the '{ce.tun_type}' tunnel type")
-    if ce.tun_type == "gue" and "tun-port" not in used:
-        fail("You need to supply the 'tun-port' option for the 'gue' tunnel type")
+        elif kind == "1":
+            if last is not None:
+                fail(f"The option '{n}' conflicts with the '{last}' option in the "
+                     f"'{ce.tun_type}' tunnel type")
+            last = n
 
 
 def checked(argv, prog):

@@ -10,7 +10,7 @@ import re
 import shutil
 import socket
 
-from . import bpfsys, fault, journal, maps
+from . import bpfsys, fault, journal, maps, tunnel
 from .model import SETTINGS
 from . import structs as S
 from .state import (PREV_PINS, PROG_PIN, State, StateError, locked, pin_dir, private_dir,
@@ -31,15 +31,17 @@ ENTRY_FILE = "xdplb.c"
 ENTRY = "xdplb_main"
 # New connections continue, by tail call through the new_conn prog array, in
 # the program of their scheduler's family (bpf/sched.h): XDPLB_SCHED_* ->
-# function name; XDPLB_PROG_CONN builds the connection, XDPLB_PROG_FRAG takes
-# IPv4 fragments (bpf/frag.h).
+# function name; XDPLB_PROG_CONN builds the connection, XDPLB_PROG_TUNNEL
+# encapsulates a Tunnel connection's packet (bpf/encap.h), XDPLB_PROG_FRAG
+# takes IPv4 fragments (bpf/frag.h).
 NEW_CONN_PIN = "new_conn"
 _FAMILIES = {"ring": ("rr", "wrr"), "list": ("lc", "wlc", "sed", "nq", "fo", "ovf"),
              "sh": ("sh",), "dh": ("dh",), "mh": ("mh",), "lblc": ("lblc",),
              "lblcr": ("lblcr",)}
 NEW_CONN_PROGS = {**{getattr(S, "XDPLB_SCHED_" + sched.upper()): "xdplb_new_" + family
                      for family, scheds in _FAMILIES.items() for sched in scheds},
-                  S.XDPLB_PROG_CONN: "xdplb_conn", S.XDPLB_PROG_FRAG: "xdplb_frag"}
+                  S.XDPLB_PROG_CONN: "xdplb_conn", S.XDPLB_PROG_TUNNEL: "xdplb_tunnel",
+                  S.XDPLB_PROG_FRAG: "xdplb_frag"}
 
 _LOCAL_INCLUDE = re.compile(r'\s*#\s*include\s*"([^"]+)"')
 
@@ -187,7 +189,9 @@ def attach(state: State, ifname, mode="native"):
     between the two steps leaves an interface attached but not a redirect
     target (traffic to it goes through the stack): running attach again
     completes it, and the next attach, detach or status repairs it
-    (reconcile()). Returns what reconcile() repaired."""
+    (reconcile()). Every attach also rewrites tun_src, the outer source
+    addresses of Tunnel forwarding (xdplb/tunnel.py). Returns what
+    reconcile() repaired."""
     idx = ifindex(ifname)
     with locked(state.folder):
         repaired = reconcile(state)
@@ -195,6 +199,7 @@ def attach(state: State, ifname, mode="native"):
         bpfsys.xdp_attach(idx, state.prog_fd, MODES[mode])
         fault.point("attach")
         state.tx_ports.put(idx, state.tx_ports.value_type(idx))
+        tunnel.write_sources(state)
     return repaired
 
 

@@ -304,6 +304,7 @@ MAPS = {
     "dest_conns": (Map, C.c_uint32, DestConns),
     "svc_dests": (Map, C.c_uint32, SvcDests),
     "timeouts": (Map, C.c_uint32, C.c_uint32),
+    "tun_src": (Map, C.c_uint32, C.c_uint32),
     "sysctl": (Map, C.c_uint32, C.c_uint32),
     "alloc": (Map, C.c_uint32, Alloc),
     "layout": (Map, C.c_uint32, C.c_uint32),

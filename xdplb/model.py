@@ -11,8 +11,9 @@ from collections import namedtuple
 from . import sched as _sched
 from . import structs as _st
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_MASQ,
-                      IP_VS_CONN_F_TUNNEL, IP_VS_SVC_F_ONEPACKET, IP_VS_SVC_F_PERSISTENT,
-                      IP_VS_SVC_F_SCHED1, IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3)
+                      IP_VS_CONN_F_TUNNEL, IP_VS_CONN_F_TUNNEL_TYPE_GRE,
+                      IP_VS_SVC_F_ONEPACKET, IP_VS_SVC_F_PERSISTENT, IP_VS_SVC_F_SCHED1,
+                      IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3)
 
 AF_INET = 2
 AF_INET6 = 10
@@ -39,9 +40,10 @@ FWD_NAMES = {IP_VS_CONN_F_MASQ: "Masq", IP_VS_CONN_F_LOCALNODE: "Local",
              IP_VS_CONN_F_TUNNEL: "Tunnel", IP_VS_CONN_F_DROUTE: "Route"}
 FWD_SWITCH = {IP_VS_CONN_F_MASQ: "-m", IP_VS_CONN_F_TUNNEL: "-i",
               IP_VS_CONN_F_LOCALNODE: "-g", IP_VS_CONN_F_DROUTE: "-g"}
-SUPPORTED_FWD = (IP_VS_CONN_F_MASQ, IP_VS_CONN_F_DROUTE)
+SUPPORTED_FWD = (IP_VS_CONN_F_MASQ, IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL)
 
-# Tunnel types / flags (IPVS's IP_VS_CONN_F_TUNNEL_TYPE_*), for rendering.
+# Tunnel types / flags (IPVS's IP_VS_CONN_F_TUNNEL_TYPE_* and
+# IP_VS_TUNNEL_ENCAP_FLAG_*), for rendering.
 TUN_TYPES = {0: "ipip", 1: "gue", 2: "gre"}
 TUN_FLAG_NAMES = {0: "-c", 1: "+c", 2: "r+c"}        # nocsum, csum, remcsum
 TUN_FLAG_SWITCH = {0: "--tun-nocsum", 1: "--tun-csum", 2: "--tun-remcsum"}
@@ -135,7 +137,8 @@ E_ENOMEM = "Memory allocation problem"
 E_NO_DAEMON = "No daemon is running"
 
 SUPPORTED = ("xdplb supports TCP and UDP IPv4 services with every ipvsadm scheduler "
-             "and -m (masquerading) or -g (direct routing) servers")
+             "and -m (masquerading), -g (direct routing) or -i (tunnelling: ipip, gue) "
+             "servers")
 E_FWMARK = ("xdplb: firewall-mark services (-f) cannot work with xdplb: the XDP data path "
             "sees packets before the kernel builds a socket buffer, so there is no packet "
             "mark (set by iptables/nftables) to match; use -t or -u services")
@@ -199,7 +202,7 @@ def check_dest(dest):
         raise unsupported("IPv6 real servers are")
     if not is_unicast(dest.addr):
         raise XdplbError(E_EINVAL)
-    if dest.fwd == IP_VS_CONN_F_TUNNEL:
-        raise unsupported("tunnelling (-i) is")
+    if dest.fwd == IP_VS_CONN_F_TUNNEL and dest.tun_type == IP_VS_CONN_F_TUNNEL_TYPE_GRE:
+        raise unsupported("GRE tunnels (--tun-type gre) are")
     if dest.fwd not in SUPPORTED_FWD:
         raise unsupported("this forwarding method is")

@@ -163,6 +163,11 @@ def journal_path(folder):
     return lock_path(folder)[:-len(".lock")] + ".journal"
 
 
+def estimates_path(folder):
+    """The rate estimates and retired totals of `xdplb daemon` (xdplb/estimator.py)."""
+    return lock_path(folder)[:-len(".lock")] + ".est"
+
+
 def leftovers(path, infix):
     """The paths `<path><infix>...` beside path: what a writer killed before
     its rename left (temporary folders and files)."""
@@ -276,7 +281,7 @@ class State:
 
 def remove(folder):
     """Unpin everything in a state folder (the kernel frees unreferenced objects),
-    with its lock file, journal and any folder a create left half-made. The
+    with its lock file, journal, estimates and any folder a create left half-made. The
     program pin goes first: a folder without it is never opened as a state,
     so an interrupted removal leaves a folder the next create replaces."""
     if os.path.isdir(folder):
@@ -286,8 +291,9 @@ def remove(folder):
         shutil.rmtree(folder)
     for tmp in leftovers(folder, "_tmp"):
         shutil.rmtree(tmp, ignore_errors=True)
-    jpath = journal_path(folder)
-    for path in (jpath, *leftovers(jpath, ".tmp"), lock_path(folder)):
+    jpath, epath = journal_path(folder), estimates_path(folder)
+    for path in (jpath, *leftovers(jpath, ".tmp"), epath, *leftovers(epath, ".tmp"),
+                 lock_path(folder)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     parent = os.path.dirname(folder)

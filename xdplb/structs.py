@@ -23,6 +23,13 @@ IP_VS_CONN_F_LOCALNODE = 1
 IP_VS_CONN_F_TUNNEL = 2
 IP_VS_CONN_F_DROUTE = 3
 
+IP_VS_CONN_F_TUNNEL_TYPE_IPIP = 0
+IP_VS_CONN_F_TUNNEL_TYPE_GUE = 1
+IP_VS_CONN_F_TUNNEL_TYPE_GRE = 2
+IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM = 0
+IP_VS_TUNNEL_ENCAP_FLAG_CSUM = 1 << 0
+IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM = 1 << 1
+
 IP_VS_SVC_F_PERSISTENT = 0x0001
 IP_VS_SVC_F_HASHED = 0x0002
 IP_VS_SVC_F_ONEPACKET = 0x0004
@@ -84,7 +91,7 @@ XDPLB_SYSCTL_EXPIRE_QUIESCENT_TEMPLATE = 2
 XDPLB_SYSCTL_SLOPPY_TCP = 3
 XDPLB_SYSCTL_MAX = 8
 
-XDPLB_LAYOUT_VERSION = 4
+XDPLB_LAYOUT_VERSION = 5
 
 XDPLB_RS_SVC_MAX = 32
 XDPLB_MAX_RS = XDPLB_MAX_DESTS
@@ -96,19 +103,22 @@ XDPLB_RING_GEN_BIT = 0x80000000
 XDPLB_MAX_FRAGS = 16384
 XDPLB_FRAG_TTL_NS = 1000000000
 
+XDPLB_TUN_SRC_SLOTS = XDPLB_MAX_PORTS * 16
+
 # enum xdplb_counter
 COUNTERS = ("rx", "pass", "fwd", "to_stack", "no_dest", "conn_full",
             "dest_gone", "no_route", "tail_call", "assure_full", "frag_untracked",
-            "frag_overlap")
+            "frag_overlap", "tun_too_big", "tun_no_src")
 # counted as they happen, not as a frame's verdict
 EVENTS = ("assure_full",)
 # the verdicts: every frame ends in exactly one (rx is their sum)
 VERDICTS = tuple(c for c in COUNTERS[1:] if c not in EVENTS)
 XDPLB_CNT_MAX = len(COUNTERS)
 
+XDPLB_PROG_TUNNEL = 14
 XDPLB_PROG_CONN = 15
-XDPLB_PROG_FRAG = 14
-XDPLB_PROG_MAX = 16
+XDPLB_PROG_FRAG = 16
+XDPLB_PROG_MAX = 24
 
 
 class SvcKey(C.Structure):
@@ -129,7 +139,8 @@ class DestEntry(C.Structure):
     _fields_ = [("addr", C.c_uint8 * 4), ("port", C.c_uint16), ("fwd", C.c_uint8),
                 ("flags", C.c_uint8), ("svc_slot", C.c_uint32), ("seq", C.c_uint32),
                 ("weight", C.c_uint32), ("u_threshold", C.c_uint32),
-                ("l_threshold", C.c_uint32), ("last_weight", C.c_uint32), ("next", C.c_uint32)]
+                ("l_threshold", C.c_uint32), ("last_weight", C.c_uint32), ("next", C.c_uint32),
+                ("tun_port", C.c_uint16), ("tun_type", C.c_uint8), ("tun_flags", C.c_uint8)]
 
 
 class DestConns(C.Structure):

@@ -14,8 +14,8 @@ from xdplb.config import rs_filter_bit
 
 from .fragments import FragModel
 from .wire import (MTU, TCP_ACK, TCP_RST, TCP_SYN, XDP_ABORTED, XDP_DROP, XDP_PASS,
-                   XDP_REDIRECT, XDP_TX, VERDICTS, input_checksums_valid, l4_check_off,
-                   l4_region, parse, residue)
+                   XDP_REDIRECT, XDP_TX, VERDICTS, encapsulated, input_checksums_valid,
+                   l4_check_off, l4_region, parse, pseudo, residue)
 
 Svc = collections.namedtuple("Svc", "slot addr port proto ring")
 MConn = collections.namedtuple("MConn", "addr port dir fwd dest_slot svc_slot")
@@ -23,7 +23,13 @@ MConn = collections.namedtuple("MConn", "addr port dir fwd dest_slot svc_slot")
 # entry for the real server's port (port0 False) or port 0 (True), at the
 # index-th service listed there.
 Reply = collections.namedtuple("Reply", "key conn port0 index")
-FWD_NAMES = {S.IP_VS_CONN_F_MASQ: "Masq", S.IP_VS_CONN_F_DROUTE: "Route"}
+FWD_NAMES = {S.IP_VS_CONN_F_MASQ: "Masq", S.IP_VS_CONN_F_DROUTE: "Route",
+             S.IP_VS_CONN_F_TUNNEL: "Tunnel"}
+IPIP, GUE = S.IP_VS_CONN_F_TUNNEL_TYPE_IPIP, S.IP_VS_CONN_F_TUNNEL_TYPE_GUE
+# Tunnel destinations (dest slot -> tun_type, tun_port, tun_flags): GUE with
+# the outer UDP checksum and without, ipip; one without a neighbour entry.
+TUNNELS = {13: (GUE, 6080, S.IP_VS_TUNNEL_ENCAP_FLAG_CSUM), 22: (IPIP, 0, 0),
+           23: (GUE, 6081, S.IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM)}
 
 
 class MDest:
@@ -45,7 +51,7 @@ def fmt_key(k):
 
 def service_config(net):
     """Service slot -> (addr, port, proto, [(dest slot, addr, port, fwd)]):
-    Masq, Route and tunnel services, one without destinations, and
+    Masq, Route and Tunnel services (TUNNELS), one without destinations, and
     destinations without a neighbour entry or without a route; one real
     server (rs[0]:8080) behind three services and another (rs[2]:8080)
     behind two, whose replies must each find their own service's
@@ -70,6 +76,7 @@ def service_config(net):
         11: (vip2, 8080, 6, [(16, rs[0], 8080, M), (17, rs[2], 8080, M)]),
         12: (vip3, 0, 6, [(18, rs[2], 0, M), (19, rs[1], 8080, M)]),
         13: (vip2, 0, 17, [(20, rs[0], 0, M), (21, rs[0], 8053, M)]),
+        14: (vip2, 443, 6, [(22, rs[0], 443, T), (23, no_neigh, 443, T)]),
     }
 
 
@@ -246,7 +253,7 @@ class Oracle:
         kind, info = expected
         if verdict == XDP_ABORTED:
             raise Violation("XDP_ABORTED")
-        if len(out) != len(f):
+        if len(out) != len(f) and not (kind == "fwd" and info[0].fwd == S.IP_VS_CONN_F_TUNNEL):
             raise Violation("output length differs")
         if kind == "pass":
             self.counters["pass"] += 1
@@ -273,11 +280,15 @@ class Oracle:
                 raise Violation("new connection entry is not the ring's next")
         if reply is not None:
             self._count_reply(reply)
-        form, exp_out = self._forward_form(f, p, c, reply, ifindex, verdict, out)
-        self._compare(f, p, c, form, exp_out, out)
-        if p.first_frag:
-            self.stats["first fragments sent on"] += 1
-            self.frags.note(f, p, c, reply, form)
+        if c.fwd == S.IP_VS_CONN_F_TUNNEL:
+            form, exp_out = self._tunnel_form(f, p, c, ifindex, verdict, out)
+            self._compare_tunnel(f, p, c, form, exp_out, out)
+        else:
+            form, exp_out = self._forward_form(f, p, c, reply, ifindex, verdict, out)
+            self._compare(f, p, c, form, exp_out, out)
+            if p.first_frag:
+                self.stats["first fragments sent on"] += 1
+                self.frags.note(f, p, c, reply, form)
         self.outcomes[f"{form} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, f'fwd {c.fwd}')}"] += 1
 
     def judge_later(self, f, q, expected, ifindex, verdict, out):
@@ -350,6 +361,91 @@ class Oracle:
             self.stats["rewritten, input checksum already bad (error carried)"] += 1
         else:
             self.stats["rewritten, checksums verified valid"] += 1
+
+    def _tunnel_form(self, f, p, c, ifindex, verdict, out):
+        """How a client's frame of Tunnel connection c left (README: inside an
+        outer header from the balancer's address on the egress, never
+        oversize once encapsulated): ('xmit (encapsulated)' | 'stack
+        (encapsulated)' | 'stack (untouched)', the frame it must be)."""
+        if p.first_frag:    # fragments of a Tunnel connection go to the stack untouched
+            if verdict != XDP_PASS or out != f:
+                raise Violation("a Tunnel connection's fragment not passed untouched")
+            self.counters["ours_pass"] += 1
+            return "stack (untouched)", f
+        tun_type, port, flags = TUNNELS[c.dest_slot]
+        gue = port if tun_type == GUE else None
+        fits = p.tot + (32 if gue else 20) <= MTU
+        fib = self.fib(c.addr, p.tot)
+        if verdict in (XDP_TX, XDP_REDIRECT):
+            self.counters["fwd"] += 1
+            macs = self.net.neigh.get(c.addr)
+            if macs is None:
+                raise Violation("forwarded towards a target without a neighbour")
+            if (verdict == XDP_TX) != (macs[0] == ifindex):
+                raise Violation("TX/REDIRECT does not match ingress vs egress")
+            if not fits:
+                raise Violation("forwarded oversize once encapsulated")
+            return "xmit (encapsulated)", encapsulated(
+                f, p, self.net.tun_src[macs[0]], c.addr, gue, bool(flags), macs)
+        if verdict != XDP_PASS:
+            raise Violation(f"unexpected {VERDICTS[verdict] if verdict < 5 else verdict} "
+                            "on a tunnel flow")
+        self.counters["ours_pass"] += 1
+        if fib == "ok" and fits:
+            raise Violation("passed a frame the FIB can forward")
+        if out == f:
+            if fib == "no_neigh" and fits:
+                raise Violation("unresolved neighbour: not given to the stack encapsulated")
+            return "stack (untouched)", f
+        if fib != "no_neigh" or not fits:
+            raise Violation("encapsulated frame passed where it must be untouched")
+        egress = self.net.cli if c.addr[:3] == b"\x0a\x00\x00" else self.net.srv
+        return "stack (encapsulated)", encapsulated(
+            f, p, self.net.tun_src[egress], c.addr, gue, bool(flags), None)
+
+    def _compare_tunnel(self, f, p, c, form, exp_out, out):
+        """out equals exp_out but for the outer UDP checksum, which must be 0
+        without --tun-csum (or when the inner datagram has no checksum of its
+        own over its whole IP payload), else valid whenever f's were."""
+        if exp_out == f:
+            if out != f:
+                raise Violation(f"{form}: frame changed")
+            return
+        if len(out) != len(exp_out):
+            raise Violation(f"{form}: {len(out) - len(f)} bytes added, "
+                            f"{len(exp_out) - len(f)} expected")
+        tun_type, _, flags = TUNNELS[c.dest_slot]
+        a, b = bytearray(out), bytearray(exp_out)
+        uc = p.l3 + 26
+        if tun_type == GUE:
+            a[uc:uc + 2] = b[uc:uc + 2]
+        if a != b:
+            raise Violation(f"{form}: bytes differ from the encapsulation")
+        if residue(out[p.l3:p.l3 + 20]):
+            raise Violation(f"{form}: outer IP checksum invalid")
+        if tun_type != GUE:
+            self.stats["encapsulated (ipip), inner unchanged"] += 1
+            return
+        check = out[uc] << 8 | out[uc + 1]
+        co = l4_check_off(p)
+        inner_none = p.proto == 17 and (
+            f[co] == 0 and f[co + 1] == 0 or (f[p.l4 + 4] << 8 | f[p.l4 + 5]) != p.tot - p.ihl)
+        if not flags or inner_none:
+            if check:
+                raise Violation(f"{form}: outer UDP checksum set where it must be 0")
+            self.stats["encapsulated (gue), outer UDP checksum 0"] += 1
+            return
+        if not check:
+            raise Violation(f"{form}: outer UDP checksum 0 with --tun-csum")
+        ulen = 12 + p.tot
+        valid = not residue(pseudo(out[p.l3 + 12:p.l3 + 16], out[p.l3 + 16:p.l3 + 20], 17, ulen)
+                            + out[p.l3 + 20:p.l3 + 20 + ulen])
+        if input_checksums_valid(f, p):
+            if not valid:
+                raise Violation(f"{form}: outer UDP checksum invalid, the inner packet's valid")
+            self.stats["encapsulated (gue), outer UDP checksum verified valid"] += 1
+        else:
+            self.stats["encapsulated (gue), inner checksum already bad"] += 1
 
     @staticmethod
     def rewritten(f, p, c, macs, reply):
@@ -435,9 +531,11 @@ class Oracle:
         # a later fragment near its record's end that passed untouched: it
         # followed a record of the stack's (to_stack) or found none
         either = e["either_untouched"]
-        if cnt["to_stack"] + cnt["no_route"] + cnt["frag_untracked"] != \
-                e["ours_pass"] + e["frag_untracked"] + either:
-            yield ("to_stack + no_route + frag_untracked differ from our passes",
+        passed = cnt["to_stack"] + cnt["no_route"] + cnt["tun_too_big"] + cnt["frag_untracked"]
+        if passed != e["ours_pass"] + e["frag_untracked"] + either:
+            yield ("to_stack + no_route + tun_too_big + frag_untracked differ from our passes",
                    f"{cnt} vs {e}")
         if not e["frag_untracked"] <= cnt["frag_untracked"] <= e["frag_untracked"] + either:
             yield f"counter frag_untracked is {cnt['frag_untracked']}", f"{cnt} vs {e}"
+        if cnt["tun_no_src"]:
+            yield "tun_no_src counted with every interface's source written", str(cnt)

@@ -16,7 +16,7 @@ from xdplb import structs as S
 from xdplb.tables import Plan, Tables
 
 from .frames import FrameGen
-from .oracle import MConn, Oracle, Violation, fmt_key
+from .oracle import TUNNELS, MConn, Oracle, Violation, fmt_key
 from .wire import VERDICTS, Topology, parse, parse_later
 
 SLOTS = 24  # service and destination slots the configuration uses, 0 included
@@ -68,6 +68,8 @@ class Fuzzer:
         for d in self.oracle.dests.values():
             self._put_dest(d)
         self._real_servers(self.oracle.masq_dests())
+        for idx, addr in self.net.tun_src.items():
+            self.s.tun_src.put(idx, C.c_uint32.from_buffer_copy(addr))
 
     def _real_servers(self, joins):
         """rs_table and rs_filter as the control plane writes them for
@@ -96,6 +98,8 @@ class Fuzzer:
     def cleanup(self):
         """Leave the maps empty, as tests/test_datapath.py's fixture expects."""
         self._clear()
+        for idx in self.net.tun_src:
+            self.s.tun_src.put(idx, C.c_uint32(0))
         for slot in range(SLOTS):
             self.s.svc_stats.zero(slot)
             self.s.dest_stats.zero(slot)
@@ -238,9 +242,11 @@ class Fuzzer:
 
 def _dest_entry(d):
     """An oracle MDest as the dests map's entry."""
+    tun_type, tun_port, tun_flags = TUNNELS.get(d.slot, (0, 0, 0))
     return S.DestEntry(addr=(C.c_uint8 * 4)(*d.addr), port=socket.htons(d.port), fwd=d.fwd,
                        flags=S.XDPLB_DEST_F_AVAILABLE if d.available else 0,
-                       svc_slot=d.svc_slot, weight=1)
+                       svc_slot=d.svc_slot, weight=1, tun_type=tun_type,
+                       tun_port=socket.htons(tun_port), tun_flags=tun_flags)
 
 
 def _mconn(v):

@@ -43,6 +43,8 @@ class Topology:
         for addr in self.rs:
             self.neigh[addr] = (self.srv, self.srv_mac, self.rs_mac[addr])
         self.local = {a4(net["cli_ip"]), a4(net["srv_ip"])}
+        # tun_src: the outer source of Tunnel packets leaving by each interface
+        self.tun_src = {self.cli: a4(net["cli_ip"]), self.srv: a4(net["srv_ip"])}
 
     def ifname(self, ifindex):
         return {self.cli: "cli0", self.srv: "srv0"}.get(ifindex, ifindex)
@@ -231,3 +233,50 @@ def udp_dgram(src, dst, sport, dport, payload=b"", zero_check=False):
         h[6:8] = (c or 0xFFFF).to_bytes(2, "big")
     return bytes(h)
 
+
+
+# --- Tunnel: the encapsulation README promises, from the protocols ----------
+
+GUE_V0_IPIP = b"\x00\x04\x00\x00"
+
+
+def tun_flow_port(key):
+    """The outer UDP source port of a flow (README: a hash of the client's
+    flow, in 32768..60999, as bpf/encap.h derives it)."""
+    src, dst, sport, dport, proto = key
+    h = int.from_bytes(src, "big") ^ int.from_bytes(dst, "big") ^ (sport << 16 | dport) ^ proto
+    h = (h * 0x61C88647) & 0xFFFFFFFF
+    return 32768 + ((h * (61000 - 32768)) >> 32)
+
+
+def encapsulated(f, p, src, dst, gue_port=None, csum=False, macs=None):
+    """f's IPv4 packet (and whatever follows it in the frame) inside an outer
+    IPv4 header src -> dst: protocol 4, or UDP to gue_port + GUE variant 0;
+    DF, TTL and TOS (CE -> ECT(0)) copied, ID 0 with DF else the inner's.
+    The outer UDP checksum is computed from scratch over the whole datagram
+    when csum (0 otherwise). macs: (ifindex, smac, dmac) of the egress, or
+    None for the frame's own."""
+    inner = bytes(f[p.l3:])
+    tos, ttl = f[p.l3 + 1], f[p.l3 + 8]
+    if tos & 3 == 3:
+        tos = (tos & ~3 & 0xFF) | 2
+    df = f[p.l3 + 6] & 0x40
+    ident = b"\0\0" if df else bytes(f[p.l3 + 4:p.l3 + 6])
+    if gue_port is None:
+        body, proto = b"", 4
+    else:
+        ulen = 8 + 4 + p.tot
+        udp = bytearray(struct.pack("!HHHH", tun_flow_port(p.key), gue_port, ulen, 0))
+        if csum:
+            c = csum_for(pseudo(src, dst, 17, ulen) + udp + GUE_V0_IPIP + inner[:p.tot])
+            udp[6:8] = (c or 0xFFFF).to_bytes(2, "big")
+        body, proto = bytes(udp) + GUE_V0_IPIP, 17
+    tot = 20 + len(body) + p.tot
+    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, tos, tot, 0, 0x4000 if df else 0, ttl,
+                              proto, 0, src, dst))
+    h[4:6] = ident
+    h[10:12] = csum_for(h).to_bytes(2, "big")
+    l2 = bytearray(f[:p.l3])
+    if macs is not None:
+        l2[0:6], l2[6:12] = macs[2], macs[1]
+    return bytearray(l2 + h + body + inner)

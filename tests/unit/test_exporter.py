@@ -68,3 +68,88 @@ def test_service_and_backend_metrics():
         [2, 1, 0, 5]
     assert got[("xdplb_service_connections_total", "UDP", "10.0.0.2", "53")] == 0
     assert len(got) == 2 + 2 * 5 + (5 + 4)   # info and stats of 2 services, 1 backend
+
+
+def exposition(families):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    class Fixed:
+        def collect(self):
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())
+    return generate_latest(registry).decode()
+
+
+def test_node_exporter_ipvs_metrics_exactly():
+    """node_exporter's IPVS collector: names, help texts, types, labels (in the
+    order its output has them); totals add what deleted services counted."""
+    svc = Service(IPPROTO_TCP, "10.0.0.1", 80, sched="wrr", stats=Stats(3, 40, 30, 4000, 3000))
+    svc.dests = [Destination("10.1.0.1", 8080, weight=5, active=2, inactive=1)]
+    udp = Service(IPPROTO_UDP, "10.0.0.2", 53, sched="rr", stats=Stats(1, 2, 3, 4, 5))
+    udp.dests = [Destination("10.1.0.2", 53, weight=0, active=0, inactive=7)]
+    text = exposition(list(exporter.node_ipvs_metrics([svc, udp], Stats(10, 20, 30, 40, 50))))
+    be_tcp = ('{local_address="10.0.0.1",local_mark="",local_port="80",proto="TCP",'
+              'remote_address="10.1.0.1",remote_port="8080"}')
+    be_udp = ('{local_address="10.0.0.2",local_mark="",local_port="53",proto="UDP",'
+              'remote_address="10.1.0.2",remote_port="53"}')
+    assert text == "".join(line + "\n" for line in [
+        "# HELP node_ipvs_connections_total The total number of connections made.",
+        "# TYPE node_ipvs_connections_total counter",
+        "node_ipvs_connections_total 14.0",
+        "# HELP node_ipvs_incoming_packets_total The total number of incoming packets.",
+        "# TYPE node_ipvs_incoming_packets_total counter",
+        "node_ipvs_incoming_packets_total 62.0",
+        "# HELP node_ipvs_outgoing_packets_total The total number of outgoing packets.",
+        "# TYPE node_ipvs_outgoing_packets_total counter",
+        "node_ipvs_outgoing_packets_total 63.0",
+        "# HELP node_ipvs_incoming_bytes_total The total amount of incoming data.",
+        "# TYPE node_ipvs_incoming_bytes_total counter",
+        "node_ipvs_incoming_bytes_total 4044.0",
+        "# HELP node_ipvs_outgoing_bytes_total The total amount of outgoing data.",
+        "# TYPE node_ipvs_outgoing_bytes_total counter",
+        "node_ipvs_outgoing_bytes_total 3055.0",
+        "# HELP node_ipvs_backend_connections_active The current active connections by local "
+        "and remote address.",
+        "# TYPE node_ipvs_backend_connections_active gauge",
+        f"node_ipvs_backend_connections_active{be_tcp} 2.0",
+        f"node_ipvs_backend_connections_active{be_udp} 0.0",
+        "# HELP node_ipvs_backend_connections_inactive The current inactive connections by "
+        "local and remote address.",
+        "# TYPE node_ipvs_backend_connections_inactive gauge",
+        f"node_ipvs_backend_connections_inactive{be_tcp} 1.0",
+        f"node_ipvs_backend_connections_inactive{be_udp} 7.0",
+        "# HELP node_ipvs_backend_weight The current backend weight by local and remote "
+        "address.",
+        "# TYPE node_ipvs_backend_weight gauge",
+        f"node_ipvs_backend_weight{be_tcp} 5.0",
+        f"node_ipvs_backend_weight{be_udp} 0.0"])
+
+
+def test_the_grafana_dashboard_uses_only_served_metrics():
+    """docs/grafana-xdplb.json: valid JSON, both families of metrics, and no
+    name the exporter does not serve (a renamed metric breaks this test)."""
+    import json
+    import os
+    import re
+    import time
+
+    from xdplb import estimator
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "grafana-xdplb.json")
+    with open(path) as f:
+        dash = json.load(f)
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", ())]
+    used = {m for e in exprs for m in re.findall(r"\b((?:node_ipvs|xdplb)_\w+)", e)}
+    svc = Service(IPPROTO_TCP, "10.0.0.1", 80, sched="rr", stats=Stats())
+    svc.dests = [Destination("10.1.0.1", 80)]
+    fresh = estimator.Estimates(ticks=1, tick_ns=time.monotonic_ns())
+    served = set()
+    for fam in [*exporter.node_ipvs_metrics([svc], Stats()), *exporter._service_metrics([svc]),
+                *exporter._rate_metrics([svc], fresh)]:
+        served |= {s.name for s in fam.samples}
+    served |= {"xdplb_datapath_packets_total", "xdplb_connection_table_entries",
+               "xdplb_connection_table_size", "xdplb_state_loaded"}   # (_collect's own)
+    assert used <= served, used - served
+    assert any(m.startswith("node_ipvs_") for m in used)
+    assert any(m.startswith("xdplb_") for m in used)

@@ -7,10 +7,13 @@ from xdplb import model
 from xdplb.model import (AF_INET6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Destination,
                          Service, XdplbError)
 from xdplb.structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_MASQ,
-                           IP_VS_CONN_F_TUNNEL, IP_VS_SVC_F_ONEPACKET)
+                           IP_VS_CONN_F_TUNNEL, IP_VS_CONN_F_TUNNEL_TYPE_GRE,
+                           IP_VS_CONN_F_TUNNEL_TYPE_GUE, IP_VS_SVC_F_ONEPACKET,
+                           IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM)
 
 NOT_YET = ("not supported yet (xdplb supports TCP and UDP IPv4 services with every ipvsadm "
-           "scheduler and -m (masquerading) or -g (direct routing) servers)")
+           "scheduler and -m (masquerading), -g (direct routing) or -i (tunnelling: ipip, gue) "
+           "servers)")
 
 
 def refusal(check, obj):
@@ -75,7 +78,8 @@ def test_service_checks_come_in_the_kernels_order():
     (dict(addr="224.0.0.1"), model.E_EINVAL),
     (dict(addr="239.255.255.255"), model.E_EINVAL),
     (dict(addr="255.255.255.255"), model.E_EINVAL),
-    (dict(fwd=IP_VS_CONN_F_TUNNEL), "xdplb: tunnelling (-i) is " + NOT_YET),
+    (dict(fwd=IP_VS_CONN_F_TUNNEL, tun_type=IP_VS_CONN_F_TUNNEL_TYPE_GRE),
+     "xdplb: GRE tunnels (--tun-type gre) are " + NOT_YET),
     (dict(fwd=IP_VS_CONN_F_LOCALNODE), "xdplb: this forwarding method is " + NOT_YET),
 ])
 def test_server_refusals(kw, message):
@@ -84,6 +88,9 @@ def test_server_refusals(kw, message):
 
 def test_servers_taken():
     for kw in (dict(fwd=IP_VS_CONN_F_MASQ), dict(fwd=IP_VS_CONN_F_DROUTE),
+               dict(fwd=IP_VS_CONN_F_TUNNEL),
+               dict(fwd=IP_VS_CONN_F_TUNNEL, tun_type=IP_VS_CONN_F_TUNNEL_TYPE_GUE, tun_port=6080,
+                    tun_flags=IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM),
                dict(weight=0), dict(weight=2147483647), dict(u_threshold=6, l_threshold=6),
                dict(addr="223.255.255.255"), dict(addr="240.0.0.1"), dict(addr="1.0.0.0")):
         model.check_dest(dest(**kw))

@@ -9,6 +9,8 @@
     scale   the per-packet rows on one CPU and on every CPU at once (scale.py)
     ops     the building blocks of a new connection and of an established packet,
             and program sizes (ops.py)
+    checks  (only when named) health checks of `xdplb daemon -f` per second per
+            core, 1,000 real servers (checks.py)
 
 cli.py runs them; targets.py evaluates issue 11's targets; report.py writes
 results.md and results.json, plots.py the plots.

@@ -15,6 +15,7 @@ import click
 from .common import BenchError
 
 PARTS = ("pkt", "fwd", "cps", "ctl", "mem", "scale", "ops")
+EXTRA_PARTS = ("checks",)        # only when named in --parts
 PART_HELP = {"pkt": "1. ns/packet with PROG_TEST_RUN, per scheduler, scaling curves",
              "fwd": "2. forwarding rate: xdplb / nftables / iptables / IPVS / plain",
              "cps": "3. TCP connections/s and p50/p99 connect-to-close latency, same variants",
@@ -23,17 +24,21 @@ PART_HELP = {"pkt": "1. ns/packet with PROG_TEST_RUN, per scheduler, scaling cur
              "scale": "6. new-connection and established rates on one CPU and on all at once",
              "ops": "7. the building blocks of a new connection (map operations, tail call, "
                     "FIB lookup) and of an established packet (lookups that hit, clock, "
-                    "redirect), ns each, and program sizes"}
+                    "redirect), ns each, and program sizes",
+             "checks": "8. (only when named) health checks of xdplb daemon -f: checks/s per "
+                       "core for 1,000 real servers at delay_loop 1, MISC_CHECK apart"}
 
 FULL = dict(repeat=1_000_000, runs=5, curve_repeat=300_000, svc_sizes=(10, 100, 1000, 10000,
             100000), conn_sizes=(1000, 10000, 100000, 1000000), fwd_sizes=(1, 1000, 10000),
             fwd_count=1_000_000, fwd_new=300_000, fwd_runs=3, ctl_sizes=(1000, 10000),
             ctl_timeout=60.0, cps_sizes=(1, 1000, 10000), cps_workers=(1, 8), cps_seconds=1.0,
-            cps_rounds=3, cps_count=100_000, cps_warmup=50, scale_seconds=1.0)
+            cps_rounds=3, cps_count=100_000, cps_warmup=50, scale_seconds=1.0,
+            check_servers=1000, check_misc=100, check_seconds=10.0)
 QUICK = dict(repeat=200, runs=2, curve_repeat=200, svc_sizes=(10, 100), conn_sizes=(1000, 2000),
              fwd_sizes=(1, 10), fwd_count=20_000, fwd_new=5_000, fwd_runs=1, ctl_sizes=(10,),
              ctl_timeout=30.0, cps_sizes=(1, 10), cps_workers=(1, 2), cps_seconds=0.2,
-             cps_rounds=1, cps_count=300, cps_warmup=5, scale_seconds=0.02)
+             cps_rounds=1, cps_count=300, cps_warmup=5, scale_seconds=0.02,
+             check_servers=20, check_misc=5, check_seconds=1.0)
 
 
 def _cpu_model():
@@ -80,6 +85,10 @@ def run(parts=PARTS, quick=False, log=None, **over):
     if "ops" in parts:
         from . import ops
         res["ops"] = ops.run(repeat=cfg["repeat"], runs=cfg["runs"], log=log)
+    if "checks" in parts:
+        from . import checks
+        res["checks"] = checks.run(servers=cfg["check_servers"], misc_servers=cfg["check_misc"],
+                                   seconds=cfg["check_seconds"], log=log)
     res["meta"] = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                    "kernel": platform.release(), "cpus": os.cpu_count(),
                    "cpu_model": _cpu_model(), "seconds": time.monotonic() - t0,
@@ -90,7 +99,7 @@ def run(parts=PARTS, quick=False, log=None, **over):
 
 @click.command("bench")
 @click.option("--parts", default=",".join(PARTS), show_default=True,
-              help="comma-separated subset of: " + "; ".join(f"{k} = {v}"
+              help="comma-separated list of: " + "; ".join(f"{k} = {v}"
                                                              for k, v in PART_HELP.items()))
 @click.option("--out", default="bench-results", show_default=True,
               type=click.Path(file_okay=False, writable=True),
@@ -108,10 +117,10 @@ def bench_command(parts, out, quick, repeat, runs):
     if os.geteuid() != 0:
         raise click.ClickException("bench needs root (BPF, bpffs and network namespaces)")
     wanted = [p.strip() for p in parts.split(",") if p.strip()]
-    bad = set(wanted) - set(PARTS)
+    bad = set(wanted) - set(PARTS + EXTRA_PARTS)
     if bad:
         raise click.ClickException(f"unknown part(s): {', '.join(sorted(bad))} "
-                                   f"(parts: {', '.join(PARTS)})")
+                                   f"(parts: {', '.join(PARTS + EXTRA_PARTS)})")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="bcc")
     # SIGTERM unwinds like Ctrl-C, so namespaces, attachments and pins are removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

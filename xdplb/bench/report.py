@@ -330,6 +330,9 @@ def markdown(res):
         parts.append(md_scale(res["scale"]))
     if "ops" in res:
         parts.append(md_ops(res["ops"]))
+    if "checks" in res:
+        from . import checks
+        parts.append(checks.markdown(res["checks"]))
     return "\n".join(head) + "\n" + "\n\n".join(parts) + "\n"
 
 
