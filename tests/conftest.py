@@ -43,6 +43,30 @@ def datapath_state(datapath_net):
             yield s
 
 
+@pytest.fixture
+def ctl(datapath_state, datapath_net):
+    """Control (the one write path) over the data-path state, emptied before
+    and after, and this test inside the data-path netns."""
+    import ctypes as C
+    from xdplb import structs as T
+    from xdplb.control import Control
+    c = Control(datapath_state)
+    st = datapath_state
+
+    def clean():
+        c.flush()
+        st.conn_table.clear()
+        st.lblc.clear()
+        for slot in range(64):
+            st.dest_conns.put(slot, T.DestConns())
+        for i in range(T.XDPLB_TMO_MAX):
+            st.timeouts.put(i, C.c_uint32(0))
+    with datapath_net["ns"].entered():
+        clean()
+        yield c
+        clean()
+
+
 # --- lab / CLI fixtures (xdplb/lab.py, xdplb/cli.py); prefixed `xlab_` / `cli_` ---
 import uuid  # noqa: E402
 

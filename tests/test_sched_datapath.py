@@ -15,7 +15,6 @@ from packets import tcp, udp
 from xdplb import bpfsys
 from xdplb import sched as S
 from xdplb import structs as T
-from xdplb.control import Control
 from xdplb.model import IPPROTO_TCP, IPPROTO_UDP, Destination, Service
 from xdplb.tables import Tables
 
@@ -24,25 +23,6 @@ VIP, VPORT, RPORT = "10.0.0.100", 80, 8080
 CLIENT = "10.0.0.2"
 RS = ["172.80.0.2", "172.80.0.3", "172.80.0.4"]
 SVC = (IPPROTO_TCP, VIP, VPORT)
-
-
-@pytest.fixture
-def ctl(datapath_state, datapath_net):
-    c = Control(datapath_state)
-    st = datapath_state
-
-    def clean():
-        c.flush()
-        st.conn_table.clear()
-        st.lblc.clear()
-        for slot in range(64):
-            st.dest_conns.put(slot, T.DestConns())
-        for i in range(T.XDPLB_TMO_MAX):
-            st.timeouts.put(i, C.c_uint32(0))
-    with datapath_net["ns"].entered():
-        clean()
-        yield c
-        clean()
 
 
 def run(ctl, frame, ifindex=None):
