@@ -36,7 +36,8 @@ struct pkt {
 };
 
 /* Returns 0 when the frame is an unfragmented IPv4 TCP/UDP packet whose
- * headers all lie inside the frame, -1 otherwise. */
+ * headers all lie inside the frame, -1 otherwise; p->ip is then set only
+ * for an unfragmented IPv4 packet of another protocol that lies inside it. */
 static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 {
 	struct ethhdr *eth = data;
@@ -98,6 +99,9 @@ static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 		p->l4_check = &udp->check;
 		p->tcp_flags = 0;
 	} else {
+		/* not ours, but an ICMP error may be about a connection (icmp.h) */
+		p->eth = eth;
+		p->ip = ip;
 		return -1;
 	}
 	p->eth = eth;
@@ -127,16 +131,28 @@ static __always_inline int ip_option_word(const __u32 *w, __u32 k, const void *d
 	return 1;
 }
 
+/* A one's complement sum of 32-bit words, folded to 16 bits. */
+static __always_inline __u16 csum_fold64(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
+}
+
 /* Written out word by word: a loop here is more than the 6.1 verifier
  * (Debian 12's kernel) can follow. */
 #define XDPLB_IP_OPTION_WORD(k)						\
 	if (ihl > (k) && !ip_option_word(w, (k), data_end, &sum))	\
 		return 0
 
-static __always_inline int ip_csum_ok(const struct iphdr *ip, const void *data_end)
+/* The one's complement sum of the IPv4 header ip of ihl words, options
+ * included, folded to 16 bits (0xffff: its checksum is right); 0 if it
+ * runs past data_end. */
+static __always_inline __u16 ip_hdr_sum(const struct iphdr *ip, __u32 ihl, const void *data_end)
 {
 	const __u32 *w = (const void *)ip;
-	__u32 ihl = ip->ihl;
 	__u64 sum;
 
 	/* parse_pkt has bounded the fixed header */
@@ -151,11 +167,12 @@ static __always_inline int ip_csum_ok(const struct iphdr *ip, const void *data_e
 	XDPLB_IP_OPTION_WORD(12);
 	XDPLB_IP_OPTION_WORD(13);
 	XDPLB_IP_OPTION_WORD(14);
-	sum = (sum & 0xffffffff) + (sum >> 32);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return sum == 0xffff;
+	return csum_fold64(sum);
+}
+
+static __always_inline int ip_csum_ok(const struct iphdr *ip, const void *data_end)
+{
+	return ip_hdr_sum(ip, ip->ihl, data_end) == 0xffff;
 }
 
 #endif /* XDPLB_PARSE_H */

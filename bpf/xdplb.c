@@ -3,7 +3,8 @@
  * xdplb.c - the XDP data path's programs: parse -> connection lookup ->
  * schedule -> rewrite -> forward -> count. xdplb_main runs on every
  * interface; a new connection continues by tail call in its scheduler
- * family's program (xdplb_new_*), then in xdplb_conn, which builds it.
+ * family's program (xdplb_new_*), then in xdplb_conn, which builds it;
+ * ICMP errors and the data path's own ICMP answers in xdplb_icmp.
  * Every program returns through record_verdict() (stats.h).
  *
  * bcc rewrites map calls (map.lookup(...)) only in the file it compiles, so
@@ -14,6 +15,8 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "icmp.h"
+#include "icmp_error.h"
 #include "maps.h"
 #include "parse.h"
 #include "persist.h"
@@ -48,11 +51,9 @@ static __always_inline __u32 schedule_new(struct xdp_md *ctx, int fam)
 		slot = persist_lookup(svc, &p, &tk, so->svc_port, now);
 	if (!slot) {
 		slot = sched_pick(svc, &p, now, fam);
-		if (!slot)
-			return drop(XDPLB_CNT_NO_DEST);
-		d = dest_get(slot);
-		if (!d)
-			return drop(XDPLB_CNT_NO_DEST);
+		d = slot ? dest_get(slot) : NULL;
+		if (!d)		/* IPVS answers ICMP port unreachable */
+			return icmp_handoff(ctx, XDPLB_ICMP_JOB_PORT_UNREACH, 0, 0, 0, 0);
 		if (persist)
 			persist_new(svc, &tk, d, slot, now);
 	}
@@ -136,8 +137,11 @@ static __always_inline __u32 balance(struct xdp_md *ctx)
 	__u64 now;
 	int assured;
 
-	if (parse_pkt(data, data_end, &p) < 0)
+	if (parse_pkt(data, data_end, &p) < 0) {
+		if (p.ip && p.ip->protocol == IPPROTO_ICMP)
+			new_conn.call(ctx, XDPLB_PROG_ICMP);	/* icmp_error.h */
 		return pass();
+	}
 
 	if (rs_maybe(p.key.saddr)) {
 		c = conn_reply_lookup(&p, &ik, &assured);
@@ -169,6 +173,27 @@ static __always_inline __u32 balance(struct xdp_md *ctx)
 	so->svc_port = port;
 	new_conn.call(ctx, svc->sched);
 	return drop(XDPLB_CNT_TAIL_CALL);	/* no program for this scheduler */
+}
+
+/* ICMP, by tail call: an ICMP error from xdplb_main is translated for the
+ * connection it quotes (icmp_error.h); a client's TCP/UDP packet is
+ * answered as icmp_job says (icmp.h). */
+static __always_inline __u32 icmp_frame(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pkt p = {};
+
+	if (!parse_pkt(data, data_end, &p))
+		return icmp_job_run(ctx, &p);
+	if (p.ip && p.ip->protocol == IPPROTO_ICMP)
+		return icmp_error(ctx, &p);
+	return pass();
+}
+
+int xdplb_icmp(struct xdp_md *ctx)
+{
+	return record_verdict(icmp_frame(ctx));
 }
 
 int xdplb_main(struct xdp_md *ctx)

@@ -29,14 +29,15 @@ ENTRY_FILE = "xdplb.c"
 ENTRY = "xdplb_main"
 # New connections continue, by tail call through the new_conn prog array, in
 # the program of their scheduler's family (bpf/sched.h): XDPLB_SCHED_* ->
-# function name; XDPLB_PROG_CONN builds the connection.
+# function name; XDPLB_PROG_CONN builds the connection, XDPLB_PROG_ICMP
+# translates ICMP errors and sends the data path's own ICMP answers.
 NEW_CONN_PIN = "new_conn"
 _FAMILIES = {"ring": ("rr", "wrr"), "list": ("lc", "wlc", "sed", "nq", "fo", "ovf"),
              "sh": ("sh",), "dh": ("dh",), "mh": ("mh",), "lblc": ("lblc",),
              "lblcr": ("lblcr",)}
 NEW_CONN_PROGS = {**{getattr(S, "XDPLB_SCHED_" + sched.upper()): "xdplb_new_" + family
                      for family, scheds in _FAMILIES.items() for sched in scheds},
-                  S.XDPLB_PROG_CONN: "xdplb_conn"}
+                  S.XDPLB_PROG_CONN: "xdplb_conn", S.XDPLB_PROG_ICMP: "xdplb_icmp"}
 
 _LOCAL_INCLUDE = re.compile(r'\s*#\s*include\s*"([^"]+)"')
 

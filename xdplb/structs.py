@@ -92,13 +92,18 @@ XDPLB_RING_GEN_BIT = 0x80000000
 
 # enum xdplb_counter
 COUNTERS = ("rx", "pass", "fwd", "to_stack", "no_dest", "conn_full",
-            "dest_gone", "no_route", "tail_call", "assure_full")
+            "dest_gone", "no_route", "tail_call", "assure_full", "frag_needed", "too_big",
+            "icmp_xlate", "icmp_limited")
 # counted as they happen, not as a frame's verdict
-EVENTS = ("assure_full",)
+EVENTS = ("assure_full", "icmp_xlate", "icmp_limited")
 # the verdicts: every frame ends in exactly one (rx is their sum)
 VERDICTS = tuple(c for c in COUNTERS[1:] if c not in EVENTS)
 XDPLB_CNT_MAX = len(COUNTERS)
 
+XDPLB_ICMP_RATE = 1000
+XDPLB_ICMP_BURST = 50
+
+XDPLB_PROG_ICMP = 14
 XDPLB_PROG_CONN = 15
 XDPLB_PROG_MAX = 16
 
