@@ -143,11 +143,10 @@ static __always_inline __u16 csum_span(struct xdp_md *ctx, __u32 off, __u32 len)
  * answers a packet for a local address from that address), quoting its IP
  * header and first 8 bytes, and goes back out of the ingress. The answer's
  * IP id is the quoted packet's: deterministic, and no more repeated than the
- * client's own. Returns a verdict: the job's counter. */
-static __always_inline __u32 icmp_answer(struct xdp_md *ctx, struct pkt *p, __u32 kind,
-				       __u32 mtu)
+ * client's own. Returns 1 if the frame is now the answer (to XDP_TX), 0 if
+ * it is to be dropped unanswered. */
+static __always_inline int icmp_answer(struct xdp_md *ctx, struct pkt *p, __u32 kind, __u32 mtu)
 {
-	__u32 cnt = kind == XDPLB_ICMP_KIND_FRAG_NEEDED ? XDPLB_CNT_FRAG_NEEDED : XDPLB_CNT_NO_DEST;
 	__u32 l2len, quote;
 	__be32 client = p->key.saddr, vip = p->key.daddr;
 	__u8 l2[XDPLB_L2_MAX], tos = p->ip->tos;
@@ -157,32 +156,32 @@ static __always_inline __u32 icmp_answer(struct xdp_md *ctx, struct pkt *p, __u3
 	struct iphdr *ip;
 
 	if (!icmp_to_ok(client))
-		return drop(cnt);
+		return 0;
 	if ((void *)p->eth + XDPLB_L2_MAX > (void *)(long)ctx->data_end)
-		return drop(cnt);
+		return 0;
 	if (!icmp_allow(kind)) {
 		count(XDPLB_CNT_ICMP_LIMITED);
-		return drop(cnt);
+		return 0;
 	}
 	l2len = p->eth->h_proto == bpf_htons(ETH_P_IP) ? ETH_HLEN : XDPLB_L2_MAX;
 	quote = p->ip->ihl * 4 + 8;
 	__builtin_memcpy(l2, p->eth, XDPLB_L2_MAX);
 	/* cut the frame after the quote, then make room in front of it */
 	if (bpf_xdp_adjust_tail(ctx, (int)(l2len + quote) - (int)bpf_xdp_get_buff_len(ctx)))
-		return drop(cnt);
+		return 0;
 	if (bpf_xdp_adjust_head(ctx, -(int)XDPLB_ICMP_HDRS))
-		return drop(cnt);
+		return 0;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	if (data + XDPLB_L2_MAX + XDPLB_ICMP_HDRS > data_end)
-		return drop(cnt);
+		return 0;
 	__builtin_memcpy(data, l2 + ETH_ALEN, ETH_ALEN);	/* back to the sender */
 	__builtin_memcpy(data + ETH_ALEN, l2, ETH_ALEN);
 	__builtin_memcpy(data + 2 * ETH_ALEN, l2 + 2 * ETH_ALEN, XDPLB_L2_MAX - 2 * ETH_ALEN);
 	ip = data + l2len;
 	ic = (void *)(ip + 1);
 	if ((void *)(ic + 1) > data_end)
-		return drop(cnt);
+		return 0;
 	ip->version = 4;
 	ip->ihl = 5;
 	ip->tos = (tos & 0x1e) | 0xc0;	/* icmp_send: RT_TOS | IPTOS_PREC_INTERNETCONTROL */
@@ -200,7 +199,7 @@ static __always_inline __u32 icmp_answer(struct xdp_md *ctx, struct pkt *p, __u3
 	ic->un.gateway = bpf_htonl(mtu & 0xffff);
 	ic->checksum = 0;
 	ic->checksum = (__u16)~csum_span(ctx, l2len + sizeof(*ip), sizeof(*ic) + quote);
-	return VERDICT(XDP_TX, cnt);
+	return 1;
 }
 
 /* The TCP/UDP frame p handed over with icmp_job (icmp_handoff). Returns a
@@ -226,7 +225,9 @@ static __always_inline __u32 icmp_job_run(struct xdp_md *ctx, struct pkt *p)
 		return pass();
 	if (j->job == XDPLB_ICMP_JOB_TOO_BIG_IN) {
 		if (ip_df(p->ip))
-			return icmp_answer(ctx, p, XDPLB_ICMP_KIND_FRAG_NEEDED, j->mtu);
+			return icmp_answer(ctx, p, XDPLB_ICMP_KIND_FRAG_NEEDED, j->mtu)
+				       ? VERDICT(XDP_TX, XDPLB_CNT_FRAG_NEEDED)
+				       : drop(XDPLB_CNT_FRAG_NEEDED);
 		if (j->fwd != IP_VS_CONN_F_MASQ)
 			return drop(XDPLB_CNT_TOO_BIG);
 		nat_dst(p, j->addr, j->port);
@@ -237,7 +238,8 @@ static __always_inline __u32 icmp_job_run(struct xdp_md *ctx, struct pkt *p)
 			nat_src(p, j->addr, j->port);
 		return VERDICT(XDP_PASS, XDPLB_CNT_TOO_BIG);
 	}
-	return icmp_answer(ctx, p, XDPLB_ICMP_KIND_PORT_UNREACH, 0);
+	return icmp_answer(ctx, p, XDPLB_ICMP_KIND_PORT_UNREACH, 0)
+		       ? VERDICT(XDP_TX, XDPLB_CNT_NO_DEST) : drop(XDPLB_CNT_NO_DEST);
 }
 
 #endif /* XDPLB_ICMP_H */
