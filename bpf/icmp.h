@@ -7,7 +7,7 @@
  * the frame over (icmp_handoff); xdplb_icmp, reached by tail call, decides
  * (icmp_job_run) and builds the answer: icmp_answer() turns the frame
  * itself into it (its IP header and first 8 bytes quoted), rate-limited,
- * and sends it back out of the ingress. ICMP errors about connections:
+ * and sends it back out of the ingress (icmp_send_back). ICMP errors about connections:
  * icmp_error.h.
  */
 #ifndef XDPLB_ICMP_H
@@ -143,7 +143,7 @@ static __always_inline __u16 csum_span(struct xdp_md *ctx, __u32 off, __u32 len)
  * answers a packet for a local address from that address), quoting its IP
  * header and first 8 bytes, and goes back out of the ingress. The answer's
  * IP id is the quoted packet's: deterministic, and no more repeated than the
- * client's own. Returns 1 if the frame is now the answer (to XDP_TX), 0 if
+ * client's own. Returns 1 if the frame is now the answer (to send back), 0 if
  * it is to be dropped unanswered. */
 static __always_inline int icmp_answer(struct xdp_md *ctx, struct pkt *p, __u32 kind, __u32 mtu)
 {
@@ -202,6 +202,17 @@ static __always_inline int icmp_answer(struct xdp_md *ctx, struct pkt *p, __u32 
 	return 1;
 }
 
+/* An answer leaves by the ingress: by a DEVMAP redirect to it, XDP_TX if it
+ * is not a redirect target. On a NIC both transmit on the ingress; on veth
+ * (kernel 6.18, native mode) XDP_TX lost these answers and the redirect
+ * delivers them. Returns a verdict counted as cnt. */
+static __always_inline __u32 icmp_send_back(struct xdp_md *ctx, __u32 cnt)
+{
+	int act = tx_ports.redirect_map(ctx->ingress_ifindex, XDP_TX);
+
+	return VERDICT(act, cnt);
+}
+
 /* The TCP/UDP frame p handed over with icmp_job (icmp_handoff). Returns a
  * verdict.
  * - PORT_UNREACH: a new connection with no destination, answered as IPVS
@@ -226,7 +237,7 @@ static __always_inline __u32 icmp_job_run(struct xdp_md *ctx, struct pkt *p)
 	if (j->job == XDPLB_ICMP_JOB_TOO_BIG_IN) {
 		if (ip_df(p->ip))
 			return icmp_answer(ctx, p, XDPLB_ICMP_KIND_FRAG_NEEDED, j->mtu)
-				       ? VERDICT(XDP_TX, XDPLB_CNT_FRAG_NEEDED)
+				       ? icmp_send_back(ctx, XDPLB_CNT_FRAG_NEEDED)
 				       : drop(XDPLB_CNT_FRAG_NEEDED);
 		if (j->fwd != IP_VS_CONN_F_MASQ)
 			return drop(XDPLB_CNT_TOO_BIG);
@@ -239,7 +250,7 @@ static __always_inline __u32 icmp_job_run(struct xdp_md *ctx, struct pkt *p)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TOO_BIG);
 	}
 	return icmp_answer(ctx, p, XDPLB_ICMP_KIND_PORT_UNREACH, 0)
-		       ? VERDICT(XDP_TX, XDPLB_CNT_NO_DEST) : drop(XDPLB_CNT_NO_DEST);
+		       ? icmp_send_back(ctx, XDPLB_CNT_NO_DEST) : drop(XDPLB_CNT_NO_DEST);
 }
 
 #endif /* XDPLB_ICMP_H */

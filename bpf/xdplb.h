@@ -134,8 +134,8 @@ enum xdplb_counter {
 	XDPLB_CNT_FWD,		/* rewritten and redirected / sent */
 	XDPLB_CNT_TO_STACK,	/* rewritten, neighbour unresolved: given to the kernel */
 	XDPLB_CNT_NO_DEST,	/* new connection, no destination available: answered
-				 * with ICMP port unreachable (XDP_TX), as IPVS does;
-				 * dropped unanswered when ICMP_LIMITED */
+				 * with ICMP port unreachable out of the ingress, as
+				 * IPVS does; dropped unanswered when ICMP_LIMITED */
 	XDPLB_CNT_CONN_FULL,	/* connection entry could not be inserted: dropped */
 	XDPLB_CNT_DEST_GONE,	/* tracked connection whose destination was removed: dropped */
 	XDPLB_CNT_NO_ROUTE,	/* fib lookup failed: passed untouched */
@@ -146,7 +146,8 @@ enum xdplb_counter {
 	XDPLB_CNT_ASSURE_FULL,
 	XDPLB_CNT_FRAG_NEEDED,	/* a client's packet with DF set, larger than the
 				 * egress MTU: answered with ICMP fragmentation needed
-				 * (XDP_TX); dropped unanswered when ICMP_LIMITED */
+				 * out of the ingress; dropped unanswered when
+				 * ICMP_LIMITED */
 	XDPLB_CNT_TOO_BIG,	/* larger than the egress MTU, given to the stack: it
 				 * fragments (no DF, Masq rewritten) or, for a Masq
 				 * reply with DF, answers fragmentation needed itself;

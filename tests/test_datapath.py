@@ -344,7 +344,7 @@ def test_ring_len_zero_answers_port_unreachable(dp):
     """No destination: IPVS answers ICMP port unreachable (tests/test_icmp.py)."""
     dp.service(1, {}, ring=[])
     syn = tcp(CLIENT, VIP, 40020, VPORT)
-    assert dp.run(syn) == (XDP_TX, icmp_unreach(syn, 3))
+    assert dp.run(syn) == (XDP_REDIRECT, icmp_unreach(syn, 3))
     assert dp.counters()["no_dest"] == 1
     assert dp.conn(CLIENT, VIP, 40020, VPORT) is None
 
@@ -355,7 +355,7 @@ def test_unavailable_dest_in_ring_answers_port_unreachable(dp):
     d.flags = 0
     dp.s.dests.put(1, d)
     syn = tcp(CLIENT, VIP, 40021, VPORT)
-    assert dp.run(syn) == (XDP_TX, icmp_unreach(syn, 3))
+    assert dp.run(syn) == (XDP_REDIRECT, icmp_unreach(syn, 3))
     assert dp.counters()["no_dest"] == 1
 
 

@@ -260,7 +260,7 @@ def test_no_destination_answers_port_unreachable(icmp_dp, frame):
     proto = socket.IPPROTO_UDP if UDP in frame else socket.IPPROTO_TCP
     dp.service(1, {}, ring=[], proto=proto)
     verdict, out = dp.run(frame)
-    assert verdict == XDP_TX
+    assert verdict == XDP_REDIRECT
     assert out == icmp_unreach(frame, 3)
     cnt = dp.counters()
     assert (cnt["no_dest"], cnt["rx"], cnt["icmp_limited"]) == (1, 1, 0)
@@ -277,7 +277,7 @@ def test_answers_are_rate_limited_per_kind(icmp_dp):
     syn = tcp(CLIENT, VIP, 41060, VPORT)
     far = (1 << 63) - 1
     dp.buckets.put(PORT_UNREACH, IcmpBucket(stamp=far, tokens=1))
-    assert dp.run(syn) == (XDP_TX, icmp_unreach(syn, 3))
+    assert dp.run(syn) == (XDP_REDIRECT, icmp_unreach(syn, 3))
     assert dp.run(syn)[0] == XDP_DROP
     assert dp.run(syn)[0] == XDP_DROP
     cnt = dp.counters()
@@ -292,12 +292,23 @@ def test_a_bucket_holds_at_most_a_burst(icmp_dp):
     dp = icmp_dp
     dp.service(1, {}, ring=[])
     syn = tcp(CLIENT, VIP, 41070, VPORT)
-    assert dp.run(syn)[0] == XDP_TX
+    assert dp.run(syn)[0] == XDP_REDIRECT
     (used,) = [b for b in dp.buckets.get(PORT_UNREACH) if b.stamp]     # this CPU's
     assert used.tokens == S.XDPLB_ICMP_BURST - 1
     dp.buckets.put(PORT_UNREACH, IcmpBucket(stamp=(1 << 63) - 1, tokens=S.XDPLB_ICMP_BURST))
     verdicts = [dp.run(syn)[0] for _ in range(S.XDPLB_ICMP_BURST + 1)]
-    assert verdicts == [XDP_TX] * S.XDPLB_ICMP_BURST + [XDP_DROP]
+    assert verdicts == [XDP_REDIRECT] * S.XDPLB_ICMP_BURST + [XDP_DROP]
+
+
+def test_answer_leaves_by_the_ingress(icmp_dp):
+    """An answer goes back out of the interface its packet came in by: a
+    redirect to it when it is a redirect target (xdplb attached), else
+    XDP_TX (here: lo, not in tx_ports)."""
+    dp = icmp_dp
+    dp.service(1, {}, ring=[])
+    syn = tcp(CLIENT, VIP, 41075, VPORT)
+    assert dp.run(syn, 1) == (XDP_TX, icmp_unreach(syn, 3))
+    assert dp.run(syn, dp.srv) == (XDP_REDIRECT, icmp_unreach(syn, 3))
 
 
 def test_no_answer_to_a_multicast_or_zero_source(icmp_dp):
@@ -341,7 +352,7 @@ def test_df_packet_over_the_route_mtu_gets_frag_needed(icmp_dp, fwd, proto):
         ok = _big(proto, size)
         assert dp.run(ok)[0] == XDP_REDIRECT
         verdict, out = dp.run(big)
-        assert verdict == XDP_TX
+        assert verdict == XDP_REDIRECT
         assert out == icmp_unreach(big, 4, LOCKED_MTU)
     cnt = dp.counters()
     assert (cnt["frag_needed"], cnt["fwd"], cnt["rx"]) == (1, 2, 3)
