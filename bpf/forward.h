@@ -3,7 +3,8 @@
  * forward.h - sending a connection's packet on (IPVS's ip_vs_xmit.c): the
  * egress from bpf_fib_lookup, cached per destination for the client's
  * packets and in the entry for a Masq connection's replies; the Masq
- * rewrite; XDP_TX or a DEVMAP redirect.
+ * rewrite; XDP_TX or a DEVMAP redirect. A packet over the egress MTU goes
+ * to xdplb_icmp (icmp.h).
  */
 #ifndef XDPLB_FORWARD_H
 #define XDPLB_FORWARD_H

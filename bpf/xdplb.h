@@ -139,7 +139,7 @@ enum xdplb_counter {
 	XDPLB_CNT_CONN_FULL,	/* connection entry could not be inserted: dropped */
 	XDPLB_CNT_DEST_GONE,	/* tracked connection whose destination was removed: dropped */
 	XDPLB_CNT_NO_ROUTE,	/* fib lookup failed: passed untouched */
-	XDPLB_CNT_TAIL_CALL,	/* new connection whose new_conn program is missing: dropped */
+	XDPLB_CNT_TAIL_CALL,	/* a frame whose new_conn program is missing: dropped */
 	/* Not a verdict: an attempt to assure a connection found conns_assured
 	 * full, so it stays in the LRU, where a flood of new connections can
 	 * evict it (tried again at each state change and last_seen refresh). */
