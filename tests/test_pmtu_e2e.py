@@ -30,7 +30,6 @@ from xdplb import topology as T
 VIP, PORT, RS = "10.9.9.9", 80, "172.80.0.2"
 SIZE = 100_000
 SMALL_MTU = 1280
-MODE = os.environ.get("XDPLB_TEST_MODE", "native")
 
 TOPOLOGY = T.Topology(
     nodes=("client", "router", "lb", "rs"),
@@ -107,7 +106,7 @@ def pmtu_net():
     lb = net.ns["lb"]
     try:
         lb.addr("add", "lo", f"{VIP}/32")   # the VIP is local, as on an IPVS director
-        _xdplb(lb, "attach", "--mode", MODE, "l0", "l1")
+        _xdplb(lb, "attach", "--mode", "native", "l0", "l1")
         adm = [*lab.tool("xdplbadm")]
         lb.run([*adm, "-A", "-t", f"{VIP}:{PORT}", "-s", "rr"], env=lab.child_env())
         lb.run([*adm, "-a", "-t", f"{VIP}:{PORT}", "-r", f"{RS}:{PORT}", "-m"],
@@ -132,7 +131,7 @@ def counters(net):
 
 @contextlib.contextmanager
 def small_mtu(ns, dev):
-    """dev's MTU at SMALL_MTU for the block; every node forgets learnt path MTUs."""
+    """dev's MTU at SMALL_MTU for the block."""
     ns.set_mtu(dev, SMALL_MTU)
     try:
         yield
@@ -141,6 +140,8 @@ def small_mtu(ns, dev):
 
 
 def _transfer(net, kind, timeout=30):
+    """A SIZE-byte download ("get") or upload ("put") from the client, every
+    node having forgotten the path MTUs it learnt; (its output, error tail)."""
     for node in ("client", "rs", "lb", "router"):
         net.ns[node].run(["ip", "route", "flush", "cache"])
     r = net.ns["client"].run([sys.executable, "-c", CLIENT, VIP, str(SIZE), str(timeout), kind],
