@@ -210,7 +210,7 @@ static __always_inline __u32 icmp_frame(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
 
-	if (parse_pkt(data, data_end, &p) == XDPLB_PKT_WHOLE)
+	if (pkt_has_ports(parse_pkt(data, data_end, &p)))	/* whole, or a first fragment */
 		return icmp_job_run(ctx, &p);
 	if (p.ip && p.ip->protocol == IPPROTO_ICMP)
 		return icmp_error(ctx, &p);

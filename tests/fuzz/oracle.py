@@ -483,7 +483,7 @@ class Oracle:
         tun_type, port, flags = TUNNELS[c.dest_slot]
         gue = port if tun_type == GUE else None
         fits = p.tot + (32 if gue else 20) <= MTU
-        fib = self.fib(c.addr, p.tot)
+        fib = self.fib(c.addr)
         if verdict in (XDP_TX, XDP_REDIRECT):
             self.counters["fwd"] += 1
             macs = self.net.neigh.get(c.addr)
@@ -635,6 +635,7 @@ class Oracle:
                   ("conn_full", 0), ("frag_overlap", e["frag_overlap"]),
                   ("frag_needed", e["frag_needed"]), ("too_big", e["too_big"]),
                   ("icmp_xlate", e["icmp_xlate"]), ("icmp_limited", e["icmp_limited"])]
+        for name, want in checks:
             if cnt[name] != want:
                 yield f"counter {name} is {cnt[name]}, expected {want}", str(cnt)
         # a later fragment near its record's end that passed untouched: it
