@@ -50,14 +50,6 @@ struct inner_v4 {
 	__be16 flow_port;	/* the outer UDP source port */
 };
 
-static __always_inline __u16 csum_fold64(__u64 s)
-{
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)((s & 0xffff) + (s >> 16));
-}
-
 /* The IPv4 pseudo-header's sum (network-order words, as the packet's). */
 static __always_inline __u64 pseudo_v4(__be32 saddr, __be32 daddr, __u8 proto, __u16 len)
 {

@@ -3,13 +3,15 @@
  * forward.h - sending a connection's packet on (IPVS's ip_vs_xmit.c): the
  * egress from bpf_fib_lookup, cached per destination for the client's
  * packets and in the entry for a Masq connection's replies; the Masq
- * rewrite; XDP_TX or a DEVMAP redirect.
+ * rewrite; XDP_TX or a DEVMAP redirect. A packet over the egress MTU goes
+ * to xdplb_icmp (icmp.h).
  */
 #ifndef XDPLB_FORWARD_H
 #define XDPLB_FORWARD_H
 
 #include <linux/if_ether.h>
 
+#include "icmp.h"
 #include "maps.h"
 #include "parse.h"
 #include "rewrite.h"
@@ -50,7 +52,7 @@ static __always_inline int fib_ask(struct xdp_md *ctx, const struct pkt *p, __be
 	fib->family = AF_INET;
 	fib->tos = p->ip->tos;
 	fib->l4_protocol = p->key.proto;
-	fib->tot_len = p->l3_len;
+	fib->tot_len = 0;	/* no MTU check: the answer carries the MTU (icmp.h) */
 	fib->ifindex = ctx->ingress_ifindex;
 	fib->ipv4_src = src;
 	fib->ipv4_dst = dst;
@@ -86,6 +88,7 @@ static __always_inline int dest_egress(struct xdp_md *ctx, struct pkt *p, __u32 
 		c->addr = addr;
 		c->ingress = ctx->ingress_ifindex;
 		c->ifindex = fib.ifindex;
+		c->mtu = fib.mtu_result ? fib.mtu_result : 0xffff;
 		__builtin_memcpy(c->smac, fib.smac, ETH_ALEN);
 		__builtin_memcpy(c->dmac, fib.dmac, ETH_ALEN);
 	} else if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
@@ -112,6 +115,9 @@ static __always_inline __u32 forward_in(struct xdp_md *ctx, struct pkt *p, const
 	rc = dest_egress(ctx, p, c->dest_slot, c->addr, c->port, now, &e);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && e && p->l3_len > e->mtu)
+		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_IN, e->mtu, c->fwd, c->addr,
+				    c->port);
 	if (c->fwd == IP_VS_CONN_F_MASQ)
 		nat_dst(p, c->addr, c->port);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !e)
@@ -119,26 +125,40 @@ static __always_inline __u32 forward_in(struct xdp_md *ctx, struct pkt *p, const
 	return transmit(ctx, p, e->ifindex, e->smac, e->dmac);
 }
 
+/* The egress of Masq connection c's replies (p, from the real server, as
+ * the virtual service ik would send it) towards the client: cached in the
+ * entry, asked of the FIB by the first reply that finds none. Returns the
+ * FIB's code. */
+static __always_inline int reply_egress(struct xdp_md *ctx, const struct pkt *p, struct conn *c,
+					const struct conn_key *ik)
+{
+	struct bpf_fib_lookup fib = {};
+	int rc;
+
+	if (c->ifindex)
+		return BPF_FIB_LKUP_RET_SUCCESS;
+	rc = fib_ask(ctx, p, ik->daddr, ik->dport, p->key.daddr, p->key.dport, &fib);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		__builtin_memcpy(c->smac, fib.smac, ETH_ALEN);
+		__builtin_memcpy(c->dmac, fib.dmac, ETH_ALEN);
+		c->ifindex = fib.ifindex;
+	}
+	return rc;
+}
+
 /* A real server's reply on Masq connection c (key ik): un-NAT to the
  * virtual service and send towards the client, on the egress the entry
- * caches (asked of the FIB by the first reply that finds none). Returns a
- * verdict. */
+ * caches. Returns a verdict. */
 static __always_inline __u32 forward_out(struct xdp_md *ctx, struct pkt *p, struct conn *c,
 					 const struct conn_key *ik)
 {
-	struct bpf_fib_lookup fib = {};
-	int rc = BPF_FIB_LKUP_RET_SUCCESS;
+	int rc = reply_egress(ctx, p, c, ik);
 
-	if (!c->ifindex) {
-		rc = fib_ask(ctx, p, ik->daddr, ik->dport, p->key.daddr, p->key.dport, &fib);
-		if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-			__builtin_memcpy(c->smac, fib.smac, ETH_ALEN);
-			__builtin_memcpy(c->dmac, fib.dmac, ETH_ALEN);
-			c->ifindex = fib.ifindex;
-		}
-	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && reply_too_big(ctx, p, c->ifindex))
+		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_OUT, 0, c->fwd, ik->daddr,
+				    ik->dport);
 	nat_src(p, ik->daddr, ik->dport);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* maps.h - every map of the data path. Names are the pin names in the state
- * folder and the keys of xdplb/maps.py's MAPS table (all but egress_cache
- * and clock, which are private to the program). */
+ * folder and the keys of xdplb/maps.py's MAPS table (all but egress_cache,
+ * clock, sched_out, icmp_job and icmp_bucket, which are private to the
+ * program). */
 #ifndef XDPLB_MAPS_H
 #define XDPLB_MAPS_H
 
@@ -32,7 +33,8 @@ struct egress {
 	__u32 ifindex;
 	__u8 smac[6];
 	__u8 dmac[6];
-	__u8 pad[4];
+	__u16 mtu;		/* the FIB's MTU of the route (icmp.h checks it) */
+	__u8 pad[2];
 };
 
 /* The coarse clock, read once per jiffy per CPU (now_ns() in clock.h). */
@@ -93,6 +95,33 @@ struct tun_out {
 	__u16 pad;
 };
 BPF_TABLE("percpu_array", __u32, struct tun_out, tun_out, 1);
+
+/* ICMP answers and path MTU (icmp.h): what xdplb_icmp is to do with the
+ * TCP/UDP frame handed to it by tail call (same CPU, one frame), and the
+ * rate limit's buckets, one per CPU and kind of answer (XDPLB_ICMP_RATE,
+ * XDPLB_ICMP_BURST in xdplb.h). */
+#define XDPLB_ICMP_JOB_PORT_UNREACH	0	/* no destination: answer it */
+#define XDPLB_ICMP_JOB_TOO_BIG_IN	1	/* a client's packet over the MTU */
+#define XDPLB_ICMP_JOB_TOO_BIG_OUT	2	/* a Masq reply over the MTU */
+
+#define XDPLB_ICMP_KIND_FRAG_NEEDED	0
+#define XDPLB_ICMP_KIND_PORT_UNREACH	1
+#define XDPLB_ICMP_KINDS		2
+
+struct icmp_job {
+	__u8 job;		/* XDPLB_ICMP_JOB_* */
+	__u8 fwd;		/* TOO_BIG_IN: the connection's IP_VS_CONN_F_* */
+	__be16 port;		/* TOO_BIG_IN: the real server's address and port; */
+	__be32 addr;		/* TOO_BIG_OUT: the virtual service's */
+	__u32 mtu;		/* TOO_BIG_IN: the egress MTU */
+};
+
+struct icmp_bucket {
+	__u64 stamp;		/* now_ns() up to which tokens were added */
+	__u64 tokens;
+};
+BPF_TABLE("percpu_array", __u32, struct icmp_job, icmp_job, 1);
+BPF_TABLE("percpu_array", __u32, struct icmp_bucket, icmp_bucket, XDPLB_ICMP_KINDS);
 /* Egress ports for bpf_redirect_map, keyed by ifindex (filled by `xdplb attach`). */
 BPF_DEVMAP(tx_ports, XDPLB_MAX_PORTS * 16);
 

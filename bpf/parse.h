@@ -52,7 +52,9 @@ static __always_inline int pkt_has_ports(int kind)
 }
 
 /* An IPv4 TCP/UDP packet or fragment whose headers all lie inside the
- * frame: its kind (enum pkt_kind), and p filled. */
+ * frame: its kind (enum pkt_kind), and p filled. NOT_OURS otherwise; then
+ * p->ip is set only for an unfragmented IPv4 packet of another protocol
+ * that lies inside the frame (an ICMP error may be about a connection). */
 static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 {
 	struct ethhdr *eth = data;
@@ -79,14 +81,20 @@ static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 		return -1;
 	if (ip->version != 4 || ip->ihl < 5)
 		return -1;
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
-		return -1;
 	ihl = ip->ihl * 4;
 	tot_len = bpf_ntohs(ip->tot_len);
 	/* The 6.1 verifier loses the 16-bit bound of a byte swap; restate it. */
 	asm volatile("%0 &= 0xffff" : "+r"(tot_len));
 	if (tot_len < ihl || (void *)ip + tot_len > data_end)
 		return -1;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP) {
+		/* not ours, but an ICMP error may be about a connection (icmp.h) */
+		if (!(ip->frag_off & bpf_htons(XDPLB_IP_MF | XDPLB_IP_OFFSET))) {
+			p->eth = eth;
+			p->ip = ip;
+		}
+		return XDPLB_PKT_NOT_OURS;
+	}
 	p->eth = eth;
 	p->ip = ip;
 	p->key.saddr = ip->saddr;
@@ -143,16 +151,28 @@ static __always_inline int ip_option_word(const __u32 *w, __u32 k, const void *d
 	return 1;
 }
 
+/* A one's complement sum of 32-bit words, folded to 16 bits. */
+static __always_inline __u16 csum_fold64(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
+}
+
 /* Written out word by word: a loop here is more than the 6.1 verifier
  * (Debian 12's kernel) can follow. */
 #define XDPLB_IP_OPTION_WORD(k)						\
 	if (ihl > (k) && !ip_option_word(w, (k), data_end, &sum))	\
 		return 0
 
-static __always_inline int ip_csum_ok(const struct iphdr *ip, const void *data_end)
+/* The one's complement sum of the IPv4 header ip of ihl words, options
+ * included, folded to 16 bits (0xffff: its checksum is right); 0 if it
+ * runs past data_end. */
+static __always_inline __u16 ip_hdr_sum(const struct iphdr *ip, __u32 ihl, const void *data_end)
 {
 	const __u32 *w = (const void *)ip;
-	__u32 ihl = ip->ihl;
 	__u64 sum;
 
 	/* parse_pkt has bounded the fixed header */
@@ -167,11 +187,12 @@ static __always_inline int ip_csum_ok(const struct iphdr *ip, const void *data_e
 	XDPLB_IP_OPTION_WORD(12);
 	XDPLB_IP_OPTION_WORD(13);
 	XDPLB_IP_OPTION_WORD(14);
-	sum = (sum & 0xffffffff) + (sum >> 32);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return sum == 0xffff;
+	return csum_fold64(sum);
+}
+
+static __always_inline int ip_csum_ok(const struct iphdr *ip, const void *data_end)
+{
+	return ip_hdr_sum(ip, ip->ihl, data_end) == 0xffff;
 }
 
 #endif /* XDPLB_PARSE_H */

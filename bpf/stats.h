@@ -17,7 +17,7 @@ static __always_inline void count(__u32 idx)
 }
 
 /* A frame's verdict: its XDP action and the counter that says why (one of
- * XDPLB_CNT_PASS..XDPLB_CNT_TAIL_CALL, XDPLB_CNT_FRAG_*). The data path's functions return
+ * XDPLB_CNT_* but RX and the events). The data path's functions return
  * verdicts; every program ends in record_verdict(), the one place a verdict
  * is counted (as xdp-tutorial's xdp_stats_record_action), so each frame is
  * counted exactly once and RX is the verdicts' sum. */

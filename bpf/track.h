@@ -107,8 +107,8 @@ static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 	struct dest *d;
 
 	d = dest_get(slot);
-	if (!d)
-		return drop(XDPLB_CNT_NO_DEST);
+	if (!d)		/* gone since the pick */
+		return icmp_handoff(ctx, XDPLB_ICMP_JOB_PORT_UNREACH, 0, 0, 0, 0);
 	nc.fwd = d->fwd;
 	nc.dest_slot = slot;
 	nc.dest_seq = d->seq;

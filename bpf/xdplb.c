@@ -5,7 +5,8 @@
  * interface; a new connection continues by tail call in its scheduler
  * family's program (xdplb_new_*), then in xdplb_conn, which builds it;
  * a Tunnel connection's packet continues in xdplb_tunnel, an IPv4
- * fragment in xdplb_frag (frag.h). Every program returns through
+ * fragment in xdplb_frag (frag.h), ICMP errors and the data path's own
+ * ICMP answers in xdplb_icmp. Every program returns through
  * record_verdict() (stats.h).
  *
  * bcc rewrites map calls (map.lookup(...)) only in the file it compiles, so
@@ -18,6 +19,8 @@
 #include "conn.h"
 #include "encap.h"
 #include "frag.h"
+#include "icmp.h"
+#include "icmp_error.h"
 #include "maps.h"
 #include "parse.h"
 #include "persist.h"
@@ -52,11 +55,9 @@ static __always_inline __u32 schedule_new(struct xdp_md *ctx, int fam)
 		slot = persist_lookup(svc, &p, &tk, so->svc_port, now);
 	if (!slot) {
 		slot = sched_pick(svc, &p, now, fam);
-		if (!slot)
-			return drop(XDPLB_CNT_NO_DEST);
-		d = dest_get(slot);
-		if (!d)
-			return drop(XDPLB_CNT_NO_DEST);
+		d = slot ? dest_get(slot) : NULL;
+		if (!d)		/* IPVS answers ICMP port unreachable */
+			return icmp_handoff(ctx, XDPLB_ICMP_JOB_PORT_UNREACH, 0, 0, 0, 0);
 		if (persist)
 			persist_new(svc, &tk, d, slot, now);
 	}
@@ -198,8 +199,29 @@ static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const in
 	return drop(XDPLB_CNT_TAIL_CALL);	/* no program for this scheduler */
 }
 
-/* Every frame. Fragments go on to xdplb_frag: whole packets pay one
- * branch for them. */
+/* ICMP, by tail call: an ICMP error from xdplb_main is translated for the
+ * connection it quotes (icmp_error.h); a client's TCP/UDP packet is
+ * answered as icmp_job says (icmp.h). */
+static __always_inline __u32 icmp_frame(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pkt p = {};
+
+	if (pkt_has_ports(parse_pkt(data, data_end, &p)))	/* whole, or a first fragment */
+		return icmp_job_run(ctx, &p);
+	if (p.ip && p.ip->protocol == IPPROTO_ICMP)
+		return icmp_error(ctx, &p);
+	return pass();
+}
+
+int xdplb_icmp(struct xdp_md *ctx)
+{
+	return record_verdict(icmp_frame(ctx));
+}
+
+/* Every frame. Fragments go on to xdplb_frag and ICMP to xdplb_icmp: whole
+ * TCP/UDP packets pay one branch for them. */
 static __always_inline __u32 classify(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -210,6 +232,8 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 	if (kind != XDPLB_PKT_WHOLE) {
 		if (kind != XDPLB_PKT_NOT_OURS)
 			new_conn.call(ctx, XDPLB_PROG_FRAG);
+		else if (p.ip && p.ip->protocol == IPPROTO_ICMP)
+			new_conn.call(ctx, XDPLB_PROG_ICMP);	/* icmp_error.h */
 		return pass();
 	}
 	return balance(ctx, &p, 0);

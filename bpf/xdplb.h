@@ -148,20 +148,22 @@
 #define XDPLB_RING_GEN_BIT	0x80000000u
 
 /* Global data-path counters (per-CPU array, indexed by these). Every frame
- * ends in exactly one verdict, every counter but ASSURE_FULL (an event;
- * bpf/stats.h counts verdicts), so
- * the program does not count RX: its slot stays 0 and readers
- * (xdplb/maps.py) report the sum of the verdicts. */
+ * ends in exactly one verdict, every counter but RX and the events
+ * (ASSURE_FULL, ICMP_XLATE, ICMP_LIMITED; bpf/stats.h counts it), so the
+ * program does not count RX: its slot stays 0 and readers (xdplb/maps.py)
+ * report the sum of the verdicts. */
 enum xdplb_counter {
 	XDPLB_CNT_RX = 0,	/* frames seen (derived, see above) */
 	XDPLB_CNT_PASS,		/* not ours: passed untouched */
 	XDPLB_CNT_FWD,		/* rewritten and redirected / sent */
 	XDPLB_CNT_TO_STACK,	/* rewritten, neighbour unresolved: given to the kernel */
-	XDPLB_CNT_NO_DEST,	/* new connection, no destination available: dropped */
+	XDPLB_CNT_NO_DEST,	/* new connection, no destination available: answered
+				 * with ICMP port unreachable out of the ingress, as
+				 * IPVS does; dropped unanswered when ICMP_LIMITED */
 	XDPLB_CNT_CONN_FULL,	/* connection entry could not be inserted: dropped */
 	XDPLB_CNT_DEST_GONE,	/* tracked connection whose destination was removed: dropped */
 	XDPLB_CNT_NO_ROUTE,	/* fib lookup failed: passed untouched */
-	XDPLB_CNT_TAIL_CALL,	/* new connection whose new_conn program is missing: dropped */
+	XDPLB_CNT_TAIL_CALL,	/* a frame whose new_conn program is missing: dropped */
 	/* Not a verdict: an attempt to assure a connection found conns_assured
 	 * full, so it stays in the LRU, where a flood of new connections can
 	 * evict it (tried again at each state change and last_seen refresh). */
@@ -177,8 +179,27 @@ enum xdplb_counter {
 	/* Tunnel: no outer source address for the egress interface (tun_src,
 	 * written by `xdplb attach`): passed untouched. */
 	XDPLB_CNT_TUN_NO_SRC,
+	XDPLB_CNT_FRAG_NEEDED,	/* a client's packet with DF set, larger than the
+				 * egress MTU: answered with ICMP fragmentation needed
+				 * out of the ingress; dropped unanswered when
+				 * ICMP_LIMITED */
+	XDPLB_CNT_TOO_BIG,	/* larger than the egress MTU, given to the stack: it
+				 * fragments (no DF, Masq rewritten) or, for a Masq
+				 * reply with DF, answers fragmentation needed itself;
+				 * Route without DF: dropped (bpf/icmp.h) */
+	/* Not verdicts: an ICMP error about a tracked connection was translated
+	 * (or, for Route, forwarded) to its real server or client; an ICMP
+	 * answer (FRAG_NEEDED, NO_DEST) was not sent, over the rate limit. */
+	XDPLB_CNT_ICMP_XLATE,
+	XDPLB_CNT_ICMP_LIMITED,
 	XDPLB_CNT_MAX,
 };
+
+/* ICMP answers of the data path (fragmentation needed, port unreachable)
+ * are rate-limited per CPU and per kind by a token bucket: the kernel's own
+ * global ICMP budget (net.ipv4.icmp_msgs_per_sec, icmp_msgs_burst). */
+#define XDPLB_ICMP_RATE		1000	/* tokens per second */
+#define XDPLB_ICMP_BURST	50	/* bucket size */
 
 /* new_conn: PROG_ARRAY. A new connection continues by tail call in the
  * program of its scheduler's family (index XDPLB_SCHED_*), which hands its
@@ -187,6 +208,7 @@ enum xdplb_counter {
  * XDPLB_PROG_TUNNEL.
  * xdplb/loader.py fills it (NEW_CONN_PROGS). */
 #define XDPLB_PROG_TUNNEL	14	/* a Tunnel connection's packet: encapsulate */
+#define XDPLB_PROG_ICMP		17	/* xdplb_icmp: ICMP errors and answers (icmp.h) */
 #define XDPLB_PROG_CONN		15
 /* IPv4 fragments continue (from xdplb_main, by tail call) in the program
  * at XDPLB_PROG_FRAG (bpf/frag.h), so whole packets pay one branch for them. */

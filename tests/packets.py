@@ -1,7 +1,7 @@
 """Frame builders for data-path tests (scapy)."""
 import socket
 
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
@@ -82,3 +82,19 @@ def encapsulated(frame, src, dst, smac, dmac, tun_port=None, csum=False):
     if Dot1Q in p:
         l2 = l2 / Dot1Q(vlan=p[Dot1Q].vlan, type=0x0800)
     return bytes(l2 / outer)
+
+
+def icmp_unreach(frame, code, mtu=0):
+    """The ICMP destination unreachable (code; mtu: fragmentation needed's
+    next-hop MTU) the balancer answers frame with: back to its sender (MACs
+    swapped, a VLAN tag kept), from the address frame was sent to, quoting
+    its IP header and first 8 bytes; checksums by scapy."""
+    raw = bytes(frame)
+    f = frame.__class__(raw)
+    ip = f[IP]
+    l2len = 18 if Dot1Q in f else 14
+    l2 = raw[6:12] + raw[0:6] + raw[12:l2len]
+    answer = IP(src=ip.dst, dst=ip.src, tos=(ip.tos & 0x1e) | 0xc0, id=ip.id, ttl=64, flags=0,
+                proto=1) / ICMP(type=3, code=code, nexthopmtu=mtu) \
+        / Raw(bytes(ip)[:ip.ihl * 4 + 8])
+    return l2 + bytes(answer)

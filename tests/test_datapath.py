@@ -13,7 +13,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-from packets import rebuilt, tcp, udp
+from packets import icmp_unreach, rebuilt, tcp, udp
 from xdplb import bpfsys, config, loader
 from xdplb import structs as S
 
@@ -340,20 +340,22 @@ def test_ring_prefix_then_cycle(dp):
     assert got == [RS[2][0], RS[0][0], RS[1][0], RS[0][0], RS[1][0], RS[0][0]]
 
 
-def test_ring_len_zero_drops(dp):
+def test_ring_len_zero_answers_port_unreachable(dp):
+    """No destination: IPVS answers ICMP port unreachable (tests/test_icmp.py)."""
     dp.service(1, {}, ring=[])
     syn = tcp(CLIENT, VIP, 40020, VPORT)
-    assert dp.run(syn)[0] == XDP_DROP
+    assert dp.run(syn) == (XDP_REDIRECT, icmp_unreach(syn, 3))
     assert dp.counters()["no_dest"] == 1
     assert dp.conn(CLIENT, VIP, 40020, VPORT) is None
 
 
-def test_unavailable_dest_in_ring_drops(dp):
+def test_unavailable_dest_in_ring_answers_port_unreachable(dp):
     dp.service(1, {1: RS[0][0]})
     d = dp.s.dests.get(1)
     d.flags = 0
     dp.s.dests.put(1, d)
-    assert dp.run(tcp(CLIENT, VIP, 40021, VPORT))[0] == XDP_DROP
+    syn = tcp(CLIENT, VIP, 40021, VPORT)
+    assert dp.run(syn) == (XDP_REDIRECT, icmp_unreach(syn, 3))
     assert dp.counters()["no_dest"] == 1
 
 

@@ -13,6 +13,7 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP, fragment
 from scapy.layers.l2 import Ether
 
+from packets import icmp_unreach
 from test_datapath import (CLI_MAC, CLIENT, CLIENT_MAC, RPORT, RS, SRV_MAC, VIP, XDP_DROP,
                            XDP_PASS, XDP_REDIRECT, XDP_TX, DataPath, assert_pass_identical, be16,
                            ip4, mac)
@@ -193,11 +194,14 @@ def test_no_neighbour_first_fragment_and_the_rest_go_to_the_stack_rewritten(dp):
     assert (cnt["to_stack"], cnt["frag_untracked"]) == (3, 0)
 
 
-def test_dropped_first_fragment_leaves_no_record(dp):
+def test_unscheduled_first_fragment_leaves_no_record(dp):
+    """No destination: the first fragment is answered with port unreachable
+    (quoting its IP header and UDP header, as for a whole datagram), and
+    nothing is recorded, so the later ones pass."""
     dp.service(1, {}, ring=[], proto=socket.IPPROTO_UDP, vport=UDP_PORT)
     dg = datagram(CLIENT, VIP, 5031, UDP_PORT, ident=78)
     first, *rest = frames(dg, CLIENT_MAC, CLI_MAC)
-    assert dp.run(first)[0] == XDP_DROP
+    assert dp.run(first) == (XDP_REDIRECT, icmp_unreach(Ether(first), 3))
     assert frag_rec(dp, CLIENT, VIP, 78) is None
     for f in rest:
         assert_pass_identical(dp, f)

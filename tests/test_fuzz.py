@@ -303,12 +303,17 @@ def test_fuzz_short(fuzzer):
     assert st["replies found past the first service listed"] > 0
     for outcome in ("xmit REDIRECT Masq", "xmit TX Masq", "xmit REDIRECT Route",
                     "stack (NATed) PASS Masq", "stack (untouched) PASS Route",
-                    "drop (no_dest)", "drop (dest_gone)", "later fragment: xmit REDIRECT",
+                    "answer (no_dest)", "drop (dest_gone)", "later fragment: xmit REDIRECT",
                     "later fragment: xmit TX", "later fragment: nat PASS",
                     "later fragment: plain PASS", "later fragment: untracked PASS",
                     "later fragment: overlap DROP"):
         assert fuzzer.oracle.outcomes[outcome] > 0, outcome
     assert st["first fragments sent on"] > 100
+    # ICMP errors translated both ways, the answers and the MTU's outcomes
+    for outcome in ("icmp to the real server REDIRECT Masq", "icmp to the real server REDIRECT Route",
+                    "icmp to the client TX Masq", "answer (frag_needed)",
+                    "over the MTU, to the stack NATed", "over the MTU, dropped"):
+        assert fuzzer.oracle.outcomes[outcome] > 0, (outcome, fuzzer.oracle.outcomes)
 
 
 def test_truncated_at_every_offset(fuzzer):

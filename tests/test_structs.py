@@ -142,18 +142,19 @@ def _programs():
 
 
 def test_new_conn_programs():
-    """Every scheduler id, XDPLB_PROG_CONN, XDPLB_PROG_TUNNEL and
-    XDPLB_PROG_FRAG have a program in new_conn, each xdplb_new_<family> runs its own family, and no program
-    is left out."""
+    """Every scheduler id, XDPLB_PROG_CONN, XDPLB_PROG_TUNNEL, XDPLB_PROG_FRAG
+    and XDPLB_PROG_ICMP have a program in new_conn, each xdplb_new_<family>
+    runs its own family, and no program is left out."""
     progs = _programs()
     ids = set(_header_values("XDPLB_SCHED_").values())
-    extra = {S.XDPLB_PROG_CONN, S.XDPLB_PROG_TUNNEL, S.XDPLB_PROG_FRAG}
+    extra = {S.XDPLB_PROG_CONN, S.XDPLB_PROG_TUNNEL, S.XDPLB_PROG_FRAG, S.XDPLB_PROG_ICMP}
     assert set(loader.NEW_CONN_PROGS) == ids | extra
-    assert len(ids | extra) == len(ids) + 3
+    assert len(ids | extra) == len(ids) + 4
     assert max(loader.NEW_CONN_PROGS) < S.XDPLB_PROG_MAX
     assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_CONN] == "xdplb_conn"
     assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_TUNNEL] == "xdplb_tunnel"
     assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_FRAG] == "xdplb_frag"
+    assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_ICMP] == "xdplb_icmp"
     assert set(progs) == set(loader.NEW_CONN_PROGS.values()) | {loader.ENTRY}
     for name, body in progs.items():
         assert "record_verdict(" in body, f"{name} does not return through record_verdict"

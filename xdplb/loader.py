@@ -33,7 +33,8 @@ ENTRY = "xdplb_main"
 # the program of their scheduler's family (bpf/sched.h): XDPLB_SCHED_* ->
 # function name; XDPLB_PROG_CONN builds the connection, XDPLB_PROG_TUNNEL
 # encapsulates a Tunnel connection's packet (bpf/encap.h), XDPLB_PROG_FRAG
-# takes IPv4 fragments (bpf/frag.h).
+# takes IPv4 fragments (bpf/frag.h), XDPLB_PROG_ICMP translates ICMP errors
+# and sends the data path's own ICMP answers.
 NEW_CONN_PIN = "new_conn"
 _FAMILIES = {"ring": ("rr", "wrr"), "list": ("lc", "wlc", "sed", "nq", "fo", "ovf"),
              "sh": ("sh",), "dh": ("dh",), "mh": ("mh",), "lblc": ("lblc",),
@@ -41,7 +42,7 @@ _FAMILIES = {"ring": ("rr", "wrr"), "list": ("lc", "wlc", "sed", "nq", "fo", "ov
 NEW_CONN_PROGS = {**{getattr(S, "XDPLB_SCHED_" + sched.upper()): "xdplb_new_" + family
                      for family, scheds in _FAMILIES.items() for sched in scheds},
                   S.XDPLB_PROG_CONN: "xdplb_conn", S.XDPLB_PROG_TUNNEL: "xdplb_tunnel",
-                  S.XDPLB_PROG_FRAG: "xdplb_frag"}
+                  S.XDPLB_PROG_FRAG: "xdplb_frag", S.XDPLB_PROG_ICMP: "xdplb_icmp"}
 
 _LOCAL_INCLUDE = re.compile(r'\s*#\s*include\s*"([^"]+)"')
 

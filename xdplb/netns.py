@@ -157,6 +157,10 @@ class NetNs:
         with self._doing(f"set {dev} up"):
             self.ipr.link("set", index=self.ifindex(dev), state="up")
 
+    def set_mtu(self, dev, mtu):
+        with self._doing(f"set the MTU of {dev} to {mtu}"):
+            self.ipr.link("set", index=self.ifindex(dev), mtu=mtu)
+
     def addr(self, op, dev, cidr):
         """op ("add", "del", "replace") the address cidr ("10.0.0.1/24") on dev."""
         address, _, plen = cidr.partition("/")

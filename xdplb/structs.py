@@ -108,14 +108,19 @@ XDPLB_TUN_SRC_SLOTS = XDPLB_MAX_PORTS * 16
 # enum xdplb_counter
 COUNTERS = ("rx", "pass", "fwd", "to_stack", "no_dest", "conn_full",
             "dest_gone", "no_route", "tail_call", "assure_full", "frag_untracked",
-            "frag_overlap", "tun_too_big", "tun_no_src")
+            "frag_overlap", "tun_too_big", "tun_no_src", "frag_needed", "too_big",
+            "icmp_xlate", "icmp_limited")
 # counted as they happen, not as a frame's verdict
-EVENTS = ("assure_full",)
+EVENTS = ("assure_full", "icmp_xlate", "icmp_limited")
 # the verdicts: every frame ends in exactly one (rx is their sum)
 VERDICTS = tuple(c for c in COUNTERS[1:] if c not in EVENTS)
 XDPLB_CNT_MAX = len(COUNTERS)
 
+XDPLB_ICMP_RATE = 1000
+XDPLB_ICMP_BURST = 50
+
 XDPLB_PROG_TUNNEL = 14
+XDPLB_PROG_ICMP = 17
 XDPLB_PROG_CONN = 15
 XDPLB_PROG_FRAG = 16
 XDPLB_PROG_MAX = 24

@@ -40,6 +40,10 @@ the C code, decides for every frame what must happen:
   that rs_table leads to: the services listed for its address and port
   (newest first), then for port 0, until one names a Masq connection to
   exactly that address and port; nothing else is a reply;
+- ICMP errors about a tracked connection are translated (tests/fuzz/icmp.py),
+  a forward over the MTU is answered or goes to the stack, a new connection
+  without a destination is answered with port unreachable (or dropped,
+  rate-limited), every answer byte for byte;
 - the oracle's model of the connection table equals the kernel's map after
   every batch, an entry caching its replies' egress exactly when a reply
   was forwarded; the program's own counters agree with the verdicts.
@@ -50,6 +54,7 @@ wire.py     frames as bytes: the network's addresses, checksums, the parser, bui
 frames.py   the frame generator
 oracle.py   the model and the rules above
 fragments.py the model of fragment records and the rules for later fragments
+icmp.py     the ICMP rules: errors translated, the data path's own answers
 runner.py   the Fuzzer: maps, BPF_PROG_TEST_RUN, batches, the summary
 __main__.py the standalone run in a private netns and state folder
 """

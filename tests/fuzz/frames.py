@@ -400,29 +400,41 @@ class FrameGen:
             fix_checksums(f)
 
     def gen_icmp_err(self):
-        """ICMP errors towards the VIP or the client quoting a tracked flow's
-        headers, garbage, or a truncated quote: never ours."""
+        """ICMP errors quoting a tracked flow's packet as the other party sent
+        it (translated: a reply VIP -> client from the client's side, a
+        client's packet client -> rs from the real servers' side) or as it
+        is, garbage, or a truncated quote, to the quoted source or not."""
         rng, net = self.rng, self.net
         flows = self.oracle.flows_in + self.oracle.flows_out
-        if flows and rng.random() < 0.6:
+        dst = rng.choice((net.vip, net.vip2, net.client, net.rs[1]))
+        ingress = rng.choice((net.cli, net.srv))
+        if flows and rng.random() < 0.7:
             s, d, sp, dp, proto = rng.choice(flows)
+            if rng.random() < 0.7:      # the packet the flow's other end sent
+                s, d, sp, dp = d, s, dp, sp
+                ingress = net.cli if (s, d, sp, dp, proto) in self.oracle.conns or \
+                    (d, s, dp, sp, proto) in self.oracle.conns else net.srv
+            if rng.random() < 0.8:
+                dst = s                 # errors go to the quoted source
             inner = ipv4(s, d, proto, struct.pack("!HH", sp, dp) + rng.randbytes(rng.choice(
-                (0, 4, 16))))
-            inner = inner[:rng.choice((len(inner), 20, 28, rng.randint(0, len(inner))))]
+                (4, 4, 16, 500, 1500))), frag=rng.choice((0x4000, 0x4000, 0, 0x2000, 0x0010)))
+            inner = inner[:rng.choice((len(inner), len(inner), 20, 24, 28, 48, 556,
+                                       rng.randint(0, len(inner))))]
         else:
             inner = rng.randbytes(rng.randint(0, 60))
-        typ, code = rng.choice(((3, 0), (3, 1), (3, 3), (3, 4), (11, 0), (12, 0), (5, 1),
+        typ, code = rng.choice(((3, 0), (3, 1), (3, 3), (3, 4), (3, 4), (11, 0), (12, 0), (5, 1),
                                 (4, 0), (rng.randrange(256), rng.randrange(256))))
         icmp = bytearray(struct.pack("!BBHI", typ, code, 0, 1500 if code == 4 else 0) + inner)
         icmp[2:4] = csum_for(icmp).to_bytes(2, "big")
         src = rng.choice((net.rs[0], a4("10.0.0.254"), net.client, rng.randbytes(4)))
-        dst = rng.choice((net.vip, net.vip2, net.client, net.rs[1]))
         tags = ((ETH_P_8021Q, 5),) if rng.random() < 0.15 else ()
         f = bytearray(eth(net.cli_mac, net.client_mac, ETH_P_IP, tags) +
                       ipv4(src, dst, 1, bytes(icmp)))
         if rng.random() < 0.25:
             self.mutate(f, 14 + 4 * len(tags))
-        return f, rng.choice((net.cli, net.srv)), "icmp_err"
+        if len(f) > MAX_FRAME:
+            del f[MAX_FRAME:]
+        return f, ingress, "icmp_err"
 
     def gen_ipv6(self):
         rng, net = self.rng, self.net

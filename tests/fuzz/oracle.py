@@ -12,6 +12,7 @@ import socket
 from xdplb import structs as S
 from xdplb.config import rs_filter_bit
 
+from . import icmp
 from .fragments import FragModel
 from .wire import (MTU, TCP_ACK, TCP_RST, TCP_SYN, XDP_ABORTED, XDP_DROP, XDP_PASS,
                    XDP_REDIRECT, XDP_TX, VERDICTS, encapsulated, input_checksums_valid,
@@ -179,12 +180,11 @@ class Oracle:
 
     # -- before the run: what must happen -----------------------------------------
 
-    def fib(self, target, tot):
+    def fib(self, target):
         """The FIB's answer for a forward to target, from the topology:
         'ok' (known neighbour), 'no_neigh' (on-link, unresolved), 'none'
-        (no route, local, broadcast, or too big for the MTU), None (unsure)."""
-        if tot > MTU:
-            return "none"
+        (no route, local, broadcast), None (unsure). Every device's MTU is
+        MTU."""
         if target in self.net.neigh:
             return "ok"
         if target in self.net.local:
@@ -206,7 +206,7 @@ class Oracle:
         'pass' (not ours), 'drop' (reason), or 'fwd' (conn entry, new?,
         Reply or None). A new connection enters the model here."""
         if p is None:
-            return "pass", None
+            return self.icmp_expect(f)
         reply = self.reply_of(p)
         if reply is not None:
             return "fwd", (reply.conn, False, reply)
@@ -228,12 +228,12 @@ class Oracle:
         if residue(f[p.l3:p.l3 + p.ihl]):
             return "pass", None
         if not svc.ring:
-            return "drop", "no_dest"
+            return "answer", ("no_dest", 3, 0)
         n = self.pos[svc.slot]
         self.pos[svc.slot] = n + 1
         d = self.dests[svc.ring[n % len(svc.ring)]]
         if not d.available:
-            return "drop", "no_dest"
+            return "answer", ("no_dest", 3, 0)
         # The real port only for packets to the service's port (a port-zero
         # service keeps the client's destination port).
         port = d.port if p.dport == svc_port and d.port else p.dport
@@ -253,8 +253,16 @@ class Oracle:
         kind, info = expected
         if verdict == XDP_ABORTED:
             raise Violation("XDP_ABORTED")
+        if kind == "answer":
+            self._judge_answer(f, p, info, verdict, out)
+            return
+        if kind == "fwd" and self._too_big(f, p, *info, verdict, out):
+            return
         if len(out) != len(f) and not (kind == "fwd" and info[0].fwd == S.IP_VS_CONN_F_TUNNEL):
             raise Violation("output length differs")
+        if kind == "icmp":
+            self._judge_icmp(f, info, ifindex, verdict, out)
+            return
         if kind == "pass":
             self.counters["pass"] += 1
             self.stats["not ours"] += 1
@@ -301,6 +309,106 @@ class Oracle:
         result = self.frags.judge(f, q, expected, ifindex, verdict, out, self.counters)
         self.outcomes[f"later fragment: {result} {VERDICTS[verdict]}"] += 1
 
+    # -- ICMP and path MTU (tests/fuzz/icmp.py) ----------------------------------------
+
+    def icmp_expect(self, f):
+        """An ICMP error about a tracked connection: ('icmp', (IcmpErr, conn,
+        Reply or None)); anything else not ours."""
+        e = icmp.icmp_error(f)
+        if e is None:
+            return "pass", None
+        q = _Tuple(e.dst, e.src, e.dport, e.sport, e.proto)   # the quote, reversed
+        reply = self.reply_of(q)
+        c = reply.conn if reply is not None else \
+            self.conns.get((q.src, q.dst, q.sport, q.dport, q.proto))
+        if c is None or not icmp.sound(f, e):
+            return "pass", None
+        return "icmp", (e, c, reply)
+
+    def _judge_icmp(self, f, info, ifindex, verdict, out):
+        e, c, reply = info
+        self.stats["ICMP errors of ours"] += 1
+        masq = c.fwd == S.IP_VS_CONN_F_MASQ
+        if reply is None:
+            target = c.addr
+
+            def want(macs):
+                if masq:
+                    return icmp.translated(f, e, 16, 12, 20, c.addr, c.port, macs)
+                return self.rewritten(f, None, c, macs, None) if macs else bytes(f)
+            way = "to the real server"
+        else:
+            target = e.src
+
+            def want(macs):
+                return icmp.translated(f, e, 12, 16, 22, reply.key[1], reply.key[3], macs)
+            way = "to the client"
+        fib = self.fib(target)
+        if reply is not None and fib == "ok":
+            self.replied.add(reply.key)
+        if c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or fib == "none":
+            allowed = {(XDP_PASS, bytes(f))}
+        elif fib == "no_neigh":
+            allowed = {(XDP_PASS, bytes(want(None)))}
+        else:
+            macs = self.net.neigh.get(target)
+            allowed = {(XDP_PASS, bytes(f)), (XDP_PASS, bytes(want(None)))} if macs is None \
+                else {(XDP_TX if macs[0] == ifindex else XDP_REDIRECT, bytes(want(macs)))}
+        if (verdict, bytes(out)) not in allowed:
+            raise Violation(f"ICMP error {way}: not translated as it must be")
+        if verdict != XDP_PASS:
+            self.counters["fwd"] += 1
+        else:
+            self.counters["ours_pass"] += 1
+        xdp_fwd = c.fwd in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE)
+        if xdp_fwd and (fib in ("ok", "no_neigh") or verdict != XDP_PASS or out != f):
+            self.counters["icmp_xlate"] += 1
+        self.outcomes[f"icmp {way} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, c.fwd)}"] += 1
+
+    def _judge_answer(self, f, p, info, verdict, out):
+        """The data path's own ICMP answer (info: counter, code, mtu)."""
+        name, code, mtu = info
+        self.counters[name] += 1
+        if verdict == XDP_DROP and out == f:
+            if icmp.unicast(p.src):
+                self.counters["icmp_limited"] += 1
+                self.outcomes[f"answer ({name}) rate-limited"] += 1
+            else:
+                self.outcomes[f"answer ({name}) none to a non-unicast source"] += 1
+            return
+        if not icmp.unicast(p.src):
+            raise Violation(f"{name}: answered a non-unicast source")
+        if verdict not in (XDP_TX, XDP_REDIRECT) or bytes(out) != icmp.answer(f, p, code, mtu):
+            raise Violation(f"{name}: not the ICMP answer it must be")
+        self.outcomes[f"answer ({name})"] += 1
+
+    def _too_big(self, f, p, c, new, reply, verdict, out):
+        """A forward over the egress MTU (every device's is MTU); True when
+        it was one, judged."""
+        target = c.addr if reply is None else p.dst
+        if p.tot <= MTU or c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or \
+                self.fib(target) != "ok":
+            return False
+        df = f[p.l3 + 6] & 0x40
+        if reply is not None:
+            self.replied.add(reply.key)
+        if reply is None and df:
+            self._judge_answer(f, p, ("frag_needed", 4, MTU), verdict, out)
+            return True
+        self.counters["too_big"] += 1
+        if reply is None and c.fwd == S.IP_VS_CONN_F_DROUTE:
+            want, how = XDP_DROP, "dropped"
+        elif reply is not None and df:
+            want, how = XDP_PASS, "to the stack untouched"
+        else:
+            want, how = XDP_PASS, "to the stack NATed"
+        if verdict != want:
+            raise Violation(f"over the MTU: must go {how}")
+        exp_out = self.rewritten(f, p, c, None, reply) if how.endswith("NATed") else f
+        self._compare(f, p, c, f"over the MTU, {how}", exp_out, out)
+        self.outcomes[f"over the MTU, {how}"] += 1
+        return True
+
     def _count_reply(self, reply):
         self.stats["replies found through rs_table"] += 1
         if reply.port0:
@@ -329,7 +437,7 @@ class Oracle:
                             "on a tracked or new flow")
         self.counters["ours_pass"] += 1
         masq = c.fwd == S.IP_VS_CONN_F_MASQ
-        fib = self.fib(target, p.tot)
+        fib = self.fib(target)
         if xdp_fwd and fib == "ok":
             raise Violation("passed a frame the FIB can forward")
         if out == f:
@@ -375,7 +483,7 @@ class Oracle:
         tun_type, port, flags = TUNNELS[c.dest_slot]
         gue = port if tun_type == GUE else None
         fits = p.tot + (32 if gue else 20) <= MTU
-        fib = self.fib(c.addr, p.tot)
+        fib = self.fib(c.addr)
         if verdict in (XDP_TX, XDP_REDIRECT):
             self.counters["fwd"] += 1
             macs = self.net.neigh.get(c.addr)
@@ -524,7 +632,9 @@ class Oracle:
             return
         checks = [("rx", frames), ("pass", e["pass"]), ("fwd", e["fwd"]),
                   ("no_dest", e["no_dest"]), ("dest_gone", e["dest_gone"]),
-                  ("conn_full", 0), ("frag_overlap", e["frag_overlap"])]
+                  ("conn_full", 0), ("frag_overlap", e["frag_overlap"]),
+                  ("frag_needed", e["frag_needed"]), ("too_big", e["too_big"]),
+                  ("icmp_xlate", e["icmp_xlate"]), ("icmp_limited", e["icmp_limited"])]
         for name, want in checks:
             if cnt[name] != want:
                 yield f"counter {name} is {cnt[name]}, expected {want}", str(cnt)
@@ -539,3 +649,6 @@ class Oracle:
             yield f"counter frag_untracked is {cnt['frag_untracked']}", f"{cnt} vs {e}"
         if cnt["tun_no_src"]:
             yield "tun_no_src counted with every interface's source written", str(cnt)
+
+
+_Tuple = collections.namedtuple("_Tuple", "src dst sport dport proto")

@@ -8,7 +8,8 @@ from xdplb import daemon, model
 from xdplb.keepalived import conf, lexer
 from xdplb.keepalived.model import Check, RealServer, Script, Url
 from xdplb.model import IPPROTO_TCP, IPPROTO_UDP
-from xdplb.structs import IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_SVC_F_PERSISTENT
+from xdplb.structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNEL,
+                           IP_VS_SVC_F_PERSISTENT)
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "keepalived")
 NOBODY = (65534, 65534)
@@ -111,6 +112,13 @@ def test_lexer_comments_quotes_and_braces():
     assert lexer.words('x "a b"{y}') == ["x", "a b", "{", "y", "}"]
 
 
+def test_lb_kind_tun_is_an_ipip_tunnel_to_the_service_port(tmp_path):
+    f = tmp_path / "keepalived.conf"
+    f.write_text(vs_text("lb_kind TUN").replace("10.1.0.1 80", "10.1.0.1 8080"))
+    [rs] = conf.parse(str(f)).virtual_servers[0].real_servers
+    assert (rs.fwd, rs.port) == (IP_VS_CONN_F_TUNNEL, 80)   # as -i forces it
+
+
 @pytest.mark.parametrize("name, message", [
     ("bad_unknown.conf", "(bad_unknown.conf: Line 4) Unknown keyword 'wieght'"),
     ("bad_address.conf", "(bad_address.conf: Line 2) Invalid real server ip address/port "
@@ -126,8 +134,6 @@ def test_bad_files_name_file_and_line(name, message):
 
 
 @pytest.mark.parametrize("text, message", [
-    (vs_text("lb_kind TUN"), "(keepalived.conf: Line 2) " + model.unsupported(
-        "tunnelling (-i) is").message),
     (vs_text("lb_kind FNAT"), "(keepalived.conf: Line 2) xdplb: full-NAT (FNAT, "
      "laddr_group_name, local_address_group) is not supported yet: xdplb has no full-NAT "
      "forwarding"),

@@ -40,6 +40,7 @@ import statistics
 import time
 
 from .. import bpfsys
+from .. import structs as S
 from ..loader import NEW_CONN_PIN
 from . import newconn, pkt
 from .common import percpu_sum
@@ -220,6 +221,7 @@ def program_sizes(st, ref_fds):
             continue
         names = [SCHED_NAMES[i] for i in idxs if i in SCHED_NAMES]
         role = ("xdplb: picks the destination, -s " + " ".join(names) if names
+                else "xdplb: ICMP errors and answers" if S.XDPLB_PROG_ICMP in idxs
                 else "xdplb: builds the connection")
         try:
             out.append(_size(fd, role))

@@ -12,7 +12,8 @@ import shlex
 from .. import model
 from ..ipvsopts import SCHED_FLAG_BITS
 from ..model import IPPROTO_TCP, IPPROTO_UDP, XdplbError
-from ..structs import IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_SVC_F_PERSISTENT
+from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNEL,
+                       IP_VS_SVC_F_PERSISTENT)
 from .model import Check, RealServer, Script, Url, VirtualServer
 
 DEFAULT_DELAY_LOOP = 60.0
@@ -22,7 +23,6 @@ LVS_MAX_TIMEOUT = 86400 * 31
 CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "UDP_CHECK")
 E_FULLNAT = ("xdplb: full-NAT (FNAT, laddr_group_name, local_address_group) is not "
              "supported yet: xdplb has no full-NAT forwarding")
-E_TUNNEL = model.unsupported("tunnelling (-i) is").message
 
 
 class _Bad(Exception):
@@ -123,8 +123,8 @@ def _forwarding(s):
         return IP_VS_CONN_F_MASQ
     if kind == "DR":
         return IP_VS_CONN_F_DROUTE
-    if kind == "TUN":
-        raise _Bad(E_TUNNEL)
+    if kind == "TUN":        # ipip, keepalived's default tunnel type
+        return IP_VS_CONN_F_TUNNEL
     if kind == "FNAT":
         raise _Bad(E_FULLNAT)
     raise _Bad(f"PARSER : unknown [{kind}] routing method for real server.")
@@ -239,7 +239,7 @@ class VsDraft:
         sorry = None
         if self.sorry:
             addr, port = self.sorry
-            sorry = RealServer(addr, vport if self.fwd == IP_VS_CONN_F_DROUTE or not port
+            sorry = RealServer(addr, vport if self.fwd in (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL) or not port
                                else port, 1, self.fwd, self.sorry_inhibit)
         return VirtualServer(self.proto, tuple(self.endpoints), self.name, self.sched,
                              self.flags, self.timeout, self.netmask, self.quorum,
@@ -301,7 +301,8 @@ class RsDraft:
     def finish(self, p, vs, vport):
         d = self.defaults.over(vs.defaults)
         fwd = self.fwd if self.fwd is not None else vs.fwd
-        port = vport if fwd == IP_VS_CONN_F_DROUTE or self.port is None else self.port
+        port = vport if fwd in (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL) or self.port is None \
+            else self.port
         notify = {k: resolve_script(p, s.args, s, k) for k, s in self.notify.items()}
         checks = []
         for c, s in self.checks:
