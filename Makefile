@@ -8,7 +8,7 @@ setup:
 	@$(SETUP)
 
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 
 demo: setup
 	.venv/bin/xdplb lab demo
