@@ -200,3 +200,50 @@ def lab_echo(sock, data):
         assert chunk, "connection closed by the other end"
         got += chunk
     return got
+
+
+class EchoStream:
+    """A connection from the lab node client to an ECHO server at addr:port,
+    echoing numbered blocks of `block` bytes until closed; a reset or a
+    wrong byte ends it with the error kept (`error`)."""
+
+    def __init__(self, client, addr, port, block=32 * 1024, timeout=10):
+        import threading
+        self.sock = lab_connect(client, addr, port)
+        self.sock.settimeout(timeout)
+        self.block, self.echoed, self.error = block, 0, None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        n = 0
+        try:
+            while not self.stop.is_set():
+                data = n.to_bytes(8, "big") * (self.block // 8)
+                assert lab_echo(self.sock, data) == data, f"block {n} came back altered"
+                self.echoed += len(data)
+                n += 1
+        except Exception as e:  # noqa: BLE001 - kept for the test to report
+            self.error = e
+
+    def wait_for(self, more, timeout=60):
+        """Until `more` bytes beyond now have been echoed."""
+        import time
+        goal, deadline = self.echoed + more, time.monotonic() + timeout
+        while self.echoed < goal:
+            assert self.error is None, f"the stream broke: {self.error!r}"
+            assert time.monotonic() < deadline, f"the stream stalled at {self.echoed} bytes"
+            time.sleep(0.05)
+
+    def progress(self, seconds):
+        """Bytes echoed over the next `seconds`."""
+        import time
+        start = self.echoed
+        time.sleep(seconds)
+        return self.echoed - start
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=60)
+        self.sock.close()

@@ -15,13 +15,12 @@ stream on: no reset, no lost byte.
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
 import pytest
 
-from conftest import ECHO, _need_root_and_bpffs, lab_connect, lab_echo, xdplb_argv
+from conftest import ECHO, EchoStream, _need_root_and_bpffs, xdplb_argv
 from xdplb import topology as T
 
 VIP, PORT = "1.2.3.4", 7300
@@ -97,38 +96,9 @@ def run(ns, argv, check=True):
     return done
 
 
-class Stream:
-    """Echoes numbered blocks over one connection until stopped; a reset or a
-    wrong byte ends it with the error kept."""
-
-    def __init__(self, client):
-        self.sock = lab_connect(client, VIP, PORT)
-        self.sock.settimeout(30)
-        self.echoed, self.error, self.stop = 0, None, threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        n = 0
-        try:
-            while not self.stop.is_set():
-                block = n.to_bytes(8, "big") * 512
-                assert lab_echo(self.sock, block) == block, f"block {n} came back altered"
-                self.echoed += len(block)
-                n += 1
-        except Exception as e:  # noqa: BLE001 - reported by the test
-            self.error = e
-
-    def progress(self, seconds):
-        """Bytes echoed over the next `seconds`."""
-        start = self.echoed
-        time.sleep(seconds)
-        return self.echoed - start
-
-
 def test_sloppy_tcp_and_mh_carry_a_stream_across_a_failover(twin):
     client = twin.ns["client"]
-    stream = Stream(client)
+    stream = EchoStream(client, VIP, PORT, block=4096, timeout=30)
     try:
         assert stream.progress(1.0) > 0 and stream.error is None
         rows = run(twin.ns["lba"], [sys.executable, "-m", "xdplb.adm", "-L", "-c", "-n"]).stdout
@@ -146,7 +116,5 @@ def test_sloppy_tcp_and_mh_carry_a_stream_across_a_failover(twin):
         assert [line.split()[5] for line in rows.splitlines() if f":{PORT}" in line] == [chosen]
         print(f"\nfailover: {stream.echoed} bytes echoed intact, to {chosen} on both")
     finally:
-        stream.stop.set()
-        stream.thread.join(timeout=60)
-        stream.sock.close()
+        stream.close()
     assert stream.error is None, repr(stream.error)

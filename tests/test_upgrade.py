@@ -12,52 +12,12 @@ running xdplb and is completed by the next one.
 import os
 import subprocess
 import sys
-import threading
-import time
 
-from conftest import ECHO, lab_connect, lab_echo, xdplb_argv
+from conftest import ECHO, EchoStream, xdplb_argv
 from xdplb import lab as xlab
 from xdplb import state as xstate
 
 VIP, PORT, RS1 = xlab.VIP, 7100, xlab.BACKENDS["rs1"]
-BLOCK = 32 * 1024
-
-
-class Stream:
-    """The client's connection, echoing numbered blocks until stopped; a reset
-    or a wrong byte ends it with the error kept."""
-
-    def __init__(self, client):
-        self.sock = lab_connect(client, VIP, PORT)
-        self.sock.settimeout(10)
-        self.echoed, self.error = 0, None
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        n = 0
-        try:
-            while not self.stop.is_set():
-                block = n.to_bytes(8, "big") * (BLOCK // 8)
-                assert lab_echo(self.sock, block) == block, f"block {n} came back altered"
-                self.echoed += len(block)
-                n += 1
-        except Exception as e:  # noqa: BLE001 - kept for the test to report
-            self.error = e
-
-    def wait_for(self, more, timeout=60):
-        """Until `more` bytes beyond now have been echoed."""
-        goal, deadline = self.echoed + more, time.monotonic() + timeout
-        while self.echoed < goal:
-            assert self.error is None, f"the stream broke: {self.error!r}"
-            assert time.monotonic() < deadline, f"the stream stalled at {self.echoed} bytes"
-            time.sleep(0.05)
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(timeout=30)
-        self.sock.close()
 
 
 def _xdp_ids(ns, devs):
@@ -91,7 +51,7 @@ def test_a_stream_survives_replace_and_daemon_restarts(xlab_lab):
     lab.adm("-A", "-t", f"{VIP}:{PORT}", "-s", "rr")
     lab.adm("-a", "-t", f"{VIP}:{PORT}", "-r", f"{RS1}:{PORT}", "-m")
     lab.start_server("rs1", [sys.executable, "-c", ECHO, RS1, str(PORT)])
-    stream, daemons = Stream(lab.node("client")), []
+    stream, daemons = EchoStream(lab.node("client"), VIP, PORT), []
     try:
         stream.wait_for(1 << 20)
         before = _prog_ids(lab)
