@@ -53,6 +53,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import estimator, structs
+from .keepalived.sync import record_path
 from . import state as statemod
 
 DEFAULT_HOST = "127.0.0.1"
@@ -214,6 +215,50 @@ class XdplbCollector:
             dp.add_metric([name], value)
         yield dp
         yield from fill
+        yield from healthcheck_metrics(record_path(st.folder, "checks"))
+
+
+# The daemon rewrites its checks' record every second; older is a stopped daemon.
+CHECKS_FRESH_S = 5.0
+CHECK_LABELS = ["proto", "virtual_server", "real_server"]
+CHECK_COUNTERS = (("checks", "checks", "Health checks run"),
+                  ("failures", "check_failures", "Health checks that failed"),
+                  ("up_transitions", "up_transitions", "Times the real server came up"),
+                  ("down_transitions", "down_transitions", "Times the real server went down"))
+
+
+def healthcheck_metrics(path, now=None):
+    """Each real server's health as `xdplb daemon -f` publishes it in path
+    (xdplb/keepalived/sync.py): only while the record is current."""
+    import json
+    import time
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        record = None
+    now = time.time() if now is None else now
+    running = record is not None and now - record.get("time", 0) <= CHECKS_FRESH_S
+    yield GaugeMetricFamily("xdplb_healthcheck_running",
+                            "1 if xdplb daemon -f publishes its health checks", value=int(running))
+    if not running:
+        return
+    up = GaugeMetricFamily("xdplb_healthcheck_up", "1 if the real server passes its checks",
+                           labels=CHECK_LABELS)
+    weight = GaugeMetricFamily("xdplb_healthcheck_weight",
+                               "The weight the checkers give the real server", labels=CHECK_LABELS)
+    counters = [(field, CounterMetricFamily(f"xdplb_healthcheck_{name}", text, labels=CHECK_LABELS))
+                for name, field, text in CHECK_COUNTERS]
+    for rs in record.get("real_servers", ()):
+        labels = [rs["proto"], rs["virtual_server"], rs["real_server"]]
+        up.add_metric(labels, int(rs["alive"]))
+        weight.add_metric(labels, rs["weight"])
+        for field, fam in counters:
+            fam.add_metric(labels, rs[field])
+    yield up
+    yield weight
+    for _, fam in counters:
+        yield fam
 
 
 def node_ipvs_metrics(services, retired):

@@ -153,3 +153,25 @@ def test_the_grafana_dashboard_uses_only_served_metrics():
     assert used <= served, used - served
     assert any(m.startswith("node_ipvs_") for m in used)
     assert any(m.startswith("xdplb_") for m in used)
+
+
+def test_healthcheck_metrics_from_the_daemons_record(tmp_path):
+    import json
+    path = tmp_path / "state.checks.json"
+    rs = {"proto": "TCP", "virtual_server": "1.2.3.4:80", "real_server": "172.80.0.2:8080",
+          "alive": False, "weight": 0, "up_transitions": 1, "down_transitions": 2,
+          "checks": 40, "check_failures": 5, "quorum_up": True}
+    path.write_text(json.dumps({"time": 1000.0, "real_servers": [rs]}))
+    got = {m.name: m for m in exporter.healthcheck_metrics(str(path), now=1003.0)}
+    assert got["xdplb_healthcheck_running"].samples[0].value == 1
+    labels = {"proto": "TCP", "virtual_server": "1.2.3.4:80", "real_server": "172.80.0.2:8080"}
+    for name, value in (("xdplb_healthcheck_up", 0), ("xdplb_healthcheck_weight", 0),
+                        ("xdplb_healthcheck_checks", 40), ("xdplb_healthcheck_failures", 5),
+                        ("xdplb_healthcheck_down_transitions", 2)):
+        [sample] = [x for x in got[name].samples if not x.name.endswith("_created")]
+        assert (sample.labels, sample.value) == (labels, value), name
+    stale = list(exporter.healthcheck_metrics(str(path), now=1010.0))
+    assert [m.name for m in stale] == ["xdplb_healthcheck_running"]
+    assert stale[0].samples[0].value == 0
+    missing = list(exporter.healthcheck_metrics(str(tmp_path / "none.json")))
+    assert missing[0].samples[0].value == 0
