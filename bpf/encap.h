@@ -18,6 +18,7 @@
 
 #include "forward.h"
 #include "gue.h"
+#include "icmp.h"
 #include "maps.h"
 #include "parse.h"
 #include "service.h"
@@ -207,13 +208,14 @@ static __always_inline __u32 tunnel_call(struct xdp_md *ctx, const struct conn *
 /* xdplb_tunnel: the packet p of the Tunnel connection in tun_out,
  * encapsulated towards its real server, on the destination's egress. Not
  * forwarded oversize: a packet that would exceed the egress device's MTU
- * once encapsulated is passed untouched (counted tun_too_big). With the
+ * once encapsulated is answered "fragmentation needed" if it has DF, else
+ * passed untouched (counted tun_too_big). With the
  * neighbour unresolved the encapsulated packet goes to the stack. Returns
  * a verdict. */
 static __always_inline __u32 tunnel_in(struct xdp_md *ctx, struct pkt *p, const struct tun_out *to,
 				       __u64 now)
 {
-	__u32 slot = to->dest_slot, ifindex, mtu_len;
+	__u32 slot = to->dest_slot, ifindex, mtu_len, overhead;
 	struct dest *d = dests.lookup(&slot);
 	struct egress *e = NULL;
 	struct inner_v4 in = {};
@@ -230,10 +232,17 @@ static __always_inline __u32 tunnel_in(struct xdp_md *ctx, struct pkt *p, const 
 	if (!src || !*src)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TUN_NO_SRC);
 	inner_read(p, &in);
-	mtu_len = in.l3_len + (d->tun_type == IP_VS_CONN_F_TUNNEL_TYPE_GUE ? XDPLB_GUE_LEN :
-							       XDPLB_IPIP_LEN);
-	if (bpf_check_mtu(ctx, ifindex, &mtu_len, 0, 0))
+	overhead = d->tun_type == IP_VS_CONN_F_TUNNEL_TYPE_GUE ? XDPLB_GUE_LEN : XDPLB_IPIP_LEN;
+	mtu_len = in.l3_len + overhead;
+	if (bpf_check_mtu(ctx, ifindex, &mtu_len, 0, 0)) {
+		/* mtu_len is now the device's MTU. As IPVS's tunnel xmit: a DF
+		 * packet that no longer fits is answered "fragmentation needed"
+		 * with the MTU left inside the tunnel (icmp.h). */
+		if (ip_df(p->ip) && mtu_len > overhead + 68)
+			return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_IN, mtu_len - overhead,
+					    IP_VS_CONN_F_TUNNEL, 0, 0);
 		return VERDICT(XDP_PASS, XDPLB_CNT_TUN_TOO_BIG);
+	}
 	if (encap_v4(ctx, p, &in, d, *src, to->addr))
 		return VERDICT(XDP_PASS, XDPLB_CNT_TUN_TOO_BIG);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)

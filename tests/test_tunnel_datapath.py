@@ -13,7 +13,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from packets import encapsulated, tcp, udp
+from packets import encapsulated, icmp_unreach, tcp, udp
 from test_datapath import (CLI_MAC, CLIENT, RS, SRV_MAC, VIP, VPORT, XDP_PASS, XDP_REDIRECT,
                            XDP_TX, DataPath, be16, ip4)
 from xdplb import structs as S
@@ -153,8 +153,7 @@ def test_egress_is_ingress_goes_out_by_xdp_tx(tp):
 
 def test_too_big_once_encapsulated_passes_untouched(tp):
     """1500 bytes fit the veth's MTU, 1500 + 20 do not: not forwarded
-    oversize, passed as it came and counted (ICMP frag-needed is another
-    part's); 1480 still goes."""
+    oversize; without DF passed as it came and counted; 1480 still goes."""
     tp.tunnel(1, {1: RS[0][0]}, proto=socket.IPPROTO_UDP, vport=53)
     big = udp(CLIENT, VIP, 40400, 53, payload=b"z" * (1500 - 28))
     verdict, out = tp.run(big)
@@ -166,6 +165,20 @@ def test_too_big_once_encapsulated_passes_untouched(tp):
     gue_big = udp(CLIENT, VIP, 40402, 54, payload=b"z" * (1500 - 32 - 28 + 1))
     assert tp.run(gue_big) == (XDP_PASS, bytes(gue_big))
     assert tp.counters()["tun_too_big"] == 2
+
+
+def test_too_big_with_df_is_answered_fragmentation_needed(tp):
+    """As IPVS's tunnel xmit: from the VIP, quoting the packet, with the MTU
+    left inside the tunnel (the veth's 1500 less ipip's 20 or GUE's 32)."""
+    for slot, vport, tun_type, overhead in ((1, 53, None, 20), (2, 54, GUE, 32)):
+        kw = {} if tun_type is None else {"tun_type": tun_type}
+        tp.tunnel(slot, {slot: RS[slot - 1][0]}, proto=socket.IPPROTO_UDP, vport=vport, **kw)
+        big = Ether(src="02:00:00:00:01:02", dst="02:00:00:00:01:01") / IP(
+            src=CLIENT, dst=VIP, flags="DF") / UDP(sport=40450 + slot, dport=vport) / (
+            b"z" * (1500 - 28 - overhead + 1))
+        assert tp.run(big) == (XDP_REDIRECT, icmp_unreach(big, 4, mtu=1500 - overhead))
+    cnt = tp.counters()
+    assert (cnt["frag_needed"], cnt["tun_too_big"]) == (2, 0)
 
 
 def test_without_a_source_address_passes_untouched(tp):

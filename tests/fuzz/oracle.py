@@ -386,6 +386,8 @@ class Oracle:
         """A forward over the egress MTU (every device's is MTU); True when
         it was one, judged."""
         target = c.addr if reply is None else p.dst
+        if c.fwd == S.IP_VS_CONN_F_TUNNEL:
+            return self._tunnel_too_big(f, p, c, verdict, out)
         if p.tot <= MTU or c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or \
                 self.fib(target) != "ok":
             return False
@@ -469,6 +471,17 @@ class Oracle:
             self.stats["rewritten, input checksum already bad (error carried)"] += 1
         else:
             self.stats["rewritten, checksums verified valid"] += 1
+
+    def _tunnel_too_big(self, f, p, c, verdict, out):
+        """A Tunnel packet with DF that no longer fits once encapsulated, on a
+        known egress: answered fragmentation needed with the MTU left inside
+        the tunnel (bpf/encap.h); True when it was one, judged."""
+        overhead = 32 if TUNNELS[c.dest_slot][0] == GUE else 20
+        if p.first_frag or p.tot + overhead <= MTU or not f[p.l3 + 6] & 0x40 or \
+                self.fib(c.addr) not in ("ok", "no_neigh"):
+            return False
+        self._judge_answer(f, p, ("frag_needed", 4, MTU - overhead), verdict, out)
+        return True
 
     def _tunnel_form(self, f, p, c, ifindex, verdict, out):
         """How a client's frame of Tunnel connection c left (README: inside an
