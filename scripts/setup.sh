@@ -10,7 +10,7 @@ log() { printf 'setup: %s\n' "$*"; }
 [ "$(id -u)" -eq 0 ] || { echo "setup: must run as root (XDP, bpffs and netns need it)" >&2; exit 1; }
 
 debs=(python3 python3-venv python3-bpfcc libbpf1 linux-headers-amd64 iproute2 ethtool gcc libc6-dev
-      curl iptables nftables kmod procps vagrant shellcheck prometheus)
+      curl iptables nftables kmod procps vagrant shellcheck systemd prometheus)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -51,6 +51,10 @@ class Fuzzer:
         for name in ("services", "sched_ring", "conn_table", "rs_table", "frags"):
             getattr(s, name).clear()
         s.rs_filter.put_zeros(range(S.XDPLB_RS_FILTER_WORDS))
+        # the oracle models IPVS's settings all off (conn_reuse_mode too, whose
+        # kernel default 1 a new state starts with): tests/test_settings.py
+        # covers each one on
+        s.sysctl.put_zeros(range(S.XDPLB_SYSCTL_MAX))
         for slot in range(SLOTS):
             s.dests.put(slot, S.DestEntry())
             s.sched_pos.put(slot, S.SchedPos())
