@@ -50,6 +50,7 @@ def ctl(datapath_state, datapath_net):
     import ctypes as C
     from xdplb import structs as T
     from xdplb.control import Control
+    from xdplb.model import SETTINGS
     c = Control(datapath_state)
     st = datapath_state
 
@@ -61,6 +62,8 @@ def ctl(datapath_state, datapath_net):
             st.dest_conns.put(slot, T.DestConns())
         for i in range(T.XDPLB_TMO_MAX):
             st.timeouts.put(i, C.c_uint32(0))
+        for name, (_, default) in SETTINGS.items():   # the fuzzer zeroes them
+            c.set_setting(name, default)
     with datapath_net["ns"].entered():
         clean()
         yield c
