@@ -52,6 +52,12 @@ BPF_TABLE("hash", struct conn_key, struct conn, conns_assured, XDPLB_MAX_ASSURED
 /* Allocated as real servers are added: an entry is 264 bytes. */
 BPF_F_TABLE("hash", struct rs_key, struct rs_svcs, rs_table, XDPLB_MAX_RS, BPF_F_NO_PREALLOC);
 BPF_TABLE("array", __u32, __u64, rs_filter, XDPLB_RS_FILTER_WORDS);
+/* IPv6's own tables (xdplb.h), sized apart: an IPv6 entry is larger. */
+BPF_TABLE("hash", struct svc_key6, struct service, services6, XDPLB_MAX_SERVICES6);
+BPF_F_TABLE("lru_hash", struct conn_key6, struct conn6, conns6, XDPLB_MAX_CONNS6,
+	    XDPLB_CONNS_FLAGS);
+BPF_TABLE("hash", struct conn_key6, struct conn6, conns6_assured, XDPLB_MAX_ASSURED6);
+BPF_F_TABLE("hash", struct rs_key6, struct rs_svcs6, rs_table6, XDPLB_MAX_RS, BPF_F_NO_PREALLOC);
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, svc_stats, XDPLB_MAX_SERVICES);
 BPF_TABLE("percpu_array", __u32, struct ip_vs_stats, dest_stats, XDPLB_MAX_DESTS);
 BPF_TABLE("percpu_array", __u32, __u64, counters, XDPLB_CNT_MAX);

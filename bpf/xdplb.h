@@ -29,6 +29,17 @@
 #ifndef XDPLB_MAX_RING
 #define XDPLB_MAX_RING		1048576
 #endif
+/* IPv6 (services6, conns6, conns6_assured): an IPv6 connection entry is
+ * 40 bytes of key and 72 of value. */
+#ifndef XDPLB_MAX_SERVICES6
+#define XDPLB_MAX_SERVICES6	4096
+#endif
+#ifndef XDPLB_MAX_CONNS6
+#define XDPLB_MAX_CONNS6	65536
+#endif
+#ifndef XDPLB_MAX_ASSURED6
+#define XDPLB_MAX_ASSURED6	65536
+#endif
 #define XDPLB_MAX_PORTS		256
 /* Destinations a list-walking scheduler (lc wlc sed nq fo ovf lblc lblcr)
  * considers per service: the control plane refuses more. */
@@ -87,6 +98,14 @@
 #define XDPLB_MH_TAB_SIZE	4093	/* primes[CONFIG_IP_VS_MH_TAB_INDEX - 8] */
 #define XDPLB_MH_FALLBACK_PROBES 256	/* mh-fallback probes (kernel: the whole table) */
 
+/* Address families, numbered as the kernel numbers them (IPVS's af). The
+ * data path's IPv6 programs are the IPv4 ones compiled with af AF_INET6
+ * (a constant each program folds): IPv6 keeps tables of its own
+ * (services6, conns6, conns6_assured, rs_table6), so an IPv4 connection's
+ * entry stays the size it is. */
+#define XDPLB_AF_INET		2
+#define XDPLB_AF_INET6		10
+
 /* Destination flags. */
 #define XDPLB_DEST_F_AVAILABLE	0x01
 
@@ -141,7 +160,7 @@
  * the layout map when a state is created and checked by every process that
  * opens one, so a state pinned by another version of xdplb is refused
  * instead of misread. Bump it with any change to a pinned map. */
-#define XDPLB_LAYOUT_VERSION	5
+#define XDPLB_LAYOUT_VERSION	6
 
 /* Ring index bit selecting which generation of a service's schedule is live,
  * so a new schedule is written beside the old one and switched atomically. */
@@ -213,7 +232,13 @@ enum xdplb_counter {
 /* IPv4 fragments continue (from xdplb_main, by tail call) in the program
  * at XDPLB_PROG_FRAG (bpf/frag.h), so whole packets pay one branch for them. */
 #define XDPLB_PROG_FRAG		16
-#define XDPLB_PROG_MAX		24	/* room for more */
+/* IPv6 frames continue (from xdplb_main) in xdplb_main6; an IPv6 new
+ * connection in the program at XDPLB_PROG_SCHED6 + its scheduler
+ * (XDPLB_SCHED_*), then in the one at XDPLB_PROG_CONN6. */
+#define XDPLB_PROG_MAIN6	18
+#define XDPLB_PROG_CONN6	19
+#define XDPLB_PROG_SCHED6	32
+#define XDPLB_PROG_MAX		48	/* room for more */
 
 /* services: HASH svc_key -> service */
 struct svc_key {
@@ -271,6 +296,10 @@ struct dest {
 	__be16 tun_port;	/* Tunnel, gue: the outer UDP destination port */
 	__u8 tun_type;		/* Tunnel: IP_VS_CONN_F_TUNNEL_TYPE_* */
 	__u8 tun_flags;		/* Tunnel: IP_VS_TUNNEL_ENCAP_FLAG_* */
+	__be32 addr6[4];	/* an IPv6 destination's address (addr is then the
+				 * XOR of its words: addr_fold in hash.h) */
+	__u8 af;		/* XDPLB_AF_*: the destination's family */
+	__u8 pad[3];
 };
 
 /* dest_conns: ARRAY (shared, not per CPU) slot -> live connection counts of
@@ -356,8 +385,30 @@ struct rs_svcs {
 	struct svc_key svc[XDPLB_RS_SVC_MAX];
 };
 
+/* rs_table6: HASH rs_key6 -> rs_svcs6: the same for IPv6 real servers. */
+struct svc_key6 {
+	__be32 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct rs_key6 {
+	__be32 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct rs_svcs6 {
+	__u32 n;
+	__u32 pad;
+	struct svc_key6 svc[XDPLB_RS_SVC_MAX];
+};
+
 /* rs_filter: ARRAY word -> 64 bits: bit xdplb_rs_bit(addr) is set when a
- * masquerading destination has address addr, so a frame from a client
+ * masquerading destination has address addr (IPv6: the XOR of its
+ * words, addr_fold in hash.h), so a frame from a client
  * (nearly every frame, whose bit is clear) skips the rs_table lookup. Bits
  * are set before their rs_table entry is written and cleared by the
  * control plane's sweep once no entry has the address: a stale bit costs a
@@ -419,6 +470,24 @@ struct conn {
 	__u64 last_seen;	/* bpf_ktime_get_coarse_ns() of the last packet, to ~0.27 s
 				 * (IN: either direction; TEMPLATE: last use);
 				 * 0 = expired (swapped to 0 by the one CPU that expires it) */
+};
+
+/* conns6: LRU_HASH conn_key6 -> conn6, conns6_assured: HASH, the same:
+ * IPv6's connection tables, as conns and conns_assured. A conn6 is a conn
+ * (its addr the XOR of the real server's words) followed by the real
+ * server's IPv6 address. */
+struct conn_key6 {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct conn6 {
+	struct conn c;
+	__be32 addr6[4];	/* real server (TEMPLATE: the template's destination) */
 };
 
 /* frags: LRU_HASH frag_key -> frag_rec: what was done with the first

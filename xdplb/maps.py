@@ -13,9 +13,9 @@ import ctypes as C
 import os
 
 from . import bpfsys
-from .structs import (COUNTERS, VERDICTS, Alloc, Conn, ConnKey, DestConns, DestEntry, FragKey,
-                      FragRec, IpVsStats, LblcEnt, LblcKey, RingKey, RsKey, RsSvcs, SchedPos,
-                      SvcDests, SvcEntry, SvcKey)
+from .structs import (COUNTERS, VERDICTS, Alloc, Conn, Conn6, ConnKey, ConnKey6, DestConns,
+                      DestEntry, FragKey, FragRec, IpVsStats, LblcEnt, LblcKey, RingKey, RsKey,
+                      RsKey6, RsSvcs, RsSvcs6, SchedPos, SvcDests, SvcEntry, SvcKey, SvcKey6)
 
 XDPLB_CNT_RX = COUNTERS.index("rx")
 
@@ -312,6 +312,10 @@ MAPS = {
     "rs_table": (Map, RsKey, RsSvcs),
     "rs_filter": (Map, C.c_uint32, C.c_uint64),
     "frags": (Map, FragKey, FragRec),
+    "services6": (Map, SvcKey6, SvcEntry),
+    "conns6": (Map, ConnKey6, Conn6),
+    "conns6_assured": (Map, ConnKey6, Conn6),
+    "rs_table6": (Map, RsKey6, RsSvcs6),
 }
 
 

@@ -249,6 +249,7 @@ class State:
                 m.close()
             raise
         self.conn_table = maps.ConnTable(self.conns, self.conns_assured)
+        self.conn_table6 = maps.ConnTable(self.conns6, self.conns6_assured)
 
     @classmethod
     def open(cls, folder=None, readonly=False):

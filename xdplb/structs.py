@@ -17,6 +17,12 @@ XDPLB_MAX_RING = 1048576
 XDPLB_MAX_PORTS = 256
 XDPLB_LIST_MAX = 64
 XDPLB_MAX_LBLC = 65536
+XDPLB_MAX_SERVICES6 = 4096
+XDPLB_MAX_CONNS6 = 65536
+XDPLB_MAX_ASSURED6 = 65536
+
+XDPLB_AF_INET = 2
+XDPLB_AF_INET6 = 10
 
 IP_VS_CONN_F_MASQ = 0
 IP_VS_CONN_F_LOCALNODE = 1
@@ -91,7 +97,7 @@ XDPLB_SYSCTL_EXPIRE_QUIESCENT_TEMPLATE = 2
 XDPLB_SYSCTL_SLOPPY_TCP = 3
 XDPLB_SYSCTL_MAX = 8
 
-XDPLB_LAYOUT_VERSION = 5
+XDPLB_LAYOUT_VERSION = 6
 
 XDPLB_RS_SVC_MAX = 32
 XDPLB_MAX_RS = XDPLB_MAX_DESTS
@@ -123,7 +129,10 @@ XDPLB_PROG_TUNNEL = 14
 XDPLB_PROG_ICMP = 17
 XDPLB_PROG_CONN = 15
 XDPLB_PROG_FRAG = 16
-XDPLB_PROG_MAX = 24
+XDPLB_PROG_MAIN6 = 18
+XDPLB_PROG_CONN6 = 19
+XDPLB_PROG_SCHED6 = 32
+XDPLB_PROG_MAX = 48
 
 
 class SvcKey(C.Structure):
@@ -145,7 +154,8 @@ class DestEntry(C.Structure):
                 ("flags", C.c_uint8), ("svc_slot", C.c_uint32), ("seq", C.c_uint32),
                 ("weight", C.c_uint32), ("u_threshold", C.c_uint32),
                 ("l_threshold", C.c_uint32), ("last_weight", C.c_uint32), ("next", C.c_uint32),
-                ("tun_port", C.c_uint16), ("tun_type", C.c_uint8), ("tun_flags", C.c_uint8)]
+                ("tun_port", C.c_uint16), ("tun_type", C.c_uint8), ("tun_flags", C.c_uint8),
+                ("addr6", C.c_uint8 * 16), ("af", C.c_uint8), ("pad", C.c_uint8 * 3)]
 
 
 class DestConns(C.Structure):
@@ -184,6 +194,20 @@ class RsSvcs(C.Structure):
     _fields_ = [("n", C.c_uint32), ("pad", C.c_uint32), ("svc", SvcKey * XDPLB_RS_SVC_MAX)]
 
 
+class SvcKey6(C.Structure):
+    _fields_ = [("addr", C.c_uint8 * 16), ("port", C.c_uint16), ("proto", C.c_uint8),
+                ("pad", C.c_uint8)]
+
+
+class RsKey6(C.Structure):
+    _fields_ = [("addr", C.c_uint8 * 16), ("port", C.c_uint16), ("proto", C.c_uint8),
+                ("pad", C.c_uint8)]
+
+
+class RsSvcs6(C.Structure):
+    _fields_ = [("n", C.c_uint32), ("pad", C.c_uint32), ("svc", SvcKey6 * XDPLB_RS_SVC_MAX)]
+
+
 class RingKey(C.Structure):
     _fields_ = [("svc_slot", C.c_uint32), ("index", C.c_uint32)]
 
@@ -213,6 +237,15 @@ class Conn(C.Structure):
     def timeout(self, t):
         t = min(t, 0xffffff)
         self.timeout_hi, self.timeout_lo = t >> 16, t & 0xffff
+
+
+class ConnKey6(C.Structure):
+    _fields_ = [("saddr", C.c_uint8 * 16), ("daddr", C.c_uint8 * 16), ("sport", C.c_uint16),
+                ("dport", C.c_uint16), ("proto", C.c_uint8), ("pad", C.c_uint8 * 3)]
+
+
+class Conn6(C.Structure):
+    _fields_ = [("c", Conn), ("addr6", C.c_uint8 * 16)]
 
 
 class FragKey(C.Structure):
@@ -254,4 +287,6 @@ MIRRORS = {
     "dest_conns": DestConns, "svc_dest_ent": SvcDestEnt, "svc_dests": SvcDests,
     "alloc": Alloc, "lblc_key": LblcKey, "lblc_ent": LblcEnt, "rs_key": RsKey,
     "rs_svcs": RsSvcs, "frag_key": FragKey, "frag_rec": FragRec,
+    "svc_key6": SvcKey6, "rs_key6": RsKey6, "rs_svcs6": RsSvcs6, "conn_key6": ConnKey6,
+    "conn6": Conn6,
 }
