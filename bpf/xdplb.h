@@ -254,7 +254,8 @@ struct service {
 	__u32 seq;		/* creation order (the kernel's --nosort order) */
 	__u32 flags;		/* IP_VS_SVC_F_* */
 	__u32 timeout;		/* persistence timeout, seconds */
-	__be32 netmask;
+	__be32 netmask;		/* persistence: IPv4 mask; IPv6: the prefix length
+				 * 1..128, in host order */
 	__u32 ring_len;		/* schedule entries in the live generation */
 	__u32 ring_prefix;	/* entries before the repeating cycle starts */
 	__u32 ring_gen;		/* 0 or XDPLB_RING_GEN_BIT */
