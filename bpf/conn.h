@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * conn.h - the connection table: entries, their keys and timeouts, and the
- * two maps that hold them (conns, conns_assured: see xdplb.h): lookup (of
+ * two maps that hold them (conns, conns_assured; IPv6's conns6,
+ * conns6_assured: see xdplb.h; af, a constant, says which): lookup (of
  * a client's packet, and through rs_table of a real server's reply), the
  * move between them, expiry, and the settings that end or make connections
  * (conn_reuse_mode, expire_nodest_conn, sloppy_tcp).
@@ -54,14 +55,65 @@ static __always_inline __u32 conn_timeout(__u8 proto, __u8 state)
 	return timeout_of(proto == IPPROTO_UDP ? XDPLB_TMO_UDP : state);
 }
 
+/* A connection's key, of either family. */
+union conn_key_any {
+	struct conn_key v4;
+	struct conn_key6 v6;
+};
+
+/* p's key in its family's tables. */
+static __always_inline void *pkt_conn_key(struct pkt *p, const int af)
+{
+	return af == XDPLB_AF_INET6 ? (void *)&p->key6 : (void *)&p->key;
+}
+
+/* The real server's address of entry c: one word for IPv4, four for IPv6
+ * (a conn6's, which starts with the conn). */
+static __always_inline const __be32 *conn_raddr(const struct conn *c, const int af)
+{
+	return af == XDPLB_AF_INET6 ? ((const struct conn6 *)c)->addr6 : &c->addr;
+}
+
+/* The table operations of one family (af) and table (assured). */
+static __always_inline struct conn *conn_table_get(void *k, const int af, const int assured)
+{
+	if (af == XDPLB_AF_INET6)
+		return assured ? (struct conn *)conns6_assured.lookup(k)
+			       : (struct conn *)conns6.lookup(k);
+	return assured ? conns_assured.lookup(k) : conns.lookup(k);
+}
+
+/* v: a struct conn6 for IPv6, a struct conn (or a conn6, its first part)
+ * for IPv4. */
+static __always_inline int conn_table_put(void *k, void *v, const int af, const int assured)
+{
+	if (af == XDPLB_AF_INET6)
+		return assured ? conns6_assured.update(k, v) : conns6.update(k, v);
+	return assured ? conns_assured.update(k, v) : conns.update(k, v);
+}
+
+static __always_inline void conn_table_del(void *k, const int af, const int assured)
+{
+	if (af == XDPLB_AF_INET6) {
+		if (assured)
+			conns6_assured.delete(k);
+		else
+			conns6.delete(k);
+	} else if (assured) {
+		conns_assured.delete(k);
+	} else {
+		conns.delete(k);
+	}
+}
+
 /* The entry of k: assured first (where established traffic finds it), then
  * the LRU. *assured says which table holds it. */
-static __always_inline struct conn *conn_lookup(struct conn_key *k, int *assured)
+static __always_inline struct conn *conn_lookup(void *k, int *assured, const int af)
 {
-	struct conn *c = conns_assured.lookup(k);
+	struct conn *c = conn_table_get(k, af, 1);
 
 	*assured = c != NULL;
-	return c ? c : conns.lookup(k);
+	return c ? c : conn_table_get(k, af, 0);
 }
 
 /* Could addr be a masquerading real server's? (rs_filter, xdplb.h) */
@@ -73,12 +125,24 @@ static __always_inline int rs_maybe(__be32 addr)
 	return w && (*w >> (bit & 63)) & 1;
 }
 
+/* Is c the Masq connection of reply p, from exactly its real server? */
+static __always_inline int conn_is_reply_of(const struct conn *c, const struct pkt *p,
+					    const int af)
+{
+	if (!c || c->dir != XDPLB_DIR_IN || c->fwd != IP_VS_CONN_F_MASQ ||
+	    c->port != p->key.sport)
+		return 0;
+	if (af == XDPLB_AF_INET6)
+		return addr6_eq(((const struct conn6 *)c)->addr6, p->key6.saddr);
+	return c->addr == p->key.saddr;
+}
+
 /* The connection of a reply (real server -> client): the client's tuple to
  * each service rs_table lists for the real server's addr:port (then for a
  * port-zero destination, under port 0), until one names a Masq connection
  * to exactly this real server. *ik: the entry's key. */
-static __always_inline struct conn *conn_reply_lookup(const struct pkt *p, struct conn_key *ik,
-						      int *assured)
+static __always_inline struct conn *conn_reply_lookup4(const struct pkt *p, struct conn_key *ik,
+						       int *assured)
 {
 	struct rs_key rk = {};
 	struct rs_svcs *rs;
@@ -100,31 +164,69 @@ static __always_inline struct conn *conn_reply_lookup(const struct pkt *p, struc
 				break;
 			ik->daddr = rs->svc[i].addr;
 			ik->dport = rs->svc[i].port ? rs->svc[i].port : p->key.sport;
-			c = conn_lookup(ik, assured);
-			if (c && c->dir == XDPLB_DIR_IN && c->fwd == IP_VS_CONN_F_MASQ &&
-			    c->addr == p->key.saddr && c->port == p->key.sport)
+			c = conn_lookup(ik, assured, XDPLB_AF_INET);
+			if (conn_is_reply_of(c, p, XDPLB_AF_INET))
 				return c;
 		}
 	}
 	return NULL;
 }
 
+/* The same through rs_table6, for IPv6 (the key types differ). */
+static __always_inline struct conn *conn_reply_lookup6(const struct pkt *p, struct conn_key6 *ik,
+						       int *assured)
+{
+	struct rs_key6 rk = {};
+	struct rs_svcs6 *rs;
+	struct conn *c;
+	int i, j;
+
+	__builtin_memcpy(rk.addr, p->key6.saddr, 16);
+	rk.proto = p->key.proto;
+	__builtin_memcpy(ik->saddr, p->key6.daddr, 16);
+	ik->sport = p->key.dport;
+	ik->proto = p->key.proto;
+	for (j = 0; j < 2; j++) {
+		rk.port = j ? 0 : p->key.sport;
+		rs = rs_table6.lookup(&rk);
+		if (!rs)
+			continue;
+		for (i = 0; i < XDPLB_RS_SVC_MAX; i++) {
+			if (i >= rs->n)
+				break;
+			__builtin_memcpy(ik->daddr, rs->svc[i].addr, 16);
+			ik->dport = rs->svc[i].port ? rs->svc[i].port : p->key.sport;
+			c = conn_lookup(ik, assured, XDPLB_AF_INET6);
+			if (conn_is_reply_of(c, p, XDPLB_AF_INET6))
+				return c;
+		}
+	}
+	return NULL;
+}
+
+static __always_inline struct conn *conn_reply_lookup(const struct pkt *p,
+						      union conn_key_any *ik, int *assured,
+						      const int af)
+{
+	if (af == XDPLB_AF_INET6)
+		return conn_reply_lookup6(p, &ik->v6, assured);
+	return conn_reply_lookup4(p, &ik->v4, assured);
+}
+
 /* Move the entry c of k to the other table: copied in first, then deleted,
  * so a concurrent lookup finds one or the other. Non-zero: the insert
  * failed and the entry stays where it was. */
-static __always_inline int conn_move(struct conn_key *k, struct conn *c, int to_assured)
+static __always_inline int conn_move(void *k, struct conn *c, int to_assured, const int af)
 {
-	struct conn copy = *c;
+	struct conn6 copy;
 
-	if (to_assured) {
-		if (conns_assured.update(k, &copy))
-			return -1;
-		conns.delete(k);
-	} else {
-		if (conns.update(k, &copy))
-			return -1;
-		conns_assured.delete(k);
-	}
+	if (af == XDPLB_AF_INET6)
+		copy = *(struct conn6 *)c;
+	else
+		copy.c = *c;
+	if (conn_table_put(k, &copy, af, to_assured))
+		return -1;
+	conn_table_del(k, af, !to_assured);
 	return 0;
 }
 
@@ -146,20 +248,22 @@ static __always_inline int conn_wants_move(const struct pkt *p, const struct con
 /* Move the connection of p (entry c) to the other table. Returns the
  * entry in its new table, or NULL if it could not move (it is still c). */
 static __always_inline struct conn *conn_set_assured(struct pkt *p, struct conn *c,
-						     int to_assured)
+						     int to_assured, const int af)
 {
-	if (conn_move(&p->key, c, to_assured)) {
+	void *k = pkt_conn_key(p, af);
+
+	if (conn_move(k, c, to_assured, af)) {
 		if (to_assured)
 			count(XDPLB_CNT_ASSURE_FULL);
 		return NULL;
 	}
-	return to_assured ? conns_assured.lookup(&p->key) : conns.lookup(&p->key);
+	return conn_table_get(k, af, to_assured);
 }
 
 /* An IN entry idle past its timeout: the kernel's timer would have removed
  * it. Uncount it (once: the first CPU to flag it does) and delete it; the
  * packet is then handled as if there were none. */
-static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assured)
+static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assured, const int af)
 {
 	__u32 slot = c->dest_slot;
 	struct dest *d;
@@ -169,10 +273,7 @@ static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assur
 	d = dest_of_conn(c);
 	if (d)
 		dest_unbind(slot, d, conn_kind(p->key.proto, c->state));
-	if (assured)
-		conns_assured.delete(&p->key);
-	else
-		conns.delete(&p->key);
+	conn_table_del(pkt_conn_key(p, af), af, assured);
 }
 
 /* One of IPVS's settings: sysctl[idx] (xdplb.h). */

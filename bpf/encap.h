@@ -224,7 +224,7 @@ static __always_inline __u32 tunnel_in(struct xdp_md *ctx, struct pkt *p, const 
 
 	if (!d)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
-	rc = dest_egress(ctx, p, slot, to->addr, to->port, now, &e);
+	rc = dest_egress(ctx, p, slot, &to->addr, to->addr, to->port, now, &e, XDPLB_AF_INET);
 	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) || !e)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
 	ifindex = e->ifindex;

@@ -11,15 +11,13 @@
 
 #include <linux/if_ether.h>
 
+#include "conn.h"
 #include "icmp.h"
 #include "maps.h"
 #include "parse.h"
 #include "rewrite.h"
 #include "stats.h"
 
-#ifndef AF_INET
-#define AF_INET 2
-#endif
 
 /* Masq and Route have an XDP path here (Tunnel's is encap.h's); local node goes
  * to the stack. */
@@ -44,30 +42,40 @@ static __always_inline __u32 transmit(struct xdp_md *ctx, struct pkt *p, __u32 i
 	return VERDICT(XDP_REDIRECT, XDPLB_CNT_FWD);
 }
 
-/* Ask the FIB for the egress of p sent as src:sport -> dst:dport. */
-static __always_inline int fib_ask(struct xdp_md *ctx, const struct pkt *p, __be32 src,
-				   __be16 sport, __be32 dst, __be16 dport,
-				   struct bpf_fib_lookup *fib)
+/* Ask the FIB for the egress of p sent as src:sport -> dst:dport
+ * (addresses of af: one word, or four). */
+static __always_inline int fib_ask(struct xdp_md *ctx, const struct pkt *p, const __be32 *src,
+				   __be16 sport, const __be32 *dst, __be16 dport,
+				   struct bpf_fib_lookup *fib, const int af)
 {
-	fib->family = AF_INET;
-	fib->tos = p->ip->tos;
+	fib->family = af;
 	fib->l4_protocol = p->key.proto;
 	fib->tot_len = 0;	/* no MTU check: the answer carries the MTU (icmp.h) */
 	fib->ifindex = ctx->ingress_ifindex;
-	fib->ipv4_src = src;
-	fib->ipv4_dst = dst;
 	fib->sport = sport;
 	fib->dport = dport;
+	if (af == XDPLB_AF_INET6) {
+		/* the traffic class and flow label, as the kernel's flowi6 */
+		fib->flowinfo = *(__be32 *)p->ip6 & bpf_htonl(0x0fffffff);
+		__builtin_memcpy(fib->ipv6_src, src, 16);
+		__builtin_memcpy(fib->ipv6_dst, dst, 16);
+	} else {
+		fib->tos = p->ip->tos;
+		fib->ipv4_src = src[0];
+		fib->ipv4_dst = dst[0];
+	}
 	return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 }
 
-/* The egress towards destination slot (addr:port), for p from a client:
- * from the per-CPU cache when it holds a fresh answer for this destination
- * and ingress, else from the FIB (and cached). Ignores source-based
- * routing, as IPVS's own per-destination route cache does. Returns the
- * FIB's code; *e is the egress on success. */
+/* The egress towards destination slot (addr:port; addr of af, its tag the
+ * first word or the fold), for p from a client: from the per-CPU cache
+ * when it holds a fresh answer for this destination and ingress, else from
+ * the FIB (and cached). Ignores source-based routing, as IPVS's own
+ * per-destination route cache does. Returns the FIB's code; *e is the
+ * egress on success. */
 static __always_inline int dest_egress(struct xdp_md *ctx, struct pkt *p, __u32 slot,
-				       __be32 addr, __be16 port, __u64 now, struct egress **e)
+				       const __be32 *addr, __be32 tag, __be16 port, __u64 now,
+				       struct egress **e, const int af)
 {
 	__u32 idx = slot & (XDPLB_EGRESS_SLOTS - 1);
 	struct bpf_fib_lookup fib = {};
@@ -77,15 +85,16 @@ static __always_inline int dest_egress(struct xdp_md *ctx, struct pkt *p, __u32 
 	if (!c)
 		return BPF_FIB_LKUP_RET_NOT_FWDED;
 	*e = c;
-	if (c->dest_slot == slot && c->addr == addr && c->ingress == ctx->ingress_ifindex &&
+	if (c->dest_slot == slot && c->addr == tag && c->ingress == ctx->ingress_ifindex &&
 	    now - c->stamp < XDPLB_EGRESS_TTL_NS)
 		return BPF_FIB_LKUP_RET_SUCCESS;
 	/* Route keeps the VIP in the header but goes to the real server. */
-	rc = fib_ask(ctx, p, p->key.saddr, p->key.sport, addr, port, &fib);
+	rc = fib_ask(ctx, p, af == XDPLB_AF_INET6 ? p->key6.saddr : &p->key.saddr, p->key.sport,
+		     addr, port, &fib, af);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		c->stamp = now;
 		c->dest_slot = slot;
-		c->addr = addr;
+		c->addr = tag;
 		c->ingress = ctx->ingress_ifindex;
 		c->ifindex = fib.ifindex;
 		c->mtu = fib.mtu_result ? fib.mtu_result : 0xffff;
@@ -105,21 +114,25 @@ static __always_inline int dest_egress(struct xdp_md *ctx, struct pkt *p, __u32 
  * entry yet the kernel resolves it (Masq must reach it NATed); with no
  * route the packet is passed untouched. Returns a verdict. */
 static __always_inline __u32 forward_in(struct xdp_md *ctx, struct pkt *p, const struct conn *c,
-					__u64 now)
+					__u64 now, const int af)
 {
+	const __be32 *raddr = conn_raddr(c, af);
 	struct egress *e = NULL;
 	int rc;
 
 	if (!fwd_xdp(c->fwd))
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
-	rc = dest_egress(ctx, p, c->dest_slot, c->addr, c->port, now, &e);
+	rc = dest_egress(ctx, p, c->dest_slot, raddr, c->addr, c->port, now, &e, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS && e && p->l3_len > e->mtu)
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && e && p->l3_len > e->mtu) {
+		if (af == XDPLB_AF_INET6)	/* no ICMPv6 answer yet: never sent oversize */
+			return drop(XDPLB_CNT_TOO_BIG);
 		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_IN, e->mtu, c->fwd, c->addr,
 				    c->port);
+	}
 	if (c->fwd == IP_VS_CONN_F_MASQ)
-		nat_dst(p, c->addr, c->port);
+		nat_dst(p, raddr, c->port, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !e)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
 	return transmit(ctx, p, e->ifindex, e->smac, e->dmac);
@@ -130,14 +143,15 @@ static __always_inline __u32 forward_in(struct xdp_md *ctx, struct pkt *p, const
  * entry, asked of the FIB by the first reply that finds none. Returns the
  * FIB's code. */
 static __always_inline int reply_egress(struct xdp_md *ctx, const struct pkt *p, struct conn *c,
-					const struct conn_key *ik)
+					const __be32 *vaddr, __be16 vport, const int af)
 {
 	struct bpf_fib_lookup fib = {};
 	int rc;
 
 	if (c->ifindex)
 		return BPF_FIB_LKUP_RET_SUCCESS;
-	rc = fib_ask(ctx, p, ik->daddr, ik->dport, p->key.daddr, p->key.dport, &fib);
+	rc = fib_ask(ctx, p, vaddr, vport, af == XDPLB_AF_INET6 ? p->key6.daddr : &p->key.daddr,
+		     p->key.dport, &fib, af);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		__builtin_memcpy(c->smac, fib.smac, ETH_ALEN);
 		__builtin_memcpy(c->dmac, fib.dmac, ETH_ALEN);
@@ -150,16 +164,20 @@ static __always_inline int reply_egress(struct xdp_md *ctx, const struct pkt *p,
  * virtual service and send towards the client, on the egress the entry
  * caches. Returns a verdict. */
 static __always_inline __u32 forward_out(struct xdp_md *ctx, struct pkt *p, struct conn *c,
-					 const struct conn_key *ik)
+					 const union conn_key_any *ik, const int af)
 {
-	int rc = reply_egress(ctx, p, c, ik);
+	const __be32 *vaddr = af == XDPLB_AF_INET6 ? ik->v6.daddr : &ik->v4.daddr;
+	__be16 vport = af == XDPLB_AF_INET6 ? ik->v6.dport : ik->v4.dport;
+	int rc = reply_egress(ctx, p, c, vaddr, vport, af);
 
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS && reply_too_big(ctx, p, c->ifindex))
-		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_OUT, 0, c->fwd, ik->daddr,
-				    ik->dport);
-	nat_src(p, ik->daddr, ik->dport);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && reply_too_big(ctx, p, c->ifindex)) {
+		if (af == XDPLB_AF_INET6)	/* no ICMPv6 answer yet: never sent oversize */
+			return drop(XDPLB_CNT_TOO_BIG);
+		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_OUT, 0, c->fwd, vaddr[0], vport);
+	}
+	nat_src(p, vaddr, vport, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
 	return transmit(ctx, p, c->ifindex, c->smac, c->dmac);

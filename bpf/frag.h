@@ -90,7 +90,7 @@ static __always_inline __u32 frag_note(struct xdp_md *ctx, const struct pkt *p, 
 
 	if (why != XDPLB_CNT_FWD && why != XDPLB_CNT_TO_STACK)
 		return verdict;		/* dropped or untouched: so are the rest */
-	c = conn_lookup(k, &assured);
+	c = conn_lookup(k, &assured, XDPLB_AF_INET);
 	if (!c)
 		return verdict;
 	if (out)

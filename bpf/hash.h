@@ -16,6 +16,19 @@ static __always_inline __u32 xdplb_hash_32(__u32 v, __u32 bits)
 	return (v * 0x61C88647u) >> (32 - bits);
 }
 
+/* An IPv6 address folded to 32 bits, the XOR of its words: what the
+ * kernel's sh, dh, mh and lblc hashes take of one (their addr_fold), and
+ * what rs_filter, the egress cache and a conn's addr hold. */
+static __always_inline __be32 addr_fold(const __be32 *a)
+{
+	return a[0] ^ a[1] ^ a[2] ^ a[3];
+}
+
+static __always_inline int addr6_eq(const __be32 *a, const __be32 *b)
+{
+	return !((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]));
+}
+
 /* rs_filter's bit of a (host-order) real-server address. */
 static __always_inline __u32 rs_filter_bit(__u32 addr)
 {

@@ -50,6 +50,15 @@ static __always_inline __u32 icmp_handoff(struct xdp_md *ctx, __u8 job, __u32 mt
 	return drop(XDPLB_CNT_TAIL_CALL);
 }
 
+/* A new connection finds no destination: IPVS answers port unreachable
+ * (IPv4: xdplb_icmp does; IPv6: no ICMPv6 answer yet, dropped). */
+static __always_inline __u32 no_dest(struct xdp_md *ctx, const int af)
+{
+	if (af == XDPLB_AF_INET6)
+		return drop(XDPLB_CNT_NO_DEST);
+	return icmp_handoff(ctx, XDPLB_ICMP_JOB_PORT_UNREACH, 0, 0, 0, 0);
+}
+
 /* Is reply p larger than the MTU of its egress device? The entry caches the
  * egress but has no room for its MTU (it stays 48 bytes), so the device's
  * MTU is read as it is now. */
@@ -241,12 +250,12 @@ static __always_inline __u32 icmp_job_run(struct xdp_md *ctx, struct pkt *p)
 				       : drop(XDPLB_CNT_FRAG_NEEDED);
 		if (j->fwd != IP_VS_CONN_F_MASQ)
 			return drop(XDPLB_CNT_TOO_BIG);
-		nat_dst(p, j->addr, j->port);
+		nat_dst(p, &j->addr, j->port, XDPLB_AF_INET);
 		return VERDICT(XDP_PASS, XDPLB_CNT_TOO_BIG);
 	}
 	if (j->job == XDPLB_ICMP_JOB_TOO_BIG_OUT) {
 		if (!ip_df(p->ip))
-			nat_src(p, j->addr, j->port);
+			nat_src(p, &j->addr, j->port, XDPLB_AF_INET);
 		return VERDICT(XDP_PASS, XDPLB_CNT_TOO_BIG);
 	}
 	return icmp_answer(ctx, p, XDPLB_ICMP_KIND_PORT_UNREACH, 0)

@@ -123,7 +123,7 @@ static __always_inline __u32 icmp_in(struct xdp_md *ctx, struct pkt *p, struct p
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
 	if (dest_of_conn(c))
 		stats_add(c, 0, q->l3_len);
-	rc = dest_egress(ctx, q, c->dest_slot, c->addr, c->port, now, &eg);
+	rc = dest_egress(ctx, q, c->dest_slot, &c->addr, c->addr, c->port, now, &eg, XDPLB_AF_INET);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
 	if (c->fwd == IP_VS_CONN_F_MASQ)
@@ -146,7 +146,7 @@ static __always_inline __u32 icmp_out(struct xdp_md *ctx, struct pkt *p, struct 
 				      const struct conn_key *ik)
 {
 	void *data_end = (void *)(long)ctx->data_end;
-	int rc = reply_egress(ctx, q, c, ik);
+	int rc = reply_egress(ctx, q, c, &ik->daddr, ik->dport, XDPLB_AF_INET);
 
 	if (dest_get(c->dest_slot))
 		stats_add(c, 1, q->l3_len);
@@ -188,12 +188,12 @@ static __always_inline __u32 icmp_error(struct xdp_md *ctx, struct pkt *p)
 	q.key.proto = e.qip->protocol;
 	now = now_ns();
 	if (rs_maybe(q.key.saddr)) {
-		c = conn_reply_lookup(&q, &ik, &assured);
+		c = conn_reply_lookup4(&q, &ik, &assured);
 		if (c && !conn_expired(c, now))
 			return icmp_err_sound(ctx, p, &e) ? icmp_out(ctx, p, &q, &e, c, &ik)
 							       : pass();
 	}
-	c = conn_lookup(&q.key, &assured);
+	c = conn_lookup(&q.key, &assured, XDPLB_AF_INET);
 	if (c && c->dir == XDPLB_DIR_IN && !conn_expired(c, now))
 		return icmp_err_sound(ctx, p, &e) ? icmp_in(ctx, p, &q, &e, c, now) : pass();
 	return pass();

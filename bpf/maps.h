@@ -86,7 +86,9 @@ BPF_PROG_ARRAY(new_conn, XDPLB_PROG_MAX);
 struct sched_out {
 	struct service svc;	/* a copy: the data path never writes a service */
 	__be16 svc_port;	/* the service's port (0: a port-zero service) */
-	__u16 pad;
+	__u8 new_template;	/* persistent, no live template: xdplb_conn makes one
+				 * (persist_new), out of the scheduler's program */
+	__u8 pad;
 	__u32 dest_slot;
 	__u64 least, lw, loh;	/* sched_list()'s running minimum */
 	__u64 most, mw, moh, mi;	/* lblcr: ip_vs_dest_set_max's running maximum */

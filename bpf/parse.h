@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * parse.h - bounds-checked parsing of Ethernet [+ one 802.1Q/802.1ad tag] +
- * IPv4 + TCP/UDP. Anything else, anything truncated or malformed is not
+ * IPv4 or IPv6 + TCP/UDP. Anything else, anything truncated or malformed is not
  * ours: the caller passes it to the stack untouched. IPv4 fragments of TCP
  * and UDP are told apart (frag.h handles them): the first carries the
  * ports and is parsed as a whole packet; a later one has no L4 header.
+ * IPv6 fragments (a fragment header) are not ours yet: they pass.
  */
 #ifndef XDPLB_PARSE_H
 #define XDPLB_PARSE_H
@@ -12,13 +13,22 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 
+#include "hash.h"
 #include "xdplb.h"
 
 #define XDPLB_IP_MF		0x2000
 #define XDPLB_IP_OFFSET		0x1fff
+
+/* IPv6 extension headers walked over to reach TCP/UDP: hop-by-hop,
+ * routing and destination options, at most this many. */
+#define XDPLB_NEXTHDR_HOP	0
+#define XDPLB_NEXTHDR_ROUTING	43
+#define XDPLB_NEXTHDR_DEST	60
+#define XDPLB_IPV6_EXT_MAX	4
 
 /* linux/if_vlan.h's vlan_hdr is not UAPI; this is its wire layout. */
 struct xdplb_vlan_hdr {
@@ -29,11 +39,16 @@ struct xdplb_vlan_hdr {
 /* What the rest of the data path needs to know about one frame. */
 struct pkt {
 	struct ethhdr *eth;
-	struct iphdr *ip;
+	struct iphdr *ip;	/* IPv4 (else NULL) */
+	struct ipv6hdr *ip6;	/* IPv6 (else NULL) */
 	struct udphdr *l4;	/* TCP and UDP both start with source, dest */
 	__sum16 *l4_check;	/* TCP or UDP checksum field */
-	struct conn_key key;	/* the frame's own 5-tuple */
-	__u16 l3_len;		/* IP tot_len: what IPVS counts as bytes */
+	struct conn_key key;	/* the frame's own 5-tuple; IPv6: its ports and
+				 * protocol, and its addresses folded (addr_fold),
+				 * what the schedulers' hashes and rs_filter take */
+	struct conn_key6 key6;	/* IPv6: the 5-tuple */
+	__u16 l3_len;		/* IP tot_len, IPv6 40 + payload length: what IPVS
+				 * counts as bytes */
 	__u8 tcp_flags;		/* XDPLB_TCP_* (tcp_state.h); 0 for UDP */
 };
 
@@ -55,27 +70,77 @@ static __always_inline int pkt_has_ports(int kind)
  * frame: its kind (enum pkt_kind), and p filled. NOT_OURS otherwise; then
  * p->ip is set only for an unfragmented IPv4 packet of another protocol
  * that lies inside the frame (an ICMP error may be about a connection). */
+/* The L3 header after Ethernet and at most one VLAN tag, NULL if the frame
+ * ends first; *proto: its ethertype (network order). */
+static __always_inline void *l3_header(void *data, void *data_end, __be16 *proto)
+{
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return NULL;
+	*proto = eth->h_proto;
+	if (*proto == bpf_htons(ETH_P_8021Q) || *proto == bpf_htons(ETH_P_8021AD)) {
+		struct xdplb_vlan_hdr *vh = (void *)(eth + 1);
+
+		if ((void *)(vh + 1) > data_end)
+			return NULL;
+		*proto = vh->encap_proto;
+		return vh + 1;
+	}
+	return eth + 1;
+}
+
+/* Is the frame IPv6 (xdplb_main hands it to xdplb_main6)? */
+static __always_inline int frame_is_ipv6(void *data, void *data_end)
+{
+	__be16 proto = 0;
+
+	return l3_header(data, data_end, &proto) && proto == bpf_htons(ETH_P_IPV6);
+}
+
+/* The TCP or UDP header at l4, ending by l4_end, into p (ports, flags,
+ * checksum field). Non-zero if it does not fit. */
+static __always_inline int parse_l4(void *l4, void *l4_end, void *data_end, __u8 proto,
+				    struct pkt *p)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+		__u32 doff;
+
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		doff = tcp->doff * 4;
+		if (doff < sizeof(*tcp) || l4 + doff > l4_end)
+			return -1;
+		p->key.sport = tcp->source;
+		p->key.dport = tcp->dest;
+		p->l4_check = &tcp->check;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+	} else {	/* UDP */
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > data_end || (void *)(udp + 1) > l4_end)
+			return -1;
+		p->key.sport = udp->source;
+		p->key.dport = udp->dest;
+		p->l4_check = &udp->check;
+		p->tcp_flags = 0;
+	}
+	p->l4 = l4;
+	return 0;
+}
+
 static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 {
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
 	void *l4;
-	__u16 proto, tot_len;
+	__u16 tot_len;
+	__be16 proto = 0;
 	__u32 ihl;
 
-	if ((void *)(eth + 1) > data_end)
-		return -1;
-	proto = eth->h_proto;
-	ip = (void *)(eth + 1);
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		struct xdplb_vlan_hdr *vh = (void *)(eth + 1);
-
-		if ((void *)(vh + 1) > data_end)
-			return -1;
-		proto = vh->encap_proto;
-		ip = (void *)(vh + 1);
-	}
-	if (proto != bpf_htons(ETH_P_IP))
+	ip = l3_header(data, data_end, &proto);
+	if (!ip || proto != bpf_htons(ETH_P_IP))
 		return -1;
 	if ((void *)(ip + 1) > data_end)
 		return -1;
@@ -104,34 +169,67 @@ static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 	if (ip->frag_off & bpf_htons(XDPLB_IP_OFFSET))
 		return XDPLB_PKT_LATER_FRAG;
 	l4 = (void *)ip + ihl;
-
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *tcp = l4;
-		__u32 doff;
-
-		if ((void *)(tcp + 1) > data_end)
-			return -1;
-		doff = tcp->doff * 4;
-		if (doff < sizeof(*tcp) || ihl + doff > tot_len)
-			return -1;
-		p->key.sport = tcp->source;
-		p->key.dport = tcp->dest;
-		p->l4_check = &tcp->check;
-		p->tcp_flags = ((__u8 *)tcp)[13];
-	} else {	/* UDP */
-		struct udphdr *udp = l4;
-
-		if ((void *)(udp + 1) > data_end)
-			return -1;
-		if (ihl + sizeof(*udp) > tot_len)
-			return -1;
-		p->key.sport = udp->source;
-		p->key.dport = udp->dest;
-		p->l4_check = &udp->check;
-		p->tcp_flags = 0;
-	}
-	p->l4 = l4;
+	if (parse_l4(l4, (void *)ip + tot_len, data_end, ip->protocol, p))
+		return -1;
 	return ip->frag_off & bpf_htons(XDPLB_IP_MF) ? XDPLB_PKT_FIRST_FRAG : XDPLB_PKT_WHOLE;
+}
+
+/* An IPv6 TCP/UDP packet, after at most XDPLB_IPV6_EXT_MAX hop-by-hop,
+ * routing and destination-options headers, whose headers all lie inside
+ * the frame: XDPLB_PKT_WHOLE and p filled (key with the folded addresses).
+ * NOT_OURS otherwise (fragments, ICMPv6 and neighbour discovery included);
+ * then p->ip6 is set for an ICMPv6 packet that lies inside the frame. */
+static __always_inline int parse_pkt6(void *data, void *data_end, struct pkt *p)
+{
+	struct ipv6hdr *ip6;
+	__be16 proto = 0;
+	void *end, *l4;
+	__u8 nexthdr;
+	int i;
+
+	ip6 = l3_header(data, data_end, &proto);
+	if (!ip6 || proto != bpf_htons(ETH_P_IPV6) || (void *)(ip6 + 1) > data_end)
+		return -1;
+	if (ip6->version != 6 || !ip6->payload_len)	/* 0: a jumbogram */
+		return -1;
+	end = (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len);
+	if (end > data_end)
+		return -1;
+	nexthdr = ip6->nexthdr;
+	l4 = ip6 + 1;
+	#pragma unroll
+	for (i = 0; i < XDPLB_IPV6_EXT_MAX; i++) {
+		struct ipv6_opt_hdr *eh = l4;
+
+		if (nexthdr != XDPLB_NEXTHDR_HOP && nexthdr != XDPLB_NEXTHDR_ROUTING &&
+		    nexthdr != XDPLB_NEXTHDR_DEST)
+			break;
+		if ((void *)(eh + 1) > data_end)
+			return -1;
+		nexthdr = eh->nexthdr;
+		l4 += (eh->hdrlen + 1) * 8;
+	}
+	if (nexthdr != IPPROTO_TCP && nexthdr != IPPROTO_UDP) {
+		if (nexthdr == IPPROTO_ICMPV6) {
+			p->eth = data;
+			p->ip6 = ip6;
+		}
+		return XDPLB_PKT_NOT_OURS;
+	}
+	if (l4 > end || parse_l4(l4, end, data_end, nexthdr, p))
+		return -1;
+	p->eth = data;
+	p->ip6 = ip6;
+	__builtin_memcpy(p->key6.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(p->key6.daddr, &ip6->daddr, 16);
+	p->key6.sport = p->key.sport;
+	p->key6.dport = p->key.dport;
+	p->key6.proto = nexthdr;
+	p->key.saddr = addr_fold(p->key6.saddr);
+	p->key.daddr = addr_fold(p->key6.daddr);
+	p->key.proto = nexthdr;
+	p->l3_len = end - (void *)ip6;
+	return XDPLB_PKT_WHOLE;
 }
 
 /* The kernel drops a bad IPv4 header checksum in ip_rcv, so IPVS never

@@ -49,27 +49,42 @@ static __always_inline void l4_csum_update(struct pkt *p, __u32 diff)
 	*p->l4_check = csum_apply(old, diff);
 }
 
-/* Masq, client -> real server: daddr:dport -> addr:port. */
-static __always_inline void nat_dst(struct pkt *p, __be32 addr, __be16 port)
+/* An address field (IPv4: one word; IPv6: four) rewritten to addr:
+ * returns the change's ~m + m'. An IPv6 header has no checksum of its own. */
+static __always_inline __u32 addr_rewrite(struct pkt *p, __be32 *field, const __be32 *addr,
+					  const int af)
 {
-	struct iphdr *ip = p->ip;
-	__u32 d = csum_diff4(ip->daddr, addr);
+	__u32 d = csum_diff4(field[0], addr[0]);
 
-	ip->check = csum_apply(ip->check, d);
+	if (af == XDPLB_AF_INET6) {
+		d += csum_diff4(field[1], addr[1]) + csum_diff4(field[2], addr[2]) +
+		     csum_diff4(field[3], addr[3]);
+		__builtin_memcpy(field, addr, 16);
+		return d;
+	}
+	p->ip->check = csum_apply(p->ip->check, d);
+	field[0] = addr[0];
+	return d;
+}
+
+/* Masq, client -> real server: daddr:dport -> addr:port (addr: one word for
+ * IPv4, four for IPv6; af a constant). */
+static __always_inline void nat_dst(struct pkt *p, const __be32 *addr, __be16 port, const int af)
+{
+	__be32 *field = af == XDPLB_AF_INET6 ? p->ip6->daddr.in6_u.u6_addr32 : &p->ip->daddr;
+	__u32 d = addr_rewrite(p, field, addr, af);
+
 	l4_csum_update(p, d + csum_diff2(p->key.dport, port));
-	ip->daddr = addr;
 	p->l4->dest = port;
 }
 
 /* Masq, real server -> client: saddr:sport -> addr:port. */
-static __always_inline void nat_src(struct pkt *p, __be32 addr, __be16 port)
+static __always_inline void nat_src(struct pkt *p, const __be32 *addr, __be16 port, const int af)
 {
-	struct iphdr *ip = p->ip;
-	__u32 d = csum_diff4(ip->saddr, addr);
+	__be32 *field = af == XDPLB_AF_INET6 ? p->ip6->saddr.in6_u.u6_addr32 : &p->ip->saddr;
+	__u32 d = addr_rewrite(p, field, addr, af);
 
-	ip->check = csum_apply(ip->check, d);
 	l4_csum_update(p, d + csum_diff2(p->key.sport, port));
-	ip->saddr = addr;
 	p->l4->source = port;
 }
 

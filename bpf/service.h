@@ -11,24 +11,35 @@
 #include "parse.h"
 #include "tcp_state.h"
 
+/* The service at the packet's destination address, protocol and port
+ * (af a constant: IPv4's services or IPv6's services6). */
+static __always_inline struct service *svc_at(const struct pkt *p, __be16 port, const int af)
+{
+	if (af == XDPLB_AF_INET6) {
+		struct svc_key6 sk = {};
+
+		__builtin_memcpy(sk.addr, p->key6.daddr, 16);
+		sk.port = port;
+		sk.proto = p->key.proto;
+		return services6.lookup(&sk);
+	} else {
+		struct svc_key sk = {};
+
+		sk.addr = p->key.daddr;
+		sk.port = port;
+		sk.proto = p->key.proto;
+		return services.lookup(&sk);
+	}
+}
+
 /* The service of a packet: its address and port, else a port-zero (all
  * ports) service of its address. *port: the service's port. */
-static __always_inline struct service *svc_find(const struct pkt *p, __be16 *port)
+static __always_inline struct service *svc_find(const struct pkt *p, __be16 *port, const int af)
 {
-	struct svc_key sk = {};
-	struct service *svc;
+	struct service *svc = svc_at(p, p->key.dport, af);
 
-	sk.addr = p->key.daddr;
-	sk.port = p->key.dport;
-	sk.proto = p->key.proto;
-	svc = services.lookup(&sk);
-	if (svc) {
-		*port = sk.port;
-		return svc;
-	}
-	sk.port = 0;
-	*port = 0;
-	return services.lookup(&sk);
+	*port = svc ? p->key.dport : 0;
+	return svc ? svc : svc_at(p, 0, af);
 }
 
 /* "Is this destination still valid", in two steps, each written once here.

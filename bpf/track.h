@@ -18,20 +18,21 @@
 #include "stats.h"
 #include "tcp_state.h"
 
-/* A client's packet on to its destination (Tunnel: encapsulated, by tail call). */
+/* A client's packet on to its destination (Tunnel: encapsulated, by tail
+ * call; IPv4 only: the control plane refuses IPv6 Tunnel destinations). */
 static __always_inline __u32 send_in(struct xdp_md *ctx, struct pkt *p, const struct conn *c,
-				     __u64 now)
+				     __u64 now, const int af)
 {
 	if (c->fwd == IP_VS_CONN_F_TUNNEL)
-		return tunnel_call(ctx, c);
-	return forward_in(ctx, p, c, now);
+		return af == XDPLB_AF_INET ? tunnel_call(ctx, c) : pass();
+	return forward_in(ctx, p, c, now, af);
 }
 
 /* Client -> virtual service, on a tracked connection (destination d).
  * Fields are written only when they change: an unchanged entry keeps its
  * cache line clean on every CPU that reads it. */
 static __always_inline __u32 handle_in(struct xdp_md *ctx, struct pkt *p, struct conn *c,
-				       const struct dest *d, int assured, __u64 now)
+				       const struct dest *d, int assured, __u64 now, const int af)
 {
 	__u32 slot = c->dest_slot;
 	int changed = 0, refreshed = 0;
@@ -62,18 +63,18 @@ static __always_inline __u32 handle_in(struct xdp_md *ctx, struct pkt *p, struct
 			conn_set_timeout(c, t);
 	}
 	if (conn_wants_move(p, c, assured, changed, refreshed)) {
-		moved = conn_set_assured(p, c, !assured);
+		moved = conn_set_assured(p, c, !assured, af);
 		if (moved)
 			c = moved;
 	}
 	stats_add(c, 0, p->l3_len);
-	return send_in(ctx, p, c, now);
+	return send_in(ctx, p, c, now, af);
 }
 
 /* Real server -> client: a reply on Masq connection c (key ik, found by
  * conn_reply_lookup). The state lives in the connection's one entry. */
 static __always_inline __u32 handle_out(struct xdp_md *ctx, struct pkt *p, struct conn *c,
-					const struct conn_key *ik)
+					const union conn_key_any *ik, const int af)
 {
 	__u64 now = now_ns();
 
@@ -92,7 +93,7 @@ static __always_inline __u32 handle_out(struct xdp_md *ctx, struct pkt *p, struc
 	/* ip_vs_out_stats: only while the destination is available */
 	if (dest_get(c->dest_slot))
 		stats_add(c, 1, p->l3_len);
-	return forward_out(ctx, p, c, ik);
+	return forward_out(ctx, p, c, ik, af);
 }
 
 /* A new connection to a virtual service, to the destination in slot (the
@@ -101,33 +102,36 @@ static __always_inline __u32 handle_out(struct xdp_md *ctx, struct pkt *p, struc
  * insert. */
 static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 				      const struct service *svc, __be16 svc_port, __u64 now,
-				      __u32 slot)
+				      __u32 slot, const int af)
 {
-	struct conn nc = {};
+	struct conn6 nc6 = {};
+	struct conn *nc = &nc6.c;
 	struct dest *d;
 
 	d = dest_get(slot);
 	if (!d)		/* gone since the pick */
-		return icmp_handoff(ctx, XDPLB_ICMP_JOB_PORT_UNREACH, 0, 0, 0, 0);
-	nc.fwd = d->fwd;
-	nc.dest_slot = slot;
-	nc.dest_seq = d->seq;
-	nc.svc_slot = svc->slot;
-	nc.last_seen = now;
+		return no_dest(ctx, af);
+	nc->fwd = d->fwd;
+	nc->dest_slot = slot;
+	nc->dest_seq = d->seq;
+	nc->svc_slot = svc->slot;
+	nc->last_seen = now;
 	if (p->key.proto == IPPROTO_TCP)
-		nc.state = tcp_next_state(tcp_dir_in(nc.fwd), p->tcp_flags, IP_VS_TCP_S_NONE);
-	conn_set_timeout(&nc, conn_timeout(p->key.proto, nc.state));
+		nc->state = tcp_next_state(tcp_dir_in(nc->fwd), p->tcp_flags, IP_VS_TCP_S_NONE);
+	conn_set_timeout(nc, conn_timeout(p->key.proto, nc->state));
 	/* ip_vs_sched_persist: the real port only for packets to the service
 	 * port (a port-zero service keeps the client's destination port). */
-	nc.port = (p->key.dport == svc_port && d->port) ? d->port : p->key.dport;
-	nc.addr = d->addr;
-	nc.dir = XDPLB_DIR_IN;
-	if (conns.update(&p->key, &nc))
+	nc->port = (p->key.dport == svc_port && d->port) ? d->port : p->key.dport;
+	nc->addr = d->addr;
+	if (af == XDPLB_AF_INET6)
+		__builtin_memcpy(nc6.addr6, d->addr6, 16);
+	nc->dir = XDPLB_DIR_IN;
+	if (conn_table_put(pkt_conn_key(p, af), &nc6, af, 0))
 		return drop(XDPLB_CNT_CONN_FULL);
-	dest_bind(slot, d, conn_kind(p->key.proto, nc.state));
-	stats_conn(nc.svc_slot, slot);
-	stats_add(&nc, 0, p->l3_len);
-	return send_in(ctx, p, &nc, now);
+	dest_bind(slot, d, conn_kind(p->key.proto, nc->state));
+	stats_conn(nc->svc_slot, slot);
+	stats_add(nc, 0, p->l3_len);
+	return send_in(ctx, p, nc, now, af);
 }
 
 #endif /* XDPLB_TRACK_H */

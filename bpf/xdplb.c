@@ -6,7 +6,9 @@
  * family's program (xdplb_new_*), then in xdplb_conn, which builds it;
  * a Tunnel connection's packet continues in xdplb_tunnel, an IPv4
  * fragment in xdplb_frag (frag.h), ICMP errors and the data path's own
- * ICMP answers in xdplb_icmp. Every program returns through
+ * ICMP answers in xdplb_icmp. IPv6 frames continue in xdplb_main6 and
+ * their new connections in xdplb_new6_* and xdplb_conn6: the same code
+ * compiled for af AF_INET6. Every program returns through
  * record_verdict() (stats.h).
  *
  * bcc rewrites map calls (map.lookup(...)) only in the file it compiles, so
@@ -30,14 +32,21 @@
 #include "tcp_state.h"
 #include "track.h"
 
-/* A new connection, first half: the scheduler of the service's family
- * (through the client's template if persistent) picks the destination and
- * hands it, in sched_out, to xdplb_conn. The service is xdplb_main's copy. */
-static __always_inline __u32 schedule_new(struct xdp_md *ctx, int fam)
+/* The frame's packet with ports, of family af (a constant). */
+static __always_inline int parse_af(struct xdp_md *ctx, struct pkt *p, const int af)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct conn_key tk = {};
+
+	return af == XDPLB_AF_INET6 ? parse_pkt6(data, data_end, p) : parse_pkt(data, data_end, p);
+}
+
+/* A new connection, first half: the scheduler of the service's family
+ * (through the client's template if persistent) picks the destination and
+ * hands it, in sched_out, to xdplb_conn (xdplb_conn6). The service is
+ * xdplb_main's copy. */
+static __always_inline __u32 schedule_new(struct xdp_md *ctx, int fam, const int af)
+{
 	struct sched_out *so;
 	struct service *svc;
 	struct pkt p = {};
@@ -47,84 +56,77 @@ static __always_inline __u32 schedule_new(struct xdp_md *ctx, int fam)
 	int persist;
 
 	so = sched_out.lookup(&zero);
-	if (!so || !pkt_has_ports(parse_pkt(data, data_end, &p)))
+	if (!so || !pkt_has_ports(parse_af(ctx, &p, af)))
 		return pass();
 	svc = &so->svc;
 	persist = svc->flags & IP_VS_SVC_F_PERSISTENT;
 	if (persist)
-		slot = persist_lookup(svc, &p, &tk, so->svc_port, now);
+		slot = persist_lookup(svc, &p, so->svc_port, now, af);
+	so->new_template = persist && !slot;
 	if (!slot) {
 		slot = sched_pick(svc, &p, now, fam);
 		d = slot ? dest_get(slot) : NULL;
 		if (!d)		/* IPVS answers ICMP port unreachable */
-			return icmp_handoff(ctx, XDPLB_ICMP_JOB_PORT_UNREACH, 0, 0, 0, 0);
-		if (persist)
-			persist_new(svc, &tk, d, slot, now);
+			return no_dest(ctx, af);
 	}
 	so->dest_slot = slot;
-	new_conn.call(ctx, XDPLB_PROG_CONN);
+	new_conn.call(ctx, af == XDPLB_AF_INET6 ? XDPLB_PROG_CONN6 : XDPLB_PROG_CONN);
 	return drop(XDPLB_CNT_TAIL_CALL);
 }
 
 /* The family programs: xdplb/loader.py's NEW_CONN_PROGS says which
- * scheduler runs in which. */
-int xdplb_new_ring(struct xdp_md *ctx)
-{
-	return record_verdict(schedule_new(ctx, XDPLB_FAM_RING));
-}
+ * scheduler runs in which, for IPv4 (xdplb_new_*) and IPv6 (xdplb_new6_*). */
+#define XDPLB_NEW_CONN_PROG(name, fam)							\
+	int xdplb_new_##name(struct xdp_md *ctx)					\
+	{										\
+		return record_verdict(schedule_new(ctx, fam, XDPLB_AF_INET));		\
+	}										\
+	int xdplb_new6_##name(struct xdp_md *ctx)					\
+	{										\
+		return record_verdict(schedule_new(ctx, fam, XDPLB_AF_INET6));		\
+	}
 
-int xdplb_new_list(struct xdp_md *ctx)
-{
-	return record_verdict(schedule_new(ctx, XDPLB_FAM_LIST));
-}
-
-int xdplb_new_sh(struct xdp_md *ctx)
-{
-	return record_verdict(schedule_new(ctx, XDPLB_FAM_SH));
-}
-
-int xdplb_new_dh(struct xdp_md *ctx)
-{
-	return record_verdict(schedule_new(ctx, XDPLB_FAM_DH));
-}
-
-int xdplb_new_mh(struct xdp_md *ctx)
-{
-	return record_verdict(schedule_new(ctx, XDPLB_FAM_MH));
-}
-
-int xdplb_new_lblc(struct xdp_md *ctx)
-{
-	return record_verdict(schedule_new(ctx, XDPLB_FAM_LBLC));
-}
-
-int xdplb_new_lblcr(struct xdp_md *ctx)
-{
-	return record_verdict(schedule_new(ctx, XDPLB_FAM_LBLCR));
-}
+XDPLB_NEW_CONN_PROG(ring, XDPLB_FAM_RING)
+XDPLB_NEW_CONN_PROG(list, XDPLB_FAM_LIST)
+XDPLB_NEW_CONN_PROG(sh, XDPLB_FAM_SH)
+XDPLB_NEW_CONN_PROG(dh, XDPLB_FAM_DH)
+XDPLB_NEW_CONN_PROG(mh, XDPLB_FAM_MH)
+XDPLB_NEW_CONN_PROG(lblc, XDPLB_FAM_LBLC)
+XDPLB_NEW_CONN_PROG(lblcr, XDPLB_FAM_LBLCR)
 
 /* A new connection, second half: build its entry and send (and, for a
  * first fragment, note it). */
-static __always_inline __u32 build_conn(struct xdp_md *ctx)
+static __always_inline __u32 build_conn(struct xdp_md *ctx, const int af)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct sched_out *so;
+	struct dest *d;
+	__u64 now;
 	struct pkt p = {};
 	__u32 zero = 0, verdict;
 	int kind;
 
 	so = sched_out.lookup(&zero);
-	kind = parse_pkt(data, data_end, &p);
+	kind = parse_af(ctx, &p, af);
 	if (!so || !pkt_has_ports(kind))
 		return pass();
-	verdict = conn_new(ctx, &p, &so->svc, so->svc_port, now_ns(), so->dest_slot);
+	now = now_ns();
+	if (so->new_template) {
+		d = dest_get(so->dest_slot);
+		if (d)
+			persist_new(&so->svc, &p, so->svc_port, d, so->dest_slot, now, af);
+	}
+	verdict = conn_new(ctx, &p, &so->svc, so->svc_port, now, so->dest_slot, af);
 	return frag_noted(ctx, &p, verdict, &p.key, 0, kind == XDPLB_PKT_FIRST_FRAG);
 }
 
 int xdplb_conn(struct xdp_md *ctx)
 {
-	return record_verdict(build_conn(ctx));
+	return record_verdict(build_conn(ctx, XDPLB_AF_INET));
+}
+
+int xdplb_conn6(struct xdp_md *ctx)
+{
+	return record_verdict(build_conn(ctx, XDPLB_AF_INET6));
 }
 
 /* A Tunnel connection's packet, from xdplb_main or xdplb_conn (tun_out
@@ -156,10 +158,11 @@ int xdplb_tunnel(struct xdp_md *ctx)
  * tracked connection is handled in place; a new connection to a virtual
  * service (a SYN for TCP, as IPVS: conn_schedules) goes on to its scheduler's program,
  * with the service in sched_out; anything else is passed untouched. */
-static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const int frag)
+static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const int frag,
+				     const int af)
 {
 	void *data_end = (void *)(long)ctx->data_end;
-	struct conn_key ik = {};
+	union conn_key_any ik = {};
 	struct sched_out *so;
 	struct service *svc;
 	struct dest *d;
@@ -170,32 +173,32 @@ static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const in
 	int assured;
 
 	if (rs_maybe(p->key.saddr)) {
-		c = conn_reply_lookup(p, &ik, &assured);
+		c = conn_reply_lookup(p, &ik, &assured, af);
 		if (c)
-			return frag_noted(ctx, p, handle_out(ctx, p, c, &ik), &ik, 1, frag);
+			return frag_noted(ctx, p, handle_out(ctx, p, c, &ik, af), &ik.v4, 1, frag);
 	}
-	c = conn_lookup(&p->key, &assured);
+	c = conn_lookup(pkt_conn_key(p, af), &assured, af);
 	if (c && c->dir == XDPLB_DIR_IN) {
 		d = dest_of_conn(c);
 		now = now_ns();
 		if (!conn_expired(c, now) && !conn_reuse(p, c) && !conn_nodest_expires(d))
-			return frag_noted(ctx, p, handle_in(ctx, p, c, d, assured, now),
+			return frag_noted(ctx, p, handle_in(ctx, p, c, d, assured, now, af),
 					  &p->key, 0, frag);
-		conn_expire(p, c, assured);
+		conn_expire(p, c, assured, af);
 	}
 	/* untracked, expired, reused, ended, or a template's key */
 
-	svc = svc_find(p, &port);
+	svc = svc_find(p, &port, af);
 	if (!svc || !conn_schedules(p))
 		return pass();
-	if (!ip_csum_ok(p->ip, data_end))
+	if (af == XDPLB_AF_INET && !ip_csum_ok(p->ip, data_end))
 		return pass();
 	so = sched_out.lookup(&zero);
 	if (!so)
 		return pass();
 	so->svc = *svc;
 	so->svc_port = port;
-	new_conn.call(ctx, svc->sched);
+	new_conn.call(ctx, af == XDPLB_AF_INET6 ? XDPLB_PROG_SCHED6 + svc->sched : svc->sched);
 	return drop(XDPLB_CNT_TAIL_CALL);	/* no program for this scheduler */
 }
 
@@ -234,9 +237,27 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 			new_conn.call(ctx, XDPLB_PROG_FRAG);
 		else if (p.ip && p.ip->protocol == IPPROTO_ICMP)
 			new_conn.call(ctx, XDPLB_PROG_ICMP);	/* icmp_error.h */
+		else if (!p.ip && frame_is_ipv6(data, data_end))
+			new_conn.call(ctx, XDPLB_PROG_MAIN6);
 		return pass();
 	}
-	return balance(ctx, &p, 0);
+	return balance(ctx, &p, 0, XDPLB_AF_INET);
+}
+
+/* An IPv6 frame, from xdplb_main: a TCP/UDP packet is balanced; the rest
+ * (neighbour discovery, ICMPv6, fragments) passes untouched. */
+static __always_inline __u32 classify6(struct xdp_md *ctx)
+{
+	struct pkt p = {};
+
+	if (parse_af(ctx, &p, XDPLB_AF_INET6) != XDPLB_PKT_WHOLE)
+		return pass();
+	return balance(ctx, &p, 0, XDPLB_AF_INET6);
+}
+
+int xdplb_main6(struct xdp_md *ctx)
+{
+	return record_verdict(classify6(ctx));
 }
 
 int xdplb_main(struct xdp_md *ctx)
@@ -254,7 +275,7 @@ static __always_inline __u32 fragment(struct xdp_md *ctx)
 	int kind = parse_pkt(data, data_end, &p);
 
 	if (kind == XDPLB_PKT_FIRST_FRAG)
-		return balance(ctx, &p, 1);
+		return balance(ctx, &p, 1, XDPLB_AF_INET);
 	if (kind == XDPLB_PKT_LATER_FRAG)
 		return frag_follow(ctx, &p);
 	return pass();

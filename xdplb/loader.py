@@ -39,10 +39,12 @@ NEW_CONN_PIN = "new_conn"
 _FAMILIES = {"ring": ("rr", "wrr"), "list": ("lc", "wlc", "sed", "nq", "fo", "ovf"),
              "sh": ("sh",), "dh": ("dh",), "mh": ("mh",), "lblc": ("lblc",),
              "lblcr": ("lblcr",)}
-NEW_CONN_PROGS = {**{getattr(S, "XDPLB_SCHED_" + sched.upper()): "xdplb_new_" + family
+NEW_CONN_PROGS = {**{base + getattr(S, "XDPLB_SCHED_" + sched.upper()): prefix + family
+                     for base, prefix in ((0, "xdplb_new_"), (S.XDPLB_PROG_SCHED6, "xdplb_new6_"))
                      for family, scheds in _FAMILIES.items() for sched in scheds},
                   S.XDPLB_PROG_CONN: "xdplb_conn", S.XDPLB_PROG_TUNNEL: "xdplb_tunnel",
-                  S.XDPLB_PROG_FRAG: "xdplb_frag", S.XDPLB_PROG_ICMP: "xdplb_icmp"}
+                  S.XDPLB_PROG_FRAG: "xdplb_frag", S.XDPLB_PROG_ICMP: "xdplb_icmp",
+                  S.XDPLB_PROG_MAIN6: "xdplb_main6", S.XDPLB_PROG_CONN6: "xdplb_conn6"}
 
 _LOCAL_INCLUDE = re.compile(r'\s*#\s*include\s*"([^"]+)"')
 
