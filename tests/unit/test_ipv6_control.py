@@ -19,11 +19,8 @@ from xdplb.structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_SVC_F_P
                            ConnKey6, RsKey6, SvcKey, SvcKey6)
 from xdplb.tables import fold, key_tuple, rs_filter_bit
 
-NOW = 10_000 * 10**9
-SEC = 10**9
-HEAD = ("IP Virtual Server version 1.2.1 (size=4096)\n"
-        "Prot LocalAddress:Port Scheduler Flags\n"
-        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
+from .test_control_reads import HEAD, NOW, SEC, dline
+
 V6 = (IPPROTO_TCP, "2001:db8::1", 80)
 V6U = (IPPROTO_UDP, "fd00:100::1", 53)
 V4 = (IPPROTO_TCP, "10.0.0.1", 80)
@@ -31,10 +28,6 @@ V4 = (IPPROTO_TCP, "10.0.0.1", 80)
 
 def a16(addr):
     return (C.c_uint8 * 16)(*socket.inet_pton(socket.AF_INET6, addr))
-
-
-def dline(addr, fwd, w, a=0, i=0):
-    return "  -> %-28s %-7s %-6d %-10d %-10d\n" % (addr, fwd, w, a, i)
 
 
 @pytest.fixture
