@@ -3,8 +3,8 @@ sweep that stands in for the kernel's connection timers, and `-L -c`.
 
 The data path creates, moves and expires entries (bpf/xdplb.h: conns and
 conns_assured, read as one maps.ConnTable; IPv6's conns6 and conns6_assured
-as another, whose values are a Conn and the real server's IPv6 address). It deletes an expired entry only
-when a packet finds it, and an LRU eviction tells no one, so the sweep (run
+as another, whose values are a Conn and the real server's IPv6 address). It
+deletes an expired entry only when a packet finds it, and an LRU eviction tells no one, so the sweep (run
 by every listing and by `xdplb daemon`) deletes what has expired and
 reconciles dest_conns, the live counts the schedulers read, with the table.
 The sweep is not journaled: the next one does the same again.
