@@ -17,8 +17,8 @@ from . import model
 from .model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP
 from .structs import (IP_VS_CONN_F_MASQ, XDPLB_DIR_IN, XDPLB_DIR_TEMPLATE, XDPLB_RS_SVC_MAX,
                       Conn, Conn6, ConnKey, ConnKey6, DestConns)
-from .tables import (b2a, dest_addr, family, key_tuple, rs_filter_bit, rs_key, rs_value,
-                     svc_key_of)
+from .tables import (b2a, dest_addr, family, key_tuple, netmask_of, rs_filter_bit, rs_key,
+                     rs_value, svc_key_of)
 
 _CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
 NS = 1_000_000_000
@@ -113,7 +113,7 @@ def _client_mask(key, entry):
     """A persistent service's client mask as an integer: IPv4's netmask, or
     an IPv6 service's prefix length made a 128-bit mask."""
     if family(key[1]) == AF_INET6:
-        plen = int.from_bytes(bytes(entry.netmask), "little")
+        plen = netmask_of(entry, AF_INET6)
         return ((1 << 128) - 1) ^ ((1 << (128 - min(plen, 128))) - 1)
     return int.from_bytes(bytes(entry.netmask), "big")
 
