@@ -22,7 +22,7 @@ from .ipvsopts import (CMD_ADD, CMD_ADDDEST, CMD_DEL, CMD_DELDEST, CMD_EDIT, CMD
                        CMD_RESTORE, CMD_SAVE, CMD_STARTDAEMON, CMD_STOPDAEMON, CMD_TIMEOUT,
                        CMD_ZERO, INT_MAX, O, TUN_TYPE_IDS, Cmd, Exit, checked, fail,
                        tryhelp_exit)
-from .model import (AF_INET, DEF_SCHED, IPPROTO_TCP, IPPROTO_UDP, Destination, Service,
+from .model import (AF_INET, AF_INET6, DEF_SCHED, IPPROTO_TCP, IPPROTO_UDP, Destination, Service,
                     XdplbError)
 from .structs import IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ
 from .tables import Tables
@@ -65,9 +65,10 @@ def _key(ce):
     return (ce.svc.proto, ce.svc.addr, ce.svc.port)
 
 
-def _plain_v4(ce):
+def _plain(ce):
     """Could this service exist in xdplb at all?"""
-    return not ce.fwmark and ce.svc.af == AF_INET and ce.svc.proto in (IPPROTO_TCP, IPPROTO_UDP)
+    return not ce.fwmark and ce.svc.af in (AF_INET, AF_INET6) and \
+        ce.svc.proto in (IPPROTO_TCP, IPPROTO_UDP)
 
 
 def _op(c):
@@ -87,18 +88,18 @@ def _op(c):
     if cmd == CMD_ADD:
         return _add_service(_service(c))
     if cmd == CMD_EDIT:
-        if not _plain_v4(c):
+        if not _plain(c):
             model.check_service_kind(c.svc.af or AF_INET, c.svc.proto, c.fwmark)
             raise XdplbError(model.E_NO_SERVICE)
         return config.edit_service, (_service(c),)
     if cmd == CMD_ZERO and O["service-address"] not in c.options:
         return config.zero, ()
     if cmd in (CMD_DEL, CMD_ZERO):
-        if not _plain_v4(c):
+        if not _plain(c):
             raise XdplbError(model.E_NO_SERVICE)
         return (config.delete_service if cmd == CMD_DEL else config.zero), (_key(c),)
     # destinations
-    if not _plain_v4(c):
+    if not _plain(c):
         raise XdplbError(model.E_SVC_NOT_DEFINED)
     if cmd == CMD_DELDEST:
         return config.delete_dest, (_key(c), c.dest.addr, c.dest.port)
@@ -160,7 +161,7 @@ def _list(c, ctx):
         return 0
     if O["service-address"] in o:
         ctl = ctx.control()
-        if ctl is None or not _plain_v4(c):
+        if ctl is None or not _plain(c):
             raise XdplbError(model.E_NO_SERVICE, 1)
         ctl.services(_key(c), counts=False)   # refuses a missing service before the sweep
         ctl.sweep()

@@ -11,8 +11,10 @@ sees it, and writes the net result through a journal transaction
 
 The contract of the maps (bpf/xdplb.h):
 
-* services: SvcKey -> SvcEntry (slot = lowest free slot, seq = creation order);
-* dests: slot -> DestEntry (slot 0 unused, flags == 0 means free, seq = order
+* services / services6: SvcKey / SvcKey6 -> SvcEntry, one per family (slot
+  = lowest slot free in both, seq = creation order across both);
+* dests: slot -> DestEntry, both families (an IPv6 one: af, addr6, and its
+  fold in addr; slot 0 unused, flags == 0 means free, seq = order
   of insertion, never reused; a service's list, newest first as the kernel
   keeps it, starts at svc_dests' d[0] and follows DestEntry.next);
 * sched_ring / sched_pos: the schedule as a ring of dest slots (xdplb/sched.py),
@@ -20,7 +22,7 @@ The contract of the maps (bpf/xdplb.h):
   service (Tables.write orders the writes);
 * svc_dests: the first XDPLB_LIST_MAX of the list, for the list schedulers;
 * alloc: the bookkeeping (last dest seq, slot bounds, ring entries in use);
-* rs_table / rs_filter: IPVS's real-server table, for masquerading
+* rs_table(6) / rs_filter: IPVS's real-server table, for masquerading
   destinations: each real server addr:port (port 0 for a port-zero
   service's or a port-zero destination) -> the services it serves, newest
   first, which a reply needs to find its connection; the filter's bit of
@@ -35,13 +37,14 @@ import socket
 
 from . import model
 from . import sched as S
-from .model import (AF_INET, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E_SVC_EXISTS,
+from .model import (AF_INET6, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E_SVC_EXISTS,
                     E_SVC_NOT_DEFINED, XdplbError)
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNEL,
                       XDPLB_DEST_F_AVAILABLE, XDPLB_LIST_MAX, XDPLB_RING_GEN_BIT,
-                      XDPLB_RS_SVC_MAX, XDPLB_TMO_UDP, Alloc, DestEntry, RsSvcs, SchedPos, SvcEntry, SvcKey,
+                      XDPLB_RS_SVC_MAX, XDPLB_TMO_UDP, Alloc, DestEntry, SchedPos, SvcEntry,
                       packer)
-from .tables import BREAK, Plan, a2b, copy, key_tuple, rs_filter_bit, rs_key, svc_key
+from .tables import (BREAK, Plan, a2b, copy, dest_addr, fold, key_tuple, netmask_field,
+                     rs_filter_bit, rs_key, rs_map, rs_value, svc_key, svc_key_of)
 
 _dest_entry = packer(DestEntry)   # (-R makes 10^5 of them)
 
@@ -72,8 +75,17 @@ def _primed(dest):
 
 
 def _dest_id(addr, port):
-    """A destination's address bytes and network-order port, as DestEntry has them."""
-    return socket.inet_aton(addr), socket.htons(port)
+    """A destination's own address bytes (4, or 16 for IPv6) and network-order
+    port: what identifies it in its service (tables.dest_addr)."""
+    return bytes(a2b(addr)), socket.htons(port)
+
+
+def _addr_fields(addr):
+    """DestEntry's addr, addr6 and af of a destination's address bytes: an
+    IPv6 one keeps its fold where IPv4's address is (bpf/xdplb.h)."""
+    if len(addr) == 16:
+        return fold(addr), addr, AF_INET6
+    return addr, bytes(16), model.AF_INET
 
 
 def _sched_fields(name):
@@ -190,30 +202,32 @@ def _switch(t, plan, alloc, key, entry, name, dlist, state, meta, **fields):
 # --- services -------------------------------------------------------------------------
 
 def add_service(t, svc):
-    if svc.af == AF_INET and not svc.fwmark and t.service(svc.key) is not None:
+    if not svc.fwmark and t.service(svc.key) is not None:
         raise XdplbError(E_SVC_EXISTS)
     model.check_service(svc)
     slot = t.free_svc_slot()
     if slot is None:
         raise table_full("services", t.max_services)
+    if svc.af == AF_INET6 and t.svc_count(AF_INET6) >= t.max_services6:
+        raise table_full("IPv6 services", t.max_services6)
     state = S.init_state(svc.sched, [])
     plan = Plan()
     plan.zero("svc_stats", slot)
     plan.put("sched_pos", slot, SchedPos(0))
     plan.service(svc.key, SvcEntry(slot=slot, seq=t.next_svc_seq(), flags=svc.flags,
-                                   timeout=svc.timeout, netmask=a2b(svc.netmask),
+                                   timeout=svc.timeout, netmask=netmask_field(svc),
                                    sched_cl=state.cl, sched_cw=state.cw,
                                    **_sched_fields(svc.sched)), dlist=[])
     return plan
 
 
 def edit_service(t, svc):
-    if svc.af != AF_INET or svc.fwmark or t.service(svc.key) is None:
+    if svc.fwmark or t.service(svc.key) is None:
         model.check_service_kind(svc.af, svc.proto, svc.fwmark)
         raise XdplbError(E_NO_SERVICE)
     model.check_service(svc)
     entry = t.service(svc.key)
-    fields = dict(flags=svc.flags, timeout=svc.timeout, netmask=a2b(svc.netmask))
+    fields = dict(flags=svc.flags, timeout=svc.timeout, netmask=netmask_field(svc))
     plan = Plan()
     if model.SCHED_IDS[svc.sched] == entry.sched:
         new = copy(entry)
@@ -231,18 +245,10 @@ def edit_service(t, svc):
 
 # --- the real-server table ---------------------------------------------------------
 
-def _rs_svcs(t, k):
-    """[SvcKey bytes] rs_table has (or the plans so far leave) under k."""
-    v = t.current("rs_table", k)
+def _rs_svcs(t, name, k):
+    """[SvcKey(6) bytes] rs_table(6) has (or the plans so far leave) under k."""
+    v = t.current(name, k)
     return [] if v is None else [bytes(v.svc[i]) for i in range(min(v.n, XDPLB_RS_SVC_MAX))]
-
-
-def _rs_value(svcs):
-    v = RsSvcs()
-    v.n = len(svcs)
-    for i, sk in enumerate(svcs):
-        C.memmove(C.byref(v.svc[i]), sk, len(sk))
-    return v
 
 
 def rs_join(t, plan, svc_k, addr, port):
@@ -251,9 +257,9 @@ def rs_join(t, plan, svc_k, addr, port):
     before the destination can be scheduled (MAKE). Services that left the
     entry (whose destination went, while its connections lived on:
     conns.prune_real_servers) make room when it is full."""
-    k = rs_key(svc_k, addr, port)
+    k, name = rs_key(svc_k, addr, port), rs_map(addr)
     sk = bytes(svc_key(*svc_k))
-    svcs = _rs_svcs(t, k)
+    svcs = _rs_svcs(t, name, k)
     if sk in svcs:      # a port-zero service's second port of one address
         return
     if len(svcs) >= XDPLB_RS_SVC_MAX:
@@ -261,7 +267,7 @@ def rs_join(t, plan, svc_k, addr, port):
     if len(svcs) >= XDPLB_RS_SVC_MAX:
         raise XdplbError(f"{E_ENOMEM}: a masquerading real server (address and port) can serve "
                          f"at most {XDPLB_RS_SVC_MAX} virtual services in xdplb")
-    plan.put("rs_table", k, _rs_value([sk] + svcs))
+    plan.put(name, k, rs_value([sk] + svcs))
     bit = rs_filter_bit(addr)
     word = t.current("rs_filter", bit >> 6)
     word = 0 if word is None else word.value
@@ -271,10 +277,10 @@ def rs_join(t, plan, svc_k, addr, port):
 
 def _rs_serves(t, sk, k):
     """Service sk (SvcKey bytes) has a masquerading destination under rs key k."""
-    svc_k = key_tuple(SvcKey.from_buffer_copy(sk))
+    svc_k = key_tuple(svc_key_of(sk))
     entry = t.service(svc_k)
     return entry is not None and any(
-        d.fwd == IP_VS_CONN_F_MASQ and rs_key(svc_k, bytes(d.addr), d.port) == k
+        d.fwd == IP_VS_CONN_F_MASQ and rs_key(svc_k, dest_addr(d), d.port) == k
         for _, d in t.dests_of(entry.slot))
 
 
@@ -368,7 +374,7 @@ def add_dests(t, svc_k, dests):
     plan, results, added, sched = Plan(), [], set(), None
     for dest in dests:
         try:
-            model.check_dest(dest)
+            model.check_dest(dest, model.family(key[1]))
             port = dest_port(key[2], dest)
             ident = _dest_id(dest.addr, port)
             if ident in added or t.find_dest(entry.slot, *ident) is not None:
@@ -381,8 +387,9 @@ def add_dests(t, svc_k, dests):
                 rs_join(t, joined, key, *ident)
             after = [(slot, dest.weight)] + dlist
             after_state = S.on_add(name, after, state)
-            after_meta = None if meta is None else {
-                **meta, slot: (int.from_bytes(ident[0], "big"), port, dest.weight)}
+            after_meta = None if meta is None else {   # (mh hashes an IPv6 address's fold)
+                **meta, slot: (int.from_bytes(_addr_fields(ident[0])[0], "big"), port,
+                               dest.weight)}
             after_sched = plan_schedule(t, used, name, after, after_state, after_meta)
         except XdplbError as e:
             results.append(e)
@@ -393,10 +400,11 @@ def add_dests(t, svc_k, dests):
         alloc.dest_top, alloc.dest_free = max(alloc.dest_top, slot), slot + 1
         plan.zero("dest_stats", slot)
         plan.zero("dest_conns", slot)
+        addr, addr6, af = _addr_fields(ident[0])
         plan.put("dests", slot, _dest_entry(
-            ident[0], ident[1], dest.fwd, XDPLB_DEST_F_AVAILABLE, entry.slot, seq, dest.weight,
+            addr, ident[1], dest.fwd, XDPLB_DEST_F_AVAILABLE, entry.slot, seq, dest.weight,
             dest.u_threshold, dest.l_threshold, dest.weight, dlist[0][0] if dlist else 0,
-            *_tun_fields(dest)))
+            *_tun_fields(dest), addr6, af, bytes(3)))
         added.add(ident)
         dlist, state, meta, sched = after, after_state, after_meta, after_sched
         if _primed(dest):
@@ -411,7 +419,7 @@ def add_dests(t, svc_k, dests):
 
 def edit_dest(t, svc_k, dest):
     entry, ds = _service_of(t, svc_k)
-    model.check_dest(dest)
+    model.check_dest(dest, model.family(svc_k[1]))
     slot = t.find_dest(entry.slot, *_dest_id(dest.addr, dest_port(svc_k[2], dest)))
     if slot is None:
         raise XdplbError(E_NO_DEST)
@@ -428,7 +436,7 @@ def edit_dest(t, svc_k, dest):
     plan = Plan()
     plan.put("dests", slot, new)
     if new.fwd == IP_VS_CONN_F_MASQ:
-        rs_join(t, plan, tuple(svc_k), bytes(old.addr), old.port)
+        rs_join(t, plan, tuple(svc_k), dest_addr(old), old.port)
     # Editing clears OVERLOAD when u_threshold goes to 0 or up.
     if not dest.u_threshold or dest.u_threshold > old.u_threshold:
         dc = t.current("dest_conns", slot)

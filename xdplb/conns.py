@@ -2,8 +2,9 @@
 sweep that stands in for the kernel's connection timers, and `-L -c`.
 
 The data path creates, moves and expires entries (bpf/xdplb.h: conns and
-conns_assured, read as one maps.ConnTable). It deletes an expired entry only
-when a packet finds it, and an LRU eviction tells no one, so the sweep (run
+conns_assured, read as one maps.ConnTable; IPv6's conns6 and conns6_assured
+as another, whose values are a Conn and the real server's IPv6 address). It
+deletes an expired entry only when a packet finds it, and an LRU eviction tells no one, so the sweep (run
 by every listing and by `xdplb daemon`) deletes what has expired and
 reconciles dest_conns, the live counts the schedulers read, with the table.
 The sweep is not journaled: the next one does the same again.
@@ -13,10 +14,11 @@ import socket
 import time
 
 from . import model
-from .model import AF_INET, IPPROTO_TCP, IPPROTO_UDP
+from .model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP
 from .structs import (IP_VS_CONN_F_MASQ, XDPLB_DIR_IN, XDPLB_DIR_TEMPLATE, XDPLB_RS_SVC_MAX,
-                      Conn, ConnKey, DestConns, RsSvcs)
-from .tables import b2a, key_tuple, rs_filter_bit, rs_key
+                      Conn, Conn6, ConnKey, ConnKey6, DestConns)
+from .tables import (b2a, dest_addr, family, key_tuple, netmask_of, rs_filter_bit, rs_key,
+                     rs_value, svc_key_of)
 
 _CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
 NS = 1_000_000_000
@@ -40,22 +42,46 @@ def conn_timeout(proto, state, c=None):
     return model.TCP_TIMEOUTS[0]
 
 
-def live_entries(table, dests, now=None):
-    """[(ConnKey, Conn, alive)] of every entry (a connection or a template);
-    alive is False past its timeout or when its destination is gone (dests:
-    {slot: DestEntry})."""
+class Entry:
+    """One entry of a connection table: its key (ConnKey or ConnKey6), its
+    value as stored (Conn, or Conn6), c the Conn in it, the real server's
+    address bytes (4 or 16), and whether it is alive."""
+
+    __slots__ = ("table", "k", "value", "c", "addr", "alive")
+
+    def __init__(self, table, k, value, alive=True):
+        self.table, self.k, self.value = table, k, value
+        self.c = value.c if isinstance(value, Conn6) else value
+        self.addr = bytes(value.addr6) if isinstance(value, Conn6) else bytes(value.addr)
+        self.alive = alive
+
+    @property
+    def af(self):
+        return AF_INET6 if isinstance(self.value, Conn6) else AF_INET
+
+    def put(self):
+        """Write the entry back (its c changed) where it lives."""
+        self.table.put(self.k, self.value)
+
+
+def live_entries(st, dests, now=None):
+    """[Entry] of every entry of both families' tables (a connection or a
+    template); alive is False past its timeout or when its destination is
+    gone (dests: {slot: DestEntry})."""
     now = now_ns() if now is None else now
     out = []
-    for kb, vb in table.raw_items():
-        c = Conn.from_buffer_copy(vb)
-        k = ConnKey.from_buffer_copy(kb)
-        alive = c.last_seen != 0 and (   # 0: expired by the data path
-            now - c.last_seen <= conn_timeout(k.proto, c.state, c) * NS)
-        d = dests.get(c.dest_slot)
-        if d is None or d.svc_slot != c.svc_slot or (c.dest_seq and c.dest_seq != d.seq) \
-                or (c.dir == XDPLB_DIR_IN and bytes(d.addr) != bytes(c.addr)):
-            alive = False
-        out.append((k, c, alive))
+    for table, key_type, value_type in ((st.conn_table, ConnKey, Conn),
+                                        (st.conn_table6, ConnKey6, Conn6)):
+        for kb, vb in table.raw_items():
+            e = Entry(table, key_type.from_buffer_copy(kb), value_type.from_buffer_copy(vb))
+            c = e.c
+            e.alive = c.last_seen != 0 and (   # 0: expired by the data path
+                now - c.last_seen <= conn_timeout(e.k.proto, c.state, c) * NS)
+            d = dests.get(c.dest_slot)
+            if d is None or d.svc_slot != c.svc_slot or (c.dest_seq and c.dest_seq != d.seq) \
+                    or (c.dir == XDPLB_DIR_IN and dest_addr(d) != e.addr):
+                e.alive = False
+            out.append(e)
     return out
 
 
@@ -63,8 +89,9 @@ def counts(entries):
     """{dest slot: [active, inactive, persist]} of the live entries, as IPVS
     counts them."""
     out = {}
-    for k, c, alive in entries:
-        if not alive:
+    for e in entries:
+        k, c = e.k, e.c
+        if not e.alive:
             continue
         ac = out.setdefault(c.dest_slot, [0, 0, 0])
         if c.dir == XDPLB_DIR_TEMPLATE:
@@ -82,6 +109,15 @@ def _controls(k, svc_mask, clients):
     return any((int.from_bytes(bytes(a), "big") & svc_mask) == net for a in clients)
 
 
+def _client_mask(key, entry):
+    """A persistent service's client mask as an integer: IPv4's netmask, or
+    an IPv6 service's prefix length made a 128-bit mask."""
+    if family(key[1]) == AF_INET6:
+        plen = netmask_of(entry, AF_INET6)
+        return ((1 << 128) - 1) ^ ((1 << (128 - min(plen, 128))) - 1)
+    return int.from_bytes(bytes(entry.netmask), "big")
+
+
 def sweep(st, dests, svcs):
     """What the kernel's connection timers do: delete every expired entry,
     keep a template alive while connections it controls live (re-armed 60 s,
@@ -90,36 +126,38 @@ def sweep(st, dests, svcs):
     below the lower threshold) and rs_table match what still needs it.
     dests: {slot: DestEntry}; svcs: {service key tuple: SvcEntry}. The
     caller holds the state lock. Returns the number of entries deleted."""
-    masks = {e.slot: int.from_bytes(bytes(e.netmask), "big") for e in svcs.values()}
-    table = st.conn_table
+    masks = {e.slot: _client_mask(k, e) for k, e in svcs.items()}
     now = now_ns()
-    entries = live_entries(table, dests, now)
+    entries = live_entries(st, dests, now)
     controlled = {}
-    for k, c, alive in entries:
-        if alive and c.dir == XDPLB_DIR_IN:
-            controlled.setdefault((c.svc_slot, c.dest_slot), []).append(k.saddr)
+    for e in entries:
+        if e.alive and e.c.dir == XDPLB_DIR_IN:
+            controlled.setdefault((e.c.svc_slot, e.c.dest_slot), []).append(e.k.saddr)
     deleted = 0
     keep = []
-    for k, c, alive in entries:
-        if not alive and c.dir == XDPLB_DIR_TEMPLATE and c.last_seen and \
+    for e in entries:
+        c = e.c
+        if not e.alive and c.dir == XDPLB_DIR_TEMPLATE and c.last_seen and \
                 (c.svc_slot, c.dest_slot) in controlled and c.svc_slot in masks and \
-                _controls(k, masks[c.svc_slot], controlled[(c.svc_slot, c.dest_slot)]):
+                _controls(e.k, masks[c.svc_slot], controlled[(c.svc_slot, c.dest_slot)]):
             c.last_seen = now - max(c.timeout - 60, 0) * NS
-            table.put(k, c)
-            keep.append((k, c, True))
-        elif alive:
-            keep.append((k, c, alive))
+            e.put()
+            e.alive = True
+            keep.append(e)
+        elif e.alive:
+            keep.append(e)
         else:
-            table.delete(k)
+            e.table.delete(e.k)
             deleted += 1
     _reconcile(st.dest_conns, dests, counts(keep))
-    prune_real_servers(st.rs_table, dests, svcs, keep)
-    rebuild_rs_filter(st.rs_filter, st.rs_table)
+    rs_tables = (st.rs_table, st.rs_table6)
+    prune_real_servers(rs_tables, dests, svcs, keep)
+    rebuild_rs_filter(st.rs_filter, rs_tables)
     return deleted
 
 
-def prune_real_servers(rs_table, dests, svcs, entries):
-    """Take each service out of the rs_table entries where neither one of
+def prune_real_servers(rs_tables, dests, svcs, entries):
+    """Take each service out of the rs_table(6) entries where neither one of
     its masquerading destinations nor a live Masq connection of it needs it
     any more: a removed (or no longer -m) destination's service stays there
     while its connections live, so their replies are still un-NATed."""
@@ -128,25 +166,25 @@ def prune_real_servers(rs_table, dests, svcs, entries):
     for d in dests.values():
         k = by_slot.get(d.svc_slot)
         if k is not None and d.fwd == IP_VS_CONN_F_MASQ:
-            need.add((rs_key(k, bytes(d.addr), d.port), d.svc_slot))
-    for k, c, alive in entries:
+            need.add((rs_key(k, dest_addr(d), d.port), d.svc_slot))
+    for e in entries:
+        c = e.c
         svc_k = by_slot.get(c.svc_slot)
-        if alive and svc_k is not None and c.dir == XDPLB_DIR_IN and c.fwd == IP_VS_CONN_F_MASQ:
-            need.add((rs_key(svc_k, bytes(c.addr), c.port), c.svc_slot))
-    for kb, vb in rs_table.raw_items():
-        v = RsSvcs.from_buffer_copy(vb)
-        listed = [v.svc[i] for i in range(min(v.n, XDPLB_RS_SVC_MAX))]
-        kept = [s for s in listed
-                if (kb, getattr(svcs.get(key_tuple(s)), "slot", None)) in need]
-        if len(kept) == len(listed):
-            continue
-        if not kept:
-            rs_table.delete(kb)
-            continue
-        out = RsSvcs(n=len(kept))
-        for i, s in enumerate(kept):
-            out.svc[i] = s
-        rs_table.put(kb, out)
+        if e.alive and svc_k is not None and c.dir == XDPLB_DIR_IN and \
+                c.fwd == IP_VS_CONN_F_MASQ:
+            need.add((rs_key(svc_k, e.addr, c.port), c.svc_slot))
+    for rs_table in rs_tables:
+        for kb, vb in rs_table.raw_items():
+            v = rs_table.value_type.from_buffer_copy(vb)
+            listed = [bytes(v.svc[i]) for i in range(min(v.n, XDPLB_RS_SVC_MAX))]
+            kept = [s for s in listed
+                    if (kb, getattr(svcs.get(key_tuple(svc_key_of(s))), "slot", None)) in need]
+            if len(kept) == len(listed):
+                continue
+            if not kept:
+                rs_table.delete(kb)
+                continue
+            rs_table.put(kb, rs_value(kept))
 
 
 def _reconcile(dest_conns, dests, want_counts):
@@ -173,8 +211,9 @@ def listing(entries, now=None):
     included (client port 0, state NONE, as /proc/net/ip_vs_conn shows them)."""
     now = now_ns() if now is None else now
     out = []
-    for k, c, alive in entries:
-        if not alive:
+    for e in entries:
+        k, c = e.k, e.c
+        if not e.alive:
             continue
         tmo = conn_timeout(k.proto, c.state, c)
         age = (now - c.last_seen) // NS
@@ -186,17 +225,17 @@ def listing(entries, now=None):
         else:
             sname = (model.TCP_STATE_NAMES[c.state]
                      if c.state < len(model.TCP_STATE_NAMES) else "NONE")
-        out.append((pname, AF_INET, b2a(k.saddr), socket.ntohs(k.sport), b2a(k.daddr),
-                    socket.ntohs(k.dport), b2a(c.addr), socket.ntohs(c.port), sname,
+        out.append((pname, e.af, b2a(k.saddr), socket.ntohs(k.sport), b2a(k.daddr),
+                    socket.ntohs(k.dport), b2a(e.addr), socket.ntohs(c.port), sname,
                     max(tmo - age, 0), "", ""))
     return out
 
 
-def rebuild_rs_filter(rs_filter, rs_table):
-    """Clear rs_filter's bits no rs_table entry has any more (the data path
-    only reads the filter, and rs_join sets a bit before its entry)."""
+def rebuild_rs_filter(rs_filter, rs_tables):
+    """Clear rs_filter's bits no rs_table(6) entry has any more (the data
+    path only reads the filter, and rs_join sets a bit before its entry)."""
     want = {}
-    for kb in rs_table.keys():
+    for kb in (k for rs_table in rs_tables for k in rs_table.keys()):
         bit = rs_filter_bit(bytes(kb.addr))
         want[bit >> 6] = want.get(bit >> 6, 0) | 1 << (bit & 63)
     for kb, vb in rs_filter.raw_items():

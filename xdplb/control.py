@@ -26,14 +26,16 @@ import time
 from . import config, conns, estimator, ipvsfmt, journal, loader, maps, model
 from . import state as statemod
 from .model import E_NO_SERVICE, Destination, Service, Stats, XdplbError
-from .tables import Tables, b2a
+from .tables import Tables, b2a, dest_addr, netmask_of
 
 
 def prime_neighbour(addr):
     """Make the kernel resolve a DR real server's MAC (one empty UDP datagram
-    to its discard port from a throwaway socket); errors are ignored."""
+    to its discard port from a throwaway socket: IPv6 neighbour discovery
+    for an IPv6 server); errors are ignored."""
+    af = socket.AF_INET6 if model.family(addr) == model.AF_INET6 else socket.AF_INET
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with socket.socket(af, socket.SOCK_DGRAM) as s:
             s.setblocking(False)
             s.sendto(b"", (addr, 9))
     except OSError:
@@ -197,17 +199,18 @@ class Control:
         cc = {}
         if counts:
             dests = {s: d for ds in by_svc.values() for s, d in ds}
-            cc = conns.counts(conns.live_entries(self.st.conn_table, dests))
+            cc = conns.counts(conns.live_entries(self.st, dests))
         out = []
         for (proto, addr, port), c in sorted(found.items(), key=lambda kv: kv[1].seq):
+            af = model.family(addr)
             svc = Service(proto=proto, addr=addr, port=port, sched=model.SCHED_NAMES.get(
-                c.sched, "?"), flags=c.flags, timeout=c.timeout, netmask=b2a(c.netmask),
-                slot=c.slot, seq=c.seq)
+                c.sched, "?"), flags=c.flags, timeout=c.timeout, netmask=netmask_of(c, af),
+                af=af, slot=c.slot, seq=c.seq)
             if stats or rate:
                 svc.stats = estimator.counters(self.st.svc_stats, c.slot)
             for slot, d in by_svc.get(c.slot, ()):
                 a, i, pc = cc.get(slot, (0, 0, 0))
-                dst = Destination(addr=b2a(d.addr), port=socket.ntohs(d.port), fwd=d.fwd,
+                dst = Destination(addr=b2a(dest_addr(d)), port=socket.ntohs(d.port), fwd=d.fwd,
                                   weight=d.weight, u_threshold=d.u_threshold,
                                   l_threshold=d.l_threshold, active=a, inactive=i,
                                   persist=pc, slot=slot, seq=d.seq, tun_type=d.tun_type,
@@ -251,7 +254,7 @@ class Control:
 
     def conn_counts(self):
         """{dest slot: [active, inactive, persist]} from the connection table."""
-        return conns.counts(conns.live_entries(self.st.conn_table, Tables(self.st).every_dest()))
+        return conns.counts(conns.live_entries(self.st, Tables(self.st).every_dest()))
 
     def sweep(self):
         """Expire connection entries and reconcile the live counts (conns.sweep);
@@ -264,7 +267,7 @@ class Control:
         """Rows of `-L -c` (ipvsfmt.conn_listing)."""
         now = conns.now_ns()
         dests = Tables(self.st).every_dest()
-        return conns.listing(conns.live_entries(self.st.conn_table, dests, now), now)
+        return conns.listing(conns.live_entries(self.st, dests, now), now)
 
     def snapshot(self):
         """Every non-zero entry of every pinned map (tests use it to prove that a

@@ -261,6 +261,14 @@ def healthcheck_metrics(path, now=None):
         yield fam
 
 
+def node_address(addr):
+    """An address as node_exporter labels it: what Go's net.IP.String() makes
+    of the address it parsed from /proc/net/ip_vs (IPv6 compressed as RFC
+    5952 writes it; a v4-mapped IPv6 address in dotted decimal)."""
+    ip = ipaddress.ip_address(addr)
+    return str(getattr(ip, "ipv4_mapped", None) or ip)
+
+
 def node_ipvs_metrics(services, retired):
     """node_exporter's IPVS metrics: totals (the live services' counters plus
     what deleted ones counted: retired) and per backend gauges."""
@@ -272,9 +280,9 @@ def node_ipvs_metrics(services, retired):
                 for name, field, help_text in NODE_BACKEND]
     for svc in services:
         for d in svc.dests:
-            labels = [str(ipaddress.ip_address(svc.addr)), "", str(svc.port),
+            labels = [node_address(svc.addr), "", str(svc.port),
                       PROTO_NAMES.get(svc.proto, str(svc.proto)),
-                      str(ipaddress.ip_address(d.addr)), str(d.port)]
+                      node_address(d.addr), str(d.port)]
             for field, fam in families:
                 fam.add_metric(labels, getattr(d, field))
     for _, fam in families:

@@ -168,8 +168,8 @@ def parse_service(buf, svc):
             return 0
         buf, portp = inner, rest[1:]
     try:
-        socket.inet_pton(socket.AF_INET6, buf)
-        svc.addr, svc.af, svc.netmask = buf, AF_INET6, 128
+        raw = socket.inet_pton(socket.AF_INET6, buf)   # (written as inet_ntop would)
+        svc.addr, svc.af, svc.netmask = socket.inet_ntop(socket.AF_INET6, raw), AF_INET6, 128
     except (OSError, ValueError, UnicodeError):
         host, sep, port = buf.rpartition(":")
         if sep:

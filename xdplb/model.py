@@ -2,8 +2,8 @@
 
 These are plain data (no maps): ipvsfmt renders them, control.py converts
 them to and from the pinned maps, adm.py builds them from the command line.
-Addresses are text (dotted quad, or IPv6 text for rendering foreign data);
-ports are host-order ints.
+Addresses are text (dotted quad, or IPv6 text as inet_ntop writes it: the
+family follows from the text unless given); ports are host-order ints.
 """
 import socket
 from collections import namedtuple
@@ -80,14 +80,20 @@ class _Plain:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
+def family(addr):
+    """The address family of an address's text."""
+    return AF_INET6 if ":" in addr else AF_INET
+
+
 class Destination(_Plain):
     """A real server of a service (port host order), with what listings show."""
 
     def __init__(self, addr, port, fwd=IP_VS_CONN_F_DROUTE, weight=1, u_threshold=0,
-                 l_threshold=0, af=AF_INET, active=0, inactive=0, persist=0, stats=Stats(),
+                 l_threshold=0, af=None, active=0, inactive=0, persist=0, stats=Stats(),
                  rate=Stats(), tun_type=0, tun_port=0, tun_flags=0, slot=0, seq=0):
         self.addr, self.port, self.fwd, self.weight = addr, port, fwd, weight
-        self.u_threshold, self.l_threshold, self.af = u_threshold, l_threshold, af
+        self.u_threshold, self.l_threshold = u_threshold, l_threshold
+        self.af = family(addr) if af is None else af
         self.active, self.inactive, self.persist = active, inactive, persist
         self.stats, self.rate = stats, rate
         self.tun_type, self.tun_port, self.tun_flags = tun_type, tun_port, tun_flags
@@ -96,13 +102,17 @@ class Destination(_Plain):
 
 class Service(_Plain):
     """A virtual service (port host order; netmask a dotted quad, or an IPv6
-    prefix length), with its destinations and what listings show."""
+    prefix length: all ones, or 128, unless given), with its destinations and
+    what listings show."""
 
     def __init__(self, proto, addr, port, sched=DEF_SCHED, flags=0, timeout=0,
-                 netmask="255.255.255.255", af=AF_INET, fwmark=0, pe="", dests=None,
+                 netmask=None, af=None, fwmark=0, pe="", dests=None,
                  stats=Stats(), rate=Stats(), slot=0, seq=0):
         self.proto, self.addr, self.port, self.sched = proto, addr, port, sched
-        self.flags, self.timeout, self.netmask, self.af = flags, timeout, netmask, af
+        self.af = family(addr) if af is None else af
+        if netmask is None:
+            netmask = 128 if self.af == AF_INET6 else "255.255.255.255"
+        self.flags, self.timeout, self.netmask = flags, timeout, netmask
         self.fwmark, self.pe = fwmark, pe
         self.dests = [] if dests is None else dests
         self.stats, self.rate, self.slot, self.seq = stats, rate, slot, seq
@@ -136,9 +146,10 @@ E_EINVAL = "Invalid operation.  Possibly wrong module version, address not unica
 E_ENOMEM = "Memory allocation problem"
 E_NO_DAEMON = "No daemon is running"
 
-SUPPORTED = ("xdplb supports TCP and UDP IPv4 services with every ipvsadm scheduler "
-             "and -m (masquerading), -g (direct routing) or -i (tunnelling: ipip, gue) "
-             "servers")
+SUPPORTED = ("xdplb supports TCP and UDP services, IPv4 and IPv6, with every ipvsadm "
+             "scheduler and -m (masquerading) or -g (direct routing) servers, and IPv4 -i "
+             "(tunnelling: ipip, gue) servers")
+E_FAMILY = "Different address family is allowed only for tunneling servers"
 E_FWMARK = ("xdplb: firewall-mark services (-f) cannot work with xdplb: the XDP data path "
             "sees packets before the kernel builds a socket buffer, so there is no packet "
             "mark (set by iptables/nftables) to match; use -t or -u services")
@@ -161,8 +172,8 @@ def check_service_kind(af, proto, fwmark):
     """Refuse the kinds of virtual service the data path does not handle."""
     if fwmark:
         raise XdplbError(E_FWMARK)
-    if af != AF_INET:
-        raise unsupported("IPv6 services are")
+    if af not in (AF_INET, AF_INET6):
+        raise unsupported(f"address family {af} is")
     if proto == IPPROTO_SCTP:
         raise unsupported("SCTP services are")
     if proto not in (IPPROTO_TCP, IPPROTO_UDP):
@@ -182,6 +193,10 @@ def check_service(svc):
         raise unsupported("persistence engines (--pe) are")
     if svc.flags & IP_VS_SVC_F_ONEPACKET:
         raise unsupported("one-packet scheduling (-o) is")
+    if svc.af == AF_INET6:
+        if not isinstance(svc.netmask, int) or not 1 <= svc.netmask <= 128:
+            raise XdplbError(E_EINVAL)
+        return
     try:
         socket.inet_aton(svc.netmask)
     except (OSError, TypeError):
@@ -189,17 +204,34 @@ def check_service(svc):
 
 
 def is_unicast(addr):
-    """What inet_addr_type() would not call broadcast, zeronet or multicast."""
+    """IPv4: what inet_addr_type() would not call broadcast, zeronet or
+    multicast. IPv6: what ipv6_addr_type() calls unicast and not link-local
+    (so not multicast ff00::/8, link-local fe80::/10, v4-mapped
+    ::ffff:0:0/96 or ::)."""
+    if family(addr) == AF_INET6:
+        b = socket.inet_pton(socket.AF_INET6, addr)
+        return not (b[0] == 0xff or (b[0] == 0xfe and b[1] & 0xc0 == 0x80)
+                    or b[:12] == bytes(10) + b"\xff\xff" or b == bytes(16))
     b = socket.inet_aton(addr)
     return not (b[0] == 0 or b == b"\xff\xff\xff\xff" or 224 <= b[0] <= 239)
 
 
-def check_dest(dest):
-    """The kernel's checks on -a/-e (ERANGE, EINVAL), then xdplb's limits."""
+def check_family(svc_af, dest):
+    """A real server of the other family than its service: ipvsadm's refusal
+    unless it tunnels; xdplb tunnels IPv4 in IPv4 only so far."""
+    if dest.fwd != IP_VS_CONN_F_TUNNEL:
+        if dest.af != svc_af:
+            raise XdplbError(E_FAMILY, 2)
+    elif AF_INET6 in (svc_af, dest.af):
+        raise unsupported("IPv6 tunnels and mixed-family tunnels (-i with IPv6) are")
+
+
+def check_dest(dest, svc_af=AF_INET):
+    """The kernel's checks on -a/-e of a real server of a service of family
+    svc_af (ERANGE, EINVAL), then xdplb's limits."""
+    check_family(svc_af, dest)
     if dest.weight < 0 or dest.l_threshold > dest.u_threshold:
         raise XdplbError(E_ERANGE)
-    if dest.af != AF_INET:
-        raise unsupported("IPv6 real servers are")
     if not is_unicast(dest.addr):
         raise XdplbError(E_EINVAL)
     if dest.fwd == IP_VS_CONN_F_TUNNEL and dest.tun_type == IP_VS_CONN_F_TUNNEL_TYPE_GRE:

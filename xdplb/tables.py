@@ -32,47 +32,123 @@ import ctypes as C
 import socket
 
 from .sched import hash_32
-from .structs import (XDPLB_LIST_MAX, XDPLB_MAX_DESTS, XDPLB_MAX_RING, XDPLB_MAX_SERVICES,
-                      XDPLB_RING_GEN_BIT, XDPLB_RS_FILTER_BITS, Alloc, DestEntry, RsKey, SvcDests,
-                      SvcEntry, SvcKey)
+import sys
+
+from .structs import (XDPLB_AF_INET, XDPLB_AF_INET6, XDPLB_LIST_MAX, XDPLB_MAX_DESTS,
+                      XDPLB_MAX_RING, XDPLB_MAX_SERVICES, XDPLB_MAX_SERVICES6, XDPLB_RING_GEN_BIT,
+                      XDPLB_RS_FILTER_BITS, Alloc, DestEntry, RsKey, RsKey6, RsSvcs, RsSvcs6,
+                      SvcDests, SvcEntry, SvcKey, SvcKey6)
 
 MAKE, SWITCH, BREAK = 0, 1, 2
 PUT, ZERO, DEL, RAW = 0, 1, 2, 3   # RAW: packed keys and u32 values (ring entries)
 # The order maps are written in within a phase: destinations before the rings
 # and lists that name them.
 MAP_ORDER = ("alloc", "sysctl", "timeouts", "dest_stats", "dest_conns", "rs_filter", "rs_table",
-             "dests", "svc_stats",
-             "sched_pos", "svc_dests", "sched_ring", "services", "lblc")
+             "rs_table6", "dests", "svc_stats",
+             "sched_pos", "svc_dests", "sched_ring", "services", "services6", "lblc")
+RS_TABLES = ("rs_table", "rs_table6")
 
 assert array.array("I").itemsize == 4   # ring keys and values are packed as u32
 
 
+def family(addr):
+    """The address family of an address's text (the model's addresses are
+    dotted quads or IPv6 text)."""
+    return XDPLB_AF_INET6 if ":" in addr else XDPLB_AF_INET
+
+
 def a2b(addr):
-    """Dotted quad -> the 4 address bytes of a mirror."""
-    return (C.c_uint8 * 4)(*socket.inet_aton(addr))
+    """Address text -> the 4 or 16 address bytes of a mirror."""
+    af = family(addr)
+    raw = socket.inet_pton(socket.AF_INET6 if af == XDPLB_AF_INET6 else socket.AF_INET, addr)
+    return (C.c_uint8 * len(raw))(*raw)
 
 
 def b2a(b):
-    return socket.inet_ntoa(bytes(b))
+    """4 or 16 address bytes -> text (IPv6 compressed, as inet_ntop writes it)."""
+    b = bytes(b)
+    return socket.inet_ntop(socket.AF_INET6 if len(b) == 16 else socket.AF_INET, b)
+
+
+def fold(addr6):
+    """The 4 bytes standing for an IPv6 address where IPv4's are kept (a
+    destination's addr, a connection's addr, the rs_filter bit): the XOR of
+    its four 32-bit words, as bpf/hash.h's addr_fold and the kernel's mh."""
+    b = bytes(addr6)
+    return (int.from_bytes(b[0:4], "big") ^ int.from_bytes(b[4:8], "big")
+            ^ int.from_bytes(b[8:12], "big") ^ int.from_bytes(b[12:16], "big")).to_bytes(4, "big")
+
+
+def dest_addr(d):
+    """A DestEntry's (or Conn6's) own address bytes: 16 for IPv6, else 4."""
+    return bytes(d.addr6) if d.af == XDPLB_AF_INET6 else bytes(d.addr)
+
+
+def netmask_field(svc):
+    """SvcEntry.netmask of a model.Service: the IPv4 mask's bytes, or an IPv6
+    service's prefix length as a host-order integer (bpf/xdplb.h)."""
+    if svc.af == XDPLB_AF_INET6:
+        return (C.c_uint8 * 4)(*int(svc.netmask).to_bytes(4, sys.byteorder))
+    return a2b(svc.netmask)
+
+
+def netmask_of(entry, af):
+    """The model's netmask of a SvcEntry: dotted quad, or IPv6 prefix length."""
+    if af == XDPLB_AF_INET6:
+        return int.from_bytes(bytes(entry.netmask), sys.byteorder)
+    return b2a(entry.netmask)
 
 
 def svc_key(proto, addr, port):
-    return SvcKey(a2b(addr), socket.htons(port), proto, 0)
+    """The services (IPv4) or services6 key of a model service key."""
+    return (SvcKey6 if family(addr) == XDPLB_AF_INET6 else SvcKey)(
+        a2b(addr), socket.htons(port), proto, 0)
+
+
+def svc_map(key):
+    """The map a service key (proto, addr, port) lives in."""
+    return "services6" if family(key[1]) == XDPLB_AF_INET6 else "services"
+
+
+def svc_key_of(raw):
+    """SvcKey or SvcKey6 from its bytes (rs_table's values name services)."""
+    return (SvcKey6 if len(raw) == C.sizeof(SvcKey6) else SvcKey).from_buffer_copy(raw)
+
+
+def rs_map(addr):
+    """The real-server table of an address (bytes): rs_table or rs_table6."""
+    return "rs_table6" if len(addr) == 16 else "rs_table"
+
+
+def rs_value(svcs):
+    """rs_table(6)'s value naming services [SvcKey(6) bytes], newest first."""
+    v = (RsSvcs6 if svcs and len(svcs[0]) == C.sizeof(SvcKey6) else RsSvcs)()
+    v.n = len(svcs)
+    for i, sk in enumerate(svcs):
+        C.memmove(C.byref(v.svc[i]), sk, len(sk))
+    return v
 
 
 def rs_filter_bit(addr):
-    """rs_filter's bit of an address (bytes): bpf/hash.h's rs_filter_bit."""
+    """rs_filter's bit of an address (bytes): bpf/hash.h's rs_filter_bit,
+    of an IPv6 address's fold."""
+    if len(addr) == 16:
+        addr = fold(addr)
     return hash_32(int.from_bytes(addr, "big"), XDPLB_RS_FILTER_BITS)
 
 
 def rs_key(svc_k, addr, port):
-    """The rs_table key of a masquerading destination (address bytes,
+    """The rs_table(6) key of a masquerading destination (address bytes,
     network-order port) of service svc_k = (proto, addr, port): a reply
     comes from the real port, the client's destination port when the
     service or the destination has port 0."""
-    return bytes(RsKey((C.c_uint8 * 4)(*addr), port if svc_k[2] and port else 0, svc_k[0], 0))
+    key = RsKey6 if len(addr) == 16 else RsKey
+    return bytes(key((C.c_uint8 * len(addr))(*addr), port if svc_k[2] and port else 0,
+                     svc_k[0], 0))
+
+
 def key_tuple(k):
-    """SvcKey -> (proto, addr, port), the model's service key."""
+    """SvcKey or SvcKey6 -> (proto, addr, port), the model's service key."""
     return (k.proto, b2a(k.addr), socket.ntohs(k.port))
 
 
@@ -163,15 +239,18 @@ class Tables:
         self.maps = maps
         if maps is None:
             self.max_services, self.max_dests = XDPLB_MAX_SERVICES, XDPLB_MAX_DESTS
-            self.max_ring = XDPLB_MAX_RING
+            self.max_services6, self.max_ring = XDPLB_MAX_SERVICES6, XDPLB_MAX_RING
         else:   # the pinned maps' own sizes: a state compiled with -D overrides differs
             self.max_services = maps.services.max_entries
+            self.max_services6 = maps.services6.max_entries
             self.max_dests = maps.dests.max_entries
             self.max_ring = maps.sched_ring.max_entries
+        # Both families' services: their slots (svc_stats, sched_pos, svc_dests,
+        # ...) and creation order are one space.
         self.svc = {}             # service key -> SvcEntry, None when absent
         self.all_svcs = False     # every service is in self.svc
         self._used_slots = self._next_slot = self._top_seq = None   # (with all_svcs)
-        self._count = 0
+        self._count = {XDPLB_AF_INET: 0, XDPLB_AF_INET6: 0}
         self.dest = {}            # slot -> DestEntry, None when free
         self.all_dests = False
         self.lists = {}           # service slot -> [(dest slot, weight)], newest first
@@ -215,25 +294,28 @@ class Tables:
             pass
         if self.all_svcs:
             return None
-        entry = self.svc[key] = self._get("services", svc_key(*key))
+        entry = self.svc[key] = self._get(svc_map(key), svc_key(*key))
         return entry
 
     def _load_services(self):
         if self.all_svcs:
             return
-        if self.maps is not None:
-            m = self.maps.services
+        for name, mirror in (("services", SvcKey), ("services6", SvcKey6)):
+            if self.maps is None:
+                break
+            m = getattr(self.maps, name)
             ksz, vsz = m.key_size, m.value_size
             for kraw, vraw, n in m.raw_chunks():
                 for i in range(n):
-                    key = key_tuple(SvcKey.from_buffer_copy(kraw, i * ksz))
+                    key = key_tuple(mirror.from_buffer_copy(kraw, i * ksz))
                     if key not in self.svc:
                         self.svc[key] = SvcEntry.from_buffer_copy(vraw, i * vsz)
         self.all_svcs = True
-        live = [e for e in self.svc.values() if e is not None]
-        self._used_slots = {e.slot for e in live}
-        self._count = len(live)
-        self._top_seq = max((e.seq for e in live), default=0)
+        live = {k: e for k, e in self.svc.items() if e is not None}
+        self._used_slots = {e.slot for e in live.values()}
+        for af in self._count:
+            self._count[af] = sum(family(k[1]) == af for k in live)
+        self._top_seq = max((e.seq for e in live.values()), default=0)
         self._next_slot = 0
 
     def services(self):
@@ -241,9 +323,11 @@ class Tables:
         self._load_services()
         return {k: e for k, e in self.svc.items() if e is not None}
 
-    def svc_count(self):
+    def svc_count(self, af):
+        """How many services of a family there are (each family's map has
+        its own size)."""
         self._load_services()
-        return self._count
+        return self._count[af]
 
     def free_svc_slot(self):
         """The lowest free service slot, or None."""
@@ -284,7 +368,7 @@ class Tables:
                 if d is None:
                     break
                 dlist.append((slot, d.weight))
-                self._at[(svc_slot, bytes(d.addr), d.port)] = slot
+                self._at[(svc_slot, dest_addr(d), d.port)] = slot
                 slot = d.next
             self.lists[svc_slot] = dlist
         return dlist
@@ -295,8 +379,8 @@ class Tables:
         return [(s, dest[s]) for s, _ in self.dlist(svc_slot)]
 
     def find_dest(self, svc_slot, addr, port):
-        """The slot of a service's destination (address bytes, network-order
-        port), or None (after dlist(svc_slot))."""
+        """The slot of a service's destination (address bytes: 4 or 16;
+        network-order port), or None (after dlist(svc_slot))."""
         return self._at.get((svc_slot, addr, port))
 
     def every_dest(self):
@@ -351,7 +435,7 @@ class Tables:
         rings = self._rings(seg, plan)
         if seg.broken and any(w[0] == MAKE and (w[1], w[2]) in seg.broken for w in plan.writes) \
                 or seg.shared and any(w[0] == BREAK and w[2] in seg.shared for w in plan.writes
-                                      if w[1] == "rs_table") \
+                                      if w[1] in RS_TABLES) \
                 or seg.svcs and rings[2] > self.max_ring:
             seg = _Segment()
             self.segments.append(seg)
@@ -363,7 +447,7 @@ class Tables:
             kinds[name].add(phase * 4 + kind)
             if phase == BREAK:
                 seg.broken.add((name, key))
-            elif name == "rs_table":
+            elif name in RS_TABLES:
                 seg.shared.add(key)
             if name == "dests":
                 self._set_dest(key, value if kind == PUT else None)
@@ -405,12 +489,12 @@ class Tables:
     def _set_dest(self, slot, d):
         old = self.dest.get(slot)
         if old is not None:
-            self._at.pop((old.svc_slot, bytes(old.addr), old.port), None)
+            self._at.pop((old.svc_slot, dest_addr(old), old.port), None)
         if d is not None and not d.flags:
             d = None
         self.dest[slot] = d
         if d is not None:
-            self._at[(d.svc_slot, bytes(d.addr), d.port)] = slot
+            self._at[(d.svc_slot, dest_addr(d), d.port)] = slot
 
     def _set_service(self, key, old, new):
         self.svc[key] = new
@@ -421,13 +505,13 @@ class Tables:
         if not self.all_svcs or old is not None and new is not None and old.slot == new.slot:
             return
         if old is not None:
-            self._count -= 1
+            self._count[family(key[1])] -= 1
             self._used_slots.discard(old.slot)
             self._next_slot = min(self._next_slot, old.slot)
             if old.seq == self._top_seq:
                 self._top_seq = None    # recomputed when asked
         if new is not None:
-            self._count += 1
+            self._count[family(key[1])] += 1
             self._used_slots.add(new.slot)
             if self._top_seq is not None:
                 self._top_seq = max(self._top_seq, new.seq)
@@ -464,10 +548,10 @@ def _add(out, phase, name, kind, key, value=None):
 def _svc_writes(key, ch, out, detours):
     """The writes of one service's change within a segment."""
     orig, entry, ring = ch.orig, ch.entry, ch.ring
-    skey = bytes(svc_key(*key))
+    skey, smap = bytes(svc_key(*key)), svc_map(key)
     if entry is None:
         if orig is not None:
-            _add(out, SWITCH, "services", DEL, skey)
+            _add(out, SWITCH, smap, DEL, skey)
             _ring_delete(out, orig)
             _add(out, BREAK, "svc_dests", ZERO, orig.slot)
         return
@@ -489,7 +573,7 @@ def _svc_writes(key, ch, out, detours):
                  array.array("I", ring.entries).tobytes())
         if orig is not None:
             _ring_delete(out, orig)
-    _add(out, SWITCH, "services", PUT, skey, entry)
+    _add(out, SWITCH, smap, PUT, skey, entry)
     if orig is not None and orig.slot != entry.slot:
         _add(out, BREAK, "svc_dests", ZERO, orig.slot)
 

@@ -245,7 +245,7 @@ def map_declarations(bpf_dir=loader.BPF_DIR):
 
 class FakeState:
     """What Control, the journal and the sweep use of state.State: one fake
-    per map of maps.MAPS (same attribute names), conn_table, folder,
+    per map of maps.MAPS (same attribute names), conn_table(6), folder,
     readonly, prog_fd (-1: there is no program) and close().
 
     sizes overrides max_entries by map name, as a state compiled with -D
@@ -263,6 +263,7 @@ class FakeState:
             setattr(self, name, fake(kind, sizes.get(name, max_entries), key_type, value_type,
                                      name, readonly=readonly, **kw))
         self.conn_table = maps.ConnTable(self.conns, self.conns_assured)
+        self.conn_table6 = maps.ConnTable(self.conns6, self.conns6_assured)
 
     def close(self):
         """Nothing to close (State.close closes the fds)."""

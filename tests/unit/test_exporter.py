@@ -127,6 +127,20 @@ def test_node_exporter_ipvs_metrics_exactly():
         f"node_ipvs_backend_weight{be_udp} 0.0"])
 
 
+def test_node_exporter_labels_of_ipv6():
+    """node_exporter reads IPv6 fully expanded from /proc/net/ip_vs and labels
+    it as Go prints a parsed address: compressed, a v4-mapped one dotted."""
+    svc = Service(IPPROTO_TCP, "2001:db8::1", 80, sched="rr")
+    svc.dests = [Destination("2001:db8:80::2", 8080, weight=1, active=1)]
+    mapped = Service(IPPROTO_TCP, "::ffff:10.0.0.9", 80, sched="rr")
+    mapped.dests = [Destination("fd00::5", 80, weight=2)]
+    text = exposition(list(exporter.node_ipvs_metrics([svc, mapped], Stats())))
+    assert ('node_ipvs_backend_weight{local_address="2001:db8::1",local_mark="",local_port="80",'
+            'proto="TCP",remote_address="2001:db8:80::2",remote_port="8080"} 1.0\n') in text
+    assert ('node_ipvs_backend_weight{local_address="10.0.0.9",local_mark="",local_port="80",'
+            'proto="TCP",remote_address="fd00::5",remote_port="80"} 2.0\n') in text
+
+
 def test_the_grafana_dashboard_uses_only_served_metrics():
     """docs/grafana-xdplb.json: valid JSON, both families of metrics, and no
     name the exporter does not serve (a renamed metric breaks this test)."""

@@ -33,6 +33,24 @@ def vs_text(body, rs_body="", header="10.0.0.1 80"):
             f"    real_server 10.1.0.1 80 {{\n{rs_body}\n    }}\n}}\n")
 
 
+def test_ipv6_virtual_and_real_servers(tmp_path):
+    """keepalived's `virtual_server 2001:db8::1 80 {`: addresses as inet_ntop
+    writes them, persistence_granularity a prefix length (128 by default)."""
+    f = tmp_path / "keepalived.conf"
+    f.write_text("virtual_server 2001:DB8:0::1 80 {\n lb_kind DR\n persistence_timeout 60\n"
+                 " persistence_granularity 64\n"
+                 " real_server 2001:db8:80::2 80 {\n  TCP_CHECK {\n   connect_ip fd00::9\n  }\n"
+                 " }\n}\nvirtual_server fd00:100::1 53 {\n protocol UDP\n"
+                 " real_server fd00:80::5 53 {\n }\n}\n")
+    web, dns = conf.parse(str(f)).virtual_servers
+    assert (web.endpoints, web.name, web.timeout, web.netmask) == \
+        ((("2001:db8::1", 80),), "[2001:db8::1]:80", 60, 64)
+    assert web.real_servers[0].addr == "2001:db8:80::2"
+    [svc] = web.services()
+    assert (svc.af, svc.addr, svc.netmask) == (model.AF_INET6, "2001:db8::1", 64)
+    assert dns.services()[0].netmask == 128 and dns.real_servers[0].addr == "fd00:80::5"
+
+
 def test_every_keyword():
     cfg = conf.parse(path("every_keyword.conf"))
     where = lambda n: lexer.Where(path("every_keyword.conf"), n)  # noqa: E731
@@ -144,7 +162,8 @@ def test_bad_files_name_file_and_line(name, message):
     (vs_text("lb_algo twos"), "(keepalived.conf: Line 2) xdplb: scheduler 'twos' is not"),
     (vs_text("protocol SCTP"), "(keepalived.conf: Line 2) xdplb: SCTP services are not"),
     (vs_text("protocol ICMP"), "(keepalived.conf: Line 2) Unknown protocol ICMP - ignoring"),
-    (vs_text("", header="fe80::1 80"), "(keepalived.conf: Line 1) xdplb: IPv6 services are"),
+    (vs_text("persistence_granularity 129", header="2001:db8::1 80"),
+     "(keepalived.conf: Line 2) Invalid IPv6 persistence_granularity specified - 129"),
     (vs_text("delay_loop -1"), "(keepalived.conf: Line 2) virtual server delay_loop '-1' "
      "invalid - ignoring"),
     (vs_text("", "weight 70000"), "(keepalived.conf: Line 4) Real server weight 70000 is "

@@ -11,9 +11,9 @@ from xdplb.structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_LOCALNODE, IP_VS_CO
                            IP_VS_CONN_F_TUNNEL_TYPE_GUE, IP_VS_SVC_F_ONEPACKET,
                            IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM)
 
-NOT_YET = ("not supported yet (xdplb supports TCP and UDP IPv4 services with every ipvsadm "
-           "scheduler and -m (masquerading), -g (direct routing) or -i (tunnelling: ipip, gue) "
-           "servers)")
+NOT_YET = ("not supported yet (xdplb supports TCP and UDP services, IPv4 and IPv6, with every "
+           "ipvsadm scheduler and -m (masquerading) or -g (direct routing) servers, and IPv4 -i "
+           "(tunnelling: ipip, gue) servers)")
 
 
 def refusal(check, obj):
@@ -43,7 +43,8 @@ def test_every_scheduler_but_twos_runs():
 @pytest.mark.parametrize("kw,message", [
     (dict(pe="foo"), "Scheduler or persistence engine not found"),
     (dict(pe="sip"), "xdplb: persistence engines (--pe) are " + NOT_YET),
-    (dict(af=AF_INET6, addr="2001:db8::1"), "xdplb: IPv6 services are " + NOT_YET),
+    (dict(addr="2001:db8::1", netmask=0), model.E_EINVAL),
+    (dict(addr="2001:db8::1", netmask=129), model.E_EINVAL),
     (dict(proto=IPPROTO_SCTP), "xdplb: SCTP services are " + NOT_YET),
     (dict(proto=1), "xdplb: protocol 1 is " + NOT_YET),
     (dict(proto=IPPROTO_UDP, flags=IP_VS_SVC_F_ONEPACKET),
@@ -73,7 +74,11 @@ def test_service_checks_come_in_the_kernels_order():
 @pytest.mark.parametrize("kw,message", [
     (dict(weight=-1), "Numerical result out of range"),
     (dict(u_threshold=5, l_threshold=6), "Numerical result out of range"),
-    (dict(af=AF_INET6, addr="2001:db8::2"), "xdplb: IPv6 real servers are " + NOT_YET),
+    (dict(addr="ff02::1"), model.E_EINVAL),
+    (dict(addr="fe80::1"), model.E_EINVAL),
+    (dict(addr="febf::1"), model.E_EINVAL),
+    (dict(addr="::ffff:10.1.0.1"), model.E_EINVAL),
+    (dict(addr="::"), model.E_EINVAL),
     (dict(addr="0.1.2.3"), model.E_EINVAL),
     (dict(addr="224.0.0.1"), model.E_EINVAL),
     (dict(addr="239.255.255.255"), model.E_EINVAL),
@@ -83,7 +88,47 @@ def test_service_checks_come_in_the_kernels_order():
     (dict(fwd=IP_VS_CONN_F_LOCALNODE), "xdplb: this forwarding method is " + NOT_YET),
 ])
 def test_server_refusals(kw, message):
-    assert refusal(model.check_dest, dest(**kw)) == (message, 255)
+    """(Each of a service of its own family.)"""
+    assert refusal(lambda d: model.check_dest(d, d.af), dest(**kw)) == (message, 255)
+
+
+def test_ipv6_services_and_their_addresses():
+    """IPv6 TCP and UDP services are taken, their netmask a prefix length
+    (128 unless given); a service's address is not checked, as the kernel
+    does not check it."""
+    for kw in (dict(addr="2001:db8::1"), dict(addr="2001:db8::1", proto=IPPROTO_UDP),
+               dict(addr="fe80::1"), dict(addr="::ffff:1.2.3.4"),
+               dict(addr="fd00::1", netmask=64), dict(addr="fd00::1", netmask=1)):
+        model.check_service(svc(**kw))
+    assert (svc(addr="2001:db8::1").af, svc(addr="2001:db8::1").netmask) == (AF_INET6, 128)
+    assert (svc().af, svc().netmask) == (model.AF_INET, "255.255.255.255")
+
+
+def test_ipv6_servers_taken():
+    """Unicast IPv6 real servers, -m and -g; loopback, site-local and
+    v4-compatible addresses are unicast to the kernel too."""
+    for kw in (dict(fwd=IP_VS_CONN_F_MASQ), dict(fwd=IP_VS_CONN_F_DROUTE)):
+        for addr in ("2001:db8::2", "fd00:80::5", "::1", "fec0::1", "fe00::1", "::10.1.0.1"):
+            model.check_dest(dest(addr=addr, **kw), AF_INET6)
+    assert dest(addr="2001:db8::2").af == AF_INET6
+
+
+def test_other_family_servers():
+    """Another family than the service's: ipvsadm's own refusal (exit 2)
+    unless it tunnels; tunnels with IPv6 on either side are not run yet."""
+    family = ("Different address family is allowed only for tunneling servers", 2)
+    v6_tunnel = ("xdplb: IPv6 tunnels and mixed-family tunnels (-i with IPv6) are " + NOT_YET,
+                 255)
+    for svc_af, addr in ((model.AF_INET, "2001:db8::2"), (AF_INET6, "10.1.0.1")):
+        for fwd in (IP_VS_CONN_F_MASQ, IP_VS_CONN_F_DROUTE):
+            assert refusal(lambda d: model.check_dest(d, svc_af), dest(addr=addr, fwd=fwd)) \
+                == family
+        assert refusal(lambda d: model.check_dest(d, svc_af),
+                       dest(addr=addr, fwd=IP_VS_CONN_F_TUNNEL)) == v6_tunnel
+    assert refusal(lambda d: model.check_dest(d, AF_INET6),
+                   dest(addr="2001:db8::2", fwd=IP_VS_CONN_F_TUNNEL)) == v6_tunnel
+    # the family comes first, as ipvsadm refuses before the kernel sees it
+    assert refusal(lambda d: model.check_dest(d, AF_INET6), dest(weight=-1)) == family
 
 
 def test_servers_taken():

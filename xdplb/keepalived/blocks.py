@@ -61,11 +61,15 @@ def _ipv4(text, what):
     try:
         return str(ipaddress.IPv4Address(text))
     except ValueError:
-        try:
-            ipaddress.IPv6Address(text)
-        except ValueError:
-            raise _Bad(what) from None
-        raise _Bad(model.unsupported("IPv6 services are").message) from None
+        raise _Bad(what) from None
+
+
+def _address(text, what):
+    """An IPv4 or IPv6 address, IPv6 written as inet_ntop would."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise _Bad(what) from None
 
 
 def _port(text, what):
@@ -80,7 +84,7 @@ def _endpoint(args, what):
     """(addr, port) of `IP [PORT]`, with keepalived's error words."""
     addr, port = args[0], args[1] if len(args) > 1 else None
     shown = f"{addr}/{port}" if port is not None else addr
-    return _ipv4(addr, what.format(shown)), _port(port, what.format(shown))
+    return _address(addr, what.format(shown)), _port(port, what.format(shown))
 
 
 BLOCK_KEYWORDS = frozenset(("real_server", "url", *CHECKERS))
@@ -152,7 +156,9 @@ class VsDraft:
         self.defaults.delay_loop = DEFAULT_DELAY_LOOP
         self.defaults.alpha = self.defaults.inhibit = False
         self.proto, self.sched, self.flags = IPPROTO_TCP, model.DEF_SCHED, 0
-        self.timeout, self.netmask, self.fwd = 0, "255.255.255.255", IP_VS_CONN_F_MASQ
+        v6 = any(":" in a for a, _ in endpoints)
+        self.timeout, self.fwd = 0, IP_VS_CONN_F_MASQ
+        self.netmask = 128 if v6 else "255.255.255.255"   # (an IPv6 one: a prefix length)
         self.quorum, self.hysteresis, self.omega, self.weight = 1, 0, False, 1
         self.sorry, self.sorry_inhibit, self.rs = None, False, []
 
@@ -197,8 +203,12 @@ class VsDraft:
         self.flags |= IP_VS_SVC_F_PERSISTENT
 
     def granularity(self, s):
-        what = f"Invalid IPv4 persistence_granularity specified - {' '.join(s.args)}"
-        self.netmask = _ipv4(s.args[0] if s.args else "", what)
+        if isinstance(self.netmask, int):
+            self.netmask = _uint(s, 1, 128, "Invalid IPv6 persistence_granularity "
+                                            "specified - {}")
+        else:
+            what = f"Invalid IPv4 persistence_granularity specified - {' '.join(s.args)}"
+            self.netmask = _ipv4(s.args[0] if s.args else "", what)
         if not self.flags & IP_VS_SVC_F_PERSISTENT:
             self.timeout = model.IPVS_SVC_PERSISTENT_TIMEOUT
             self.flags |= IP_VS_SVC_F_PERSISTENT
@@ -359,12 +369,12 @@ class CheckDraft:
         if self.kind != "MISC_CHECK":
             h["connect_timeout"] = lambda s: self.set("connect_timeout", _timer(
                 s, "connect_timeout {} invalid - ignoring"))
-            h["connect_ip"] = lambda s: self.set("addr", _ipv4(
+            h["connect_ip"] = lambda s: self.set("addr", _address(
                 s.args[0] if s.args else "", f"Invalid connect_ip address {' '.join(s.args)}"
                 " - ignoring"))
             h["connect_port"] = lambda s: self.set("port", _uint(
                 s, 1, 65535, "Invalid checker connect_port '{}'"))
-            h["bindto"] = lambda s: self.set("bindto", _ipv4(
+            h["bindto"] = lambda s: self.set("bindto", _address(
                 s.args[0] if s.args else "", f"Invalid bindto address {' '.join(s.args)}"
                 " - ignoring"))
             h["bind_port"] = lambda s: self.set("bind_port", _uint(

@@ -46,10 +46,11 @@ async def within(seconds, aw):
 
 
 def _sock(c, kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
+    v6 = ":" in c.addr      # (the checked address: an IPv6 real server's, or connect_ip)
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, kind)
     s.setblocking(False)
     if c.bindto or c.bind_port:
-        s.bind((c.bindto or "0.0.0.0", c.bind_port))
+        s.bind((c.bindto or ("::" if v6 else "0.0.0.0"), c.bind_port))
     return s
 
 
