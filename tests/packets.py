@@ -2,8 +2,14 @@
 import socket
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
+
+
+def _l3(src, dst, **ip):
+    """IPv4 or IPv6 (an address with a colon), as the addresses are."""
+    return IPv6(src=src, dst=dst, **ip) if ":" in src else IP(src=src, dst=dst, **ip)
 
 
 def tcp(src, dst, sport, dport, flags="S", smac="02:00:00:00:01:02",
@@ -11,8 +17,8 @@ def tcp(src, dst, sport, dport, flags="S", smac="02:00:00:00:01:02",
     l2 = Ether(src=smac, dst=dmac)
     if vlan is not None:
         l2 = l2 / Dot1Q(vlan=vlan)
-    return l2 / IP(src=src, dst=dst, **ip) / TCP(sport=sport, dport=dport, flags=flags,
-                                                 seq=1000, ack=0 if flags == "S" else 1) / payload
+    return l2 / _l3(src, dst, **ip) / TCP(sport=sport, dport=dport, flags=flags,
+                                          seq=1000, ack=0 if flags == "S" else 1) / payload
 
 
 def udp(src, dst, sport, dport, smac="02:00:00:00:01:02", dmac="02:00:00:00:01:01",
@@ -23,7 +29,7 @@ def udp(src, dst, sport, dport, smac="02:00:00:00:01:02", dmac="02:00:00:00:01:0
     u = UDP(sport=sport, dport=dport)
     if chksum is not None:
         u.chksum = chksum
-    return l2 / IP(src=src, dst=dst) / u / payload
+    return l2 / _l3(src, dst) / u / payload
 
 
 def rebuilt(pkt, changes):
@@ -33,7 +39,8 @@ def rebuilt(pkt, changes):
     p = pkt.__class__(bytes(pkt))
     for (layer, field), value in changes.items():
         setattr(p[layer], field, value)
-    del p[IP].chksum
+    if IP in p:
+        del p[IP].chksum
     if TCP in p:
         del p[TCP].chksum
     if UDP in p and p[UDP].chksum != 0:

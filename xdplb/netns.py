@@ -28,6 +28,7 @@ import threading
 from typing import NamedTuple
 
 CLONE_NEWNET = 0x40000000
+IFA_F_NODAD = 0x02          # linux/if_addr.h
 NETNS_DIR = "/run/netns"
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
@@ -162,19 +163,26 @@ class NetNs:
             self.ipr.link("set", index=self.ifindex(dev), mtu=mtu)
 
     def addr(self, op, dev, cidr):
-        """op ("add", "del", "replace") the address cidr ("10.0.0.1/24") on dev."""
+        """op ("add", "del", "replace") the address cidr ("10.0.0.1/24",
+        "fd00:1::1/64") on dev. An IPv6 address skips duplicate address
+        detection (nodad): usable at once, as the links are the test's own."""
         address, _, plen = cidr.partition("/")
+        kw = {}
+        if ":" in address:
+            kw = {"family": socket.AF_INET6, "flags": IFA_F_NODAD}
         with self._doing(f"{op} address {cidr} on {dev}"):
             self.ipr.addr(op, index=self.ifindex(dev), address=address,
-                          prefixlen=int(plen or 32))
+                          prefixlen=int(plen or (128 if kw else 32)), **kw)
 
     def route(self, op, dst, via=None, dev=None, onlink=False):
-        """op ("add", "del") the IPv4 route dst ("default" or a prefix) as `ip
+        """op ("add", "del") the route dst (IPv4 or IPv6) ("default" or a prefix) as `ip
         route` does: added with protocol boot, scope link when there is no
         gateway; deleted by whatever else is given (scope nowhere: any)."""
         from pyroute2.netlink.rtnl import rt_proto, rt_scope
         from pyroute2.netlink.rtnl.rtmsg import RTNH_F_ONLINK
         kw = {"dst": "0.0.0.0/0" if dst == "default" else dst}
+        if ":" in dst or (via and ":" in via):
+            kw = {"dst": "::/0" if dst == "default" else dst, "family": socket.AF_INET6}
         if op == "del":
             kw["scope"] = rt_scope["nowhere"]
         else:
@@ -190,9 +198,10 @@ class NetNs:
 
     def neigh_permanent(self, dev, addr, mac):
         """The permanent neighbour addr -> mac on dev (replacing any entry)."""
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
         with self._doing(f"neighbour {addr} on {dev}"):
             self.ipr.neigh("replace", dst=addr, lladdr=mac, ifindex=self.ifindex(dev),
-                           state="permanent")
+                           state="permanent", family=family)
 
     # XDP --------------------------------------------------------------------------
     def xdp(self, dev):

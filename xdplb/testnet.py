@@ -18,6 +18,13 @@ TOPO = {
     "rs_no_neigh": "172.80.0.9",	# on-link, no neighbour entry
     "rs_no_route": "192.0.2.1",	# no route at all
     "vip": "10.0.0.100",
+    # IPv6: the same roles on the same links
+    "cli_ip6": "fd00:1::1", "srv_ip6": "fd00:80::1", "client_ip6": "fd00:1::2",
+    "near_rs_ip6": "fd00:1::3",
+    "rs6": [("fd00:80::2", "02:00:00:00:02:02"), ("fd00:80::3", "02:00:00:00:02:03"),
+            ("fd00:80::4", "02:00:00:00:02:04")],
+    "rs6_no_neigh": "fd00:80::9",
+    "vip6": "fd00:1::100",
 }
 
 NODE = "dp"
@@ -27,13 +34,16 @@ def _topology():
     n = TOPO
     cli, srv = n["cli_if"], n["srv_if"]
     neighs = [(n["client_ip"], n["client_mac"], cli), (n["near_rs_ip"], n["near_rs_mac"], cli)]
-    neighs += [(addr, mac, srv) for addr, mac in n["rs"]]
+    neighs += [(addr, mac, srv) for addr, mac in n["rs"] + n["rs6"]]
+    neighs += [(n["client_ip6"], n["client_mac"], cli), (n["near_rs_ip6"], n["near_rs_mac"], cli)]
     return T.Topology(
         nodes=(NODE,),
-        veths=(T.Veth(T.End(NODE, cli, n["cli_mac"], (n["cli_ip"] + "/24",)),
-                      T.End(NODE, srv, n["srv_mac"], (n["srv_ip"] + "/24",))),),
+        veths=(T.Veth(T.End(NODE, cli, n["cli_mac"], (n["cli_ip"] + "/24", n["cli_ip6"] + "/64")),
+                      T.End(NODE, srv, n["srv_mac"], (n["srv_ip"] + "/24", n["srv_ip6"] + "/64"))),),
         neighbours=tuple(T.Neigh(NODE, dev, addr, mac) for addr, mac, dev in neighs),
-        sysctls=(T.Sysctl(NODE, "net.ipv4.ip_forward", 1),))  # bpf_fib_lookup only forwards
+        # bpf_fib_lookup only forwards
+        sysctls=(T.Sysctl(NODE, "net.ipv4.ip_forward", 1),
+                 T.Sysctl(NODE, "net.ipv6.conf.all.forwarding", 1)))
 
 
 TOPOLOGY = _topology()
