@@ -21,6 +21,15 @@ SERVER = "xdplb-rs"
 WANT_ADDR = "X-Want-Addr"  # request header asking for the two address headers
 
 
+def endpoint(sockaddr):
+    """addr:port as a client writes it: [addr]:port for IPv6, an IPv4 client
+    of a dual-stack socket (::ffff:a.b.c.d) as IPv4."""
+    addr, port = sockaddr[:2]
+    if addr.startswith("::ffff:") and "." in addr:
+        addr = addr[len("::ffff:"):]
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 def make_handler(number):
     body = f"This is service #{number}\n".encode()
 
@@ -35,9 +44,8 @@ def make_handler(number):
             self.send_header("Server", SERVER)
             self.send_header("Content-Length", str(len(body)))
             if self.headers.get(WANT_ADDR):
-                local = self.connection.getsockname()
-                self.send_header("X-Server-Addr", f"{local[0]}:{local[1]}")
-                self.send_header("X-Client-Addr", "%s:%s" % self.client_address[:2])
+                self.send_header("X-Server-Addr", endpoint(self.connection.getsockname()))
+                self.send_header("X-Client-Addr", endpoint(self.client_address))
             self._headers_buffer.append(b"\r\n" + payload)
             self.flush_headers()
 
@@ -58,8 +66,17 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
+class Server6(Server):
+    """An IPv6 socket; bound to :: it serves IPv4 clients too (dual stack)."""
+    address_family = socket.AF_INET6
+
+
+def _family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def udp_echo(number, port, host="127.0.0.1"):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(_family(host), socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     prefix = f"service #{number}: ".encode()
@@ -75,9 +92,9 @@ def udp_echo(number, port, host="127.0.0.1"):
 
 def _address(text):
     try:
-        return str(ipaddress.IPv4Address(text))
+        return str(ipaddress.ip_address(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
 
 
 def _port(text):
@@ -93,12 +110,14 @@ def main(argv=None):
     p.add_argument("--udp", type=_port, metavar="PORT", help="also echo UDP datagrams on PORT")
     p.add_argument("--bind", default="127.0.0.1", type=_address,
                    help="IP address to listen on (default 127.0.0.1; 0.0.0.0 for every "
-                        "address, as the lab's backends do in their own namespaces)")
+                        "IPv4 address; :: for every address, IPv4 and IPv6, as the lab's "
+                        "backends do in their own namespaces)")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if args.udp:
         udp_echo(args.number, args.udp, args.bind)
-    server = Server((args.bind, args.port), make_handler(args.number))
+    cls = Server6 if _family(args.bind) == socket.AF_INET6 else Server
+    server = cls((args.bind, args.port), make_handler(args.number))
     try:
         server.serve_forever()
     except (KeyboardInterrupt, SystemExit):

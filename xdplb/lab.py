@@ -46,6 +46,12 @@ LB_CLIENT_IP = "10.0.0.1"
 LB_RS_IP = "172.80.0.1"
 # rsN is "service #N"; the seed's kernel answers #3 #2 #1 for rr over .2 .3 .4.
 BACKENDS = {"rs1": "172.80.0.2", "rs2": "172.80.0.3", "rs3": "172.80.0.4"}
+# IPv6, the same roles and routes
+VIP6 = "fd00:4::4"
+CLIENT_IP6 = "fd00:1::2"
+LB_CLIENT_IP6 = "fd00:1::1"
+LB_RS_IP6 = "fd00:80::1"
+BACKENDS6 = {"rs1": "fd00:80::2", "rs2": "fd00:80::3", "rs3": "fd00:80::4"}
 NODES = ("client", "lb", *BACKENDS)
 PEER_IF = "eth0"  # the interface of the client and of each backend
 
@@ -62,16 +68,23 @@ def _topology():
     """The lab as data (xdplb/topology.py): the lb forwards without reverse-path
     filtering (Masq replies come back on another veth than the request left
     by); the client's and the backends' ends face the lb's XDP."""
-    lb_end = {"client": T.End("lb", lb_if("client"), addrs=(f"{LB_CLIENT_IP}/24",))}
-    peer_end = {"client": T.End("client", PEER_IF, addrs=(f"{CLIENT_IP}/24",), faces_xdp=True)}
-    routes = [T.Route("client", f"{VIP}/32", via=LB_CLIENT_IP)]
+    lb_end = {"client": T.End("lb", lb_if("client"),
+                              addrs=(f"{LB_CLIENT_IP}/24", f"{LB_CLIENT_IP6}/64"))}
+    peer_end = {"client": T.End("client", PEER_IF, addrs=(f"{CLIENT_IP}/24", f"{CLIENT_IP6}/64"),
+                                faces_xdp=True)}
+    routes = [T.Route("client", f"{VIP}/32", via=LB_CLIENT_IP),
+              T.Route("client", f"{VIP6}/128", via=LB_CLIENT_IP6)]
     for node, addr in BACKENDS.items():
-        lb_end[node] = T.End("lb", lb_if(node), addrs=(f"{LB_RS_IP}/32",))
-        peer_end[node] = T.End(node, PEER_IF, addrs=(f"{addr}/24",), faces_xdp=True)
+        addr6 = BACKENDS6[node]
+        lb_end[node] = T.End("lb", lb_if(node), addrs=(f"{LB_RS_IP}/32", f"{LB_RS_IP6}/128"))
+        peer_end[node] = T.End(node, PEER_IF, addrs=(f"{addr}/24", f"{addr6}/64"),
+                               faces_xdp=True)
         routes += [T.Route("lb", f"{addr}/32", dev=lb_if(node)),
-                   T.Route(node, "default", via=LB_RS_IP, dev=PEER_IF, onlink=True)]
+                   T.Route(node, "default", via=LB_RS_IP, dev=PEER_IF, onlink=True),
+                   T.Route("lb", f"{addr6}/128", dev=lb_if(node)),
+                   T.Route(node, "default", via=LB_RS_IP6, dev=PEER_IF, onlink=True)]
     sysctls = [("net.ipv4.ip_forward", 1), ("net.ipv4.conf.all.rp_filter", 0),
-               ("net.ipv4.conf.default.rp_filter", 0)]
+               ("net.ipv4.conf.default.rp_filter", 0), ("net.ipv6.conf.all.forwarding", 1)]
     sysctls += [(f"net.ipv4.conf.{dev}.rp_filter", 0) for dev in LB_IFS]
     return T.Topology(nodes=NODES, veths=tuple(T.Veth(lb_end[n], peer_end[n]) for n in lb_end),
                       routes=tuple(routes),
@@ -236,7 +249,7 @@ class Lab:
         for i, node in enumerate(BACKENDS, 1):
             proc = subprocess.Popen(
                 self.cmd(node, [sys.executable, "-m", "xdplb.httpd", str(i), "--port", "80",
-                                "--udp", "80", "--bind", "0.0.0.0"]),
+                                "--udp", "80", "--bind", "::"]),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, env=child_env(), cwd="/")
             pids[node] = proc.pid

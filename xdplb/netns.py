@@ -175,14 +175,16 @@ class NetNs:
                           prefixlen=int(plen or (128 if kw else 32)), **kw)
 
     def route(self, op, dst, via=None, dev=None, onlink=False):
-        """op ("add", "del") the route dst (IPv4 or IPv6) ("default" or a prefix) as `ip
-        route` does: added with protocol boot, scope link when there is no
-        gateway; deleted by whatever else is given (scope nowhere: any)."""
+        """op ("add", "del") the route dst ("default" or a prefix; IPv6 when
+        it or the gateway is) as `ip route` does: added with protocol boot,
+        scope link when there is no gateway; deleted by whatever else is given
+        (scope nowhere: any)."""
         from pyroute2.netlink.rtnl import rt_proto, rt_scope
         from pyroute2.netlink.rtnl.rtmsg import RTNH_F_ONLINK
         kw = {"dst": "0.0.0.0/0" if dst == "default" else dst}
         if ":" in dst or (via and ":" in via):
-            kw = {"dst": "::/0" if dst == "default" else dst, "family": socket.AF_INET6}
+            kw = {"dst": "::/0" if dst == "default" else dst,
+                  "family": socket.AF_INET6}
         if op == "del":
             kw["scope"] = rt_scope["nowhere"]
         else:
@@ -249,9 +251,12 @@ class NetNs:
                 f.write(f"{value}\n")
 
     def tcp_listening(self, port):
-        """True if an IPv4 TCP socket listens on port in this namespace."""
-        with self.entered(), open("/proc/thread-self/net/tcp") as f:
-            rows = [line.split() for line in f.readlines()[1:]]
+        """True if a TCP socket (IPv4 or IPv6) listens on port in this namespace."""
+        rows = []
+        with self.entered():
+            for table in ("tcp", "tcp6"):
+                with open(f"/proc/thread-self/net/{table}") as f:
+                    rows += [line.split() for line in f.readlines()[1:]]
         return any(r[3] == "0A" and int(r[1].rpartition(":")[2], 16) == port  # 0A: LISTEN
                    for r in rows)
 
