@@ -134,33 +134,62 @@ def test_scheduler_ids():
 
 
 def _programs():
-    """{program: its body} of every XDP program in bpf/xdplb.c."""
+    """{program: its body} of every XDP program in bpf/xdplb.c; the
+    XDPLB_NEW_CONN_PROG(name, family) pairs as the bodies the macro gives
+    xdplb_new_<name> (IPv4) and xdplb_new6_<name> (IPv6)."""
     with open(os.path.join(BPF, loader.ENTRY_FILE)) as f:
         text = f.read()
-    return dict(re.findall(r"^int (\w+)\(struct xdp_md \*ctx\)\n\{\n(.*?)^\}", text,
-                           flags=re.M | re.S))
+    progs = dict(re.findall(r"^int (\w+)\(struct xdp_md \*ctx\)\n\{\n(.*?)^\}", text,
+                            flags=re.M | re.S))
+    for name, fam in re.findall(r"^XDPLB_NEW_CONN_PROG\((\w+), (\w+)\)$", text, flags=re.M):
+        for prefix, af in (("xdplb_new_", "XDPLB_AF_INET"), ("xdplb_new6_", "XDPLB_AF_INET6")):
+            progs[prefix + name] = f"return record_verdict(schedule_new(ctx, {fam}, {af}));"
+    return progs
+
+
+def _macro_body():
+    with open(os.path.join(BPF, loader.ENTRY_FILE)) as f:
+        text = f.read()
+    return re.search(r"#define XDPLB_NEW_CONN_PROG\(name, fam\)(.*?)\n\n", text, re.S).group(1)
+
+
+def test_new_conn_program_macro():
+    """The macro's two programs are what _programs() says they are."""
+    body = re.sub(r"\s+", " ", _macro_body().replace("\\", ""))
+    assert ("int xdplb_new_##name(struct xdp_md *ctx) { return record_verdict(schedule_new("
+            "ctx, fam, XDPLB_AF_INET)); }") in body
+    assert ("int xdplb_new6_##name(struct xdp_md *ctx) { return record_verdict(schedule_new("
+            "ctx, fam, XDPLB_AF_INET6)); }") in body
 
 
 def test_new_conn_programs():
-    """Every scheduler id, XDPLB_PROG_CONN, XDPLB_PROG_TUNNEL, XDPLB_PROG_FRAG
-    and XDPLB_PROG_ICMP have a program in new_conn, each xdplb_new_<family>
-    runs its own family, and no program is left out."""
+    """Every scheduler id (IPv4, and IPv6 at XDPLB_PROG_SCHED6 + id),
+    XDPLB_PROG_CONN(6), XDPLB_PROG_TUNNEL, XDPLB_PROG_FRAG, XDPLB_PROG_ICMP and
+    XDPLB_PROG_MAIN6 have a program in new_conn, each xdplb_new_<family> and
+    xdplb_new6_<family> runs its own family and address family, and no program
+    is left out."""
     progs = _programs()
     ids = set(_header_values("XDPLB_SCHED_").values())
-    extra = {S.XDPLB_PROG_CONN, S.XDPLB_PROG_TUNNEL, S.XDPLB_PROG_FRAG, S.XDPLB_PROG_ICMP}
-    assert set(loader.NEW_CONN_PROGS) == ids | extra
-    assert len(ids | extra) == len(ids) + 4
+    ids6 = {S.XDPLB_PROG_SCHED6 + i for i in ids}
+    extra = {S.XDPLB_PROG_CONN, S.XDPLB_PROG_TUNNEL, S.XDPLB_PROG_FRAG, S.XDPLB_PROG_ICMP,
+             S.XDPLB_PROG_MAIN6, S.XDPLB_PROG_CONN6}
+    assert set(loader.NEW_CONN_PROGS) == ids | ids6 | extra
+    assert len(ids | ids6 | extra) == 2 * len(ids) + len(extra)
     assert max(loader.NEW_CONN_PROGS) < S.XDPLB_PROG_MAX
-    assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_CONN] == "xdplb_conn"
-    assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_TUNNEL] == "xdplb_tunnel"
-    assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_FRAG] == "xdplb_frag"
-    assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_ICMP] == "xdplb_icmp"
+    for idx, name in ((S.XDPLB_PROG_CONN, "xdplb_conn"), (S.XDPLB_PROG_TUNNEL, "xdplb_tunnel"),
+                      (S.XDPLB_PROG_FRAG, "xdplb_frag"), (S.XDPLB_PROG_ICMP, "xdplb_icmp"),
+                      (S.XDPLB_PROG_MAIN6, "xdplb_main6"), (S.XDPLB_PROG_CONN6, "xdplb_conn6")):
+        assert loader.NEW_CONN_PROGS[idx] == name
     assert set(progs) == set(loader.NEW_CONN_PROGS.values()) | {loader.ENTRY}
     for name, body in progs.items():
         assert "record_verdict(" in body, f"{name} does not return through record_verdict"
-        if name.startswith("xdplb_new_"):
-            family = name[len("xdplb_new_"):].upper()
-            assert f"schedule_new(ctx, XDPLB_FAM_{family})" in body, name
+        for prefix, af in (("xdplb_new_", "XDPLB_AF_INET"), ("xdplb_new6_", "XDPLB_AF_INET6")):
+            if name.startswith(prefix):
+                family = name[len(prefix):].upper()
+                assert f"schedule_new(ctx, XDPLB_FAM_{family}, {af})" in body, name
+    for sched, idx in _header_values("XDPLB_SCHED_").items():
+        assert loader.NEW_CONN_PROGS[S.XDPLB_PROG_SCHED6 + idx] == \
+            loader.NEW_CONN_PROGS[idx].replace("xdplb_new_", "xdplb_new6_"), sched
 
 
 @pytest.fixture(scope="module")

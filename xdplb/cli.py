@@ -241,7 +241,10 @@ def status():
             for name, cap in (("services", structs.XDPLB_MAX_SERVICES),
                               ("dests", structs.XDPLB_MAX_DESTS),
                               ("conns", structs.XDPLB_MAX_CONNS),
-                              ("conns_assured", structs.XDPLB_MAX_ASSURED)):
+                              ("conns_assured", structs.XDPLB_MAX_ASSURED),
+                              ("services6", structs.XDPLB_MAX_SERVICES6),
+                              ("conns6", structs.XDPLB_MAX_CONNS6),
+                              ("conns6_assured", structs.XDPLB_MAX_ASSURED6)):
                 info = bpfsys.obj_info(getattr(st, name).fd, bpfsys.BpfMapInfo)
                 cap = info.max_entries or cap
                 if name == "dests":
