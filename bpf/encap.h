@@ -240,7 +240,7 @@ static __always_inline __u32 tunnel_in(struct xdp_md *ctx, struct pkt *p, const 
 		 * with the MTU left inside the tunnel (icmp.h). */
 		if (ip_df(p->ip) && mtu_len > overhead + 68)
 			return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_IN, mtu_len - overhead,
-					    IP_VS_CONN_F_TUNNEL, 0, 0);
+					    IP_VS_CONN_F_TUNNEL, 0, 0, XDPLB_AF_INET);
 		return VERDICT(XDP_PASS, XDPLB_CNT_TUN_TOO_BIG);
 	}
 	if (encap_v4(ctx, p, &in, d, *src, to->addr))

@@ -125,12 +125,9 @@ static __always_inline __u32 forward_in(struct xdp_md *ctx, struct pkt *p, const
 	rc = dest_egress(ctx, p, c->dest_slot, raddr, c->addr, c->port, now, &e, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS && e && p->l3_len > e->mtu) {
-		if (af == XDPLB_AF_INET6)	/* no ICMPv6 answer yet: never sent oversize */
-			return drop(XDPLB_CNT_TOO_BIG);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS && e && p->l3_len > e->mtu)
 		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_IN, e->mtu, c->fwd, c->addr,
-				    c->port);
-	}
+				    c->port, af);
 	if (c->fwd == IP_VS_CONN_F_MASQ)
 		nat_dst(p, raddr, c->port, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !e)
@@ -173,9 +170,11 @@ static __always_inline __u32 forward_out(struct xdp_md *ctx, struct pkt *p, stru
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS && reply_too_big(ctx, p, c->ifindex)) {
-		if (af == XDPLB_AF_INET6)	/* no ICMPv6 answer yet: never sent oversize */
-			return drop(XDPLB_CNT_TOO_BIG);
-		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_OUT, 0, c->fwd, vaddr[0], vport);
+		/* IPv6: the stack answers the real server "packet too big" */
+		if (af == XDPLB_AF_INET6)
+			return VERDICT(XDP_PASS, XDPLB_CNT_TOO_BIG);
+		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_OUT, 0, c->fwd, vaddr[0], vport,
+				    af);
 	}
 	nat_src(p, vaddr, vport, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)

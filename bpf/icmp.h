@@ -31,10 +31,11 @@
  * 1,500-byte packet. */
 #define XDPLB_CSUM_MAX		1480
 
-/* Hand the frame to xdplb_icmp, for job (icmp_job_run). Returns a verdict
- * only if that program is missing. */
+/* Hand the frame to xdplb_icmp (xdplb_icmp6 for IPv6, af a constant), for
+ * job (icmp_job_run, icmp6_job_run). Returns a verdict only if that
+ * program is missing. */
 static __always_inline __u32 icmp_handoff(struct xdp_md *ctx, __u8 job, __u32 mtu, __u8 fwd,
-					  __be32 addr, __be16 port)
+					  __be32 addr, __be16 port, const int af)
 {
 	__u32 zero = 0;
 	struct icmp_job *j = icmp_job.lookup(&zero);
@@ -45,18 +46,15 @@ static __always_inline __u32 icmp_handoff(struct xdp_md *ctx, __u8 job, __u32 mt
 		j->fwd = fwd;
 		j->addr = addr;
 		j->port = port;
-		new_conn.call(ctx, XDPLB_PROG_ICMP);
+		new_conn.call(ctx, af == XDPLB_AF_INET6 ? XDPLB_PROG_ICMP6 : XDPLB_PROG_ICMP);
 	}
 	return drop(XDPLB_CNT_TAIL_CALL);
 }
 
-/* A new connection finds no destination: IPVS answers port unreachable
- * (IPv4: xdplb_icmp does; IPv6: no ICMPv6 answer yet, dropped). */
+/* A new connection finds no destination: IPVS answers port unreachable. */
 static __always_inline __u32 no_dest(struct xdp_md *ctx, const int af)
 {
-	if (af == XDPLB_AF_INET6)
-		return drop(XDPLB_CNT_NO_DEST);
-	return icmp_handoff(ctx, XDPLB_ICMP_JOB_PORT_UNREACH, 0, 0, 0, 0);
+	return icmp_handoff(ctx, XDPLB_ICMP_JOB_PORT_UNREACH, 0, 0, 0, 0, af);
 }
 
 /* Is reply p larger than the MTU of its egress device? The entry caches the

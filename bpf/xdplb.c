@@ -22,6 +22,7 @@
 #include "encap.h"
 #include "frag.h"
 #include "icmp.h"
+#include "icmp6.h"
 #include "icmp_error.h"
 #include "maps.h"
 #include "parse.h"
@@ -221,6 +222,22 @@ static __always_inline __u32 icmp_frame(struct xdp_md *ctx)
 int xdplb_icmp(struct xdp_md *ctx)
 {
 	return record_verdict(icmp_frame(ctx));
+}
+
+/* ICMPv6, by tail call: a client's TCP/UDP packet answered as icmp_job
+ * says (icmp6.h). */
+static __always_inline __u32 icmp6_frame(struct xdp_md *ctx)
+{
+	struct pkt p = {};
+
+	if (parse_af(ctx, &p, XDPLB_AF_INET6) != XDPLB_PKT_WHOLE)
+		return pass();
+	return icmp6_job_run(ctx, &p);
+}
+
+int xdplb_icmp6(struct xdp_md *ctx)
+{
+	return record_verdict(icmp6_frame(ctx));
 }
 
 /* Every frame. Fragments go on to xdplb_frag and ICMP to xdplb_icmp: whole

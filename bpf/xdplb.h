@@ -198,13 +198,14 @@ enum xdplb_counter {
 	/* Tunnel: no outer source address for the egress interface (tun_src,
 	 * written by `xdplb attach`): passed untouched. */
 	XDPLB_CNT_TUN_NO_SRC,
-	XDPLB_CNT_FRAG_NEEDED,	/* a client's packet with DF set, larger than the
-				 * egress MTU: answered with ICMP fragmentation needed
-				 * out of the ingress; dropped unanswered when
-				 * ICMP_LIMITED */
+	XDPLB_CNT_FRAG_NEEDED,	/* a client's packet with DF set (IPv6: any), larger
+				 * than the egress MTU: answered with ICMP fragmentation
+				 * needed (ICMPv6 packet too big) out of the ingress;
+				 * dropped unanswered when ICMP_LIMITED */
 	XDPLB_CNT_TOO_BIG,	/* larger than the egress MTU, given to the stack: it
 				 * fragments (no DF, Masq rewritten) or, for a Masq
-				 * reply with DF, answers fragmentation needed itself;
+				 * reply with DF or over IPv6, answers fragmentation
+				 * needed (packet too big) itself;
 				 * Route without DF: dropped (bpf/icmp.h) */
 	/* Not verdicts: an ICMP error about a tracked connection was translated
 	 * (or, for Route, forwarded) to its real server or client; an ICMP
@@ -237,6 +238,7 @@ enum xdplb_counter {
  * (XDPLB_SCHED_*), then in the one at XDPLB_PROG_CONN6. */
 #define XDPLB_PROG_MAIN6	18
 #define XDPLB_PROG_CONN6	19
+#define XDPLB_PROG_ICMP6	20	/* xdplb_icmp6: ICMPv6 answers (icmp6.h) */
 #define XDPLB_PROG_SCHED6	32
 #define XDPLB_PROG_MAX		48	/* room for more */
 

@@ -5,15 +5,19 @@ the folded address, persistence by prefix, and what is not ours passing
 untouched. Every output byte is compared with a frame scapy builds
 independently (checksums recomputed from scratch).
 """
+import ctypes as C
+import os
 import socket
 
 import pytest
 from scapy.layers.inet import TCP, UDP
-from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6ND_NS, IPv6, IPv6ExtHdrDestOpt,
-                                IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
+from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoRequest, ICMPv6ND_NS,
+                                ICMPv6PacketTooBig, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
+                                IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
 from scapy.layers.l2 import Ether
 
 from packets import rebuilt, tcp, udp
+from test_icmp import IcmpBucket, mtu_route, private_map
 from xdplb import bpfsys
 from xdplb import sched as S
 from xdplb import structs as T
@@ -40,7 +44,10 @@ def fold(addr):
 
 @pytest.fixture
 def v6(ctl, datapath_net):
+    """conftest's control, with the test network and the counters as they
+    stood when the test began (counters() reports what the test added)."""
     ctl.net = datapath_net
+    ctl.counted = _counters(ctl)
     return ctl
 
 
@@ -50,8 +57,12 @@ def run(ctl, frame, side="cli"):
     return verdict, out
 
 
-def counters(ctl):
+def _counters(ctl):
     return {name: ctl.st.counters.sum(i) for i, name in enumerate(T.COUNTERS)}
+
+
+def counters(ctl):
+    return {name: n - ctl.counted[name] for name, n in _counters(ctl).items()}
 
 
 def service(ctl, rss, proto=IPPROTO_TCP, fwd=IP_VS_CONN_F_MASQ, sched="rr", port=VPORT, **kw):
@@ -180,84 +191,82 @@ def test_payload_length_past_the_frame_passes(v6):
     assert run(v6, frame) == (XDP_PASS, bytes(frame))
 
 
-def test_no_destination_is_dropped_and_counted(v6):
-    """IPVS answers ICMPv6 port unreachable; xdplb does not answer ICMPv6 yet."""
-    v6.add_service(Service(IPPROTO_TCP, VIP, VPORT, sched="rr"))
-    assert run(v6, tcp(CLIENT, VIP, 40007, VPORT))[0] == XDP_DROP
-    assert counters(v6)["no_dest"] == 1 and v6.connections() == []
+# --- ICMPv6 answers -----------------------------------------------------------------
+
+@pytest.fixture
+def icmp6(v6):
+    """The ICMP buckets full and the egress cache empty (a cached egress would
+    hide a route's MTU for a second), before and after."""
+    buckets = private_map(v6.st, "icmp_bucket", IcmpBucket, T.XDPLB_PROG_ICMP6)
+    egress = private_map(v6.st, "egress_cache", C.c_uint8 * 40)
+    v6.dp = v6   # mtu_route() takes the test's data path: its .net
+    try:
+        for m, n, empty in ((buckets, 2, IcmpBucket), (egress, 16, C.c_uint8 * 40)):
+            for i in range(n):
+                m.put(i, empty())
+        yield v6
+    finally:
+        for kind in range(2):
+            buckets.put(kind, IcmpBucket())
+        for m in (buckets, egress):
+            os.close(m.fd)
 
 
-# --- Route --------------------------------------------------------------------------
-
-def test_route_only_macs_change(v6):
-    service(v6, [RS[2][0]], fwd=IP_VS_CONN_F_DROUTE)
-    for flags in ("S", "A", "FA"):
-        pkt = tcp(CLIENT, VIP, 40010, VPORT, flags=flags)
-        verdict, out = run(v6, pkt)
-        assert verdict == XDP_REDIRECT
-        assert out == rebuilt(pkt, {(Ether, "src"): SRV_MAC, (Ether, "dst"): RS[2][1]})
-        assert out[12:] == bytes(pkt)[12:]
-    assert conn6(v6, CLIENT, 40010).c.state == T.IP_VS_TCP_S_FIN_WAIT
+def icmp6_answer(frame, type_, code=0, mtu=0):
+    """An independent expected answer: from the VIP back to the client, the
+    frame quoted up to 1232 bytes, hop limit 64, checksum by scapy."""
+    quoted = bytes(frame[IPv6])[:1232]
+    msg = (ICMPv6PacketTooBig(mtu=mtu) if type_ == 2 else ICMPv6DestUnreach(code=code))
+    return bytes(Ether(src=frame[Ether].dst, dst=frame[Ether].src)
+                 / IPv6(src=frame[IPv6].dst, dst=frame[IPv6].src, hlim=64) / msg / quoted)
 
 
-def test_route_same_link_is_xdp_tx(v6):
-    near = v6.net["near_rs_ip6"]
-    service(v6, [near], fwd=IP_VS_CONN_F_DROUTE)
-    syn = udp(CLIENT, VIP, 40011, VPORT)
-    v6.flush()
-    service(v6, [near], proto=IPPROTO_UDP, fwd=IP_VS_CONN_F_DROUTE)
-    verdict, out = run(v6, syn)
-    assert verdict == XDP_TX
-    assert out == rebuilt(syn, {(Ether, "src"): CLI_MAC, (Ether, "dst"): v6.net["near_rs_mac"]})
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_no_destination_answers_port_unreachable(icmp6, proto):
+    """No real server: ICMPv6 destination unreachable, port unreachable
+    (type 1 code 4), from the VIP, no connection, stats unchanged."""
+    p = IPPROTO_TCP if proto == "tcp" else IPPROTO_UDP
+    icmp6.add_service(Service(p, VIP, VPORT, sched="rr"))
+    frame = tcp(CLIENT, VIP, 40007, VPORT) if proto == "tcp" else udp(CLIENT, VIP, 40007, VPORT)
+    verdict, out = run(icmp6, frame)
+    assert (verdict, out) == (XDP_REDIRECT, icmp6_answer(frame, 1, code=4))
+    cnt = counters(icmp6)
+    assert (cnt["no_dest"], cnt["rx"], cnt["icmp_limited"]) == (1, 1, 0)
+    assert icmp6.connections() == []
+    assert icmp6.services(stats=True)[0].stats.inpkts == 0
 
 
-# --- schedulers and persistence -----------------------------------------------------
-
-def _backend(verdict, out):
-    return Ether(out)[IPv6].dst if verdict == XDP_REDIRECT else None
-
-
-def test_rr_goes_round(v6):
-    service(v6, [a for a, _ in RS])
-    got = [_backend(*run(v6, tcp(CLIENT, VIP, 41000 + k, VPORT))) for k in range(6)]
-    newest_first = [a for a, _ in reversed(RS)]
-    assert got == newest_first * 2
+def test_no_answer_to_a_multicast_source(icmp6):
+    icmp6.add_service(Service(IPPROTO_UDP, VIP, VPORT, sched="rr"))
+    assert run(icmp6, udp("ff02::1", VIP, 40008, VPORT))[0] == XDP_DROP
+    assert counters(icmp6)["no_dest"] == 1
 
 
-def test_sh_hashes_the_folded_client_address(v6):
-    """ip_vs_sh_hashkey folds an IPv6 address to 32 bits (XOR of its words)."""
-    service(v6, [a for a, _ in RS], sched="sh")
-    table = S.sh_table([(a, 1) for a, _ in reversed(RS)])
-    clients = [f"fd00:1::{k:x}:{k * 7:x}" for k in range(1, 13)]
-    got = [_backend(*run(v6, tcp(c, VIP, 42000, VPORT))) for c in clients]
-    assert got == [table[S.sh_hashkey(fold(c), 0)] for c in clients]
-    assert len(set(got)) > 1
+@pytest.mark.parametrize("fwd", [IP_VS_CONN_F_MASQ, IP_VS_CONN_F_DROUTE], ids=["masq", "route"])
+def test_packet_over_the_route_mtu_gets_packet_too_big(icmp6, fwd):
+    """Over the route's MTU: "packet too big" with that MTU, from the VIP,
+    quoting the client's packet up to IPv6's minimum MTU; nothing goes on."""
+    service(icmp6, [RS[2][0]], fwd=fwd)
+    mtu = 1400
+    with mtu_route(icmp6, RS[2][0], mtu):
+        assert run(icmp6, tcp(CLIENT, VIP, 41100, VPORT))[0] == XDP_REDIRECT
+        fits = tcp(CLIENT, VIP, 41100, VPORT, flags="A", payload=b"f" * (mtu - 60))
+        assert run(icmp6, fits)[0] == XDP_REDIRECT
+        big = tcp(CLIENT, VIP, 41100, VPORT, flags="A", payload=b"f" * (mtu - 59))
+        verdict, out = run(icmp6, big)
+        assert (verdict, out) == (XDP_REDIRECT, icmp6_answer(big, 2, mtu=mtu))
+        assert len(out) == 14 + 1280
+    cnt = counters(icmp6)
+    assert (cnt["frag_needed"], cnt["fwd"], cnt["rx"]) == (1, 2, 3)
 
 
-def test_persistence_by_prefix(v6):
-    """-p with -M 64: clients of one /64 share a template, another /64 is
-    scheduled anew; the template names the real server by its IPv6 address."""
-    service(v6, [a for a, _ in RS], flags=IP_VS_SVC_F_PERSISTENT, timeout=300, netmask=64)
-    first = _backend(*run(v6, tcp("fd00:1::2", VIP, 43000, VPORT)))
-    same_net = [_backend(*run(v6, tcp(f"fd00:1::{k:x}", VIP, 43001, VPORT)))
-                for k in range(3, 9)]
-    assert same_net == [first] * 6
-    other = _backend(*run(v6, tcp("fd00:1:0:1::2", VIP, 43002, VPORT)))
-    assert other != first
-    [svc] = v6.services()
-    assert sorted(d.persist for d in svc.dests) == [0, 1, 1]
-    tmpl = [r for r in v6.connections() if r[3] == 0]
-    assert sorted(r[2] for r in tmpl) == ["fd00:1:0:1::", "fd00:1::"]
-
-
-def test_ipv4_and_ipv6_services_side_by_side(v6):
-    """Slots are shared across families: each service counts its own."""
-    v6.add_service(Service(IPPROTO_TCP, "10.0.0.100", VPORT, sched="rr"))
-    v6.add_dest((IPPROTO_TCP, "10.0.0.100", VPORT),
-                Destination("172.80.0.2", RPORT, fwd=IP_VS_CONN_F_MASQ))
-    service(v6, [RS[0][0]])
-    assert run(v6, tcp(CLIENT, VIP, 44000, VPORT))[0] == XDP_REDIRECT
-    assert run(v6, tcp("10.0.0.2", "10.0.0.100", 44000, VPORT))[0] == XDP_REDIRECT
-    assert run(v6, tcp("10.0.0.2", "10.0.0.100", 44001, VPORT))[0] == XDP_REDIRECT
-    got = {s.addr: s.stats.conns for s in v6.services(stats=True)}
-    assert got == {"10.0.0.100": 2, VIP: 1}
+def test_masq_reply_over_the_mtu_goes_to_the_stack_untouched(icmp6):
+    """A reply larger than the client-side device's MTU: the stack answers
+    the real server "packet too big" itself (IPVS's replies take the
+    kernel's forwarding path)."""
+    service(icmp6, [RS[0][0]])
+    assert run(icmp6, tcp(CLIENT, VIP, 41200, VPORT))[0] == XDP_REDIRECT
+    reply = tcp(RS[0][0], CLIENT, RPORT, 41200, flags="A", smac=RS[0][1], dmac=SRV_MAC,
+                payload=b"r" * 1500)
+    assert run(icmp6, reply, "srv") == (XDP_PASS, bytes(reply))
+    assert counters(icmp6)["too_big"] == 1

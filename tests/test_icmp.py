@@ -324,14 +324,14 @@ def test_no_answer_to_a_multicast_or_zero_source(icmp_dp):
 
 @contextlib.contextmanager
 def mtu_route(dp, addr, mtu):
-    """A route to addr with a locked MTU (what the FIB then reports)."""
+    """A route to addr (IPv4 or IPv6) with a locked MTU (what the FIB then reports)."""
     ns = dp.net["ns"]
-    ns.run(["ip", "route", "replace", f"{addr}/32", "dev", dp.net["srv_if"], "mtu", "lock",
-            str(mtu)])
+    host = f"{addr}/{128 if ':' in addr else 32}"
+    ns.run(["ip", "route", "replace", host, "dev", dp.net["srv_if"], "mtu", "lock", str(mtu)])
     try:
         yield
     finally:
-        ns.run(["ip", "route", "del", f"{addr}/32"], check=False)
+        ns.run(["ip", "route", "del", host], check=False)
 
 
 @pytest.mark.parametrize("fwd", [S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE], ids=["masq", "route"])

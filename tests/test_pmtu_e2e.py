@@ -14,6 +14,8 @@ them, and it works only if the ICMP "fragmentation needed" reaches the sender.
   xdplb answers the client's 1500-byte segments with fragmentation needed from
   the VIP, and the client shrinks its segments.
 Without either, the transfer stalls and the test fails on its timeout.
+The network is dual-stack (fd00:1::/64, fd00:2::/64, fd00:80::2): the upload
+runs over IPv6 too, answered with ICMPv6 "packet too big".
 """
 import contextlib
 import os
@@ -28,24 +30,32 @@ from xdplb import lab
 from xdplb import topology as T
 
 VIP, PORT, RS = "10.9.9.9", 80, "172.80.0.2"
+VIP6, RS6 = "fd00:9::9", "fd00:80::2"
 SIZE = 100_000
 SMALL_MTU = 1280
 
 TOPOLOGY = T.Topology(
     nodes=("client", "router", "lb", "rs"),
-    veths=(T.Veth(T.End("client", "eth0", addrs=("10.0.1.2/24",)),
-                  T.End("router", "r0", addrs=("10.0.1.1/24",))),
-           T.Veth(T.End("router", "r1", addrs=("10.0.0.2/24",), faces_xdp=True),
-                  T.End("lb", "l0", addrs=("10.0.0.1/24",))),
-           T.Veth(T.End("lb", "l1", addrs=("172.80.0.1/32",)),
-                  T.End("rs", "eth0", addrs=(f"{RS}/24",), faces_xdp=True))),
+    veths=(T.Veth(T.End("client", "eth0", addrs=("10.0.1.2/24", "fd00:1::2/64")),
+                  T.End("router", "r0", addrs=("10.0.1.1/24", "fd00:1::1/64"))),
+           T.Veth(T.End("router", "r1", addrs=("10.0.0.2/24", "fd00:2::2/64"), faces_xdp=True),
+                  T.End("lb", "l0", addrs=("10.0.0.1/24", "fd00:2::1/64"))),
+           T.Veth(T.End("lb", "l1", addrs=("172.80.0.1/32", "fd00:80::1/128")),
+                  T.End("rs", "eth0", addrs=(f"{RS}/24", f"{RS6}/64"), faces_xdp=True))),
     routes=(T.Route("client", "default", via="10.0.1.1"),
+            T.Route("client", "default", via="fd00:1::1"),
             T.Route("router", f"{VIP}/32", via="10.0.0.1"),
+            T.Route("router", f"{VIP6}/128", via="fd00:2::1"),
             T.Route("lb", "10.0.1.0/24", via="10.0.0.2"),
+            T.Route("lb", "fd00:1::/64", via="fd00:2::2"),
             T.Route("lb", f"{RS}/32", dev="l1"),
-            T.Route("rs", "default", via="172.80.0.1", dev="eth0", onlink=True)),
+            T.Route("lb", f"{RS6}/128", dev="l1"),
+            T.Route("rs", "default", via="172.80.0.1", dev="eth0", onlink=True),
+            T.Route("rs", "default", via="fd00:80::1", dev="eth0", onlink=True)),
     sysctls=(T.Sysctl("router", "net.ipv4.ip_forward", 1),
              T.Sysctl("lb", "net.ipv4.ip_forward", 1),
+             T.Sysctl("router", "net.ipv6.conf.all.forwarding", 1),
+             T.Sysctl("lb", "net.ipv6.conf.all.forwarding", 1),
              *(T.Sysctl("lb", f"net.ipv4.conf.{dev}.rp_filter", 0)
                for dev in ("all", "default", "l0", "l1"))))
 
@@ -66,9 +76,9 @@ def serve(c):
                     break
                 got += len(chunk)
             c.sendall(b"got %d\n" % got)
-s = socket.socket()
+s = socket.socket(socket.AF_INET6)      # dual stack: IPv4 clients too
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 80))
+s.bind(("::", 80))
 s.listen(8)
 while True:
     threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
@@ -106,11 +116,13 @@ def pmtu_net():
     lb = net.ns["lb"]
     try:
         lb.addr("add", "lo", f"{VIP}/32")   # the VIP is local, as on an IPVS director
+        lb.addr("add", "lo", f"{VIP6}/128")
         _xdplb(lb, "attach", "--mode", "native", "l0", "l1")
         adm = [*lab.tool("xdplbadm")]
-        lb.run([*adm, "-A", "-t", f"{VIP}:{PORT}", "-s", "rr"], env=lab.child_env())
-        lb.run([*adm, "-a", "-t", f"{VIP}:{PORT}", "-r", f"{RS}:{PORT}", "-m"],
-               env=lab.child_env())
+        for vip, rs in ((VIP, RS), (f"[{VIP6}]", f"[{RS6}]")):
+            lb.run([*adm, "-A", "-t", f"{vip}:{PORT}", "-s", "rr"], env=lab.child_env())
+            lb.run([*adm, "-a", "-t", f"{vip}:{PORT}", "-r", f"{rs}:{PORT}", "-m"],
+                   env=lab.child_env())
         server = subprocess.Popen(net.ns["rs"].cmd([sys.executable, "-c", SERVER, str(SIZE)]),
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
@@ -139,12 +151,13 @@ def small_mtu(ns, dev):
         ns.set_mtu(dev, 1500)
 
 
-def _transfer(net, kind, timeout=30):
+def _transfer(net, kind, timeout=30, vip=VIP):
     """A SIZE-byte download ("get") or upload ("put") from the client, every
     node having forgotten the path MTUs it learnt; (its output, error tail)."""
     for node in ("client", "rs", "lb", "router"):
         net.ns[node].run(["ip", "route", "flush", "cache"])
-    r = net.ns["client"].run([sys.executable, "-c", CLIENT, VIP, str(SIZE), str(timeout), kind],
+        net.ns[node].run(["ip", "-6", "route", "flush", "cache"])
+    r = net.ns["client"].run([sys.executable, "-c", CLIENT, vip, str(SIZE), str(timeout), kind],
                              check=False, timeout=timeout + 10)
     return r.stdout.strip(), r.stderr.strip()[-300:]
 
@@ -158,10 +171,12 @@ def test_download_through_a_smaller_mtu_towards_the_client(pmtu_net):
     assert after["icmp_xlate"] > before["icmp_xlate"]
 
 
-def test_upload_over_a_smaller_mtu_towards_the_real_server(pmtu_net):
+@pytest.mark.parametrize("vip", [VIP, VIP6], ids=["ipv4", "ipv6"])
+def test_upload_over_a_smaller_mtu_towards_the_real_server(pmtu_net, vip):
+    """IPv6: xdplb's "packet too big" (icmp6.h) makes the client shrink."""
     before = counters(pmtu_net)
     with small_mtu(pmtu_net.ns["lb"], "l1"):
-        out, err = _transfer(pmtu_net, "put")
+        out, err = _transfer(pmtu_net, "put", vip=vip)
     assert out == f"got {SIZE}", err
     after = counters(pmtu_net)
     assert after["frag_needed"] > before["frag_needed"]
