@@ -215,7 +215,7 @@ static __always_inline __u32 icmp_frame(struct xdp_md *ctx)
 	if (pkt_has_ports(parse_pkt(data, data_end, &p)))	/* whole, or a first fragment */
 		return icmp_job_run(ctx, &p);
 	if (p.ip && p.ip->protocol == IPPROTO_ICMP)
-		return icmp_error(ctx, &p);
+		return icmp_error(ctx, &p, XDPLB_AF_INET);
 	return pass();
 }
 
@@ -224,15 +224,18 @@ int xdplb_icmp(struct xdp_md *ctx)
 	return record_verdict(icmp_frame(ctx));
 }
 
-/* ICMPv6, by tail call: a client's TCP/UDP packet answered as icmp_job
- * says (icmp6.h). */
+/* ICMPv6, by tail call: an ICMPv6 error from xdplb_main6 is translated for
+ * the connection it quotes (icmp_error.h); a client's TCP/UDP packet is
+ * answered as icmp_job says (icmp6.h). */
 static __always_inline __u32 icmp6_frame(struct xdp_md *ctx)
 {
 	struct pkt p = {};
 
-	if (parse_af(ctx, &p, XDPLB_AF_INET6) != XDPLB_PKT_WHOLE)
-		return pass();
-	return icmp6_job_run(ctx, &p);
+	if (parse_af(ctx, &p, XDPLB_AF_INET6) == XDPLB_PKT_WHOLE)
+		return icmp6_job_run(ctx, &p);
+	if (p.ip6)
+		return icmp_error(ctx, &p, XDPLB_AF_INET6);
+	return pass();
 }
 
 int xdplb_icmp6(struct xdp_md *ctx)
@@ -261,15 +264,18 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 	return balance(ctx, &p, 0, XDPLB_AF_INET);
 }
 
-/* An IPv6 frame, from xdplb_main: a TCP/UDP packet is balanced; the rest
- * (neighbour discovery, ICMPv6, fragments) passes untouched. */
+/* An IPv6 frame, from xdplb_main: a TCP/UDP packet is balanced, ICMPv6
+ * goes on to xdplb_icmp6 (an error may be about a connection); the rest
+ * (fragments among them) passes untouched. */
 static __always_inline __u32 classify6(struct xdp_md *ctx)
 {
 	struct pkt p = {};
 
-	if (parse_af(ctx, &p, XDPLB_AF_INET6) != XDPLB_PKT_WHOLE)
-		return pass();
-	return balance(ctx, &p, 0, XDPLB_AF_INET6);
+	if (parse_af(ctx, &p, XDPLB_AF_INET6) == XDPLB_PKT_WHOLE)
+		return balance(ctx, &p, 0, XDPLB_AF_INET6);
+	if (p.ip6)	/* ICMPv6 */
+		new_conn.call(ctx, XDPLB_PROG_ICMP6);
+	return pass();
 }
 
 int xdplb_main6(struct xdp_md *ctx)

@@ -238,7 +238,7 @@ enum xdplb_counter {
  * (XDPLB_SCHED_*), then in the one at XDPLB_PROG_CONN6. */
 #define XDPLB_PROG_MAIN6	18
 #define XDPLB_PROG_CONN6	19
-#define XDPLB_PROG_ICMP6	20	/* xdplb_icmp6: ICMPv6 answers (icmp6.h) */
+#define XDPLB_PROG_ICMP6	20	/* xdplb_icmp6: ICMPv6 errors and answers */
 #define XDPLB_PROG_SCHED6	32
 #define XDPLB_PROG_MAX		48	/* room for more */
 

@@ -15,6 +15,7 @@ from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoRequest, ICMPv6ND_N
                                 ICMPv6PacketTooBig, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
                                 IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
 from scapy.layers.l2 import Ether
+from scapy.packet import Raw
 
 from packets import rebuilt, tcp, udp
 from test_icmp import IcmpBucket, mtu_route, private_map
@@ -270,3 +271,74 @@ def test_masq_reply_over_the_mtu_goes_to_the_stack_untouched(icmp6):
                 payload=b"r" * 1500)
     assert run(icmp6, reply, "srv") == (XDP_PASS, bytes(reply))
     assert counters(icmp6)["too_big"] == 1
+
+
+# --- ICMPv6 errors about connections ------------------------------------------------
+
+ROUTER6 = "fd00:1::9"        # a router on the client's side
+
+
+def icmp6_error(src, dst, quoted, type_=2, code=0, mtu=1280, smac=CLIENT_MAC, dmac=CLI_MAC):
+    """An ICMPv6 error src -> dst quoting the bytes `quoted` (an IPv6 packet)."""
+    msg = ICMPv6PacketTooBig(mtu=mtu) if type_ == 2 else ICMPv6DestUnreach(code=code)
+    return Ether(src=smac, dst=dmac) / IPv6(src=src, dst=dst) / msg / Raw(quoted)
+
+
+def requoted(quoted, src=None, dst=None, sport=None, dport=None):
+    """The quoted packet's bytes with addresses or ports replaced (its own
+    checksums left as they are, as the kernel leaves them)."""
+    b = bytearray(quoted)
+    for off, addr in ((8, src), (24, dst)):
+        if addr:
+            b[off:off + 16] = a6(addr)
+    for off, port in ((40, sport), (42, dport)):
+        if port:
+            b[off:off + 2] = port.to_bytes(2, "big")
+    return bytes(b)
+
+
+def test_packet_too_big_from_a_router_reaches_the_real_server(v6):
+    """A router on the client's side answers a Masq reply (VIP -> client)
+    with "packet too big" to the VIP: translated for the real server (outer
+    destination, quoted source address and port), the ICMPv6 checksum right."""
+    service(v6, [RS[0][0]])
+    assert run(v6, tcp(CLIENT, VIP, 45000, VPORT))[0] == XDP_REDIRECT
+    reply = bytes(tcp(VIP, CLIENT, VPORT, 45000, flags="A", payload=b"d" * 64)[IPv6])
+    err = icmp6_error(ROUTER6, VIP, reply, mtu=1280)
+    verdict, out = run(v6, err)
+    want = icmp6_error(ROUTER6, RS[0][0], requoted(reply, src=RS[0][0], sport=RPORT),
+                       mtu=1280, smac=SRV_MAC, dmac=RS[0][1])
+    assert (verdict, out) == (XDP_REDIRECT, bytes(want))
+    assert counters(v6)["icmp_xlate"] == 1
+
+
+def test_port_unreachable_from_the_real_server_reaches_the_client(v6):
+    """A real server's "port unreachable" about a client's datagram (client
+    -> rs:rport) goes to the client as the VIP's, quoting client -> VIP:vport."""
+    service(v6, [RS[1][0]], proto=IPPROTO_UDP)
+    dgram = udp(CLIENT, VIP, 45001, VPORT)
+    verdict, out = run(v6, dgram)
+    assert verdict == XDP_REDIRECT
+    quoted = bytes(Ether(out)[IPv6])
+    err = icmp6_error(RS[1][0], CLIENT, quoted, type_=1, code=4, smac=RS[1][1], dmac=SRV_MAC)
+    verdict, out = run(v6, err, "srv")
+    want = icmp6_error(VIP, CLIENT, requoted(quoted, dst=VIP, dport=VPORT), type_=1, code=4,
+                       smac=CLI_MAC, dmac=CLIENT_MAC)
+    assert (verdict, out) == (XDP_REDIRECT, bytes(want))
+    assert counters(v6)["icmp_xlate"] == 1
+
+
+@pytest.mark.parametrize("case", ["untracked", "bad-checksum", "not-to-the-source", "echo"])
+def test_other_icmpv6_passes_untouched(v6, case):
+    service(v6, [RS[0][0]])
+    assert run(v6, tcp(CLIENT, VIP, 45002, VPORT))[0] == XDP_REDIRECT
+    reply = bytes(tcp(VIP, CLIENT, VPORT, 45002 if case != "untracked" else 45003,
+                      flags="A")[IPv6])
+    err = icmp6_error(ROUTER6, VIP if case != "not-to-the-source" else "fd00:1::77", reply)
+    if case == "bad-checksum":
+        err[ICMPv6PacketTooBig].cksum = 0x1234
+    if case == "echo":
+        err = Ether(src=CLIENT_MAC, dst=CLI_MAC) / IPv6(src=ROUTER6, dst=VIP) / \
+            ICMPv6EchoRequest() / Raw(reply)
+    assert run(v6, err) == (XDP_PASS, bytes(err))
+    assert counters(v6)["icmp_xlate"] == 0

@@ -14,8 +14,8 @@ them, and it works only if the ICMP "fragmentation needed" reaches the sender.
   xdplb answers the client's 1500-byte segments with fragmentation needed from
   the VIP, and the client shrinks its segments.
 Without either, the transfer stalls and the test fails on its timeout.
-The network is dual-stack (fd00:1::/64, fd00:2::/64, fd00:80::2): the upload
-runs over IPv6 too, answered with ICMPv6 "packet too big".
+The network is dual-stack (fd00:1::/64, fd00:2::/64, fd00:80::2): both
+transfers run over IPv6 too, with ICMPv6 "packet too big".
 """
 import contextlib
 import os
@@ -162,10 +162,13 @@ def _transfer(net, kind, timeout=30, vip=VIP):
     return r.stdout.strip(), r.stderr.strip()[-300:]
 
 
-def test_download_through_a_smaller_mtu_towards_the_client(pmtu_net):
+@pytest.mark.parametrize("vip", [VIP, VIP6], ids=["ipv4", "ipv6"])
+def test_download_through_a_smaller_mtu_towards_the_client(pmtu_net, vip):
+    """IPv6: the router's "packet too big" to the VIP, translated by xdplb
+    (icmp_error.h), makes the real server shrink."""
     before = counters(pmtu_net)
     with small_mtu(pmtu_net.ns["router"], "r0"):
-        out, err = _transfer(pmtu_net, "get")
+        out, err = _transfer(pmtu_net, "get", vip=vip)
     assert out == str(SIZE), err
     after = counters(pmtu_net)
     assert after["icmp_xlate"] > before["icmp_xlate"]
