@@ -65,6 +65,7 @@ BPF_TABLE("array", __u32, struct dest_conns, dest_conns, XDPLB_MAX_DESTS);
 BPF_TABLE("array", __u32, struct svc_dests, svc_dests, XDPLB_MAX_SERVICES);
 BPF_TABLE("array", __u32, __u32, timeouts, XDPLB_TMO_MAX);
 BPF_TABLE("array", __u32, __be32, tun_src, XDPLB_TUN_SRC_SLOTS);
+BPF_TABLE("array", __u32, struct tun_src6, tun_src6, XDPLB_TUN_SRC_SLOTS);
 BPF_TABLE("array", __u32, __u32, sysctl, XDPLB_SYSCTL_MAX);
 BPF_TABLE("array", __u32, struct alloc, alloc, 1);
 BPF_TABLE("array", __u32, __u32, layout, 1);

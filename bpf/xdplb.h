@@ -538,6 +538,13 @@ struct frag_rec {
  * for every interface of the netns; 0: none known. */
 #define XDPLB_TUN_SRC_SLOTS	(XDPLB_MAX_PORTS * 16)
 
+/* tun_src6: ARRAY ifindex -> the balancer's IPv6 address on that interface,
+ * the outer source of an IPv6 tunnel (a real server with an IPv6 address:
+ * IPv6 in IPv6, IPv4 in IPv6); all zero: none known. Written with tun_src. */
+struct tun_src6 {
+	__be32 addr[4];
+};
+
 /* svc_stats, dest_stats: PERCPU_ARRAY slot -> ip_vs_stats; bytes are L3 lengths */
 struct ip_vs_stats {
 	__u64 conns;

@@ -15,7 +15,8 @@ import os
 from . import bpfsys
 from .structs import (COUNTERS, VERDICTS, Alloc, Conn, Conn6, ConnKey, ConnKey6, DestConns,
                       DestEntry, FragKey, FragRec, IpVsStats, LblcEnt, LblcKey, RingKey, RsKey,
-                      RsKey6, RsSvcs, RsSvcs6, SchedPos, SvcDests, SvcEntry, SvcKey, SvcKey6)
+                      RsKey6, RsSvcs, RsSvcs6, SchedPos, SvcDests, SvcEntry, SvcKey, SvcKey6,
+                      TunSrc6)
 
 XDPLB_CNT_RX = COUNTERS.index("rx")
 
@@ -316,6 +317,7 @@ MAPS = {
     "conns6": (Map, ConnKey6, Conn6),
     "conns6_assured": (Map, ConnKey6, Conn6),
     "rs_table6": (Map, RsKey6, RsSvcs6),
+    "tun_src6": (Map, C.c_uint32, TunSrc6),
 }
 
 

@@ -240,6 +240,10 @@ class Conn(C.Structure):
         self.timeout_hi, self.timeout_lo = t >> 16, t & 0xffff
 
 
+class TunSrc6(C.Structure):
+    _fields_ = [("addr", C.c_uint8 * 16)]
+
+
 class ConnKey6(C.Structure):
     _fields_ = [("saddr", C.c_uint8 * 16), ("daddr", C.c_uint8 * 16), ("sport", C.c_uint16),
                 ("dport", C.c_uint16), ("proto", C.c_uint8), ("pad", C.c_uint8 * 3)]
@@ -289,5 +293,5 @@ MIRRORS = {
     "alloc": Alloc, "lblc_key": LblcKey, "lblc_ent": LblcEnt, "rs_key": RsKey,
     "rs_svcs": RsSvcs, "frag_key": FragKey, "frag_rec": FragRec,
     "svc_key6": SvcKey6, "rs_key6": RsKey6, "rs_svcs6": RsSvcs6, "conn_key6": ConnKey6,
-    "conn6": Conn6,
+    "conn6": Conn6, "tun_src6": TunSrc6,
 }
