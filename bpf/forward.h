@@ -54,13 +54,17 @@ static __always_inline int fib_ask(struct xdp_md *ctx, const struct pkt *p, cons
 	fib->ifindex = ctx->ingress_ifindex;
 	fib->sport = sport;
 	fib->dport = dport;
+	/* (a tunnel's outer family may differ from the packet's: p->ip6 or
+	 * p->ip is then NULL) */
 	if (af == XDPLB_AF_INET6) {
 		/* the traffic class and flow label, as the kernel's flowi6 */
-		fib->flowinfo = *(__be32 *)p->ip6 & bpf_htonl(0x0fffffff);
+		if (p->ip6)
+			fib->flowinfo = *(__be32 *)p->ip6 & bpf_htonl(0x0fffffff);
 		__builtin_memcpy(fib->ipv6_src, src, 16);
 		__builtin_memcpy(fib->ipv6_dst, dst, 16);
 	} else {
-		fib->tos = p->ip->tos;
+		if (p->ip)
+			fib->tos = p->ip->tos;
 		fib->ipv4_src = src[0];
 		fib->ipv4_dst = dst[0];
 	}

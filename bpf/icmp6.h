@@ -31,19 +31,6 @@ static __always_inline int icmp6_to_ok(const __be32 *addr)
 	return (bpf_ntohl(addr[0]) >> 24) != 0xff && (addr[0] | addr[1] | addr[2] | addr[3]);
 }
 
-/* The one's complement sum of an IPv6 pseudo-header (RFC 8200 8.1). */
-static __always_inline __u64 pseudo_v6(const __be32 *saddr, const __be32 *daddr, __u32 len,
-				       __u8 nexthdr)
-{
-	__u64 sum = (__u64)bpf_htonl(len) + bpf_htonl(nexthdr);
-	int i;
-
-	#pragma unroll
-	for (i = 0; i < 4; i++)
-		sum += (__u64)saddr[i] + daddr[i];
-	return sum;
-}
-
 /* The frame of p (a client's IPv6 packet to a virtual service) becomes the
  * ICMPv6 error type/code (info: packet too big's MTU), from the address
  * the packet was sent to, quoting the packet up to XDPLB_ICMP6_QUOTE_MAX

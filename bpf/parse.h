@@ -259,6 +259,25 @@ static __always_inline __u16 csum_fold64(__u64 sum)
 	return sum;
 }
 
+/* The IPv4 pseudo-header's sum (network-order words, as the packet's). */
+static __always_inline __u64 pseudo_v4(__be32 saddr, __be32 daddr, __u8 proto, __u16 len)
+{
+	return (__u64)saddr + daddr + bpf_htons(proto) + bpf_htons(len);
+}
+
+/* The one's complement sum of an IPv6 pseudo-header (RFC 8200 8.1). */
+static __always_inline __u64 pseudo_v6(const __be32 *saddr, const __be32 *daddr, __u32 len,
+				       __u8 nexthdr)
+{
+	__u64 sum = (__u64)bpf_htonl(len) + bpf_htonl(nexthdr);
+	int i;
+
+	#pragma unroll
+	for (i = 0; i < 4; i++)
+		sum += (__u64)saddr[i] + daddr[i];
+	return sum;
+}
+
 /* Written out word by word: a loop here is more than the 6.1 verifier
  * (Debian 12's kernel) can follow. */
 #define XDPLB_IP_OPTION_WORD(k)						\

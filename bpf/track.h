@@ -19,12 +19,12 @@
 #include "tcp_state.h"
 
 /* A client's packet on to its destination (Tunnel: encapsulated, by tail
- * call; IPv4 only: the control plane refuses IPv6 Tunnel destinations). */
+ * call). */
 static __always_inline __u32 send_in(struct xdp_md *ctx, struct pkt *p, const struct conn *c,
 				     __u64 now, const int af)
 {
 	if (c->fwd == IP_VS_CONN_F_TUNNEL)
-		return af == XDPLB_AF_INET ? tunnel_call(ctx, c) : pass();
+		return tunnel_call(ctx, c, af);
 	return forward_in(ctx, p, c, now, af);
 }
 

@@ -131,11 +131,9 @@ int xdplb_conn6(struct xdp_md *ctx)
 }
 
 /* A Tunnel connection's packet, from xdplb_main or xdplb_conn (tun_out
- * says where to): encapsulated and sent (encap.h). */
-static __always_inline __u32 tunnel(struct xdp_md *ctx)
+ * says where to; af: the packet's family): encapsulated and sent (encap.h). */
+static __always_inline __u32 tunnel(struct xdp_md *ctx, const int af)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct tun_out *to;
 	struct pkt p = {};
 	__u32 zero = 0;
@@ -144,14 +142,19 @@ static __always_inline __u32 tunnel(struct xdp_md *ctx)
 	 * could not follow its first into the tunnel (frag.h notes no
 	 * encapsulation), so none is recorded and they all pass. */
 	to = tun_out.lookup(&zero);
-	if (!to || parse_pkt(data, data_end, &p) != XDPLB_PKT_WHOLE)
+	if (!to || parse_af(ctx, &p, af) != XDPLB_PKT_WHOLE)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
-	return tunnel_in(ctx, &p, to, now_ns());
+	return tunnel_in(ctx, &p, to, now_ns(), af);
 }
 
 int xdplb_tunnel(struct xdp_md *ctx)
 {
-	return record_verdict(tunnel(ctx));
+	return record_verdict(tunnel(ctx, XDPLB_AF_INET));
+}
+
+int xdplb_tunnel6(struct xdp_md *ctx)
+{
+	return record_verdict(tunnel(ctx, XDPLB_AF_INET6));
 }
 
 /* A packet with ports (whole, or a first fragment: frag, a constant, says

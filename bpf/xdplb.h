@@ -239,6 +239,7 @@ enum xdplb_counter {
 #define XDPLB_PROG_MAIN6	18
 #define XDPLB_PROG_CONN6	19
 #define XDPLB_PROG_ICMP6	20	/* xdplb_icmp6: ICMPv6 errors and answers */
+#define XDPLB_PROG_TUNNEL6	21	/* an IPv6 Tunnel connection's packet */
 #define XDPLB_PROG_SCHED6	32
 #define XDPLB_PROG_MAX		48	/* room for more */
 

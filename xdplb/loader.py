@@ -45,7 +45,7 @@ NEW_CONN_PROGS = {**{base + getattr(S, "XDPLB_SCHED_" + sched.upper()): prefix +
                   S.XDPLB_PROG_CONN: "xdplb_conn", S.XDPLB_PROG_TUNNEL: "xdplb_tunnel",
                   S.XDPLB_PROG_FRAG: "xdplb_frag", S.XDPLB_PROG_ICMP: "xdplb_icmp",
                   S.XDPLB_PROG_MAIN6: "xdplb_main6", S.XDPLB_PROG_CONN6: "xdplb_conn6",
-                  S.XDPLB_PROG_ICMP6: "xdplb_icmp6"}
+                  S.XDPLB_PROG_ICMP6: "xdplb_icmp6", S.XDPLB_PROG_TUNNEL6: "xdplb_tunnel6"}
 
 _LOCAL_INCLUDE = re.compile(r'\s*#\s*include\s*"([^"]+)"')
 
