@@ -223,8 +223,10 @@ static __always_inline int encap(struct xdp_md *ctx, struct pkt *p, const struct
 		return -1;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	if (data + sizeof(struct ethhdr) + sizeof(struct xdplb_vlan_hdr) + XDPLB_GUE6_LEN >
-	    data_end) {
+	/* room for the largest outer headers of this family: every frame
+	 * that parsed has it once grown by hlen */
+	if (data + sizeof(struct ethhdr) + sizeof(struct xdplb_vlan_hdr) +
+	    (outer == XDPLB_AF_INET6 ? XDPLB_GUE6_LEN : XDPLB_GUE_LEN) > data_end) {
 		bpf_xdp_adjust_head(ctx, hlen);	/* (no frame that parsed is this short) */
 		return -1;
 	}

@@ -48,46 +48,71 @@ def rebuilt(pkt, changes):
     return bytes(p.__class__(bytes(p)))
 
 
-GUE_V0_IPIP = b"\x00\x04\x00\x00"   # GUE variant 0: version 0, hlen 0, proto 4, flags 0
+
+
+def _fold(addr):
+    """An address as the data path's key holds it, host order: IPv4 as it is,
+    IPv6 folded (the XOR of its four 32-bit words)."""
+    if ":" not in addr:
+        return int.from_bytes(socket.inet_aton(addr), "big")
+    b = socket.inet_pton(socket.AF_INET6, addr)
+    return int.from_bytes(bytes(b[i] ^ b[4 + i] ^ b[8 + i] ^ b[12 + i] for i in range(4)), "big")
+
+
+def _ip_layer(frame):
+    return frame[IPv6] if IPv6 in frame else frame[IP]
 
 
 def tun_flow_port(inner):
     """The outer UDP source port xdplb derives from the inner flow (bpf/encap.h
-    inner_read): hash_32's multiply of addresses, ports and protocol, scaled
-    into 32768..60999."""
-    ip = inner[IP]
-    l4 = ip.payload
-    a = int.from_bytes(socket.inet_aton(ip.src), "big") ^ int.from_bytes(
-        socket.inet_aton(ip.dst), "big")
-    h = (a ^ (l4.sport << 16 | l4.dport) ^ ip.proto) & 0xffffffff
+    inner_read): hash_32's multiply of addresses (IPv6 folded), ports and
+    protocol, scaled into 32768..60999."""
+    ip = _ip_layer(inner)
+    l4 = inner[TCP] if TCP in inner else inner[UDP]
+    proto = 6 if TCP in inner else 17
+    h = (_fold(ip.src) ^ _fold(ip.dst) ^ (l4.sport << 16 | l4.dport) ^ proto) & 0xffffffff
     h = (h * 0x61C88647) & 0xffffffff
     return 32768 + ((h * (61000 - 32768)) >> 32)
 
 
 def encapsulated(frame, src, dst, smac, dmac, tun_port=None, csum=False):
-    """An independent expected frame: frame's IPv4 packet unchanged inside an
-    outer IPv4 header src -> dst (ipip, or gue to tun_port with the UDP
-    checksum computed by scapy over the whole datagram when csum), the outer
-    header copying DF, TTL and the TOS (CE -> ECT(0)) of the inner one, ID 0
-    with DF else the inner ID; the L2 header (and a VLAN tag) kept, MACs set."""
+    """An independent expected frame: frame's IP packet unchanged inside an
+    outer header src -> dst, IPv4 or IPv6 as those addresses are (ipip: the
+    outer protocol / next header 4 for an inner IPv4 packet, 41 for IPv6; or
+    gue to tun_port, GUE proto likewise, with the UDP checksum computed by
+    scapy over the whole datagram when csum, else 0). The outer header
+    copies the inner one's TOS / traffic class (CE -> ECT(0)) and TTL / hop
+    limit; an outer IPv4 header has DF and ID 0 when the inner packet has DF
+    or is IPv6, else its ID; an outer IPv6 header no flow label. The L2
+    header (and a VLAN tag) kept with the outer family's type, MACs set."""
     p = frame.__class__(bytes(frame))
-    inner = bytes(p[IP])
-    tos = p[IP].tos
+    ip = _ip_layer(p)
+    inner = bytes(ip)
+    v6_inner = IPv6 in p
+    tos, ttl = (ip.tc, ip.hlim) if v6_inner else (ip.tos, ip.ttl)
     if tos & 3 == 3:
         tos = (tos & ~3) | 2
-    df = p[IP].flags & 2
-    outer = IP(src=src, dst=dst, tos=tos, ttl=p[IP].ttl, flags=df, id=0 if df else p[IP].id,
-               proto=4 if tun_port is None else 17)
+    proto = 41 if v6_inner else 4
+    nxt = proto if tun_port is None else 17
+    if ":" in src:
+        outer = IPv6(src=src, dst=dst, tc=tos, fl=0, hlim=ttl, nh=nxt)
+    else:
+        df = 2 if v6_inner else ip.flags & 2
+        outer = IP(src=src, dst=dst, tos=tos, ttl=ttl, flags=df,
+                   id=0 if df else ip.id, proto=nxt)
     if tun_port is not None:
         u = UDP(sport=tun_flow_port(p), dport=tun_port)
         if not csum:
             u.chksum = 0
-        outer = outer / u / Raw(GUE_V0_IPIP + inner)
+        outer = outer / u / Raw(bytes((0, proto, 0, 0)) + inner)
     else:
         outer = outer / Raw(inner)
-    l2 = Ether(src=smac, dst=dmac, type=p[Ether].type)
+    etype = 0x86DD if ":" in src else 0x0800
     if Dot1Q in p:
-        l2 = l2 / Dot1Q(vlan=p[Dot1Q].vlan, type=0x0800)
+        l2 = Ether(src=smac, dst=dmac, type=p[Ether].type) / Dot1Q(vlan=p[Dot1Q].vlan,
+                                                                     type=etype)
+    else:
+        l2 = Ether(src=smac, dst=dmac, type=etype)
     return bytes(l2 / outer)
 
 
