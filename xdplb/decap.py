@@ -1,14 +1,15 @@
 """`xdplb decap IFNAME`: attach (or detach) bpf/decap.c, the real server's
-decapsulation of what Tunnel forwarding sends (ipip, GUE), for real servers
-whose kernel has no ipip or fou module.
+decapsulation of what Tunnel forwarding sends (IPv4 or IPv6 in IPv4 or IPv6,
+in IP-in-IP or GUE), for real servers whose kernel has no ipip, ip6_tunnel,
+sit or fou module.
 
 The program is compiled on its own with bcc and attached to the interface;
-its maps live as long as it is attached (nothing is pinned). decap_addrs
-holds every IPv4 address of the netns when it is attached (frames to other
-addresses, a router's transit tunnels, pass untouched), decap_ports the GUE
-ports. Running it again replaces it (new addresses, new ports); --detach
-removes it, and only it: another XDP program on the interface is never
-touched.
+its maps live as long as it is attached (nothing is pinned). decap_addrs and
+decap_addrs6 hold every IPv4 and IPv6 address of the netns when it is
+attached (frames to other addresses, a router's transit tunnels, pass
+untouched), decap_ports the GUE ports. Running it again replaces it (new
+addresses, new ports); --detach removes it, and only it: another XDP program
+on the interface is never touched.
 """
 import ctypes as C
 import os
@@ -48,10 +49,12 @@ def compile_program():
 
 
 def fill(b, addresses, gue_ports):
-    """decap_addrs and decap_ports of a loaded decap program."""
-    addrs, ports = b[b"decap_addrs"], b[b"decap_ports"]
+    """decap_addrs, decap_addrs6 (as each address's family) and decap_ports of
+    a loaded decap program."""
+    addrs, addrs6, ports = b[b"decap_addrs"], b[b"decap_addrs6"], b[b"decap_ports"]
     for addr in addresses:
-        addrs[C.c_uint32.from_buffer_copy(socket.inet_aton(addr))] = C.c_uint8(1)
+        family, table = (socket.AF_INET6, addrs6) if ":" in addr else (socket.AF_INET, addrs)
+        table[table.Key.from_buffer_copy(socket.inet_pton(family, addr))] = table.Leaf(1)
     for port in gue_ports:
         ports[C.c_uint16(socket.htons(port))] = C.c_uint8(1)
 
@@ -64,7 +67,8 @@ def attach(ifname, mode="native", gue_ports=DEFAULT_GUE_PORTS):
     if now is not None and now[2] != PROG_NAME:
         raise DecapError(f"{ifname} already runs XDP program {now[2] or '(unnamed)'} "
                          f"(id {now[1]}): not replacing it")
-    addresses = sorted({addr for _, addr, _ in tunnel.ipv4_addresses()})
+    addresses = [addr for family in (socket.AF_INET, socket.AF_INET6)
+                 for addr in sorted({addr for _, addr, _ in tunnel.addresses(family)})]
     b, fn = compile_program()
     try:
         fill(b, addresses, gue_ports)

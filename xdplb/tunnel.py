@@ -17,19 +17,20 @@ from .structs import XDPLB_TUN_SRC_SLOTS
 RT_SCOPE_UNIVERSE = 0
 
 
-def ipv4_addresses():
-    """[(ifindex, address, scope)] of every IPv4 address of this netns."""
+def addresses(family=socket.AF_INET):
+    """[(ifindex, address, scope)] of every address of family (AF_INET,
+    AF_INET6) of this netns."""
     from pyroute2 import IPRoute    # (0.25 s to import: only attach and decap need it)
     with IPRoute() as ipr:
         return [(m["index"], m.get_attr("IFA_ADDRESS"), m["scope"])
-                for m in ipr.get_addr(family=socket.AF_INET) if m.get_attr("IFA_ADDRESS")]
+                for m in ipr.get_addr(family=family) if m.get_attr("IFA_ADDRESS")]
 
 
 def interface_sources():
     """{ifindex: IPv4 address} of this netns: the first address of global
     scope of each interface (else its first one)."""
     out, scoped = {}, {}
-    for idx, addr, scope in ipv4_addresses():
+    for idx, addr, scope in addresses():
         out.setdefault(idx, addr)
         if scope == RT_SCOPE_UNIVERSE:
             scoped.setdefault(idx, addr)
