@@ -200,7 +200,6 @@ def icmp6(v6):
     hide a route's MTU for a second), before and after."""
     buckets = private_map(v6.st, "icmp_bucket", IcmpBucket, T.XDPLB_PROG_ICMP6)
     egress = private_map(v6.st, "egress_cache", C.c_uint8 * 40)
-    v6.dp = v6   # mtu_route() takes the test's data path: its .net
     try:
         for m, n, empty in ((buckets, 2, IcmpBucket), (egress, 16, C.c_uint8 * 40)):
             for i in range(n):

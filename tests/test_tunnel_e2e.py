@@ -28,20 +28,30 @@ VIP = "1.2.3.4"
 CLIENT = "10.0.0.2"
 RS = {1: "172.81.1.2", 2: "172.81.2.2"}
 GUE_PORT = 6080
+# dual stack: the same roles over IPv6
+VIP6 = "fd00:4::4"
+CLIENT6 = "fd00:10::2"
+RS6 = {1: "fd00:81:1::2", 2: "fd00:81:2::2"}
 
 
 def _topology():
-    veths = [T.Veth(T.End("client", "eth0", addrs=("10.0.0.2/24",), faces_xdp=True),
-                    T.End("lb", "veth-client", addrs=("10.0.0.1/24",)))]
-    routes = [T.Route("client", f"{VIP}/32", via="10.0.0.1")]
-    sysctls = [T.Sysctl("lb", "net.ipv4.ip_forward", 1)]
+    veths = [T.Veth(T.End("client", "eth0", addrs=("10.0.0.2/24", f"{CLIENT6}/64"),
+                          faces_xdp=True),
+                    T.End("lb", "veth-client", addrs=("10.0.0.1/24", "fd00:10::1/64")))]
+    routes = [T.Route("client", f"{VIP}/32", via="10.0.0.1"),
+              T.Route("client", f"{VIP6}/128", via="fd00:10::1")]
+    sysctls = [T.Sysctl("lb", "net.ipv4.ip_forward", 1),
+               T.Sysctl("lb", "net.ipv6.conf.all.forwarding", 1)]
     for n, addr in RS.items():
         rs = f"rs{n}"
-        veths += [T.Veth(T.End("lb", f"veth-{rs}", addrs=(f"172.81.{n}.1/24",)),
-                         T.End(rs, "eth0", addrs=(f"{addr}/24",), faces_xdp=True)),
-                  T.Veth(T.End("client", f"ret{n}", addrs=(f"10.1.{n}.1/24",)),
-                         T.End(rs, "ret", addrs=(f"10.1.{n}.2/24",)))]
-        routes.append(T.Route(rs, "10.0.0.0/24", via=f"10.1.{n}.1"))
+        veths += [T.Veth(T.End("lb", f"veth-{rs}", addrs=(f"172.81.{n}.1/24",
+                                                         f"fd00:81:{n}::1/64")),
+                         T.End(rs, "eth0", addrs=(f"{addr}/24", f"{RS6[n]}/64"),
+                               faces_xdp=True)),
+                  T.Veth(T.End("client", f"ret{n}", addrs=(f"10.1.{n}.1/24", f"fd00:11:{n}::1/64")),
+                         T.End(rs, "ret", addrs=(f"10.1.{n}.2/24", f"fd00:11:{n}::2/64")))]
+        routes += [T.Route(rs, "10.0.0.0/24", via=f"10.1.{n}.1"),
+                   T.Route(rs, "fd00:10::/64", via=f"fd00:11:{n}::1")]
         # the VIP is the real server's own (on lo) but never answered for by ARP;
         # replies leave by ret, requests come in on eth0: no reverse-path filter
         sysctls += [T.Sysctl(rs, f"net.ipv4.conf.{dev}.{key}", value)
@@ -81,12 +91,17 @@ class TunnelLab:
         for n in RS:
             rs = self.ns[f"rs{n}"]
             rs.addr("add", "lo", f"{VIP}/32")
+            rs.addr("add", "lo", f"{VIP6}/128")
             self.run(f"rs{n}", xdplb_argv("decap", "eth0", "--gue-port", str(GUE_PORT)))
             # bound to the VIP: a UDP answer of an unbound socket would come from
             # the address of the interface it leaves by, not the VIP
             self.servers.append(subprocess.Popen(
                 rs.cmd([sys.executable, "-m", "xdplb.httpd", str(n), "--port", "80", "--udp",
                         "80", "--bind", VIP]), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env()))
+            self.servers.append(subprocess.Popen(
+                rs.cmd([sys.executable, "-m", "xdplb.httpd", str(n), "--port", "80", "--udp",
+                        "80", "--bind", VIP6]), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env()))
         for n, proc in zip(RS, self.servers):
             for _ in range(200):
@@ -119,9 +134,10 @@ def tlab():
         lab.down()
 
 
-def curl(lab):
+def curl(lab, vip=VIP):
+    host = f"[{vip}]" if ":" in vip else vip
     p = lab.run("client", ["curl", "-s", "-i", "-m", "5", "-H", "X-Want-Addr: 1", "-w",
-                           "\nPEER %{remote_ip} %{remote_port}\n", f"http://{VIP}/"],
+                           "\nPEER %{remote_ip} %{remote_port}\n", f"http://{host}/"],
                 check=False)
     assert p.returncode == 0, p.stderr
     return p.stdout
@@ -194,6 +210,39 @@ def test_http_and_udp_through_the_tunnel(tlab, kind):
     conns = tlab.adm("-L", "-n", "-c").stdout
     tcp_rows = [r for r in conns.splitlines() if r.startswith("TCP")]
     assert len(tcp_rows) == 4 and all(" FIN_WAIT " in r for r in tcp_rows), conns
+
+
+# (service address, real servers, the client as the real server sees it)
+FAMILIES = {"6in6": (VIP6, RS6, CLIENT6), "4in6": (VIP, RS6, CLIENT), "6in4": (VIP6, RS, CLIENT6)}
+
+
+@pytest.mark.parametrize("kind", ["ipip", "gue"])
+@pytest.mark.parametrize("families", list(FAMILIES))
+def test_http_through_ipv6_and_mixed_tunnels(tlab, families, kind):
+    """IPv6 in IPv6, IPv4 in IPv6, IPv6 in IPv4: the real servers (xdplb
+    decap) answer the client directly from the VIP."""
+    vip, rss, client = FAMILIES[families]
+    svc = f"[{vip}]:80" if ":" in vip else f"{vip}:80"
+    tlab.adm("-C")
+    tlab.adm("-A", "-t", svc, "-s", "rr")
+    for addr in rss.values():
+        tlab.adm("-a", "-t", svc, "-r", f"[{addr}]" if ":" in addr else addr, "-i",
+                 *TUNNELS[kind])
+    seen = []
+    for _ in range(4):
+        out = curl(tlab, vip)
+        m = re.search(r"This is service #(\d)", out)
+        assert m, out
+        seen.append(int(m.group(1)))
+        assert f"PEER {vip} 80" in out
+        host = f"[{vip}]" if ":" in vip else vip
+        assert re.search(rf"^X-Server-Addr: {re.escape(host)}:80\r?$", out, re.M), out
+        peer = f"[{client}]" if ":" in client else client
+        assert re.search(rf"^X-Client-Addr: {re.escape(peer)}:\d+\r?$", out, re.M), out
+    assert sorted(seen) == [1, 1, 2, 2]
+    st = stats(tlab)
+    conns, inpkts, outpkts = st[("TCP", svc)][:3]
+    assert conns == 4 and inpkts >= 4 * 4 and outpkts == 0, st
 
 
 def test_real_servers_cannot_decapsulate_in_the_kernel(tlab):
