@@ -144,6 +144,42 @@ static __always_inline __u16 csum_span(struct xdp_md *ctx, __u32 off, __u32 len)
 	return csum_fold64(sum);
 }
 
+/* Turn the frame of p around for an answer of hdrs bytes of headers
+ * quoting keep bytes of its L3 packet: rate-limited (kind's bucket), the
+ * frame cut after the quote, hdrs bytes made in front of it, the L2 header
+ * (a VLAN tag kept, ip_proto: the answer's ethertype is the packet's) back
+ * to the sender. Returns the L2 header's length, 0 to drop unanswered;
+ * every packet pointer is then stale. */
+static __always_inline __u32 answer_frame(struct xdp_md *ctx, struct pkt *p, __u32 kind,
+					  __be16 ip_proto, __u32 keep, __u32 hdrs)
+{
+	__u8 l2[XDPLB_L2_MAX];
+	void *data, *data_end;
+	__u32 l2len;
+
+	if ((void *)p->eth + XDPLB_L2_MAX > (void *)(long)ctx->data_end)
+		return 0;
+	if (!icmp_allow(kind)) {
+		count(XDPLB_CNT_ICMP_LIMITED);
+		return 0;
+	}
+	l2len = p->eth->h_proto == ip_proto ? ETH_HLEN : XDPLB_L2_MAX;
+	__builtin_memcpy(l2, p->eth, XDPLB_L2_MAX);
+	/* cut the frame after the quote, then make room in front of it */
+	if (bpf_xdp_adjust_tail(ctx, (int)(l2len + keep) - (int)bpf_xdp_get_buff_len(ctx)))
+		return 0;
+	if (bpf_xdp_adjust_head(ctx, -(int)hdrs))
+		return 0;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + XDPLB_L2_MAX > data_end)
+		return 0;
+	__builtin_memcpy(data, l2 + ETH_ALEN, ETH_ALEN);	/* back to the sender */
+	__builtin_memcpy(data + ETH_ALEN, l2, ETH_ALEN);
+	__builtin_memcpy(data + 2 * ETH_ALEN, l2 + 2 * ETH_ALEN, XDPLB_L2_MAX - 2 * ETH_ALEN);
+	return l2len;
+}
+
 /* The frame of p (a client's packet to a virtual service) becomes the ICMP
  * answer of kind (XDPLB_ICMP_KIND_*; mtu: fragmentation needed's next-hop
  * MTU), from the address the packet was sent to (icmp_send
@@ -154,9 +190,9 @@ static __always_inline __u16 csum_span(struct xdp_md *ctx, __u32 off, __u32 len)
  * it is to be dropped unanswered. */
 static __always_inline int icmp_answer(struct xdp_md *ctx, struct pkt *p, __u32 kind, __u32 mtu)
 {
-	__u32 l2len, quote;
 	__be32 client = p->key.saddr, vip = p->key.daddr;
-	__u8 l2[XDPLB_L2_MAX], tos = p->ip->tos;
+	__u32 l2len, quote = p->ip->ihl * 4 + 8;
+	__u8 tos = p->ip->tos;
 	__be16 id = p->ip->id;
 	void *data, *data_end;
 	struct icmphdr *ic;
@@ -164,27 +200,13 @@ static __always_inline int icmp_answer(struct xdp_md *ctx, struct pkt *p, __u32 
 
 	if (!icmp_to_ok(client))
 		return 0;
-	if ((void *)p->eth + XDPLB_L2_MAX > (void *)(long)ctx->data_end)
-		return 0;
-	if (!icmp_allow(kind)) {
-		count(XDPLB_CNT_ICMP_LIMITED);
-		return 0;
-	}
-	l2len = p->eth->h_proto == bpf_htons(ETH_P_IP) ? ETH_HLEN : XDPLB_L2_MAX;
-	quote = p->ip->ihl * 4 + 8;
-	__builtin_memcpy(l2, p->eth, XDPLB_L2_MAX);
-	/* cut the frame after the quote, then make room in front of it */
-	if (bpf_xdp_adjust_tail(ctx, (int)(l2len + quote) - (int)bpf_xdp_get_buff_len(ctx)))
-		return 0;
-	if (bpf_xdp_adjust_head(ctx, -(int)XDPLB_ICMP_HDRS))
+	l2len = answer_frame(ctx, p, kind, bpf_htons(ETH_P_IP), quote, XDPLB_ICMP_HDRS);
+	if (!l2len)
 		return 0;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	if (data + XDPLB_L2_MAX + XDPLB_ICMP_HDRS > data_end)
 		return 0;
-	__builtin_memcpy(data, l2 + ETH_ALEN, ETH_ALEN);	/* back to the sender */
-	__builtin_memcpy(data + ETH_ALEN, l2, ETH_ALEN);
-	__builtin_memcpy(data + 2 * ETH_ALEN, l2 + 2 * ETH_ALEN, XDPLB_L2_MAX - 2 * ETH_ALEN);
 	ip = data + l2len;
 	ic = (void *)(ip + 1);
 	if ((void *)(ic + 1) > data_end)

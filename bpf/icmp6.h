@@ -39,9 +39,8 @@ static __always_inline int icmp6_to_ok(const __be32 *addr)
 static __always_inline int icmp6_answer(struct xdp_md *ctx, struct pkt *p, __u32 kind,
 					__u8 type, __u8 code, __u32 info)
 {
+	__u32 l2len, quote = p->l3_len < XDPLB_ICMP6_QUOTE_MAX ? p->l3_len : XDPLB_ICMP6_QUOTE_MAX;
 	__be32 client[4], vip[4];
-	__u8 l2[XDPLB_L2_MAX];
-	__u32 l2len, quote;
 	struct icmp6hdr *ic;
 	struct ipv6hdr *ip6;
 	void *data, *data_end;
@@ -50,27 +49,13 @@ static __always_inline int icmp6_answer(struct xdp_md *ctx, struct pkt *p, __u32
 	__builtin_memcpy(vip, p->key6.daddr, 16);
 	if (!icmp6_to_ok(client))
 		return 0;
-	if ((void *)p->eth + XDPLB_L2_MAX > (void *)(long)ctx->data_end)
-		return 0;
-	if (!icmp_allow(kind)) {
-		count(XDPLB_CNT_ICMP_LIMITED);
-		return 0;
-	}
-	l2len = p->eth->h_proto == bpf_htons(ETH_P_IPV6) ? ETH_HLEN : XDPLB_L2_MAX;
-	quote = p->l3_len < XDPLB_ICMP6_QUOTE_MAX ? p->l3_len : XDPLB_ICMP6_QUOTE_MAX;
-	__builtin_memcpy(l2, p->eth, XDPLB_L2_MAX);
-	/* cut the frame after the quote, then make room in front of it */
-	if (bpf_xdp_adjust_tail(ctx, (int)(l2len + quote) - (int)bpf_xdp_get_buff_len(ctx)))
-		return 0;
-	if (bpf_xdp_adjust_head(ctx, -(int)XDPLB_ICMP6_HDRS))
+	l2len = answer_frame(ctx, p, kind, bpf_htons(ETH_P_IPV6), quote, XDPLB_ICMP6_HDRS);
+	if (!l2len)
 		return 0;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	if (data + XDPLB_L2_MAX + XDPLB_ICMP6_HDRS > data_end)
 		return 0;
-	__builtin_memcpy(data, l2 + ETH_ALEN, ETH_ALEN);	/* back to the sender */
-	__builtin_memcpy(data + ETH_ALEN, l2, ETH_ALEN);
-	__builtin_memcpy(data + 2 * ETH_ALEN, l2 + 2 * ETH_ALEN, XDPLB_L2_MAX - 2 * ETH_ALEN);
 	ip6 = data + l2len;
 	ic = (void *)(ip6 + 1);
 	if ((void *)(ic + 1) > data_end)
