@@ -132,8 +132,30 @@ def sort_services(services):
     return sorted(services, key=functools.cmp_to_key(cmp_services))
 
 
+def merge_sort(items, cmp):
+    """glibc 2.36's qsort (msort_with_tmp: top-down halves, the left one's
+    element first unless cmp says it is greater). With a comparator that is
+    neither transitive nor antisymmetric (servers of two families: each
+    comparison in its first operand's family) only the same comparisons in
+    the same order give ipvsadm's listing."""
+    if len(items) <= 1:
+        return list(items)
+    half = len(items) // 2
+    left, right = merge_sort(items[:half], cmp), merge_sort(items[half:], cmp)
+    out, i, j = [], 0, 0
+    while i < len(left) and j < len(right):
+        if cmp(left[i], right[j]) <= 0:
+            out.append(left[i])
+            i += 1
+        else:
+            out.append(right[j])
+            j += 1
+    return out + left[i:] + right[j:]
+
+
 def sort_dests(dests):
-    return sorted(dests, key=functools.cmp_to_key(cmp_dests))
+    """A service's servers (kernel order: newest first) as ipvsadm lists them."""
+    return merge_sort(dests, cmp_dests)
 
 
 # --- lines ----------------------------------------------------------------------
