@@ -99,12 +99,23 @@ def _dlist(ds):
     return [(s, d.weight) for s, d in ds]
 
 
-def _meta(name, ds):
-    """What mh's table needs of [(slot, DestEntry)]: {slot: (addr, port,
-    last_weight)} host order (the other schedulers need nothing)."""
+def _mh_addr(svc_af, addr):
+    """The address mh hashes (host order) of a server's address bytes:
+    ip_vs_mh_hashkey reads it in the service's family, so an IPv6 service
+    hashes the fold (an IPv4 tunnel server's is its address) and an IPv4
+    service an IPv6 tunnel server's first word."""
+    if len(addr) == 16:
+        addr = fold(addr) if svc_af == AF_INET6 else addr[:4]
+    return int.from_bytes(addr, "big")
+
+
+def _meta(name, ds, svc_af):
+    """What mh's table needs of [(slot, DestEntry)] of a service of family
+    svc_af: {slot: (addr, port, last_weight)} host order (the other
+    schedulers need nothing)."""
     if name != "mh":
         return None
-    return {s: (int.from_bytes(bytes(d.addr), "big"), socket.ntohs(d.port), d.last_weight)
+    return {s: (_mh_addr(svc_af, dest_addr(d)), socket.ntohs(d.port), d.last_weight)
             for s, d in ds}
 
 
@@ -238,7 +249,7 @@ def edit_service(t, svc):
     ds = t.dests_of(entry.slot)
     dlist = _dlist(ds)
     _switch(t, plan, copy(t.alloc()), svc.key, entry, svc.sched, dlist,
-            S.init_state(svc.sched, dlist), _meta(svc.sched, ds),
+            S.init_state(svc.sched, dlist), _meta(svc.sched, ds, svc.af),
             **_sched_fields(svc.sched), **fields)
     return plan
 
@@ -367,14 +378,15 @@ def add_dests(t, svc_k, dests):
         return Plan(), [XdplbError(E_SVC_NOT_DEFINED)] * len(dests)
     name = model.SCHED_NAMES[entry.sched]
     dlist = t.dlist(entry.slot)
-    meta = _meta(name, t.dests_of(entry.slot))
+    svc_af = model.family(key[1])
+    meta = _meta(name, t.dests_of(entry.slot), svc_af)
     state = current_state(t, entry, dlist)
     alloc = copy(t.alloc())
     seq, used = alloc.dest_seq, alloc.ring_used   # (as ints in the loop: ctypes is slow)
     plan, results, added, sched = Plan(), [], set(), None
     for dest in dests:
         try:
-            model.check_dest(dest, model.family(key[1]))
+            model.check_dest(dest, svc_af)
             port = dest_port(key[2], dest)
             ident = _dest_id(dest.addr, port)
             if ident in added or t.find_dest(entry.slot, *ident) is not None:
@@ -387,9 +399,8 @@ def add_dests(t, svc_k, dests):
                 rs_join(t, joined, key, *ident)
             after = [(slot, dest.weight)] + dlist
             after_state = S.on_add(name, after, state)
-            after_meta = None if meta is None else {   # (mh hashes an IPv6 address's fold)
-                **meta, slot: (int.from_bytes(_addr_fields(ident[0])[0], "big"), port,
-                               dest.weight)}
+            after_meta = None if meta is None else {
+                **meta, slot: (_mh_addr(svc_af, ident[0]), port, dest.weight)}
             after_sched = plan_schedule(t, used, name, after, after_state, after_meta)
         except XdplbError as e:
             results.append(e)
@@ -445,7 +456,7 @@ def edit_dest(t, svc_k, dest):
             dc.overload = 0
             plan.put("dest_conns", slot, dc)
     _switch(t, plan, copy(t.alloc()), tuple(svc_k), entry, name, _dlist(after), state,
-            _meta(name, after))
+            _meta(name, after, model.family(svc_k[1])))
     if _primed(dest):
         plan.primed.append(dest.addr)
     return plan
@@ -468,7 +479,8 @@ def delete_dest(t, svc_k, addr, port):
         prev.next = ds[i][1].next
         plan.put("dests", ds[i - 1][0], prev)
     rest = ds[:i] + ds[i + 1:]
-    _switch(t, plan, alloc, tuple(svc_k), entry, name, _dlist(rest), state, _meta(name, rest))
+    _switch(t, plan, alloc, tuple(svc_k), entry, name, _dlist(rest), state,
+            _meta(name, rest, model.family(svc_k[1])))
     return plan
 
 

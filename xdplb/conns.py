@@ -45,7 +45,9 @@ def conn_timeout(proto, state, c=None):
 class Entry:
     """One entry of a connection table: its key (ConnKey or ConnKey6), its
     value as stored (Conn, or Conn6), c the Conn in it, the real server's
-    address bytes (4 or 16), and whether it is alive."""
+    address bytes (4 or 16: its own family's, which a mixed-family tunnel's
+    entry does not hold, so live_entries sets it from the destination), and
+    whether it is alive."""
 
     __slots__ = ("table", "k", "value", "c", "addr", "alive")
 
@@ -79,10 +81,22 @@ def live_entries(st, dests, now=None):
                 now - c.last_seen <= conn_timeout(e.k.proto, c.state, c) * NS)
             d = dests.get(c.dest_slot)
             if d is None or d.svc_slot != c.svc_slot or (c.dest_seq and c.dest_seq != d.seq) \
-                    or (c.dir == XDPLB_DIR_IN and dest_addr(d) != e.addr):
+                    or (c.dir == XDPLB_DIR_IN and not bound_to(e.value, d)):
                 e.alive = False
+            else:
+                e.addr = dest_addr(d)
             out.append(e)
     return out
+
+
+def bound_to(value, d):
+    """The entry's value (Conn or Conn6) names destination d (DestEntry):
+    the data path copies d's addr (an IPv6 server's fold) into every entry,
+    and into an IPv6 one d's addr6 too (zero for an IPv4 server: a tunnel
+    of IPv4 under an IPv6 service)."""
+    if isinstance(value, Conn6):
+        return bytes(value.c.addr) == bytes(d.addr) and bytes(value.addr6) == bytes(d.addr6)
+    return bytes(value.addr) == bytes(d.addr)
 
 
 def counts(entries):

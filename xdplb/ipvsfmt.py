@@ -10,7 +10,7 @@ import socket
 from .model import (AF_INET, AF_INET6, FWD_NAMES, FWD_SWITCH, IP_VS_SVC_F_ONEPACKET,
                     IP_VS_SVC_F_SCHED1, IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3,
                     IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PROTO_LOWER, TUN_FLAG_NAMES,
-                    TUN_FLAG_SWITCH, TUN_TYPES)
+                    TUN_FLAG_SWITCH, TUN_TYPES, family)
 from .structs import IP_VS_CONN_F_TUNNEL
 
 FMT_NONE = 0x0000
@@ -85,20 +85,24 @@ def _i32(x):
     return x - 0x100000000 if x & 0x80000000 else x
 
 
-def _words(af, addr):
-    raw = socket.inet_pton(af, addr)
-    return [int.from_bytes(raw[i:i + 4], "big") for i in range(0, len(raw), 4)]
+def _words(addr):
+    """An address as libipvs holds it (union nf_inet_addr): four host-order
+    32-bit words, an IPv4 address in the first and zeros after it."""
+    raw = socket.inet_pton(AF_INET6 if family(addr) == AF_INET6 else AF_INET, addr)
+    return [int.from_bytes(raw[i:i + 4], "big") for i in range(0, len(raw), 4)] + \
+        [0] * (4 - len(raw) // 4)
 
 
 def _cmp_addr(af, a, b):
-    if af == AF_INET6:
-        r = 0
-        for x, y in zip(_words(af, a), _words(af, b)):
-            r = _i32(x - y)
-            if r:
-                break
-        return r
-    return _i32(_words(AF_INET, a)[0] - _words(AF_INET, b)[0])
+    """libipvs's comparison in family af, the first operand's: IPv6 word by
+    word, IPv4 the first word only, each as (int)(a - b). An IPv4 and an
+    IPv6 server of one (tunnel) service compare in the first one's family."""
+    wa, wb = _words(a), _words(b)
+    for x, y in zip(wa, wb) if af == AF_INET6 else ((wa[0], wb[0]),):
+        r = _i32(x - y)
+        if r:
+            return r
+    return 0
 
 
 def cmp_services(s1, s2):
@@ -128,8 +132,30 @@ def sort_services(services):
     return sorted(services, key=functools.cmp_to_key(cmp_services))
 
 
+def merge_sort(items, cmp):
+    """glibc 2.36's qsort (msort_with_tmp: top-down halves, the left one's
+    element first unless cmp says it is greater). With a comparator that is
+    neither transitive nor antisymmetric (servers of two families: each
+    comparison in its first operand's family) only the same comparisons in
+    the same order give ipvsadm's listing."""
+    if len(items) <= 1:
+        return list(items)
+    half = len(items) // 2
+    left, right = merge_sort(items[:half], cmp), merge_sort(items[half:], cmp)
+    out, i, j = [], 0, 0
+    while i < len(left) and j < len(right):
+        if cmp(left[i], right[j]) <= 0:
+            out.append(left[i])
+            i += 1
+        else:
+            out.append(right[j])
+            j += 1
+    return out + left[i:] + right[j:]
+
+
 def sort_dests(dests):
-    return sorted(dests, key=functools.cmp_to_key(cmp_dests))
+    """A service's servers (kernel order: newest first) as ipvsadm lists them."""
+    return merge_sort(dests, cmp_dests)
 
 
 # --- lines ----------------------------------------------------------------------
@@ -310,7 +336,9 @@ def timeout_text(tcp=900, tcpfin=120, udp=300):
 
 def conn_listing(conns, fmt=0, resolver=None):
     """`-L -c` from entries (proto name, af, caddr, cport, vaddr, vport, daddr,
-    dport, state, expires seconds, pe_name, pe_data)."""
+    dport, state, expires seconds, pe_name, pe_data): af is the client's and
+    the service's family; the real server is written in its own (a
+    mixed-family tunnel's row mixes them, as ipvsadm's does)."""
     out = ["IPVS connection entries\n"]
     if fmt & FMT_PERSISTENTCONN:
         out.append("pro expire %-11s %-18s %-18s %-18s %-16s %s\n"
@@ -323,7 +351,7 @@ def conn_listing(conns, fmt=0, resolver=None):
         proto = {"TCP": IPPROTO_TCP, "UDP": IPPROTO_UDP}.get(pname, 0)
         cname = addrport(af, caddr, cport, proto, fmt, resolver)
         vname = addrport(af, vaddr, vport, proto, fmt, resolver)
-        dname = addrport(af, daddr, dport, proto, fmt, resolver)
+        dname = addrport(family(daddr), daddr, dport, proto, fmt, resolver)
         exp = "%02d:%02d" % (expires // 60, expires % 60)
         if fmt & FMT_PERSISTENTCONN and pe_name:
             out.append("%-3s %-6s %-11s %-18s %-18s %-16s %-18s %s\n"

@@ -147,8 +147,8 @@ E_ENOMEM = "Memory allocation problem"
 E_NO_DAEMON = "No daemon is running"
 
 SUPPORTED = ("xdplb supports TCP and UDP services, IPv4 and IPv6, with every ipvsadm "
-             "scheduler and -m (masquerading) or -g (direct routing) servers, and IPv4 -i "
-             "(tunnelling: ipip, gue) servers")
+             "scheduler and -m (masquerading), -g (direct routing) or -i (tunnelling: ipip, "
+             "gue; either family under either) servers")
 E_FAMILY = "Different address family is allowed only for tunneling servers"
 E_FWMARK = ("xdplb: firewall-mark services (-f) cannot work with xdplb: the XDP data path "
             "sees packets before the kernel builds a socket buffer, so there is no packet "
@@ -218,12 +218,10 @@ def is_unicast(addr):
 
 def check_family(svc_af, dest):
     """A real server of the other family than its service: ipvsadm's refusal
-    unless it tunnels; xdplb tunnels IPv4 in IPv4 only so far."""
-    if dest.fwd != IP_VS_CONN_F_TUNNEL:
-        if dest.af != svc_af:
-            raise XdplbError(E_FAMILY, 2)
-    elif AF_INET6 in (svc_af, dest.af):
-        raise unsupported("IPv6 tunnels and mixed-family tunnels (-i with IPv6) are")
+    unless it tunnels (the server's family is the outer header's, the
+    service's the inner packet's: IPv6 in IPv4, IPv4 in IPv6)."""
+    if dest.fwd != IP_VS_CONN_F_TUNNEL and dest.af != svc_af:
+        raise XdplbError(E_FAMILY, 2)
 
 
 def check_dest(dest, svc_af=AF_INET):

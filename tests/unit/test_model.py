@@ -12,8 +12,8 @@ from xdplb.structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_LOCALNODE, IP_VS_CO
                            IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM)
 
 NOT_YET = ("not supported yet (xdplb supports TCP and UDP services, IPv4 and IPv6, with every "
-           "ipvsadm scheduler and -m (masquerading) or -g (direct routing) servers, and IPv4 -i "
-           "(tunnelling: ipip, gue) servers)")
+           "ipvsadm scheduler and -m (masquerading), -g (direct routing) or -i (tunnelling: "
+           "ipip, gue; either family under either) servers)")
 
 
 def refusal(check, obj):
@@ -115,18 +115,24 @@ def test_ipv6_servers_taken():
 
 def test_other_family_servers():
     """Another family than the service's: ipvsadm's own refusal (exit 2)
-    unless it tunnels; tunnels with IPv6 on either side are not run yet."""
+    unless it tunnels; tunnels of either family under either are taken,
+    gre still refused, non-unicast servers refused in their own family."""
     family = ("Different address family is allowed only for tunneling servers", 2)
-    v6_tunnel = ("xdplb: IPv6 tunnels and mixed-family tunnels (-i with IPv6) are " + NOT_YET,
-                 255)
     for svc_af, addr in ((model.AF_INET, "2001:db8::2"), (AF_INET6, "10.1.0.1")):
         for fwd in (IP_VS_CONN_F_MASQ, IP_VS_CONN_F_DROUTE):
             assert refusal(lambda d: model.check_dest(d, svc_af), dest(addr=addr, fwd=fwd)) \
                 == family
+        model.check_dest(dest(addr=addr, fwd=IP_VS_CONN_F_TUNNEL), svc_af)
+        model.check_dest(dest(addr=addr, fwd=IP_VS_CONN_F_TUNNEL,
+                              tun_type=IP_VS_CONN_F_TUNNEL_TYPE_GUE, tun_port=6080), svc_af)
         assert refusal(lambda d: model.check_dest(d, svc_af),
-                       dest(addr=addr, fwd=IP_VS_CONN_F_TUNNEL)) == v6_tunnel
-    assert refusal(lambda d: model.check_dest(d, AF_INET6),
-                   dest(addr="2001:db8::2", fwd=IP_VS_CONN_F_TUNNEL)) == v6_tunnel
+                       dest(addr=addr, fwd=IP_VS_CONN_F_TUNNEL,
+                            tun_type=IP_VS_CONN_F_TUNNEL_TYPE_GRE)) == (
+            "xdplb: GRE tunnels (--tun-type gre) are " + NOT_YET, 255)
+    model.check_dest(dest(addr="2001:db8::2", fwd=IP_VS_CONN_F_TUNNEL), AF_INET6)
+    for svc_af, addr in ((model.AF_INET, "fe80::2"), (AF_INET6, "224.0.0.1")):
+        assert refusal(lambda d: model.check_dest(d, svc_af),
+                       dest(addr=addr, fwd=IP_VS_CONN_F_TUNNEL)) == (model.E_EINVAL, 255)
     # the family comes first, as ipvsadm refuses before the kernel sees it
     assert refusal(lambda d: model.check_dest(d, AF_INET6), dest(weight=-1)) == family
 
