@@ -7,16 +7,15 @@ the connection table, predicts each frame's fate before the program runs
 every batch compares its copy with the kernel's table and counters.
 """
 import collections
-import socket
 
 from xdplb import structs as S
 from xdplb.config import rs_filter_bit
 
 from . import icmp
 from .fragments import FragModel
-from .wire import (MTU, TCP_ACK, TCP_RST, TCP_SYN, XDP_ABORTED, XDP_DROP, XDP_PASS,
+from .wire import (MTU, TCP_ACK, TCP_RST, TCP_SYN, V4, V6, XDP_ABORTED, XDP_DROP, XDP_PASS,
                    XDP_REDIRECT, XDP_TX, VERDICTS, encapsulated, input_checksums_valid,
-                   l4_check_off, l4_region, parse, pseudo, residue)
+                   ip_header, l4_check_off, l4_region, ntop, parse, pseudo, residue)
 
 Svc = collections.namedtuple("Svc", "slot addr port proto ring")
 MConn = collections.namedtuple("MConn", "addr port dir fwd dest_slot svc_slot")
@@ -46,23 +45,38 @@ class Violation(Exception):
 
 
 def fmt_key(k):
-    return (f"{socket.inet_ntoa(k[0])}:{k[2]} -> {socket.inet_ntoa(k[1])}:{k[3]} "
-            f"proto {k[4]}")
+    return f"{ntop(k[0])}:{k[2]} -> {ntop(k[1])}:{k[3]} proto {k[4]}"
+
+
+# IPv6's services and destinations: IPv4's (Tunnel's left out: IPv4 only so
+# far) with IPv6 addresses, in slots this far past IPv4's.
+SVC6, DEST6 = 14, 23
 
 
 def service_config(net):
-    """Service slot -> (addr, port, proto, [(dest slot, addr, port, fwd)]):
-    Masq, Route and Tunnel services (TUNNELS), one without destinations, and
-    destinations without a neighbour entry or without a route; one real
-    server (rs[0]:8080) behind three services and another (rs[2]:8080)
-    behind two, whose replies must each find their own service's
-    connection; port-zero services (all ports of an address) with
-    destinations of port zero and not, two of them at one address.
+    """Service slot -> (addr, port, proto, [(dest slot, addr, port, fwd)]) of
+    both families (_services), IPv6's in slots SVC6 / DEST6 past IPv4's."""
+    config = dict(_services(net.addrs[V4]))
+    for slot, (addr, port, proto, dl) in _services(net.addrs[V6]).items():
+        if all(fwd != S.IP_VS_CONN_F_TUNNEL for _, _, _, fwd in dl):
+            config[slot + SVC6] = (addr, port, proto,
+                                   [(d + DEST6, a, p, fwd) for d, a, p, fwd in dl])
+    return config
+
+
+def _services(a):
+    """One family's services (a: its wire.Addrs), by slot: Masq, Route and
+    Tunnel services (TUNNELS), one without destinations, and destinations
+    without a neighbour entry or without a route; one real server
+    (rs[0]:8080) behind three services and another (rs[2]:8080) behind
+    two, whose replies must each find their own service's connection;
+    port-zero services (all ports of an address) with destinations of port
+    zero and not, two of them at one address.
     (ipvsadm accepts a port-zero service only with -p; these are plain rr:
     how a connection and its replies are found does not depend on it.)"""
     M, D, T = S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE, S.IP_VS_CONN_F_TUNNEL
-    rs, vip, vip2, vip3 = net.rs, net.vip, net.vip2, net.vip3
-    near, no_neigh, no_route = net.near_rs, net.rs_no_neigh, net.rs_no_route
+    rs, vip, vip2, vip3 = a.rs, a.vip, a.vip2, a.vip3
+    near, no_neigh, no_route = a.near_rs, a.rs_no_neigh, a.rs_no_route
     return {
         1: (vip, 80, 6, [(1, rs[0], 8080, M), (2, rs[1], 8080, M), (3, rs[2], 8080, M)]),
         2: (vip, 53, 17, [(4, rs[0], 8053, M), (5, rs[1], 8053, M)]),
@@ -85,7 +99,9 @@ class Oracle:
     """The model of one fuzz run. stats and outcomes count what was checked;
     counters holds the batch's expected program counters."""
 
-    GONE_DEST = 12  # service 8's only destination, which goes away every batch
+    # service 8's only destination (and its IPv6 twin's), which goes away
+    # every batch -> the service that takes its slot in even batches
+    GONE_DESTS = {12: 1, 12 + DEST6: 1 + SVC6}
 
     def __init__(self, net, stats):
         self.net, self.stats = net, stats
@@ -119,7 +135,8 @@ class Oracle:
         self.pos = {svc.slot: 0 for svc in self.services.values()}
         self.conns = {}
         self.replied = set()    # connections a reply was forwarded for by XDP
-        self.flows_in, self.flows_out = [], []
+        # tracked flows' tuples by family: the clients' and the replies'
+        self.flows_in, self.flows_out = {V4: [], V6: []}, {V4: [], V6: []}
         self.counters = collections.Counter()
         self.frags.reset()
         self.rs = {}
@@ -165,33 +182,23 @@ class Oracle:
         return None
 
     def dest_goes(self, batch):
-        """GONE_DEST is deleted (odd batches) or its slot is reused by
-        another service (even ones): IPVS drops the client's packets of its
-        flows and still un-NATs their replies: its service stays in the
+        """Each of GONE_DESTS is deleted (odd batches) or its slot is reused
+        by another service (even ones): IPVS drops the client's packets of
+        its flows and still un-NATs their replies: its service stays in the
         destination's rs_table entry (the control plane's sweep takes it out
-        once no connection needs it). Returns the destination to write."""
-        d = self.dests[self.GONE_DEST]
-        if batch % 2:
-            d.available = False
-        else:
-            d.svc_slot = 1
-            self._rs_join(self.by_slot[1], d)
-        return d
+        once no connection needs it). Returns the destinations to write."""
+        gone = []
+        for dslot, taker in self.GONE_DESTS.items():
+            d = self.dests[dslot]
+            if batch % 2:
+                d.available = False
+            else:
+                d.svc_slot = taker
+                self._rs_join(self.by_slot[taker], d)
+            gone.append(d)
+        return gone
 
     # -- before the run: what must happen -----------------------------------------
-
-    def fib(self, target):
-        """The FIB's answer for a forward to target, from the topology:
-        'ok' (known neighbour), 'no_neigh' (on-link, unresolved), 'none'
-        (no route, local, broadcast), None (unsure). Every device's MTU is
-        MTU."""
-        if target in self.net.neigh:
-            return "ok"
-        if target in self.net.local:
-            return "none"
-        if target[:3] in (b"\x0a\x00\x00", b"\xac\x50\x00"):
-            return None if target[3] in (0, 255) else "no_neigh"
-        return "none"
 
     def svc_find(self, p):
         """(service, its port) of p: its address and port, else the port-zero
@@ -225,23 +232,23 @@ class Oracle:
             return "pass", None
         # The kernel drops a bad IP header in ip_rcv: IPVS never schedules it.
         # A tracked flow's packets carry whatever error they have.
-        if residue(f[p.l3:p.l3 + p.ihl]):
+        if residue(ip_header(f, p)):
             return "pass", None
         if not svc.ring:
-            return "answer", ("no_dest", 3, 0)
+            return "answer", ("no_dest", 0)
         n = self.pos[svc.slot]
         self.pos[svc.slot] = n + 1
         d = self.dests[svc.ring[n % len(svc.ring)]]
         if not d.available:
-            return "answer", ("no_dest", 3, 0)
+            return "answer", ("no_dest", 0)
         # The real port only for packets to the service's port (a port-zero
         # service keeps the client's destination port).
         port = d.port if p.dport == svc_port and d.port else p.dport
         nc = MConn(d.addr, port, S.XDPLB_DIR_IN, d.fwd, d.slot, svc.slot)
         self.conns[p.key] = nc
-        self.flows_in.append(p.key)
+        self.flows_in[len(p.src)].append(p.key)
         if d.fwd == S.IP_VS_CONN_F_MASQ:
-            self.flows_out.append((d.addr, p.src, port, p.sport, p.proto))
+            self.flows_out[len(p.src)].append((d.addr, p.src, port, p.sport, p.proto))
         return "fwd", (nc, True, None)
 
     # -- after the run: judge the program's answer ---------------------------------
@@ -271,7 +278,11 @@ class Oracle:
             self.outcomes["pass (not ours)"] += 1
             return
         self.stats["ours"] += 1
-        if p.ihl > 20:
+        if len(p.src) == V6:
+            self.stats["ours over IPv6"] += 1
+            if p.ihl > 40:
+                self.stats["ours over IPv6 with extension headers"] += 1
+        elif p.ihl > 20:
             self.stats["ours with IP options"] += 1
         if p.l3 == 18:
             self.stats["ours with a VLAN tag"] += 1
@@ -279,7 +290,7 @@ class Oracle:
             self.counters[info] += 1
             if verdict != XDP_DROP or out != f:
                 raise Violation(f"expected DROP untouched ({info})")
-            self.outcomes[f"drop ({info})"] += 1
+            self.outcomes[f"drop ({info}){_fam(p.src)}"] += 1
             return
         c, new, reply = info
         if new:
@@ -297,7 +308,8 @@ class Oracle:
             if p.first_frag:
                 self.stats["first fragments sent on"] += 1
                 self.frags.note(f, p, c, reply, form)
-        self.outcomes[f"{form} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, f'fwd {c.fwd}')}"] += 1
+        self.outcomes[f"{form} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, f'fwd {c.fwd}')}"
+                      f"{_fam(p.src)}"] += 1
 
     def judge_later(self, f, q, expected, ifindex, verdict, out):
         """judge() for a later fragment (wire.parse_later: q), expected from
@@ -334,16 +346,16 @@ class Oracle:
 
             def want(macs):
                 if masq:
-                    return icmp.translated(f, e, 16, 12, 20, c.addr, c.port, macs)
+                    return icmp.translated(f, e, "rs", c.addr, c.port, macs)
                 return self.rewritten(f, None, c, macs, None) if macs else bytes(f)
             way = "to the real server"
         else:
             target = e.src
 
             def want(macs):
-                return icmp.translated(f, e, 12, 16, 22, reply.key[1], reply.key[3], macs)
+                return icmp.translated(f, e, "client", reply.key[1], reply.key[3], macs)
             way = "to the client"
-        fib = self.fib(target)
+        fib = self.net.fib(target)
         if reply is not None and fib == "ok":
             self.replied.add(reply.key)
         if c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or fib == "none":
@@ -363,24 +375,27 @@ class Oracle:
         xdp_fwd = c.fwd in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE)
         if xdp_fwd and (fib in ("ok", "no_neigh") or verdict != XDP_PASS or out != f):
             self.counters["icmp_xlate"] += 1
-        self.outcomes[f"icmp {way} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, c.fwd)}"] += 1
+        self.outcomes[f"icmp {way} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, c.fwd)}"
+                      f"{_fam(e.src)}"] += 1
 
     def _judge_answer(self, f, p, info, verdict, out):
-        """The data path's own ICMP answer (info: counter, code, mtu)."""
-        name, code, mtu = info
+        """The data path's own ICMP answer (info: its counter, which says
+        which answer, and the MTU it carries)."""
+        name, mtu = info
         self.counters[name] += 1
+        fam = _fam(p.src)
         if verdict == XDP_DROP and out == f:
             if icmp.unicast(p.src):
                 self.counters["icmp_limited"] += 1
-                self.outcomes[f"answer ({name}) rate-limited"] += 1
+                self.outcomes[f"answer ({name}) rate-limited{fam}"] += 1
             else:
-                self.outcomes[f"answer ({name}) none to a non-unicast source"] += 1
+                self.outcomes[f"answer ({name}) none to a non-unicast source{fam}"] += 1
             return
         if not icmp.unicast(p.src):
             raise Violation(f"{name}: answered a non-unicast source")
-        if verdict not in (XDP_TX, XDP_REDIRECT) or bytes(out) != icmp.answer(f, p, code, mtu):
+        if verdict not in (XDP_TX, XDP_REDIRECT) or bytes(out) != icmp.answer(f, p, name, mtu):
             raise Violation(f"{name}: not the ICMP answer it must be")
-        self.outcomes[f"answer ({name})"] += 1
+        self.outcomes[f"answer ({name}){fam}"] += 1
 
     def _too_big(self, f, p, c, new, reply, verdict, out):
         """A forward over the egress MTU (every device's is MTU); True when
@@ -389,13 +404,14 @@ class Oracle:
         if c.fwd == S.IP_VS_CONN_F_TUNNEL:
             return self._tunnel_too_big(f, p, c, verdict, out)
         if p.tot <= MTU or c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or \
-                self.fib(target) != "ok":
+                self.net.fib(target) != "ok":
             return False
-        df = f[p.l3 + 6] & 0x40
+        # not to be fragmented on the way: DF, or any IPv6 packet
+        df = len(p.src) == V6 or f[p.l3 + 6] & 0x40
         if reply is not None:
             self.replied.add(reply.key)
         if reply is None and df:
-            self._judge_answer(f, p, ("frag_needed", 4, MTU), verdict, out)
+            self._judge_answer(f, p, ("frag_needed", MTU), verdict, out)
             return True
         self.counters["too_big"] += 1
         if reply is None and c.fwd == S.IP_VS_CONN_F_DROUTE:
@@ -408,7 +424,7 @@ class Oracle:
             raise Violation(f"over the MTU: must go {how}")
         exp_out = self.rewritten(f, p, c, None, reply) if how.endswith("NATed") else f
         self._compare(f, p, c, f"over the MTU, {how}", exp_out, out)
-        self.outcomes[f"over the MTU, {how}"] += 1
+        self.outcomes[f"over the MTU, {how}{_fam(p.src)}"] += 1
         return True
 
     def _count_reply(self, reply):
@@ -439,7 +455,7 @@ class Oracle:
                             "on a tracked or new flow")
         self.counters["ours_pass"] += 1
         masq = c.fwd == S.IP_VS_CONN_F_MASQ
-        fib = self.fib(target)
+        fib = self.net.fib(target)
         if xdp_fwd and fib == "ok":
             raise Violation("passed a frame the FIB can forward")
         if out == f:
@@ -457,11 +473,11 @@ class Oracle:
             if out != f:
                 raise Violation(f"{form}: frame changed")
             return
-        ip_c, l4_c = p.l3 + 10, l4_check_off(p)
         a, b = bytearray(out), bytearray(exp_out)
         if c.fwd == S.IP_VS_CONN_F_MASQ and form != "stack (untouched)":
-            a[ip_c:ip_c + 2] = b[ip_c:ip_c + 2]
-            a[l4_c:l4_c + 2] = b[l4_c:l4_c + 2]
+            checks = [l4_check_off(p)] + ([p.l3 + 10] if len(p.src) == V4 else [])
+            for at in checks:
+                a[at:at + 2] = b[at:at + 2]
         if a != b:
             raise Violation(f"{form}: bytes other than NAT/DR fields differ")
         bad = self.checksums_ok(f, out, p)
@@ -478,9 +494,9 @@ class Oracle:
         the tunnel (bpf/encap.h); True when it was one, judged."""
         overhead = 32 if TUNNELS[c.dest_slot][0] == GUE else 20
         if p.first_frag or p.tot + overhead <= MTU or not f[p.l3 + 6] & 0x40 or \
-                self.fib(c.addr) not in ("ok", "no_neigh"):
+                self.net.fib(c.addr) not in ("ok", "no_neigh"):
             return False
-        self._judge_answer(f, p, ("frag_needed", 4, MTU - overhead), verdict, out)
+        self._judge_answer(f, p, ("frag_needed", MTU - overhead), verdict, out)
         return True
 
     def _tunnel_form(self, f, p, c, ifindex, verdict, out):
@@ -496,7 +512,7 @@ class Oracle:
         tun_type, port, flags = TUNNELS[c.dest_slot]
         gue = port if tun_type == GUE else None
         fits = p.tot + (32 if gue else 20) <= MTU
-        fib = self.fib(c.addr)
+        fib = self.net.fib(c.addr)
         if verdict in (XDP_TX, XDP_REDIRECT):
             self.counters["fwd"] += 1
             macs = self.net.neigh.get(c.addr)
@@ -576,10 +592,10 @@ class Oracle:
         out = bytearray(f)
         if c.fwd == S.IP_VS_CONN_F_MASQ:
             if reply is None:
-                out[p.l3 + 16:p.l3 + 20] = c.addr
+                out[p.dst_at:p.dst_at + len(c.addr)] = c.addr
                 out[p.l4 + 2:p.l4 + 4] = c.port.to_bytes(2, "big")
             else:
-                out[p.l3 + 12:p.l3 + 16] = reply.key[1]
+                out[p.src_at:p.src_at + len(p.src)] = reply.key[1]
                 out[p.l4:p.l4 + 2] = reply.key[3].to_bytes(2, "big")
         if macs is not None:
             out[0:6], out[6:12] = macs[2], macs[1]  # (ifindex, smac, dmac)
@@ -592,7 +608,7 @@ class Oracle:
         q = parse(out)
         if q is None:
             return "output does not parse"
-        ri, ro = residue(f[p.l3:p.l3 + p.ihl]), residue(out[q.l3:q.l3 + q.ihl])
+        ri, ro = residue(ip_header(f, p)), residue(ip_header(out, q))
         if ri != ro:
             return (f"IP checksum {'invalid' if ro else 'valid'} "
                     f"(input {'invalid' if ri else 'valid'})")
@@ -665,3 +681,8 @@ class Oracle:
 
 
 _Tuple = collections.namedtuple("_Tuple", "src dst sport dport proto")
+
+
+def _fam(addr):
+    """An outcome's family suffix: IPv6's are told apart."""
+    return " IPv6" if len(addr) == V6 else ""
