@@ -429,6 +429,8 @@ class Oracle:
 
     def _count_reply(self, reply):
         self.stats["replies found through rs_table"] += 1
+        if len(reply.key[0]) == V6:
+            self.stats["replies found through rs_table6"] += 1
         if reply.port0:
             self.stats["replies found under port 0 (port-zero service)"] += 1
         if reply.index:
