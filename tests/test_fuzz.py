@@ -1,12 +1,12 @@
 """Packet fuzzing of the data path through BPF_PROG_TEST_RUN (issue 6, part 1).
 
 The short run of tests/fuzz/ (the long one is `make fuzz`): seeded random
-and mutated frames through the real program with services, NAT flows and DR
-flows configured, every frame checked by an oracle written from the README's
-promises (never ABORTED; not ours -> XDP_PASS byte-identical; ours -> only
-NAT/DR fields change and checksums stay valid). The oracle itself is tested
-first: against scapy's checksums and by faults injected into the program's
-answers, which it must report.
+and mutated IPv4 and IPv6 frames through the real program with services,
+NAT flows and DR flows of both families configured, every frame checked by
+an oracle written from the README's promises (never ABORTED; not ours ->
+XDP_PASS byte-identical; ours -> only NAT/DR fields change and checksums
+stay valid). The oracle itself is tested first: against scapy's checksums
+and by faults injected into the program's answers, which it must report.
 
 XDPLB_FUZZ_SEED / XDPLB_FUZZ_FRAMES override the short run's seed and size.
 """

@@ -13,9 +13,10 @@ from xdplb.config import rs_filter_bit
 
 from . import icmp
 from .fragments import FragModel
+from .tunnel import TunnelRules
 from .wire import (MTU, TCP_ACK, TCP_RST, TCP_SYN, V4, V6, XDP_ABORTED, XDP_DROP, XDP_PASS,
-                   XDP_REDIRECT, XDP_TX, VERDICTS, encapsulated, input_checksums_valid,
-                   ip_header, l4_check_off, l4_region, ntop, parse, pseudo, residue)
+                   XDP_REDIRECT, XDP_TX, VERDICTS, input_checksums_valid, ip_header,
+                   l4_check_off, l4_region, ntop, parse, residue)
 
 Svc = collections.namedtuple("Svc", "slot addr port proto ring")
 MConn = collections.namedtuple("MConn", "addr port dir fwd dest_slot svc_slot")
@@ -25,11 +26,6 @@ MConn = collections.namedtuple("MConn", "addr port dir fwd dest_slot svc_slot")
 Reply = collections.namedtuple("Reply", "key conn port0 index")
 FWD_NAMES = {S.IP_VS_CONN_F_MASQ: "Masq", S.IP_VS_CONN_F_DROUTE: "Route",
              S.IP_VS_CONN_F_TUNNEL: "Tunnel"}
-IPIP, GUE = S.IP_VS_CONN_F_TUNNEL_TYPE_IPIP, S.IP_VS_CONN_F_TUNNEL_TYPE_GUE
-# Tunnel destinations (dest slot -> tun_type, tun_port, tun_flags): GUE with
-# the outer UDP checksum and without, ipip; one without a neighbour entry.
-TUNNELS = {13: (GUE, 6080, S.IP_VS_TUNNEL_ENCAP_FLAG_CSUM), 22: (IPIP, 0, 0),
-           23: (GUE, 6081, S.IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM)}
 
 
 class MDest:
@@ -66,7 +62,7 @@ def service_config(net):
 
 def _services(a):
     """One family's services (a: its wire.Addrs), by slot: Masq, Route and
-    Tunnel services (TUNNELS), one without destinations, and destinations
+    Tunnel services (tunnel.TUNNELS), one without destinations, and destinations
     without a neighbour entry or without a route; one real server
     (rs[0]:8080) behind three services and another (rs[2]:8080) behind
     two, whose replies must each find their own service's connection;
@@ -117,6 +113,7 @@ class Oracle:
                 self.home[dslot] = slot
         self.rs_bits = {rs_filter_bit(d.addr) for _, d in self.masq_dests()}
         self.frags = FragModel(self, Violation)
+        self.tunnels = TunnelRules(self, Violation)
         self.new_batch()
 
     def masq_dests(self):
@@ -261,7 +258,7 @@ class Oracle:
         if verdict == XDP_ABORTED:
             raise Violation("XDP_ABORTED")
         if kind == "answer":
-            self._judge_answer(f, p, info, verdict, out)
+            self.judge_answer(f, p, info, verdict, out)
             return
         if kind == "fwd" and self._too_big(f, p, *info, verdict, out):
             return
@@ -300,8 +297,8 @@ class Oracle:
         if reply is not None:
             self._count_reply(reply)
         if c.fwd == S.IP_VS_CONN_F_TUNNEL:
-            form, exp_out = self._tunnel_form(f, p, c, ifindex, verdict, out)
-            self._compare_tunnel(f, p, c, form, exp_out, out)
+            form, exp_out = self.tunnels.form(f, p, c, ifindex, verdict, out)
+            self.tunnels.compare(f, p, c, form, exp_out, out)
         else:
             form, exp_out = self._forward_form(f, p, c, reply, ifindex, verdict, out)
             self._compare(f, p, c, form, exp_out, out)
@@ -378,7 +375,7 @@ class Oracle:
         self.outcomes[f"icmp {way} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, c.fwd)}"
                       f"{_fam(e.src)}"] += 1
 
-    def _judge_answer(self, f, p, info, verdict, out):
+    def judge_answer(self, f, p, info, verdict, out):
         """The data path's own ICMP answer (info: its counter, which says
         which answer, and the MTU it carries)."""
         name, mtu = info
@@ -402,7 +399,7 @@ class Oracle:
         it was one, judged."""
         target = c.addr if reply is None else p.dst
         if c.fwd == S.IP_VS_CONN_F_TUNNEL:
-            return self._tunnel_too_big(f, p, c, verdict, out)
+            return self.tunnels.too_big(f, p, c, verdict, out)
         if p.tot <= MTU or c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or \
                 self.net.fib(target) != "ok":
             return False
@@ -411,7 +408,7 @@ class Oracle:
         if reply is not None:
             self.replied.add(reply.key)
         if reply is None and df:
-            self._judge_answer(f, p, ("frag_needed", MTU), verdict, out)
+            self.judge_answer(f, p, ("frag_needed", MTU), verdict, out)
             return True
         self.counters["too_big"] += 1
         if reply is None and c.fwd == S.IP_VS_CONN_F_DROUTE:
@@ -489,102 +486,6 @@ class Oracle:
             self.stats["rewritten, input checksum already bad (error carried)"] += 1
         else:
             self.stats["rewritten, checksums verified valid"] += 1
-
-    def _tunnel_too_big(self, f, p, c, verdict, out):
-        """A Tunnel packet with DF that no longer fits once encapsulated, on a
-        known egress: answered fragmentation needed with the MTU left inside
-        the tunnel (bpf/encap.h); True when it was one, judged."""
-        overhead = 32 if TUNNELS[c.dest_slot][0] == GUE else 20
-        if p.first_frag or p.tot + overhead <= MTU or not f[p.l3 + 6] & 0x40 or \
-                self.net.fib(c.addr) not in ("ok", "no_neigh"):
-            return False
-        self._judge_answer(f, p, ("frag_needed", MTU - overhead), verdict, out)
-        return True
-
-    def _tunnel_form(self, f, p, c, ifindex, verdict, out):
-        """How a client's frame of Tunnel connection c left (README: inside an
-        outer header from the balancer's address on the egress, never
-        oversize once encapsulated): ('xmit (encapsulated)' | 'stack
-        (encapsulated)' | 'stack (untouched)', the frame it must be)."""
-        if p.first_frag:    # fragments of a Tunnel connection go to the stack untouched
-            if verdict != XDP_PASS or out != f:
-                raise Violation("a Tunnel connection's fragment not passed untouched")
-            self.counters["ours_pass"] += 1
-            return "stack (untouched)", f
-        tun_type, port, flags = TUNNELS[c.dest_slot]
-        gue = port if tun_type == GUE else None
-        fits = p.tot + (32 if gue else 20) <= MTU
-        fib = self.net.fib(c.addr)
-        if verdict in (XDP_TX, XDP_REDIRECT):
-            self.counters["fwd"] += 1
-            macs = self.net.neigh.get(c.addr)
-            if macs is None:
-                raise Violation("forwarded towards a target without a neighbour")
-            if (verdict == XDP_TX) != (macs[0] == ifindex):
-                raise Violation("TX/REDIRECT does not match ingress vs egress")
-            if not fits:
-                raise Violation("forwarded oversize once encapsulated")
-            return "xmit (encapsulated)", encapsulated(
-                f, p, self.net.tun_src[macs[0]], c.addr, gue, bool(flags), macs)
-        if verdict != XDP_PASS:
-            raise Violation(f"unexpected {VERDICTS[verdict] if verdict < 5 else verdict} "
-                            "on a tunnel flow")
-        self.counters["ours_pass"] += 1
-        if fib == "ok" and fits:
-            raise Violation("passed a frame the FIB can forward")
-        if out == f:
-            if fib == "no_neigh" and fits:
-                raise Violation("unresolved neighbour: not given to the stack encapsulated")
-            return "stack (untouched)", f
-        if fib != "no_neigh" or not fits:
-            raise Violation("encapsulated frame passed where it must be untouched")
-        egress = self.net.cli if c.addr[:3] == b"\x0a\x00\x00" else self.net.srv
-        return "stack (encapsulated)", encapsulated(
-            f, p, self.net.tun_src[egress], c.addr, gue, bool(flags), None)
-
-    def _compare_tunnel(self, f, p, c, form, exp_out, out):
-        """out equals exp_out but for the outer UDP checksum, which must be 0
-        without --tun-csum (or when the inner datagram has no checksum of its
-        own over its whole IP payload), else valid whenever f's were."""
-        if exp_out == f:
-            if out != f:
-                raise Violation(f"{form}: frame changed")
-            return
-        if len(out) != len(exp_out):
-            raise Violation(f"{form}: {len(out) - len(f)} bytes added, "
-                            f"{len(exp_out) - len(f)} expected")
-        tun_type, _, flags = TUNNELS[c.dest_slot]
-        a, b = bytearray(out), bytearray(exp_out)
-        uc = p.l3 + 26
-        if tun_type == GUE:
-            a[uc:uc + 2] = b[uc:uc + 2]
-        if a != b:
-            raise Violation(f"{form}: bytes differ from the encapsulation")
-        if residue(out[p.l3:p.l3 + 20]):
-            raise Violation(f"{form}: outer IP checksum invalid")
-        if tun_type != GUE:
-            self.stats["encapsulated (ipip), inner unchanged"] += 1
-            return
-        check = out[uc] << 8 | out[uc + 1]
-        co = l4_check_off(p)
-        inner_none = p.proto == 17 and (
-            f[co] == 0 and f[co + 1] == 0 or (f[p.l4 + 4] << 8 | f[p.l4 + 5]) != p.tot - p.ihl)
-        if not flags or inner_none:
-            if check:
-                raise Violation(f"{form}: outer UDP checksum set where it must be 0")
-            self.stats["encapsulated (gue), outer UDP checksum 0"] += 1
-            return
-        if not check:
-            raise Violation(f"{form}: outer UDP checksum 0 with --tun-csum")
-        ulen = 12 + p.tot
-        valid = not residue(pseudo(out[p.l3 + 12:p.l3 + 16], out[p.l3 + 16:p.l3 + 20], 17, ulen)
-                            + out[p.l3 + 20:p.l3 + 20 + ulen])
-        if input_checksums_valid(f, p):
-            if not valid:
-                raise Violation(f"{form}: outer UDP checksum invalid, the inner packet's valid")
-            self.stats["encapsulated (gue), outer UDP checksum verified valid"] += 1
-        else:
-            self.stats["encapsulated (gue), inner checksum already bad"] += 1
 
     @staticmethod
     def rewritten(f, p, c, macs, reply):

@@ -16,7 +16,8 @@ from xdplb import structs as S
 from xdplb.tables import Plan, Tables, fold, svc_key
 
 from .frames import FrameGen
-from .oracle import DEST6, TUNNELS, MConn, Oracle, Violation, fmt_key
+from .oracle import DEST6, MConn, Oracle, Violation, fmt_key
+from .tunnel import TUNNELS
 from .wire import V4, V6, VERDICTS, Topology, ntop, parse, parse_later
 
 SLOTS = 24 + DEST6  # service and destination slots the configuration uses, 0 included
