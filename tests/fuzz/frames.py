@@ -466,7 +466,8 @@ class FrameGen:
                 rng.choice((4, 4, 16, 500, 1500))))
         else:
             inner = rng.randbytes(rng.randint(0, 60 if fam == V4 else 100))
-        src = rng.choice((a.rs[0], a.client_no_neigh, a.client, rng.randbytes(fam)))
+        router = a4("10.0.0.254") if fam == V4 else a6("fd00:1::fe")
+        src = rng.choice((a.rs[0], router, a.client, rng.randbytes(fam)))
         tags = ((ETH_P_8021Q, 5),) if rng.random() < 0.15 else ()
         f = bytearray(eth(net.cli_mac, net.client_mac, ETH_P_IP if fam == V4 else ETH_P_IPV6,
                           tags) + self._icmp_packet(src, dst, inner))

@@ -116,7 +116,8 @@ class TunnelRules:
                             + out[p.l3 + 20:p.l3 + 20 + ulen])
         if input_checksums_valid(f, p):
             if not valid:
-                raise self.violation(f"{form}: outer UDP checksum invalid, the inner packet's valid")
+                raise self.violation(f"{form}: outer UDP checksum invalid, the inner "
+                                     "packet's valid")
             self.oracle.stats["encapsulated (gue), outer UDP checksum verified valid"] += 1
         else:
             self.oracle.stats["encapsulated (gue), inner checksum already bad"] += 1

@@ -69,7 +69,8 @@ class Topology:
         self.vip, self.vip2, self.vip3 = a4(net["vip"]), a4("10.0.0.101"), a4("10.0.0.102")
         self.client_no_neigh, self.client_no_route = a4("10.0.0.7"), a4("198.51.100.7")
         self.balancer = a4(net["cli_ip"])
-        v6 = Addrs(balancer=a6(net["cli_ip6"]), client=a6(net["client_ip6"]), client_no_neigh=a6("fd00:1::7"),
+        v6 = Addrs(balancer=a6(net["cli_ip6"]), client=a6(net["client_ip6"]),
+                   client_no_neigh=a6("fd00:1::7"),
                    client_no_route=a6("2001:db8:100::7"), near_rs=a6(net["near_rs_ip6"]),
                    rs=[a6(a) for a, _ in net["rs6"]], rs_no_neigh=a6(net["rs6_no_neigh"]),
                    rs_no_route=a6("2001:db8:2::1"), vip=a6(net["vip6"]),
