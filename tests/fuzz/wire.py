@@ -94,6 +94,15 @@ class Topology:
     def ifname(self, ifindex):
         return {self.cli: "cli0", self.srv: "srv0"}.get(ifindex, ifindex)
 
+    @staticmethod
+    def source_refused(src):
+        """Does the FIB forward nothing from src? IPv6's refuses a
+        multicast, link-local or loopback source (bpf_fib_lookup: "link
+        local addresses are never forwarded", rt6_need_strict); IPv4's
+        looks at no source."""
+        ip = ipaddress.ip_address(src)
+        return ip.version == 6 and (ip.is_multicast or ip.is_link_local or ip.is_loopback)
+
     def fib(self, target):
         """The FIB's answer for a forward to target: 'ok' (known neighbour),
         'no_neigh' (on-link, unresolved), 'none' (no route, local,
