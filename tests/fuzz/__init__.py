@@ -66,6 +66,7 @@ oracle.py   the model and the rules above
 fragments.py the model of fragment records and the rules for later fragments
 icmp.py     the ICMP and ICMPv6 rules: errors translated, the data path's own answers
 tunnel.py   the Tunnel rules
+services.py the services and destinations configured, of both families
 runner.py   the Fuzzer: maps, BPF_PROG_TEST_RUN, batches, the summary
 __main__.py the standalone run in a private netns and state folder
 """

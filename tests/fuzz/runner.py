@@ -16,11 +16,9 @@ from xdplb import structs as S
 from xdplb.tables import Plan, Tables, fold, svc_key
 
 from .frames import FrameGen
-from .oracle import DEST6, MConn, Oracle, Violation, fmt_key
-from .tunnel import TUNNELS
+from .oracle import MConn, Oracle, Violation, fmt_key
+from .services import SLOTS, TUNNELS
 from .wire import V4, V6, VERDICTS, Topology, ntop, parse, parse_later
-
-SLOTS = 24 + DEST6  # service and destination slots the configuration uses, 0 included
 
 
 class Fuzzer:

@@ -6,16 +6,10 @@ checksum), never oversize once encapsulated (with DF: answered
 fragmentation needed with the MTU left inside the tunnel); with the
 neighbour unresolved it goes to the stack encapsulated; its fragments go to
 the stack untouched."""
-from xdplb import structs as S
-
+from .services import GUE, TUNNELS
 from .wire import (MTU, XDP_PASS, XDP_REDIRECT, XDP_TX, VERDICTS, encapsulated,
                    input_checksums_valid, l4_check_off, pseudo, residue)
 
-IPIP, GUE = S.IP_VS_CONN_F_TUNNEL_TYPE_IPIP, S.IP_VS_CONN_F_TUNNEL_TYPE_GUE
-# Tunnel destinations (dest slot -> tun_type, tun_port, tun_flags): GUE with
-# the outer UDP checksum and without, ipip; one without a neighbour entry.
-TUNNELS = {13: (GUE, 6080, S.IP_VS_TUNNEL_ENCAP_FLAG_CSUM), 22: (IPIP, 0, 0),
-           23: (GUE, 6081, S.IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM)}
 
 
 class TunnelRules:
