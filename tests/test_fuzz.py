@@ -1,12 +1,12 @@
 """Packet fuzzing of the data path through BPF_PROG_TEST_RUN (issue 6, part 1).
 
 The short run of tests/fuzz/ (the long one is `make fuzz`): seeded random
-and mutated frames through the real program with services, NAT flows and DR
-flows configured, every frame checked by an oracle written from the README's
-promises (never ABORTED; not ours -> XDP_PASS byte-identical; ours -> only
-NAT/DR fields change and checksums stay valid). The oracle itself is tested
-first: against scapy's checksums and by faults injected into the program's
-answers, which it must report.
+and mutated IPv4 and IPv6 frames through the real program with services,
+NAT flows and DR flows of both families configured, every frame checked by
+an oracle written from the README's promises (never ABORTED; not ours ->
+XDP_PASS byte-identical; ours -> only NAT/DR fields change and checksums
+stay valid). The oracle itself is tested first: against scapy's checksums
+and by faults injected into the program's answers, which it must report.
 
 XDPLB_FUZZ_SEED / XDPLB_FUZZ_FRAMES override the short run's seed and size.
 """
@@ -15,9 +15,11 @@ import os
 import socket
 
 import pytest
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
 from scapy.layers.l2 import Ether
 
+from fuzz import icmp
 from fuzz import wire as F
 from fuzz.runner import Fuzzer
 from xdplb import structs as S
@@ -109,6 +111,71 @@ def test_oracle_classification():
     assert F.parse(g) is None
 
 
+def test_ipv6_builders_and_checksums_agree_with_scapy():
+    """IPv6 frames (extension headers before TCP/UDP, an ICMPv6 error) as
+    scapy writes them, checksums (with IPv6's pseudo-header) included."""
+    src, dst = F.a6("fd00:1::2"), F.a6("fd00:1::100")
+    seg = F.tcp_seg(src, dst, 40000, 80, F.TCP_SYN, b"hello", b"\x02\x04\x05\xb4")
+    exts = F.ext_header(F.NH_ROUTING, 0) + F.ext_header(F.NH_DEST, 1, b"\x01\x0c") + \
+        F.ext_header(6, 0)
+    cases = [F.ipv6(src, dst, F.NH_HOP, seg, exts),
+             F.ipv6(src, dst, 17, F.udp_dgram(src, dst, 5353, 53, b"odd")),
+             F.ipv6(src, dst, F.NH_ICMPV6, _icmp6(src, dst, b"\x60" + b"\0" * 47))]
+    for raw in cases:
+        frame = F.eth(b"\x02" * 6, b"\x04" * 6, F.ETH_P_IPV6) + raw
+        ref = Ether(frame)
+        for layer in (TCP, UDP, ICMPv6PacketTooBig):
+            if layer in ref:
+                delattr(ref[layer], "cksum" if layer is ICMPv6PacketTooBig else "chksum")
+        assert bytes(Ether(bytes(ref))) == frame
+    p = F.parse(F.eth(b"\x02" * 6, b"\x04" * 6, F.ETH_P_IPV6) + cases[0])
+    assert (p.l3, p.ihl, p.tot, p.l4, p.dport) == (14, 40 + 8 + 16 + 8, 40 + 32 + len(seg), 86, 80)
+    assert F.input_checksums_valid(F.eth(b"\x02" * 6, b"\x04" * 6, F.ETH_P_IPV6) + cases[0], p)
+    zero = F.eth(b"\x02" * 6, b"\x04" * 6, F.ETH_P_IPV6) + F.ipv6(
+        src, dst, 17, F.udp_dgram(src, dst, 1, 53, b"abc", zero_check=True))
+    assert not F.input_checksums_valid(zero, F.parse(zero))     # RFC 8200 8.1
+
+
+def _icmp6(src, dst, quoted, mtu=1280):
+    """A packet too big quoting `quoted`, its checksum computed."""
+    msg = bytearray(bytes((2, 0, 0, 0)) + mtu.to_bytes(4, "big") + quoted)
+    msg[2:4] = F.csum_for(F.pseudo(src, dst, F.NH_ICMPV6, len(msg)) + msg).to_bytes(2, "big")
+    return bytes(msg)
+
+
+def test_oracle_classification_ipv6():
+    """What the oracle takes for an IPv6 packet of ours: TCP/UDP after at
+    most four hop-by-hop, routing and destination-options headers, the
+    payload length not 0 and inside the frame, the headers inside it."""
+    src, dst = F.a6("fd00:1::2"), F.a6("fd00:1::100")
+    seg = F.tcp_seg(src, dst, 40000, 80, F.TCP_SYN)
+
+    def frame(chain=(), tags=()):
+        exts, nh = b"", 6
+        for kind in reversed(chain):
+            exts, nh = (F.ext_header(nh, 0) if kind in F.EXT_WALKED else
+                        bytes((nh, 0)) + b"\0" * 6) + exts, kind
+        return bytearray(F.eth(b"\x02" * 6, b"\x04" * 6, F.ETH_P_IPV6, tags) +
+                         F.ipv6(src, dst, nh, seg, exts))
+
+    assert F.parse(frame()).key == (src, dst, 40000, 80, 6)
+    assert F.parse(frame(tags=((F.ETH_P_8021Q, 1),))).l3 == 18
+    assert F.parse(frame(chain=(F.NH_HOP, F.NH_ROUTING, F.NH_DEST, F.NH_DEST))).ihl == 72
+    assert F.parse(frame(chain=(F.NH_DEST,) * 5)) is None        # a fifth
+    for other in (44, 50, 51, 59, 135, 253):                      # not walked
+        assert F.parse(frame(chain=(F.NH_HOP, other))) is None, other
+    f = frame()
+    assert F.parse(f + b"\0" * 6) is not None                   # Ethernet padding
+    assert F.parse(f[:-1]) is None                               # truncated
+    for plen in (0, 19, len(f) - 14 - 40 + 1):                   # jumbo, short, past
+        g = bytearray(f)
+        g[18:20] = plen.to_bytes(2, "big")
+        assert F.parse(g) is None, plen
+    g = bytearray(f)
+    g[14] = 0x45                                                 # IPv4 behind 86DD
+    assert F.parse(g) is None
+
+
 class FaultyRunner:
     """The real runner whose answers are corrupted by fault(frame, verdict, out)."""
 
@@ -194,7 +261,57 @@ def _encapsulation_dropped(f, verdict, out):
     return verdict, bytes(out)
 
 
+def _ipv6(f):
+    h = F.l3_start(f)
+    return h is not None and h[1] == F.ETH_P_IPV6
+
+
+def _ipv6_flip(name, offset, mask):
+    """A fault: an IPv6 TCP/UDP frame the program sent on rewritten, with
+    the byte at offset(parsed output) (None: none) XORed with mask."""
+    def fault(f, verdict, out):
+        p = F.parse(out)
+        if _ipv6(f) and p and verdict in (F.XDP_TX, F.XDP_REDIRECT) and bytes(out[12:]) != f[12:]:
+            at = offset(p)
+            if at is not None:
+                out[at] ^= mask
+        return verdict, bytes(out)
+    fault.__name__ = f"_ipv6_{name}"
+    return fault
+
+
+def _icmpv6_checksum(f, verdict, out):
+    """A translated ICMPv6 error (or an ICMPv6 answer) sent on with its
+    checksum one off."""
+    if _ipv6(f) and F.parse(f) is None and verdict in (F.XDP_TX, F.XDP_REDIRECT):
+        out[F.l3_start(out)[0] + 42] ^= 0x01
+    return verdict, bytes(out)
+
+
+def _icmpv6_answer_hop_limit(f, verdict, out):
+    if _ipv6(f) and F.parse(f) and F.parse(out) is None and verdict in (F.XDP_TX,
+                                                                       F.XDP_REDIRECT):
+        out[F.l3_start(out)[0] + 7] = 255
+    return verdict, bytes(out)
+
+
+def _ipv6_not_ours_changed(f, verdict, out):
+    if _ipv6(f) and F.parse(f) is None and verdict == F.XDP_PASS and len(out) > 60:
+        out[-1] ^= 0x40
+    return verdict, bytes(out)
+
+
 @pytest.mark.parametrize("fault, what", [
+    (_ipv6_flip("l4_checksum", F.l4_check_off, 0x01), "L4 checksum invalid"),
+    (_ipv6_flip("hop_limit", lambda p: p.l3 + 7, 0xFF), "bytes other than NAT/DR fields differ"),
+    (_ipv6_flip("extension_header", lambda p: p.l3 + 42 if p.ihl > 40 else None, 0x20),
+     "bytes other than NAT/DR fields differ"),
+    # the destination's last bit: Route changes nothing but MACs, Masq sets it
+    (_ipv6_flip("destination", lambda p: p.dst_at + 15, 0x01),
+     "bytes other than NAT/DR fields differ"),
+    (_icmpv6_checksum, "not translated as it must be"),
+    (_icmpv6_answer_hop_limit, "not the ICMP answer it must be"),
+    (_ipv6_not_ours_changed, "not ours, but not passed byte-identical"),
     (_later_fragment_left_behind, "later fragment not sent as its first fragment was"),
     (_later_fragment_data_changed, "not its first fragment's rewrite"),
     (_outer_source_changed, "bytes differ from the encapsulation"),
@@ -256,7 +373,7 @@ def _conn_key(key):
 def test_oracle_reports_table_drift(fuzzer):
     """An entry the program did not make (or lost) fails the batch check."""
     fuzzer.start_batch()
-    assert fuzzer.s.conn_table.delete(_conn_key(fuzzer.oracle.flows_in[0]))
+    assert fuzzer.s.conn_table.delete(_conn_key(fuzzer.oracle.flows_in[F.V4][0]))
     fuzzer.end_batch()
     assert any("conns map differs" in v["what"] for v in fuzzer.violations)
 
@@ -266,13 +383,13 @@ def test_oracle_reports_reply_egress_drift(fuzzer):
     forwarded: one lost, or one cached without a reply, fails the batch."""
     fz, net = fuzzer, fuzzer.net
     fz.start_batch()
-    rs, client, rport, cport, _ = next(k for k in fz.oracle.flows_out
+    rs, client, rport, cport, _ = next(k for k in fz.oracle.flows_out[F.V4]
                                        if k[1] == net.client and k[0] in net.rs_mac and k[4] == 6)
     reply = bytearray(F.eth(net.srv_mac, net.rs_mac[rs], F.ETH_P_IP) +
                       F.ipv4(rs, client, 6, F.tcp_seg(rs, client, rport, cport, F.TCP_ACK)))
     fz.check(reply, net.srv, "reply")
     replied = _conn_key(fz.oracle.reply_of(F.parse(reply)).key)
-    quiet = _conn_key(next(k for k in fz.oracle.flows_in if k not in fz.oracle.replied))
+    quiet = _conn_key(next(k for k in fz.oracle.flows_in[F.V4] if k not in fz.oracle.replied))
     for k, ifindex in ((replied, 0), (quiet, net.cli)):
         v = fz.s.conn_table.get(k)
         v.ifindex = ifindex
@@ -314,20 +431,37 @@ def test_fuzz_short(fuzzer):
                     "icmp to the client TX Masq", "answer (frag_needed)",
                     "over the MTU, to the stack NATed", "over the MTU, dropped"):
         assert fuzzer.oracle.outcomes[outcome] > 0, (outcome, fuzzer.oracle.outcomes)
+    # IPv6 as IPv4: both ways, through extension headers, its answers, its
+    # ICMPv6 errors translated both ways, its mutants
+    assert st["ours over IPv6 with extension headers"] > 100
+    assert st["replies found through rs_table6"] > 100
+    for outcome in ("xmit REDIRECT Masq IPv6", "xmit TX Masq IPv6", "xmit REDIRECT Route IPv6",
+                    "stack (NATed) PASS Masq IPv6", "stack (untouched) PASS Route IPv6",
+                    "answer (no_dest) IPv6", "answer (frag_needed) IPv6", "drop (dest_gone) IPv6",
+                    "over the MTU, to the stack untouched IPv6",
+                    "icmp to the real server REDIRECT Masq IPv6",
+                    "icmp to the real server REDIRECT Route IPv6",
+                    "icmp to the client REDIRECT Masq IPv6"):
+        assert fuzzer.oracle.outcomes[outcome] > 0, (outcome, fuzzer.oracle.outcomes)
+    for kind in ("  +ext-walked", "  +ext-more-than-four", "  +ext-fragment", "  +ext-esp",
+                 "  +ext-ah", "  +payload-length-wrong", "  +icmp-untracked",
+                 "truncation sweep6", "icmp6_err", "random6"):
+        assert fuzzer.kinds[kind] > 0, kind
 
 
 def test_truncated_at_every_offset(fuzzer):
     """Frames of ours (VLAN, IP and TCP options, payload; UDP with and without
-    checksum; a Masq reply; a first and a later fragment; an ICMP error; IPv6
-    with extension headers), cut at every length: below 14 bytes the kernel refuses, every other length is
-    checked by the oracle."""
+    checksum; a Masq reply; a first and a later fragment; ICMP errors; the
+    same over IPv6, with extension headers; generated ones of both
+    families), cut at every length: below 14 bytes the kernel refuses,
+    every other length is checked by the oracle."""
     fz = fuzzer
     fz.start_batch()
     net = fz.net
     client, vip = net.client, net.vip
     seg = F.tcp_seg(client, vip, 41000, 80, F.TCP_SYN, b"payload",
                     b"\x02\x04\x05\xb4\x01\x03\x03\x07")
-    reply_key = next(k for k in fz.oracle.flows_out if k[4] == 6)
+    reply_key = next(k for k in fz.oracle.flows_out[F.V4] if k[4] == 6)
     rsrc, rdst, rsport, rdport, _ = reply_key
     templates = [
         (F.eth(net.cli_mac, net.client_mac, F.ETH_P_IP, ((F.ETH_P_8021Q, 7),)) +
@@ -349,18 +483,67 @@ def test_truncated_at_every_offset(fuzzer):
                     F.ipv4(client, vip, 17, part, ident=7, frag=frag)
                     for part, frag in ((dgram[:24], 0x2000), (dgram[24:], 3)))
     templates.append((first, net.cli))
+    templates += _ipv6_templates(fz)
     for frame, ingress in templates:
-        assert F.parse(frame) is not None
+        assert F.parse(frame) is not None or icmp.icmp_error(frame) is not None
         fz.sweep(frame, ingress)
     assert F.parse_later(later).offset == 24
     fz.sweep(later, net.cli)      # whole at last: it follows the first fragment
-    for _ in range(20):
-        fz.sweep(*fz.gen.gen_icmp_err()[:2])
-        fz.sweep(*fz.gen.gen_ipv6()[:2])
+    for _ in range(10):
+        for fam in (F.V4, F.V6):
+            fz.sweep(*fz.gen.gen_icmp_err(fam)[:2])
+        fz.sweep(*fz.gen.gen_ip(fz.rng.choice(("syn_new", "flow_in", "flow_out")), F.V6)[:2])
+        fz.sweep(*fz.gen.gen_ip("other", F.V6)[:2])
     fz.end_batch()
     assert fz.stats["violations"] == 0, report(fz)
     assert fz.stats["refused (< ETH_HLEN)"] == 14 * (len(templates) + 1 + 40)
-    assert fz.oracle.outcomes["later fragment: xmit REDIRECT"] == 1
+    outcomes = fz.oracle.outcomes
+    assert outcomes["later fragment: xmit REDIRECT"] == 1
+    assert outcomes["icmp to the real server REDIRECT Masq IPv6"] >= 1
+    assert outcomes["icmp to the client REDIRECT Masq IPv6"] >= 1
+    assert outcomes["xmit REDIRECT Route IPv6"] >= 1
+
+
+def _ipv6_templates(fz):
+    """IPv6 frames of ours for test_truncated_at_every_offset: a SYN with a
+    VLAN tag, three extension headers, TCP options and payload; UDP; a
+    Masq reply; a SYN to Route; a router's packet too big about a Masq
+    reply; a real server's port unreachable about a client's datagram."""
+    net, a = fz.net, fz.net.addrs[F.V6]
+    client, vip = a.client, a.vip
+    seg = F.tcp_seg(client, vip, 41000, 80, F.TCP_SYN, b"payload",
+                    b"\x02\x04\x05\xb4\x01\x03\x03\x07")
+    exts = F.ext_header(F.NH_ROUTING, 0) + F.ext_header(F.NH_DEST, 1) + F.ext_header(6, 0)
+    rsrc, rdst, rsport, rdport, _ = next(k for k in fz.oracle.flows_out[F.V6] if k[4] == 6)
+    c6, v6, cport, vport, _ = next(k for k in fz.oracle.flows_in[F.V6]
+                                   if k[4] == 17 and fz.oracle.conns[k].addr in a.rs)
+    conn = fz.oracle.conns[(c6, v6, cport, vport, 17)]
+    tcp_client, _, tcp_cport, _, _ = next(
+        k for k in fz.oracle.flows_in[F.V6]
+        if (k[0], k[1], k[3], k[4]) == (client, vip, 80, 6) and fz.oracle.conns[k].addr in a.rs)
+    router = F.a6("fd00:1::9")
+    too_big = F.ipv6(router, vip, F.NH_ICMPV6, _icmp6(router, vip, F.ipv6(
+        vip, tcp_client, 6, F.tcp_seg(vip, tcp_client, 80, tcp_cport, F.TCP_ACK, b"d" * 64))))
+    quoted = F.ipv6(c6, conn.addr, 17, F.udp_dgram(c6, conn.addr, cport, conn.port, b"q"))
+    unreach = bytearray(_icmp6(conn.addr, c6, quoted, mtu=0))
+    unreach[0:2] = b"\x01\x04"
+    unreach[2:4] = b"\0\0"
+    unreach[2:4] = F.csum_for(F.pseudo(conn.addr, c6, F.NH_ICMPV6, len(unreach)) +
+                              unreach).to_bytes(2, "big")
+    cli = F.eth(net.cli_mac, net.client_mac, F.ETH_P_IPV6)
+    return [
+        (F.eth(net.cli_mac, net.client_mac, F.ETH_P_IPV6, ((F.ETH_P_8021Q, 7),)) +
+         F.ipv6(client, vip, F.NH_HOP, seg, exts), net.cli),
+        (cli + F.ipv6(client, vip, 17, F.udp_dgram(client, vip, 41001, 53, b"q" * 9)), net.cli),
+        (F.eth(net.srv_mac, net.rs_mac[rsrc], F.ETH_P_IPV6) +
+         F.ipv6(rsrc, rdst, 6, F.tcp_seg(rsrc, rdst, rsport, rdport, F.TCP_ACK, b"resp")),
+         net.srv),
+        (cli + F.ipv6(client, a.vip2, 6, F.tcp_seg(client, a.vip2, 41003, 80, F.TCP_SYN)),
+         net.cli),
+        (cli + too_big, net.cli),
+        (F.eth(net.srv_mac, net.rs_mac[conn.addr], F.ETH_P_IPV6) +
+         F.ipv6(conn.addr, c6, F.NH_ICMPV6, bytes(unreach)), net.srv),
+    ]
 
 
 def test_structured_frames_hypothesis(fuzzer):
@@ -392,7 +575,7 @@ def test_structured_frames_hypothesis(fuzzer):
             body, cut, fix, reply):
         vip, vport, p4 = svc
         src, dst, dport, ingress = fz.net.client, vip, vport, fz.net.cli
-        flows_out = fz.oracle.flows_out
+        flows_out = fz.oracle.flows_out[F.V4]
         if reply and flows_out:
             src, dst, sport, dport, p4 = flows_out[sport % len(flows_out)]
             ingress = fz.net.srv

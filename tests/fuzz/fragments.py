@@ -57,7 +57,7 @@ class FragModel:
         l4_len = (f[p.l4 + 12] >> 4) * 4 if p.proto == 6 else 8
         if form == "stack (untouched)":
             xdp_fwd = c.fwd in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE)
-            fib = self.oracle.fib(target)
+            fib = self.net.fib(target)
             if xdp_fwd and fib is None:
                 self.recs.pop(key, None)
                 self.unsure.add(key)

@@ -7,16 +7,17 @@ the connection table, predicts each frame's fate before the program runs
 every batch compares its copy with the kernel's table and counters.
 """
 import collections
-import socket
 
 from xdplb import structs as S
 from xdplb.config import rs_filter_bit
 
 from . import icmp
 from .fragments import FragModel
-from .wire import (MTU, TCP_ACK, TCP_RST, TCP_SYN, XDP_ABORTED, XDP_DROP, XDP_PASS,
-                   XDP_REDIRECT, XDP_TX, VERDICTS, encapsulated, input_checksums_valid,
-                   l4_check_off, l4_region, parse, pseudo, residue)
+from .services import DEST6, SVC6, service_config
+from .tunnel import TunnelRules
+from .wire import (MTU, TCP_ACK, TCP_RST, TCP_SYN, V4, V6, XDP_ABORTED, XDP_DROP, XDP_PASS,
+                   XDP_REDIRECT, XDP_TX, VERDICTS, input_checksums_valid, ip_header,
+                   l4_check_off, l4_region, ntop, parse, residue)
 
 Svc = collections.namedtuple("Svc", "slot addr port proto ring")
 MConn = collections.namedtuple("MConn", "addr port dir fwd dest_slot svc_slot")
@@ -26,11 +27,6 @@ MConn = collections.namedtuple("MConn", "addr port dir fwd dest_slot svc_slot")
 Reply = collections.namedtuple("Reply", "key conn port0 index")
 FWD_NAMES = {S.IP_VS_CONN_F_MASQ: "Masq", S.IP_VS_CONN_F_DROUTE: "Route",
              S.IP_VS_CONN_F_TUNNEL: "Tunnel"}
-IPIP, GUE = S.IP_VS_CONN_F_TUNNEL_TYPE_IPIP, S.IP_VS_CONN_F_TUNNEL_TYPE_GUE
-# Tunnel destinations (dest slot -> tun_type, tun_port, tun_flags): GUE with
-# the outer UDP checksum and without, ipip; one without a neighbour entry.
-TUNNELS = {13: (GUE, 6080, S.IP_VS_TUNNEL_ENCAP_FLAG_CSUM), 22: (IPIP, 0, 0),
-           23: (GUE, 6081, S.IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM)}
 
 
 class MDest:
@@ -46,46 +42,16 @@ class Violation(Exception):
 
 
 def fmt_key(k):
-    return (f"{socket.inet_ntoa(k[0])}:{k[2]} -> {socket.inet_ntoa(k[1])}:{k[3]} "
-            f"proto {k[4]}")
-
-
-def service_config(net):
-    """Service slot -> (addr, port, proto, [(dest slot, addr, port, fwd)]):
-    Masq, Route and Tunnel services (TUNNELS), one without destinations, and
-    destinations without a neighbour entry or without a route; one real
-    server (rs[0]:8080) behind three services and another (rs[2]:8080)
-    behind two, whose replies must each find their own service's
-    connection; port-zero services (all ports of an address) with
-    destinations of port zero and not, two of them at one address.
-    (ipvsadm accepts a port-zero service only with -p; these are plain rr:
-    how a connection and its replies are found does not depend on it.)"""
-    M, D, T = S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE, S.IP_VS_CONN_F_TUNNEL
-    rs, vip, vip2, vip3 = net.rs, net.vip, net.vip2, net.vip3
-    near, no_neigh, no_route = net.near_rs, net.rs_no_neigh, net.rs_no_route
-    return {
-        1: (vip, 80, 6, [(1, rs[0], 8080, M), (2, rs[1], 8080, M), (3, rs[2], 8080, M)]),
-        2: (vip, 53, 17, [(4, rs[0], 8053, M), (5, rs[1], 8053, M)]),
-        3: (vip2, 80, 6, [(6, rs[1], 80, D), (7, rs[2], 80, D)]),
-        4: (vip2, 5000, 17, [(8, rs[2], 5000, D)]),
-        5: (vip, 443, 6, [(9, near, 8443, M)]),
-        6: (vip, 8000, 6, [(10, no_neigh, 8080, M), (11, no_route, 8080, M)]),
-        7: (vip, 9000, 6, []),
-        8: (vip3, 80, 6, [(12, rs[0], 8080, M)]),
-        9: (vip3, 53, 17, [(13, rs[1], 53, T)]),
-        10: (vip2, 8000, 6, [(14, no_neigh, 8000, D), (15, no_route, 8000, D)]),
-        11: (vip2, 8080, 6, [(16, rs[0], 8080, M), (17, rs[2], 8080, M)]),
-        12: (vip3, 0, 6, [(18, rs[2], 0, M), (19, rs[1], 8080, M)]),
-        13: (vip2, 0, 17, [(20, rs[0], 0, M), (21, rs[0], 8053, M)]),
-        14: (vip2, 443, 6, [(22, rs[0], 443, T), (23, no_neigh, 443, T)]),
-    }
+    return f"{ntop(k[0])}:{k[2]} -> {ntop(k[1])}:{k[3]} proto {k[4]}"
 
 
 class Oracle:
     """The model of one fuzz run. stats and outcomes count what was checked;
     counters holds the batch's expected program counters."""
 
-    GONE_DEST = 12  # service 8's only destination, which goes away every batch
+    # service 8's only destination (and its IPv6 twin's), which goes away
+    # every batch -> the service that takes its slot in even batches
+    GONE_DESTS = {12: 1, 12 + DEST6: 1 + SVC6}
 
     def __init__(self, net, stats):
         self.net, self.stats = net, stats
@@ -101,6 +67,7 @@ class Oracle:
                 self.home[dslot] = slot
         self.rs_bits = {rs_filter_bit(d.addr) for _, d in self.masq_dests()}
         self.frags = FragModel(self, Violation)
+        self.tunnels = TunnelRules(self, Violation)
         self.new_batch()
 
     def masq_dests(self):
@@ -119,7 +86,8 @@ class Oracle:
         self.pos = {svc.slot: 0 for svc in self.services.values()}
         self.conns = {}
         self.replied = set()    # connections a reply was forwarded for by XDP
-        self.flows_in, self.flows_out = [], []
+        # tracked flows' tuples by family: the clients' and the replies'
+        self.flows_in, self.flows_out = {V4: [], V6: []}, {V4: [], V6: []}
         self.counters = collections.Counter()
         self.frags.reset()
         self.rs = {}
@@ -165,33 +133,23 @@ class Oracle:
         return None
 
     def dest_goes(self, batch):
-        """GONE_DEST is deleted (odd batches) or its slot is reused by
-        another service (even ones): IPVS drops the client's packets of its
-        flows and still un-NATs their replies: its service stays in the
+        """Each of GONE_DESTS is deleted (odd batches) or its slot is reused
+        by another service (even ones): IPVS drops the client's packets of
+        its flows and still un-NATs their replies: its service stays in the
         destination's rs_table entry (the control plane's sweep takes it out
-        once no connection needs it). Returns the destination to write."""
-        d = self.dests[self.GONE_DEST]
-        if batch % 2:
-            d.available = False
-        else:
-            d.svc_slot = 1
-            self._rs_join(self.by_slot[1], d)
-        return d
+        once no connection needs it). Returns the destinations to write."""
+        gone = []
+        for dslot, taker in self.GONE_DESTS.items():
+            d = self.dests[dslot]
+            if batch % 2:
+                d.available = False
+            else:
+                d.svc_slot = taker
+                self._rs_join(self.by_slot[taker], d)
+            gone.append(d)
+        return gone
 
     # -- before the run: what must happen -----------------------------------------
-
-    def fib(self, target):
-        """The FIB's answer for a forward to target, from the topology:
-        'ok' (known neighbour), 'no_neigh' (on-link, unresolved), 'none'
-        (no route, local, broadcast), None (unsure). Every device's MTU is
-        MTU."""
-        if target in self.net.neigh:
-            return "ok"
-        if target in self.net.local:
-            return "none"
-        if target[:3] in (b"\x0a\x00\x00", b"\xac\x50\x00"):
-            return None if target[3] in (0, 255) else "no_neigh"
-        return "none"
 
     def svc_find(self, p):
         """(service, its port) of p: its address and port, else the port-zero
@@ -225,23 +183,23 @@ class Oracle:
             return "pass", None
         # The kernel drops a bad IP header in ip_rcv: IPVS never schedules it.
         # A tracked flow's packets carry whatever error they have.
-        if residue(f[p.l3:p.l3 + p.ihl]):
+        if residue(ip_header(f, p)):
             return "pass", None
         if not svc.ring:
-            return "answer", ("no_dest", 3, 0)
+            return "answer", ("no_dest", 0)
         n = self.pos[svc.slot]
         self.pos[svc.slot] = n + 1
         d = self.dests[svc.ring[n % len(svc.ring)]]
         if not d.available:
-            return "answer", ("no_dest", 3, 0)
+            return "answer", ("no_dest", 0)
         # The real port only for packets to the service's port (a port-zero
         # service keeps the client's destination port).
         port = d.port if p.dport == svc_port and d.port else p.dport
         nc = MConn(d.addr, port, S.XDPLB_DIR_IN, d.fwd, d.slot, svc.slot)
         self.conns[p.key] = nc
-        self.flows_in.append(p.key)
+        self.flows_in[len(p.src)].append(p.key)
         if d.fwd == S.IP_VS_CONN_F_MASQ:
-            self.flows_out.append((d.addr, p.src, port, p.sport, p.proto))
+            self.flows_out[len(p.src)].append((d.addr, p.src, port, p.sport, p.proto))
         return "fwd", (nc, True, None)
 
     # -- after the run: judge the program's answer ---------------------------------
@@ -254,7 +212,9 @@ class Oracle:
         if verdict == XDP_ABORTED:
             raise Violation("XDP_ABORTED")
         if kind == "answer":
-            self._judge_answer(f, p, info, verdict, out)
+            self.judge_answer(f, p, info, verdict, out)
+            return
+        if kind == "fwd" and self._fib_refused(f, p, *info, verdict, out):
             return
         if kind == "fwd" and self._too_big(f, p, *info, verdict, out):
             return
@@ -271,7 +231,11 @@ class Oracle:
             self.outcomes["pass (not ours)"] += 1
             return
         self.stats["ours"] += 1
-        if p.ihl > 20:
+        if len(p.src) == V6:
+            self.stats["ours over IPv6"] += 1
+            if p.ihl > 40:
+                self.stats["ours over IPv6 with extension headers"] += 1
+        elif p.ihl > 20:
             self.stats["ours with IP options"] += 1
         if p.l3 == 18:
             self.stats["ours with a VLAN tag"] += 1
@@ -279,7 +243,7 @@ class Oracle:
             self.counters[info] += 1
             if verdict != XDP_DROP or out != f:
                 raise Violation(f"expected DROP untouched ({info})")
-            self.outcomes[f"drop ({info})"] += 1
+            self.outcomes[f"drop ({info}){_fam(p.src)}"] += 1
             return
         c, new, reply = info
         if new:
@@ -289,15 +253,16 @@ class Oracle:
         if reply is not None:
             self._count_reply(reply)
         if c.fwd == S.IP_VS_CONN_F_TUNNEL:
-            form, exp_out = self._tunnel_form(f, p, c, ifindex, verdict, out)
-            self._compare_tunnel(f, p, c, form, exp_out, out)
+            form, exp_out = self.tunnels.form(f, p, c, ifindex, verdict, out)
+            self.tunnels.compare(f, p, c, form, exp_out, out)
         else:
             form, exp_out = self._forward_form(f, p, c, reply, ifindex, verdict, out)
             self._compare(f, p, c, form, exp_out, out)
             if p.first_frag:
                 self.stats["first fragments sent on"] += 1
                 self.frags.note(f, p, c, reply, form)
-        self.outcomes[f"{form} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, f'fwd {c.fwd}')}"] += 1
+        self.outcomes[f"{form} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, f'fwd {c.fwd}')}"
+                      f"{_fam(p.src)}"] += 1
 
     def judge_later(self, f, q, expected, ifindex, verdict, out):
         """judge() for a later fragment (wire.parse_later: q), expected from
@@ -334,18 +299,21 @@ class Oracle:
 
             def want(macs):
                 if masq:
-                    return icmp.translated(f, e, 16, 12, 20, c.addr, c.port, macs)
+                    return icmp.translated(f, e, "rs", c.addr, c.port, macs)
                 return self.rewritten(f, None, c, macs, None) if macs else bytes(f)
             way = "to the real server"
         else:
             target = e.src
 
             def want(macs):
-                return icmp.translated(f, e, 12, 16, 22, reply.key[1], reply.key[3], macs)
+                return icmp.translated(f, e, "client", reply.key[1], reply.key[3], macs)
             way = "to the client"
-        fib = self.fib(target)
+        fib = self.net.fib(target)
         if reply is not None and fib == "ok":
             self.replied.add(reply.key)
+        # to the real server from a source the FIB refuses: the cached
+        # egress, or untouched when the FIB is asked (_fib_refused)
+        refused = reply is None and self.net.source_refused(e.dst)
         if c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or fib == "none":
             allowed = {(XDP_PASS, bytes(f))}
         elif fib == "no_neigh":
@@ -354,6 +322,8 @@ class Oracle:
             macs = self.net.neigh.get(target)
             allowed = {(XDP_PASS, bytes(f)), (XDP_PASS, bytes(want(None)))} if macs is None \
                 else {(XDP_TX if macs[0] == ifindex else XDP_REDIRECT, bytes(want(macs)))}
+        if refused:
+            allowed.add((XDP_PASS, bytes(f)))
         if (verdict, bytes(out)) not in allowed:
             raise Violation(f"ICMP error {way}: not translated as it must be")
         if verdict != XDP_PASS:
@@ -361,41 +331,47 @@ class Oracle:
         else:
             self.counters["ours_pass"] += 1
         xdp_fwd = c.fwd in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE)
-        if xdp_fwd and (fib in ("ok", "no_neigh") or verdict != XDP_PASS or out != f):
+        untouched = verdict == XDP_PASS and out == f
+        if xdp_fwd and (fib in ("ok", "no_neigh") and not (refused and untouched) or
+                        not untouched):
             self.counters["icmp_xlate"] += 1
-        self.outcomes[f"icmp {way} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, c.fwd)}"] += 1
+        self.outcomes[f"icmp {way} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, c.fwd)}"
+                      f"{_fam(e.src)}"] += 1
 
-    def _judge_answer(self, f, p, info, verdict, out):
-        """The data path's own ICMP answer (info: counter, code, mtu)."""
-        name, code, mtu = info
+    def judge_answer(self, f, p, info, verdict, out):
+        """The data path's own ICMP answer (info: its counter, which says
+        which answer, and the MTU it carries)."""
+        name, mtu = info
         self.counters[name] += 1
+        fam = _fam(p.src)
         if verdict == XDP_DROP and out == f:
             if icmp.unicast(p.src):
                 self.counters["icmp_limited"] += 1
-                self.outcomes[f"answer ({name}) rate-limited"] += 1
+                self.outcomes[f"answer ({name}) rate-limited{fam}"] += 1
             else:
-                self.outcomes[f"answer ({name}) none to a non-unicast source"] += 1
+                self.outcomes[f"answer ({name}) none to a non-unicast source{fam}"] += 1
             return
         if not icmp.unicast(p.src):
             raise Violation(f"{name}: answered a non-unicast source")
-        if verdict not in (XDP_TX, XDP_REDIRECT) or bytes(out) != icmp.answer(f, p, code, mtu):
+        if verdict not in (XDP_TX, XDP_REDIRECT) or bytes(out) != icmp.answer(f, p, name, mtu):
             raise Violation(f"{name}: not the ICMP answer it must be")
-        self.outcomes[f"answer ({name})"] += 1
+        self.outcomes[f"answer ({name}){fam}"] += 1
 
     def _too_big(self, f, p, c, new, reply, verdict, out):
         """A forward over the egress MTU (every device's is MTU); True when
         it was one, judged."""
         target = c.addr if reply is None else p.dst
         if c.fwd == S.IP_VS_CONN_F_TUNNEL:
-            return self._tunnel_too_big(f, p, c, verdict, out)
+            return self.tunnels.too_big(f, p, c, verdict, out)
         if p.tot <= MTU or c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or \
-                self.fib(target) != "ok":
+                self.net.fib(target) != "ok":
             return False
-        df = f[p.l3 + 6] & 0x40
+        # not to be fragmented on the way: DF, or any IPv6 packet
+        df = len(p.src) == V6 or f[p.l3 + 6] & 0x40
         if reply is not None:
             self.replied.add(reply.key)
         if reply is None and df:
-            self._judge_answer(f, p, ("frag_needed", 4, MTU), verdict, out)
+            self.judge_answer(f, p, ("frag_needed", MTU), verdict, out)
             return True
         self.counters["too_big"] += 1
         if reply is None and c.fwd == S.IP_VS_CONN_F_DROUTE:
@@ -408,11 +384,25 @@ class Oracle:
             raise Violation(f"over the MTU: must go {how}")
         exp_out = self.rewritten(f, p, c, None, reply) if how.endswith("NATed") else f
         self._compare(f, p, c, f"over the MTU, {how}", exp_out, out)
-        self.outcomes[f"over the MTU, {how}"] += 1
+        self.outcomes[f"over the MTU, {how}{_fam(p.src)}"] += 1
+        return True
+
+    def _fib_refused(self, f, p, c, new, reply, verdict, out):
+        """A client's packet from an IPv6 source the FIB forwards nothing
+        from (wire.Topology.source_refused) leaves by its destination's
+        cached egress, judged as any other, or, when the FIB is asked, goes
+        to the stack untouched (no route); True when it was that, judged."""
+        if reply is not None or c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or \
+                not self.net.source_refused(p.src) or verdict != XDP_PASS or out != f:
+            return False
+        self.counters["ours_pass"] += 1
+        self.outcomes[f"stack (untouched), the FIB refuses the source{_fam(p.src)}"] += 1
         return True
 
     def _count_reply(self, reply):
         self.stats["replies found through rs_table"] += 1
+        if len(reply.key[0]) == V6:
+            self.stats["replies found through rs_table6"] += 1
         if reply.port0:
             self.stats["replies found under port 0 (port-zero service)"] += 1
         if reply.index:
@@ -439,7 +429,7 @@ class Oracle:
                             "on a tracked or new flow")
         self.counters["ours_pass"] += 1
         masq = c.fwd == S.IP_VS_CONN_F_MASQ
-        fib = self.fib(target)
+        fib = self.net.fib(target)
         if xdp_fwd and fib == "ok":
             raise Violation("passed a frame the FIB can forward")
         if out == f:
@@ -457,11 +447,11 @@ class Oracle:
             if out != f:
                 raise Violation(f"{form}: frame changed")
             return
-        ip_c, l4_c = p.l3 + 10, l4_check_off(p)
         a, b = bytearray(out), bytearray(exp_out)
         if c.fwd == S.IP_VS_CONN_F_MASQ and form != "stack (untouched)":
-            a[ip_c:ip_c + 2] = b[ip_c:ip_c + 2]
-            a[l4_c:l4_c + 2] = b[l4_c:l4_c + 2]
+            checks = [l4_check_off(p)] + ([p.l3 + 10] if len(p.src) == V4 else [])
+            for at in checks:
+                a[at:at + 2] = b[at:at + 2]
         if a != b:
             raise Violation(f"{form}: bytes other than NAT/DR fields differ")
         bad = self.checksums_ok(f, out, p)
@@ -472,102 +462,6 @@ class Oracle:
         else:
             self.stats["rewritten, checksums verified valid"] += 1
 
-    def _tunnel_too_big(self, f, p, c, verdict, out):
-        """A Tunnel packet with DF that no longer fits once encapsulated, on a
-        known egress: answered fragmentation needed with the MTU left inside
-        the tunnel (bpf/encap.h); True when it was one, judged."""
-        overhead = 32 if TUNNELS[c.dest_slot][0] == GUE else 20
-        if p.first_frag or p.tot + overhead <= MTU or not f[p.l3 + 6] & 0x40 or \
-                self.fib(c.addr) not in ("ok", "no_neigh"):
-            return False
-        self._judge_answer(f, p, ("frag_needed", 4, MTU - overhead), verdict, out)
-        return True
-
-    def _tunnel_form(self, f, p, c, ifindex, verdict, out):
-        """How a client's frame of Tunnel connection c left (README: inside an
-        outer header from the balancer's address on the egress, never
-        oversize once encapsulated): ('xmit (encapsulated)' | 'stack
-        (encapsulated)' | 'stack (untouched)', the frame it must be)."""
-        if p.first_frag:    # fragments of a Tunnel connection go to the stack untouched
-            if verdict != XDP_PASS or out != f:
-                raise Violation("a Tunnel connection's fragment not passed untouched")
-            self.counters["ours_pass"] += 1
-            return "stack (untouched)", f
-        tun_type, port, flags = TUNNELS[c.dest_slot]
-        gue = port if tun_type == GUE else None
-        fits = p.tot + (32 if gue else 20) <= MTU
-        fib = self.fib(c.addr)
-        if verdict in (XDP_TX, XDP_REDIRECT):
-            self.counters["fwd"] += 1
-            macs = self.net.neigh.get(c.addr)
-            if macs is None:
-                raise Violation("forwarded towards a target without a neighbour")
-            if (verdict == XDP_TX) != (macs[0] == ifindex):
-                raise Violation("TX/REDIRECT does not match ingress vs egress")
-            if not fits:
-                raise Violation("forwarded oversize once encapsulated")
-            return "xmit (encapsulated)", encapsulated(
-                f, p, self.net.tun_src[macs[0]], c.addr, gue, bool(flags), macs)
-        if verdict != XDP_PASS:
-            raise Violation(f"unexpected {VERDICTS[verdict] if verdict < 5 else verdict} "
-                            "on a tunnel flow")
-        self.counters["ours_pass"] += 1
-        if fib == "ok" and fits:
-            raise Violation("passed a frame the FIB can forward")
-        if out == f:
-            if fib == "no_neigh" and fits:
-                raise Violation("unresolved neighbour: not given to the stack encapsulated")
-            return "stack (untouched)", f
-        if fib != "no_neigh" or not fits:
-            raise Violation("encapsulated frame passed where it must be untouched")
-        egress = self.net.cli if c.addr[:3] == b"\x0a\x00\x00" else self.net.srv
-        return "stack (encapsulated)", encapsulated(
-            f, p, self.net.tun_src[egress], c.addr, gue, bool(flags), None)
-
-    def _compare_tunnel(self, f, p, c, form, exp_out, out):
-        """out equals exp_out but for the outer UDP checksum, which must be 0
-        without --tun-csum (or when the inner datagram has no checksum of its
-        own over its whole IP payload), else valid whenever f's were."""
-        if exp_out == f:
-            if out != f:
-                raise Violation(f"{form}: frame changed")
-            return
-        if len(out) != len(exp_out):
-            raise Violation(f"{form}: {len(out) - len(f)} bytes added, "
-                            f"{len(exp_out) - len(f)} expected")
-        tun_type, _, flags = TUNNELS[c.dest_slot]
-        a, b = bytearray(out), bytearray(exp_out)
-        uc = p.l3 + 26
-        if tun_type == GUE:
-            a[uc:uc + 2] = b[uc:uc + 2]
-        if a != b:
-            raise Violation(f"{form}: bytes differ from the encapsulation")
-        if residue(out[p.l3:p.l3 + 20]):
-            raise Violation(f"{form}: outer IP checksum invalid")
-        if tun_type != GUE:
-            self.stats["encapsulated (ipip), inner unchanged"] += 1
-            return
-        check = out[uc] << 8 | out[uc + 1]
-        co = l4_check_off(p)
-        inner_none = p.proto == 17 and (
-            f[co] == 0 and f[co + 1] == 0 or (f[p.l4 + 4] << 8 | f[p.l4 + 5]) != p.tot - p.ihl)
-        if not flags or inner_none:
-            if check:
-                raise Violation(f"{form}: outer UDP checksum set where it must be 0")
-            self.stats["encapsulated (gue), outer UDP checksum 0"] += 1
-            return
-        if not check:
-            raise Violation(f"{form}: outer UDP checksum 0 with --tun-csum")
-        ulen = 12 + p.tot
-        valid = not residue(pseudo(out[p.l3 + 12:p.l3 + 16], out[p.l3 + 16:p.l3 + 20], 17, ulen)
-                            + out[p.l3 + 20:p.l3 + 20 + ulen])
-        if input_checksums_valid(f, p):
-            if not valid:
-                raise Violation(f"{form}: outer UDP checksum invalid, the inner packet's valid")
-            self.stats["encapsulated (gue), outer UDP checksum verified valid"] += 1
-        else:
-            self.stats["encapsulated (gue), inner checksum already bad"] += 1
-
     @staticmethod
     def rewritten(f, p, c, macs, reply):
         """f as the data path must send it on connection c: Masq sends the
@@ -576,10 +470,10 @@ class Oracle:
         out = bytearray(f)
         if c.fwd == S.IP_VS_CONN_F_MASQ:
             if reply is None:
-                out[p.l3 + 16:p.l3 + 20] = c.addr
+                out[p.dst_at:p.dst_at + len(c.addr)] = c.addr
                 out[p.l4 + 2:p.l4 + 4] = c.port.to_bytes(2, "big")
             else:
-                out[p.l3 + 12:p.l3 + 16] = reply.key[1]
+                out[p.src_at:p.src_at + len(p.src)] = reply.key[1]
                 out[p.l4:p.l4 + 2] = reply.key[3].to_bytes(2, "big")
         if macs is not None:
             out[0:6], out[6:12] = macs[2], macs[1]  # (ifindex, smac, dmac)
@@ -592,7 +486,7 @@ class Oracle:
         q = parse(out)
         if q is None:
             return "output does not parse"
-        ri, ro = residue(f[p.l3:p.l3 + p.ihl]), residue(out[q.l3:q.l3 + q.ihl])
+        ri, ro = residue(ip_header(f, p)), residue(ip_header(out, q))
         if ri != ro:
             return (f"IP checksum {'invalid' if ro else 'valid'} "
                     f"(input {'invalid' if ri else 'valid'})")
@@ -665,3 +559,8 @@ class Oracle:
 
 
 _Tuple = collections.namedtuple("_Tuple", "src dst sport dport proto")
+
+
+def _fam(addr):
+    """An outcome's family suffix: IPv6's are told apart."""
+    return " IPv6" if len(addr) == V6 else ""

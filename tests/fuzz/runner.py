@@ -13,13 +13,12 @@ import time
 
 from xdplb import bpfsys, config
 from xdplb import structs as S
-from xdplb.tables import Plan, Tables
+from xdplb.tables import Plan, Tables, fold, svc_key
 
 from .frames import FrameGen
-from .oracle import TUNNELS, MConn, Oracle, Violation, fmt_key
-from .wire import VERDICTS, Topology, parse, parse_later
-
-SLOTS = 24  # service and destination slots the configuration uses, 0 included
+from .oracle import MConn, Oracle, Violation, fmt_key
+from .services import SLOTS, TUNNELS
+from .wire import V4, V6, VERDICTS, Topology, ntop, parse, parse_later
 
 
 class Fuzzer:
@@ -48,7 +47,8 @@ class Fuzzer:
 
     def _clear(self):
         s = self.s
-        for name in ("services", "sched_ring", "conn_table", "rs_table", "frags"):
+        for name in ("services", "services6", "sched_ring", "conn_table", "conn_table6",
+                     "rs_table", "rs_table6", "frags"):
             getattr(s, name).clear()
         s.rs_filter.put_zeros(range(S.XDPLB_RS_FILTER_WORDS))
         # the oracle models IPVS's settings all off (conn_reuse_mode too, whose
@@ -65,10 +65,9 @@ class Fuzzer:
         for (addr, port, proto), svc in self.oracle.services.items():
             for i, dslot in enumerate(svc.ring):
                 self.s.sched_ring.put(S.RingKey(svc.slot, i), C.c_uint32(dslot))
-            self.s.services.put(S.SvcKey(addr=(C.c_uint8 * 4)(*addr), port=socket.htons(port),
-                                         proto=proto),
-                                S.SvcEntry(slot=svc.slot, ring_len=len(svc.ring),
-                                          sched=S.XDPLB_SCHED_RR))
+            services = self.s.services6 if len(addr) == V6 else self.s.services
+            services.put(svc_key(proto, ntop(addr), port),
+                         S.SvcEntry(slot=svc.slot, ring_len=len(svc.ring), sched=S.XDPLB_SCHED_RR))
         for d in self.oracle.dests.values():
             self._put_dest(d)
         self._real_servers(self.oracle.masq_dests())
@@ -81,7 +80,7 @@ class Fuzzer:
         t = Tables(self.s)
         for svc, d in joins:
             plan = Plan()
-            svc_k = (svc.proto, socket.inet_ntoa(svc.addr), svc.port)
+            svc_k = (svc.proto, ntop(svc.addr), svc.port)
             config.rs_join(t, plan, svc_k, d.addr, socket.htons(d.port))
             t.apply(plan)
         t.write(self.s)
@@ -90,14 +89,13 @@ class Fuzzer:
         self.s.dests.put(d.slot, _dest_entry(d))
 
     def _dest_goes(self):
-        """The oracle's GONE_DEST goes (Oracle.dest_goes): its service stays
-        in the real server's rs_table entry (the sweep's to prune), a service
-        that takes its slot joins it, then the destination is written."""
-        d = self.oracle.dests[self.oracle.GONE_DEST]
-        self.oracle.dest_goes(self.batches)
-        if d.available:
-            self._real_servers([(self.oracle.by_slot[d.svc_slot], d)])
-        self._put_dest(d)
+        """The oracle's GONE_DESTS go (Oracle.dest_goes): their services stay
+        in the real servers' rs_table entries (the sweep's to prune), a
+        service that takes a slot joins it, then the destination is written."""
+        for d in self.oracle.dest_goes(self.batches):
+            if d.available:
+                self._real_servers([(self.oracle.by_slot[d.svc_slot], d)])
+            self._put_dest(d)
 
     def cleanup(self):
         """Leave the maps empty, as tests/test_datapath.py's fixture expects."""
@@ -112,9 +110,11 @@ class Fuzzer:
 
     def _kernel_entry(self, key):
         """The kernel's connection entry for a flow key, as an MConn (or None)."""
-        v = self.s.conn_table.get(S.ConnKey(
-            saddr=(C.c_uint8 * 4)(*key[0]), daddr=(C.c_uint8 * 4)(*key[1]),
-            sport=socket.htons(key[2]), dport=socket.htons(key[3]), proto=key[4]))
+        n = len(key[0])
+        k = (S.ConnKey6 if n == V6 else S.ConnKey)(
+            saddr=(C.c_uint8 * n)(*key[0]), daddr=(C.c_uint8 * n)(*key[1]),
+            sport=socket.htons(key[2]), dport=socket.htons(key[3]), proto=key[4])
+        v = (self.s.conn_table6 if n == V6 else self.s.conn_table).get(k)
         return None if v is None else _mconn(v)
 
     # -- batches: reset maps and the model, warm up flows, check at the end ---------
@@ -131,19 +131,23 @@ class Fuzzer:
 
     def end_batch(self):
         """The kernel's connection table equals the model; counters agree."""
-        both = {kb for kb, _ in self.s.conns.raw_items()} & \
-            {kb for kb, _ in self.s.conns_assured.raw_items()}
-        if both:
-            self.violation("a connection is in both conns and conns_assured", None, 0, None,
-                           None, f"{len(both)} keys")
         got = {}
-        for kb, vb in self.s.conn_table.raw_items():
-            k = S.ConnKey.from_buffer_copy(kb)
-            v = S.Conn.from_buffer_copy(vb)
-            key = (bytes(k.saddr), bytes(k.daddr), socket.ntohs(k.sport), socket.ntohs(k.dport),
-                   k.proto)
-            got[key] = (_mconn(v), (v.ifindex, bytes(v.smac), bytes(v.dmac)) if v.ifindex
-                        else None)
+        for fam, lru, assured, table in (
+                (V4, self.s.conns, self.s.conns_assured, self.s.conn_table),
+                (V6, self.s.conns6, self.s.conns6_assured, self.s.conn_table6)):
+            both = {kb for kb, _ in lru.raw_items()} & {kb for kb, _ in assured.raw_items()}
+            if both:
+                self.violation(f"a connection is in both {lru.name} and {assured.name}", None,
+                               0, None, None, f"{len(both)} keys")
+            key_t, entry_t = (S.ConnKey6, S.Conn6) if fam == V6 else (S.ConnKey, S.Conn)
+            for kb, vb in table.raw_items():
+                k = key_t.from_buffer_copy(kb)
+                v = entry_t.from_buffer_copy(vb)
+                c = v.c if fam == V6 else v
+                key = (bytes(k.saddr), bytes(k.daddr), socket.ntohs(k.sport),
+                       socket.ntohs(k.dport), k.proto)
+                got[key] = (_mconn(v), (c.ifindex, bytes(c.smac), bytes(c.dmac)) if c.ifindex
+                            else None)
         for what, detail in self.oracle.table_problems(got):
             self.violation(what, None, 0, None, None, detail)
         cnt = {name: self.s.counters.sum(i) for i, name in enumerate(S.COUNTERS)}
@@ -210,8 +214,10 @@ class Fuzzer:
         last = t0
         while self.frames < frames:
             self.start_batch()
-            if self.batches % sweep_every == 0:
-                self.sweep(*self.gen.template())
+            if self.batches % sweep_every == 0:     # IPv4's, then IPv6's
+                fam = V6 if self.batches // sweep_every % 2 else V4
+                self.sweep(*self.gen.template(fam), "truncation sweep" if fam == V4 else
+                           "truncation sweep6")
             while self.in_batch < self.batch and self.frames < frames:
                 self.check(*self.gen.frame())
             self.end_batch()
@@ -245,14 +251,22 @@ class Fuzzer:
 
 
 def _dest_entry(d):
-    """An oracle MDest as the dests map's entry."""
+    """An oracle MDest as the dests map's entry (an IPv6 one's address in
+    addr6, its fold in addr)."""
     tun_type, tun_port, tun_flags = TUNNELS.get(d.slot, (0, 0, 0))
-    return S.DestEntry(addr=(C.c_uint8 * 4)(*d.addr), port=socket.htons(d.port), fwd=d.fwd,
-                       flags=S.XDPLB_DEST_F_AVAILABLE if d.available else 0,
-                       svc_slot=d.svc_slot, weight=1, tun_type=tun_type,
-                       tun_port=socket.htons(tun_port), tun_flags=tun_flags)
+    v6 = len(d.addr) == V6
+    e = S.DestEntry(addr=(C.c_uint8 * 4)(*(fold(d.addr) if v6 else d.addr)),
+                    port=socket.htons(d.port), fwd=d.fwd,
+                    flags=S.XDPLB_DEST_F_AVAILABLE if d.available else 0,
+                    svc_slot=d.svc_slot, weight=1, tun_type=tun_type,
+                    tun_port=socket.htons(tun_port), tun_flags=tun_flags)
+    if v6:
+        e.af, e.addr6 = S.XDPLB_AF_INET6, (C.c_uint8 * 16)(*d.addr)
+    return e
 
 
 def _mconn(v):
-    """A kernel connection entry (structs.Conn) as the oracle's MConn."""
-    return MConn(bytes(v.addr), socket.ntohs(v.port), v.dir, v.fwd, v.dest_slot, v.svc_slot)
+    """A kernel connection entry (structs.Conn, or Conn6: its address in
+    addr6) as the oracle's MConn."""
+    c, addr = (v.c, bytes(v.addr6)) if isinstance(v, S.Conn6) else (v, bytes(v.addr))
+    return MConn(addr, socket.ntohs(c.port), c.dir, c.fwd, c.dest_slot, c.svc_slot)

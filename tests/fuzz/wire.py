@@ -1,7 +1,8 @@
 """Frames on the wire, written from the protocols, independently of the data
 path: addresses of the test network, one's-complement checksums, the parser
-that decides what README's "How it works" calls ours, and frame builders
-(plain bytes: scapy is ~100x too slow for 10^6 frames)."""
+that decides what README's "How it works" calls ours (IPv4 and IPv6), and
+frame builders (plain bytes: scapy is ~100x too slow for 10^6 frames)."""
+import ipaddress
 import socket
 import struct
 
@@ -11,21 +12,50 @@ ETH_P_IP, ETH_P_IPV6, ETH_P_ARP, ETH_P_8021Q, ETH_P_8021AD = 0x0800, 0x86DD, 0x0
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 MTU = 1500
 MAX_FRAME = 1600
+# A family is named by its address length: a tuple's addresses say which.
+V4, V6 = 4, 16
+# IPv6 next headers: the extension headers the data path walks over (at
+# most EXT_MAX of them: hop-by-hop, routing, destination options), and ICMPv6
+NH_HOP, NH_ROUTING, NH_DEST, NH_ICMPV6 = 0, 43, 60, 58
+EXT_WALKED = (NH_HOP, NH_ROUTING, NH_DEST)
+EXT_MAX = 4
 
 
 def a4(s):
     return socket.inet_aton(s)
 
 
+def a6(s):
+    return socket.inet_pton(socket.AF_INET6, s)
+
+
+def ntop(addr):
+    return socket.inet_ntop(socket.AF_INET6 if len(addr) == V6 else socket.AF_INET, addr)
+
+
 def mac(s):
     return bytes.fromhex(s.replace(":", ""))
 
 
+class Addrs:
+    """One family's addresses in the test network: the client (with a
+    neighbour entry, without one, without a route), the real servers (with
+    a neighbour entry on srv0, on cli0, without one, without a route),
+    three VIPs and the balancer's own address on cli0."""
+    __slots__ = ("balancer", "client", "client_no_neigh", "client_no_route", "near_rs", "rs",
+                 "rs_no_neigh", "rs_no_route", "vip", "vip2", "vip3")
+
+    def __init__(self, **addrs):
+        for name, value in addrs.items():
+            setattr(self, name, value)
+
+
 class Topology:
     """The data-path test network (xdplb/testnet.py: cli0 faces the client,
-    srv0 the real servers, permanent neighbours) in wire bytes, with the
-    addresses the fuzzer adds: two more VIPs, a client without a neighbour
-    entry and one without a route."""
+    srv0 the real servers, permanent neighbours, IPv4 and IPv6 on both) in
+    wire bytes, with the addresses the fuzzer adds: two more VIPs, a client
+    without a neighbour entry and one without a route, and an IPv6 real
+    server without a route. The IPv4 ones are attributes too (net.client)."""
 
     def __init__(self, net):
         self.cli, self.srv = net["cli_idx"], net["srv_idx"]
@@ -33,21 +63,63 @@ class Topology:
         self.client, self.client_mac = a4(net["client_ip"]), mac(net["client_mac"])
         self.rs = [a4(a) for a, _ in net["rs"]]
         self.rs_mac = {a4(a): mac(m) for a, m in net["rs"]}
+        self.rs_mac.update((a6(a), mac(m)) for a, m in net["rs6"])
         self.near_rs = a4(net["near_rs_ip"])
         self.rs_no_neigh, self.rs_no_route = a4(net["rs_no_neigh"]), a4(net["rs_no_route"])
         self.vip, self.vip2, self.vip3 = a4(net["vip"]), a4("10.0.0.101"), a4("10.0.0.102")
         self.client_no_neigh, self.client_no_route = a4("10.0.0.7"), a4("198.51.100.7")
+        self.balancer = a4(net["cli_ip"])
+        v6 = Addrs(balancer=a6(net["cli_ip6"]), client=a6(net["client_ip6"]),
+                   client_no_neigh=a6("fd00:1::7"),
+                   client_no_route=a6("2001:db8:100::7"), near_rs=a6(net["near_rs_ip6"]),
+                   rs=[a6(a) for a, _ in net["rs6"]], rs_no_neigh=a6(net["rs6_no_neigh"]),
+                   rs_no_route=a6("2001:db8:2::1"), vip=a6(net["vip6"]),
+                   vip2=a6("fd00:1::101"), vip3=a6("fd00:1::102"))
+        self.addrs = {V4: Addrs(**{k: getattr(self, k) for k in Addrs.__slots__}), V6: v6}
         # FIB: permanent neighbours -> (egress ifindex, egress MAC, neighbour MAC)
-        self.neigh = {self.client: (self.cli, self.cli_mac, self.client_mac),
-                      self.near_rs: (self.cli, self.cli_mac, mac(net["near_rs_mac"]))}
-        for addr in self.rs:
+        self.neigh = {}
+        for a in (self.addrs[V4], v6):
+            self.neigh[a.client] = (self.cli, self.cli_mac, self.client_mac)
+            self.neigh[a.near_rs] = (self.cli, self.cli_mac, mac(net["near_rs_mac"]))
+        for addr in self.rs + v6.rs:
             self.neigh[addr] = (self.srv, self.srv_mac, self.rs_mac[addr])
-        self.local = {a4(net["cli_ip"]), a4(net["srv_ip"])}
+        self.local = {a4(net["cli_ip"]), a4(net["srv_ip"]), a6(net["cli_ip6"]),
+                      a6(net["srv_ip6"])}
+        # testnet's links: cli0's and srv0's networks
+        self.on_link = [ipaddress.ip_network(n) for n in ("10.0.0.0/24", "172.80.0.0/24",
+                                                          "fd00:1::/64", "fd00:80::/64")]
         # tun_src: the outer source of Tunnel packets leaving by each interface
         self.tun_src = {self.cli: a4(net["cli_ip"]), self.srv: a4(net["srv_ip"])}
 
     def ifname(self, ifindex):
         return {self.cli: "cli0", self.srv: "srv0"}.get(ifindex, ifindex)
+
+    @staticmethod
+    def source_refused(src):
+        """Does the FIB forward nothing from src? IPv6's refuses a
+        multicast, link-local or loopback source (bpf_fib_lookup: "link
+        local addresses are never forwarded", rt6_need_strict); IPv4's
+        looks at no source."""
+        ip = ipaddress.ip_address(src)
+        return ip.version == 6 and (ip.is_multicast or ip.is_link_local or ip.is_loopback)
+
+    def fib(self, target):
+        """The FIB's answer for a forward to target: 'ok' (known neighbour),
+        'no_neigh' (on-link, unresolved), 'none' (no route, local,
+        multicast), None (unsure: an on-link network's first or last
+        address (IPv4's network and broadcast, IPv6's subnet-router
+        anycast), IPv6 link-local). Every device's MTU is MTU."""
+        if target in self.neigh:
+            return "ok"
+        if target in self.local:
+            return "none"
+        ip = ipaddress.ip_address(target)
+        if ip.version == 6 and ip.is_link_local:
+            return None
+        for net in self.on_link:
+            if ip in net:
+                return None if ip in (net.network_address, net.broadcast_address) else "no_neigh"
+        return "none"
 
 
 # --- one's-complement arithmetic, independent of the data path's -----------
@@ -67,14 +139,20 @@ def csum_for(data_with_zero_check):
 
 
 def pseudo(src, dst, proto, length):
+    """The TCP/UDP (ICMPv6) checksum's pseudo-header of either family."""
+    if len(src) == V6:  # RFC 8200 8.1
+        return src + dst + length.to_bytes(4, "big") + bytes((0, 0, 0, proto))
     return src + dst + bytes((0, proto)) + (length & 0xFFFF).to_bytes(2, "big")
 
 
 # --- independent parser: what the README promises is "ours" -----------------
 
 class Parsed:
-    __slots__ = ("dport", "dst", "first_frag", "flags", "ident", "ihl", "key", "l3", "l4",
-                 "proto", "sport", "src", "tot")
+    """A TCP/UDP packet with ports. ihl: the IP header's length (IPv6: with
+    its extension headers), tot: IPv4's total length, IPv6's 40 + payload
+    length; src_at / dst_at: the addresses' offsets in the frame."""
+    __slots__ = ("dport", "dst", "dst_at", "first_frag", "flags", "ident", "ihl", "key", "l3",
+                 "l4", "proto", "sport", "src", "src_at", "tot")
 
 
 class Later:
@@ -85,20 +163,29 @@ class Later:
         return self.src, self.dst, self.ident, self.proto
 
 
+def l3_start(f):
+    """(offset, EtherType) of the L3 header after at most one 802.1Q /
+    802.1ad tag; None if the frame ends first."""
+    n = len(f)
+    if n < 14:
+        return None
+    et = f[12] << 8 | f[13]
+    if et == ETH_P_8021Q or et == ETH_P_8021AD:
+        if n < 18:
+            return None
+        return 18, f[16] << 8 | f[17]
+    return 14, et
+
+
 def _ipv4(f):
     """(l3, ihl, tot, proto, frag field) of a TCP/UDP IPv4 header (at most
     one 802.1Q / 802.1ad tag) whose total length lies inside the frame; None
     for anything else."""
     n = len(f)
-    if n < 14:
+    h = l3_start(f)
+    if h is None:
         return None
-    et = f[12] << 8 | f[13]
-    l3 = 14
-    if et == ETH_P_8021Q or et == ETH_P_8021AD:
-        if n < 18:
-            return None
-        et = f[16] << 8 | f[17]
-        l3 = 18
+    l3, et = h
     if et != ETH_P_IP or n < l3 + 20:
         return None
     vihl = f[l3]
@@ -114,15 +201,57 @@ def _ipv4(f):
     return l3, ihl, tot, proto, f[l3 + 6] << 8 | f[l3 + 7]
 
 
-def parse(f):
-    """A Parsed for an IPv4 TCP/UDP frame with its ports: unfragmented or a
-    first fragment (offset 0, MF), whose IP, TCP and UDP headers lie inside
-    the IP total length, which lies inside the frame; None for anything
-    else (a later fragment: parse_later)."""
-    h = _ipv4(f)
+def ipv6_next(f):
+    """(l3, tot, next header, its offset) of an IPv6 frame (at most one tag)
+    whose payload length is not 0 (a jumbogram) and lies inside the frame,
+    after at most EXT_MAX walked extension headers, each inside the
+    payload; None for anything else (the next header is then still an
+    extension header when there are more)."""
+    h = l3_start(f)
     if h is None:
         return None
-    l3, ihl, tot, proto, frag = h
+    l3, et = h
+    n = len(f)
+    if et != ETH_P_IPV6 or n < l3 + 40 or f[l3] >> 4 != 6:
+        return None
+    tot = 40 + (f[l3 + 4] << 8 | f[l3 + 5])
+    if tot == 40 or l3 + tot > n:
+        return None
+    nh, off, end = f[l3 + 6], l3 + 40, l3 + tot
+    for _ in range(EXT_MAX):
+        if nh not in EXT_WALKED:
+            break
+        if off + 2 > end:
+            return None
+        nh, off = f[off], off + (f[off + 1] + 1) * 8
+    if off > end:
+        return None
+    return l3, tot, nh, off
+
+
+def _ip(f):
+    """(l3, ihl, tot, proto, IPv4's frag field (0 for IPv6), src_at, alen) of
+    a TCP/UDP packet of either family, its L4 header not yet checked."""
+    h = _ipv4(f)
+    if h is not None:
+        return (*h, h[0] + 12, V4)
+    h = ipv6_next(f)
+    if h is None or h[2] not in (6, 17):
+        return None
+    l3, tot, nh, l4 = h
+    return l3, l4 - l3, tot, nh, 0, l3 + 8, V6
+
+
+def parse(f):
+    """A Parsed for a TCP/UDP frame with its ports: IPv4 unfragmented or a
+    first fragment (offset 0, MF), or IPv6 after at most EXT_MAX walked
+    extension headers; its IP, TCP and UDP headers inside the IP total
+    length (IPv6: payload length), which lies inside the frame; None for
+    anything else (a later IPv4 fragment: parse_later)."""
+    h = _ip(f)
+    if h is None:
+        return None
+    l3, ihl, tot, proto, frag, src_at, alen = h
     if frag & 0x1FFF:  # a fragment offset
         return None
     l4 = l3 + ihl
@@ -139,8 +268,9 @@ def parse(f):
         flags = 0
     p = Parsed()
     p.l3, p.ihl, p.tot, p.proto, p.l4, p.flags = l3, ihl, tot, proto, l4, flags
-    p.first_frag, p.ident = bool(frag & 0x2000), f[l3 + 4] << 8 | f[l3 + 5]
-    p.src, p.dst = bytes(f[l3 + 12:l3 + 16]), bytes(f[l3 + 16:l3 + 20])
+    p.first_frag, p.ident = bool(frag & 0x2000), f[l3 + 4] << 8 | f[l3 + 5] if alen == V4 else 0
+    p.src_at, p.dst_at = src_at, src_at + alen
+    p.src, p.dst = bytes(f[src_at:src_at + alen]), bytes(f[src_at + alen:src_at + 2 * alen])
     p.sport, p.dport = f[l4] << 8 | f[l4 + 1], f[l4 + 2] << 8 | f[l4 + 3]
     p.key = (p.src, p.dst, p.sport, p.dport, proto)
     return p
@@ -175,13 +305,20 @@ def l4_check_off(p):
     return p.l4 + (16 if p.proto == 6 else 6)
 
 
+def ip_header(f, p):
+    """The bytes the IP header checksum covers: IPv4's header (options
+    included); none for IPv6, which has no header checksum."""
+    return f[p.l3:p.l3 + p.ihl] if len(p.src) == V4 else b""
+
+
 def input_checksums_valid(f, p):
-    """IP and L4 checksums valid (a zero UDP checksum counts as valid)."""
-    if residue(f[p.l3:p.l3 + p.ihl]):
+    """IP and L4 checksums valid (a zero UDP checksum counts as valid over
+    IPv4; over IPv6 it is not: RFC 8200 8.1)."""
+    if residue(ip_header(f, p)):
         return False
     co = l4_check_off(p)
     if p.proto == 17 and f[co] == 0 and f[co + 1] == 0:
-        return True
+        return len(p.src) == V4
     return residue(l4_region(f, p)) == 0
 
 
@@ -190,8 +327,9 @@ def fix_checksums(f):
     p = parse(f)
     if p is None:
         return f
-    f[p.l3 + 10:p.l3 + 12] = b"\0\0"
-    f[p.l3 + 10:p.l3 + 12] = csum_for(f[p.l3:p.l3 + p.ihl]).to_bytes(2, "big")
+    if len(p.src) == V4:
+        f[p.l3 + 10:p.l3 + 12] = b"\0\0"
+        f[p.l3 + 10:p.l3 + 12] = csum_for(f[p.l3:p.l3 + p.ihl]).to_bytes(2, "big")
     co = l4_check_off(p)
     f[co:co + 2] = b"\0\0"
     c = csum_for(l4_region(f, p))
@@ -216,6 +354,28 @@ def ipv4(src, dst, proto, payload, opts=b"", tos=0, ident=0, frag=0, ttl=64):
                               frag, ttl, proto, 0, src, dst) + opts)
     h[10:12] = csum_for(h).to_bytes(2, "big")
     return bytes(h) + payload
+
+
+def ip_frame(dmac, smac, src, dst, proto, l4, tags=()):
+    """l4 in a plain IPv4 or IPv6 frame (the addresses say which)."""
+    if len(src) == V6:
+        return eth(dmac, smac, ETH_P_IPV6, tags) + ipv6(src, dst, proto, l4)
+    return eth(dmac, smac, ETH_P_IP, tags) + ipv4(src, dst, proto, l4)
+
+
+def ipv6(src, dst, nh, payload, exts=b"", tc=0, flow=0, hlim=64):
+    """An IPv6 packet: exts (extension headers, their chain ending in nh's
+    value already) before payload; nh is the IPv6 header's next header."""
+    return struct.pack("!IHBB16s16s", 6 << 28 | tc << 20 | flow, len(exts) + len(payload), nh,
+                       hlim, src, dst) + exts + payload
+
+
+def ext_header(nh, body_len8=0, fill=b""):
+    """A hop-by-hop / routing / destination-options header (RFC 8200's
+    common layout: next header, length in 8-byte units beyond the first
+    8), fill padded with zeros (PadN-free: the receiver judges options)."""
+    n = 8 * (body_len8 + 1) - 2
+    return bytes((nh, body_len8)) + (fill + b"\0" * n)[:n]
 
 
 def tcp_seg(src, dst, sport, dport, flags, payload=b"", opts=b"", seq=1000, ack=0, win=65535):
