@@ -97,31 +97,34 @@ def _replay(lab, part, repeat):
                  "peer refuses them)", LABELS[part])
 
 
-def _dr_live(lab, part, repeat):
-    frame, c = establish_dr(lab.st, lab.ifindex, cport=CPORT_LIVE)
+def _replayed(lab, part, frame, c, repeat, method):
+    """The row of xdplb behind the harness on connection c's frame."""
     return Built(Replay(lab.b, lab.fds).timed(
         part, lab.st.prog_fd, frame, lab.ifindex["bc0"], repeat,
         probe(lab.st, svc=c.svc_slot, dests=(c.dest_slot,))),
-        {**ESTABLISHED_IN, "harness.replays": 1},
-        f"the DR row's path (ACK client:{CPORT_LIVE}->VIP_DR:80, established by its "
-        "handshake) timed as the Tunnel rows are: the harness replaying it into xdplb with "
-        "live frames, the redirect into br0 carried out; net of the control",
+        {**ESTABLISHED_IN, "harness.replays": 1}, method + "; net of the control",
         LABELS[part], control=CONTROLS[part])
+
+
+def _dr_live(lab, part, repeat):
+    frame, c = establish_dr(lab.st, lab.ifindex, cport=CPORT_LIVE)
+    return _replayed(lab, part, frame, c, repeat,
+                     f"the DR row's path (ACK client:{CPORT_LIVE}->VIP_DR:80, established by "
+                     "its handshake) timed as the Tunnel rows are: the harness replaying it "
+                     "into xdplb with live frames, the redirect into br0 carried out")
 
 
 def _tunnel(lab, part, repeat):
     vip, gue_port = TUNNELS[part]
     frame, c = establish_tunnel(lab.st, lab.ifindex, vip, gue_port)
     kind = f"gue (UDP to port {gue_port}, no checksum)" if gue_port else "ipip"
-    return Built(Replay(lab.b, lab.fds).timed(
-        part, lab.st.prog_fd, frame, lab.ifindex["bc0"], repeat,
-        probe(lab.st, svc=c.svc_slot, dests=(c.dest_slot,))),
-        {**ESTABLISHED_IN, "harness.replays": 1},
-        f"ACK client:{CPORT}->{hp(vip, VPORT)} on a Tunnel connection ({kind}) set up by "
-        "its handshake through the program (SYN, ACK); xdplb_main finds the entry and "
-        "tail-calls xdplb_tunnel, which checks the MTU, encapsulates from tun_src's address "
-        "of br0 to RS1 and redirects, carried out by the live frames; the harness replays "
-        "the frame every iteration; net of the control", LABELS[part], control=CONTROLS[part])
+    return _replayed(lab, part, frame, c, repeat,
+                     f"ACK client:{CPORT}->{hp(vip, VPORT)} on a Tunnel connection ({kind}) "
+                     "set up by its handshake through the program (SYN, ACK); xdplb_main "
+                     "finds the entry and tail-calls xdplb_tunnel, which checks the MTU, "
+                     "encapsulates from tun_src's address of br0 to RS1 and redirects, "
+                     "carried out by the live frames; the harness replays the frame every "
+                     "iteration")
 
 
 BUILDERS = {"replay": _replay, "dr-live": _dr_live, "tun-ipip": _tunnel, "tun-gue": _tunnel}
