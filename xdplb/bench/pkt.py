@@ -12,8 +12,10 @@ PROG_TEST_RUN does not restore the frame between iterations (docs/kernel-and-lab
 each xdplb row is built so that the rewritten frame takes the same path
 again, and the program's own counters must have moved by exactly the repeat
 count on every run; a row whose counters disagree is marked as failed.
-This module holds the lab (namespace, state, frames), the timing and proof
-primitives and the established-flow rows; newconn.py the new-connection rows.
+This module holds the lab (namespace, state, connection keys), the timing
+and proof primitives and the fixed points of established flows of either
+family; frames.py the frames, established.py (with xlate.py and tun.py) the
+established rows, newconn.py the new-connection rows.
 """
 import contextlib
 import ctypes as C
