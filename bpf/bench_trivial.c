@@ -18,6 +18,12 @@
  *                 of a connection, then tail-calls the program under test
  *                 (nc_target[0]: xdplb or bench_newflow). Its own cost is
  *                 measured by pointing nc_target[0] at bench_trivial.
+ * bench_replay    a harness for a path whose rewrite is no fixed point (a
+ *                 Tunnel connection's encapsulation): it rewrites the frame
+ *                 from a template, the same frame every iteration, and
+ *                 tail-calls rp_target[0]. Run with live frames, whose
+ *                 context (not data) the kernel resets between iterations;
+ *                 pointed at bench_trivial it measures itself.
  *
  * None of this is part of the data path.
  */
@@ -205,5 +211,35 @@ int bench_newconn(struct xdp_md *ctx)
 	ip->saddr = saddr;
 	tcp->source = sport;
 	nc_target.call(ctx, 0);
+	return XDP_ABORTED;	/* the tail call failed */
+}
+
+/* ---- replay harness -------------------------------------------------------- */
+
+BPF_PROG_ARRAY(rp_target, 1);
+BPF_ARRAY(rp_tmpl, struct nc_tmpl, 1);
+BPF_PERCPU_ARRAY(rp_seq, __u64, 1);	/* frames replayed: the harness's proof */
+
+int bench_replay(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 *w = data;
+	struct nc_tmpl *t;
+	__u32 zero = 0;
+	__u64 *seq;
+	int i;
+
+	if (data + sizeof(struct nc_tmpl) > data_end)
+		return XDP_ABORTED;
+	t = rp_tmpl.lookup(&zero);
+	seq = rp_seq.lookup(&zero);
+	if (!t || !seq)
+		return XDP_ABORTED;
+	*seq += 1;
+#pragma unroll
+	for (i = 0; i < NC_FRAME_WORDS; i++)
+		w[i] = t->w[i];
+	rp_target.call(ctx, 0);
 	return XDP_ABORTED;	/* the tail call failed */
 }

@@ -16,7 +16,8 @@ from .common import BenchError
 
 PARTS = ("pkt", "fwd", "cps", "ctl", "mem", "scale", "ops")
 EXTRA_PARTS = ("checks",)        # only when named in --parts
-PART_HELP = {"pkt": "1. ns/packet with PROG_TEST_RUN, per scheduler, scaling curves",
+PART_HELP = {"pkt": "1. ns/packet with PROG_TEST_RUN (established IPv4 and IPv6, ICMP "
+                    "translation, Tunnel, new connections), per scheduler, scaling curves",
              "fwd": "2. forwarding rate: xdplb / nftables / iptables / IPVS / plain",
              "cps": "3. TCP connections/s and p50/p99 connect-to-close latency, same variants",
              "ctl": "4. control plane: xdplbadm -R / iptables-restore / ipvsadm -R",

@@ -12,8 +12,10 @@ PROG_TEST_RUN does not restore the frame between iterations (docs/kernel-and-lab
 each xdplb row is built so that the rewritten frame takes the same path
 again, and the program's own counters must have moved by exactly the repeat
 count on every run; a row whose counters disagree is marked as failed.
-This module holds the lab (namespace, state, frames), the timing and proof
-primitives and the established-flow rows; newconn.py the new-connection rows.
+This module holds the lab (namespace, state, connection keys), the timing
+and proof primitives and the fixed points of established flows of either
+family; frames.py the frames, established.py (with xlate.py and tun.py) the
+established rows, newconn.py the new-connection rows.
 """
 import contextlib
 import ctypes as C
@@ -32,8 +34,9 @@ from ..control import Control
 from ..loader import BPF_DIR
 from ..netns import NetnsError
 from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED,
-                      XDPLB_LIST_MAX, ConnKey)
+                      XDPLB_LIST_MAX, COUNTERS, Conn6, ConnKey, ConnKey6)
 from .common import BenchError, percpu_sum
+from .frames import FRAME_LEN, TCP_ACK, TCP_SYN, is6, packed, tcp_frame  # noqa: F401 (pkt.*)
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 VERDICTS = {0: "ABORTED", 1: "DROP", 2: "PASS", 3: "TX", 4: "REDIRECT"}
@@ -46,77 +49,67 @@ VIP, VIP_DR, VPORT = "10.0.0.100", "10.0.0.101", 80
 # with a permanent neighbour; most rows use the first three.
 RSS = [f"172.80.0.{i}" for i in range(2, 2 + XDPLB_LIST_MAX)]
 RS_MACS = [f"02:00:ac:50:00:{i:02x}" for i in range(2, 2 + XDPLB_LIST_MAX)]
+# IPv6 on the same links: a dual-stack client and the first three real servers.
+CLIENT6, LB_C6, LB_R6 = "fd00:10::2", "fd00:10::1", "fd00:172::1"
+VIP6, VIP6_DR = "fd00:10::100", "fd00:10::101"
+RSS6 = [f"fd00:172::{i}" for i in range(2, 5)]
+RS_MAC = dict(zip(RSS + RSS6, RS_MACS + RS_MACS[:len(RSS6)]))
 RPORT = 8080           # Masq real-server port (so the port rewrite is exercised)
 CPORT = 40000          # the established flows' client port
 CPORT_REPLY = 41000    # the client port of the reply row's connections
-TCP_SYN, TCP_ACK = 0x02, 0x10
-FRAME_LEN = 64         # 14 + 20 + 20 bytes of headers, zero padded (the harness copies 64)
 
-# The established-flow rows, in the order they run (part names of run()).
-PARTS = ("trivial", "minnat", "nat", "nat-reply", "dr", "newconn")
-LABELS = {
-    "trivial": "trivial XDP_TX (floor)",
-    "minnat": "minimal NAT reference",
-    "nat": "xdplb established NAT (client -> VIP, Masq)",
-    "nat-reply": "xdplb established NAT reply (RS -> client, un-NAT)",
-    "dr": "xdplb established DR (client -> VIP, Route)",
-}
+# The rows, in the order they run (part names of run()): established.py's
+# (the floor, the minimal NAT program, xdplb's established flows: IPv4, IPv6,
+# an ICMP error translated, Tunnel behind the replay harness), then newconn.py's.
+PARTS = ("trivial", "minnat", "nat", "nat-reply", "dr", "nat6", "nat6-reply", "dr6", "icmp",
+         "replay", "dr-live", "tun-ipip", "tun-gue", "newconn")
 REFERENCES = ("trivial", "minnat", "newflow-fresh", "newflow")  # rows that are not xdplb
+HARNESSES = ("bench_newconn", "bench_replay")   # bench_trivial.c's programs that are harnesses
 WARMUP_MAX = 100_000   # iterations of a warm-up run
 
 
-# ---- frames -------------------------------------------------------------------
-
-def _mac(s):
-    return bytes(int(x, 16) for x in s.split(":"))
-
-
-def _csum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return ~s & 0xffff
-
-
-def tcp_frame(src, dst, sport, dport, flags, smac="02:00:00:00:00:aa", dmac="02:00:00:00:00:bb"):
-    """An Ethernet/IPv4/TCP frame with correct checksums, padded to FRAME_LEN."""
-    saddr, daddr = socket.inet_aton(src), socket.inet_aton(dst)
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1 if flags & TCP_ACK else 0,
-                      5 << 4, flags, 64240, 0, 0)
-    pseudo = saddr + daddr + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64,
-                     socket.IPPROTO_TCP, 0, saddr, daddr)
-    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
-    frame = _mac(dmac) + _mac(smac) + struct.pack("!H", 0x0800) + ip + tcp
-    return frame + bytes(FRAME_LEN - len(frame))
-
-
-def _a(s):
-    return (C.c_uint8 * 4)(*socket.inet_aton(s))
-
+# ---- frames and keys -------------------------------------------------------------
 
 def _p(port):
     return socket.htons(port)
 
 
 def conn_key(src, dst, sport, dport):
-    return ConnKey(saddr=_a(src), daddr=_a(dst), sport=_p(sport), dport=_p(dport),
-                   proto=socket.IPPROTO_TCP)
+    """The connection key (ConnKey, or ConnKey6 for IPv6 addresses) of a TCP tuple."""
+    if is6(src):
+        return ConnKey6.from_buffer_copy(packed(src) + packed(dst) + struct.pack(
+            "!HHB3x", sport, dport, socket.IPPROTO_TCP))
+    return ConnKey(saddr=(C.c_uint8 * 4)(*packed(src)), daddr=(C.c_uint8 * 4)(*packed(dst)),
+                   sport=_p(sport), dport=_p(dport), proto=socket.IPPROTO_TCP)
+
+
+def client_of(dst):
+    return CLIENT6 if is6(dst) else CLIENT
+
+
+def entry(value):
+    """The struct conn of a connection table's value (an IPv6 one wraps it)."""
+    return value.c if isinstance(value, Conn6) else value
+
+
+def real_of(value):
+    """(address, port) of a connection's real server."""
+    if isinstance(value, Conn6):
+        return socket.inet_ntop(socket.AF_INET6, bytes(value.addr6)), socket.ntohs(value.c.port)
+    return socket.inet_ntoa(bytes(value.addr)), socket.ntohs(value.port)
 
 
 # ---- namespace ----------------------------------------------------------------
 
 TOPOLOGY = T.Topology(    # the balancer's two sides: bc0 faces the client, br0 the servers
     nodes=("lb",),
-    veths=(T.Veth(T.End("lb", "bc0", addrs=(f"{LB_C}/24",)), T.End("lb", "bc1")),
-           T.Veth(T.End("lb", "br0", addrs=(f"{LB_R}/24",)), T.End("lb", "br1"))),
-    neighbours=(T.Neigh("lb", "bc0", CLIENT, CLIENT_MAC),
-                *(T.Neigh("lb", "br0", rs, mac) for rs, mac in zip(RSS, RS_MACS))),
+    veths=(T.Veth(T.End("lb", "bc0", addrs=(f"{LB_C}/24", f"{LB_C6}/64")), T.End("lb", "bc1")),
+           T.Veth(T.End("lb", "br0", addrs=(f"{LB_R}/24", f"{LB_R6}/64")), T.End("lb", "br1"))),
+    neighbours=(T.Neigh("lb", "bc0", CLIENT, CLIENT_MAC), T.Neigh("lb", "bc0", CLIENT6, CLIENT_MAC),
+                *(T.Neigh("lb", "br0", rs, mac) for rs, mac in RS_MAC.items())),
     # bpf_fib_lookup answers FWD_DISABLED unless the ingress forwards.
-    sysctls=(T.Sysctl("lb", "net.ipv4.ip_forward", 1),))
+    sysctls=(T.Sysctl("lb", "net.ipv4.ip_forward", 1),
+             T.Sysctl("lb", "net.ipv6.conf.all.forwarding", 1)))
 
 
 @contextlib.contextmanager
@@ -218,7 +211,7 @@ def compile_bench(src, progs, st=None):
 def compile_reference(st=None):
     """bpf/bench_trivial.c (see compile_bench)."""
     return compile_bench("bench_trivial.c", ("bench_trivial", "bench_minnat", "bench_newflow",
-                                             "bench_newconn"), st)
+                                             *HARNESSES), st)
 
 
 # ---- configuration, through the control API ---------------------------------------
@@ -242,9 +235,21 @@ def configure(st, ifindex):
     return ctl.get_service(*nat, counts=False)
 
 
+def configure6(st):
+    """configure()'s services over IPv6: [VIP6]:80 -> [RS6 1..3]:8080 (Masq,
+    rr) and [VIP6_DR]:80 -> [RS6 1]:80 (Route)."""
+    ctl = Control(st)
+    nat, dr = (model.IPPROTO_TCP, VIP6, VPORT), (model.IPPROTO_TCP, VIP6_DR, VPORT)
+    ctl.add_service(model.Service(*nat, sched="rr"))
+    for rs in RSS6:
+        ctl.add_dest(nat, model.Destination(rs, RPORT, fwd=IP_VS_CONN_F_MASQ))
+    ctl.add_service(model.Service(*dr, sched="rr"))
+    ctl.add_dest(dr, model.Destination(RSS6[0], VPORT, fwd=IP_VS_CONN_F_DROUTE))
+
+
 def rs_filtered(st, addr):
     """Is addr's bit set in rs_filter (its frames then look rs_table up first)?"""
-    bit = config.rs_filter_bit(socket.inet_aton(addr))
+    bit = config.rs_filter_bit(packed(addr))
     word = st.rs_filter.get(bit >> 6)
     return word is not None and bool(word.value >> (bit & 63) & 1)
 
@@ -285,7 +290,8 @@ def _svc(st, slot):
 class Timed:
     """One thing to time: prog_fd on frame arriving on ifindex, repeat
     iterations per run. probe() returns the counters that prove the path;
-    prepare() runs before the warm-up and before every run."""
+    prepare() runs before the warm-up and before every run. live: with
+    BPF_F_TEST_XDP_LIVE_FRAMES (the kernel then reports no verdict)."""
     name: str
     prog_fd: int
     frame: bytes
@@ -293,6 +299,20 @@ class Timed:
     repeat: int
     probe: object = None
     prepare: object = None
+    live: bool = False
+
+
+@dataclasses.dataclass
+class Built:
+    """One row of established.py ready to time: what proves it (expect:
+    {counter: multiple of repeat}), how it is set up (method). control: the
+    part whose time, run by run, is taken off this row's (and the floor's
+    added): a harness's."""
+    timed: Timed
+    expect: dict
+    method: str
+    label: str
+    control: str | None = None
 
 
 def interleave(timed, runs, warmup=True):
@@ -304,7 +324,7 @@ def interleave(timed, runs, warmup=True):
             if t.prepare:
                 t.prepare()
             bpfsys.prog_test_run(t.prog_fd, t.frame, repeat=max(1, min(t.repeat, WARMUP_MAX)),
-                                 ingress_ifindex=t.ifindex)
+                                 ingress_ifindex=t.ifindex, live_frames=t.live)
     out = {t.name: ([], [], set()) for t in timed}
     for _ in range(runs):
         for t in timed:
@@ -313,10 +333,11 @@ def interleave(timed, runs, warmup=True):
                 t.prepare()
             before = t.probe() if t.probe else {}
             verdict, _out, ns = bpfsys.prog_test_run(t.prog_fd, t.frame, repeat=t.repeat,
-                                                     ingress_ifindex=t.ifindex)
+                                                     ingress_ifindex=t.ifindex,
+                                                     live_frames=t.live)
             after = t.probe() if t.probe else {}
             times.append(ns)
-            verdicts.add(VERDICTS.get(verdict, str(verdict)))
+            verdicts.add("live" if t.live else VERDICTS.get(verdict, str(verdict)))
             deltas.append({k: after[k] - before[k] for k in after})
     return out
 
@@ -349,11 +370,13 @@ def row(part, label, times, ok, proof, verdicts, method):
             "reference": part in REFERENCES}
 
 
-def probe(st, bench_maps=None, svc=None, dests=()):
-    """A probe() of xdplb's counters (and the harness's sequence); dest.*
-    are summed over the destination slots dests."""
+def probe(st, bench_maps=None, svc=None, dests=(), events=()):
+    """A probe() of xdplb's counters (fwd, to_stack and the COUNTERS named
+    in events) and the harness's sequence; dest.* are summed over the
+    destination slots dests."""
     def read():
         out = {"fwd": _counter(st, 2), "to_stack": _counter(st, 3)}
+        out.update((e, _counter(st, COUNTERS.index(e))) for e in events)
         if svc is not None:
             s = _svc(st, svc)
             out["svc.conns"], out["svc.inpkts"] = s.conns, s.inpkts
@@ -370,83 +393,89 @@ def probe(st, bench_maps=None, svc=None, dests=()):
 # ---- established flows as fixed points -----------------------------------------------
 
 def handshake_frames(dst, cport, dport=VPORT, real=None):
-    """The frames of a connection client:cport -> dst:dport's handshake, as
-    (frame, device): the client's SYN, the real server's SYN-ACK when real
-    = (address, port) of a Masq real server (the only method whose replies
-    cross the balancer), the client's ACK."""
-    steps = [(tcp_frame(CLIENT, dst, cport, dport, TCP_SYN, CLIENT_MAC), "bc0")]
+    """The frames of a connection client:cport -> dst:dport's handshake (the
+    client of dst's family), as (frame, device): the client's SYN, the real
+    server's SYN-ACK when real = (address, port) of a Masq real server (the
+    only method whose replies cross the balancer), the client's ACK."""
+    client = client_of(dst)
+    steps = [(tcp_frame(client, dst, cport, dport, TCP_SYN, CLIENT_MAC), "bc0")]
     if real is not None:
-        mac = dict(zip(RSS, RS_MACS)).get(real[0], "02:00:00:00:00:aa")
-        steps.append((tcp_frame(real[0], CLIENT, real[1], cport, TCP_SYN | TCP_ACK, mac), "br0"))
-    return steps + [(tcp_frame(CLIENT, dst, cport, dport, TCP_ACK, CLIENT_MAC), "bc0")]
+        mac = RS_MAC.get(real[0], "02:00:00:00:00:aa")
+        steps.append((tcp_frame(real[0], client, real[1], cport, TCP_SYN | TCP_ACK, mac), "br0"))
+    return steps + [(tcp_frame(client, dst, cport, dport, TCP_ACK, CLIENT_MAC), "bc0")]
+
+
+def conn_maps(st, dst):
+    """(connection table, assured map) of dst's family."""
+    return (st.conn_table6, st.conns6_assured) if is6(dst) else (st.conn_table, st.conns_assured)
 
 
 def handshake(st, ifindex, dst, cport, dport=VPORT):
     """A connection client:cport -> dst:dport set up through the program
     (handshake_frames(): the scheduler picks the real server; a Masq reply
     is found through rs_table and caches its egress in the entry; the ACK
-    makes it ESTABLISHED, which moves it to conns_assured). Returns
-    (key, entry)."""
-    key = conn_key(CLIENT, dst, cport, dport)
+    makes it ESTABLISHED, which moves it to conns_assured, or conns6_assured
+    for IPv6). Returns (key, the table's value: a Conn, or a Conn6)."""
+    table, assured = conn_maps(st, dst)
+    key = conn_key(client_of(dst), dst, cport, dport)
     syn, *rest = handshake_frames(dst, cport, dport)
     bpfsys.prog_test_run(st.prog_fd, syn[0], ingress_ifindex=ifindex[syn[1]])
-    c = st.conn_table.get(key)
+    c = table.get(key)
     if c is None:
         raise BenchError(f"xdplb did not track the set-up SYN to {dst}:{dport}: is "
                          "bpf/xdplb.c the data path?")
-    if c.fwd == IP_VS_CONN_F_MASQ:
-        real = (socket.inet_ntoa(bytes(c.addr)), socket.ntohs(c.port))
+    if entry(c).fwd == IP_VS_CONN_F_MASQ:
+        real = real_of(c)
         rest = handshake_frames(dst, cport, dport, real)[1:]
     for frame, dev in rest:
         v, _, _ = bpfsys.prog_test_run(st.prog_fd, frame, ingress_ifindex=ifindex[dev])
         if dev == "br0" and v != XDP_REDIRECT:
             raise BenchError(f"the SYN-ACK of {real[0]}:{real[1]} was not forwarded as a "
                              f"reply (verdict {VERDICTS.get(v, v)}): rs_table?")
-    c = st.conns_assured.get(key)
-    if c is None or c.state != IP_VS_TCP_S_ESTABLISHED:
+    c = assured.get(key)
+    if c is None or entry(c).state != IP_VS_TCP_S_ESTABLISHED:
         raise BenchError(f"the connection to {dst}:{dport} did not become established")
     return key, c
 
 
-def establish_nat(st, ifindex, cport=CPORT):
-    """A Masq connection client:cport -> VIP:80 (handshake()), made a fixed
+def establish_nat(st, ifindex, cport=CPORT, vip=VIP):
+    """A Masq connection client:cport -> vip:80 (handshake()), made a fixed
     point for the client's packets: the program rewrites the ACK to client
     -> rs:8080, so a copy of the connection's entry goes under that tuple
     too (as if the client had connected to a virtual service rs:8080 whose
     real server is rs:8080 itself), which rewrites it to itself. Returns
     (ACK frame, the connection's entry)."""
-    _, c = handshake(st, ifindex, VIP, cport)
-    st.conns_assured.put(conn_key(CLIENT, socket.inet_ntoa(bytes(c.addr)), cport,
-                                  socket.ntohs(c.port)), c)
-    return tcp_frame(CLIENT, VIP, cport, VPORT, TCP_ACK, CLIENT_MAC), c
+    _, c = handshake(st, ifindex, vip, cport)
+    rs, rport = real_of(c)
+    conn_maps(st, vip)[1].put(conn_key(client_of(vip), rs, cport, rport), c)
+    return tcp_frame(client_of(vip), vip, cport, VPORT, TCP_ACK, CLIENT_MAC), c
 
 
-def establish_reply(st, ifindex, cport=CPORT_REPLY):
-    """A real server's reply on a Masq connection client:cport -> VIP:80
+def establish_reply(st, ifindex, cport=CPORT_REPLY, vip=VIP):
+    """A real server's reply on a Masq connection client:cport -> vip:80
     (handshake()), made a fixed point of two steps, each a reply found
-    through rs_table. The reply rs:8080 -> client is un-NATed to VIP:80 ->
+    through rs_table. The reply rs:8080 -> client is un-NATed to vip:80 ->
     client; for that frame to be a reply too, the control API adds a
-    virtual service rs:8080 whose masquerading real server is VIP:80 (the
-    mirror service: rs_table then lists it under VIP:80) and a second
+    virtual service rs:8080 whose masquerading real server is vip:80 (the
+    mirror service: rs_table then lists it under vip:80) and a second
     connection client:cport -> rs:8080 is set up through it, whose reply
-    VIP:80 -> client is un-NATed back to rs:8080 -> client. Returns (reply
+    vip:80 -> client is un-NATed back to rs:8080 -> client. Returns (reply
     frame, the connection's entry, the mirror connection's entry)."""
-    _, c = handshake(st, ifindex, VIP, cport)
-    rs, rport = socket.inet_ntoa(bytes(c.addr)), socket.ntohs(c.port)
+    _, c = handshake(st, ifindex, vip, cport)
+    rs, rport = real_of(c)
     ctl, mirror = Control(st), (model.IPPROTO_TCP, rs, rport)
     ctl.add_service(model.Service(*mirror, sched="rr"))
-    ctl.add_dest(mirror, model.Destination(VIP, VPORT, fwd=IP_VS_CONN_F_MASQ))
+    ctl.add_dest(mirror, model.Destination(vip, VPORT, fwd=IP_VS_CONN_F_MASQ))
     _, m = handshake(st, ifindex, rs, cport, rport)
-    mac = dict(zip(RSS, RS_MACS))[rs]
-    return tcp_frame(rs, CLIENT, rport, cport, TCP_ACK, mac), c, m
+    return tcp_frame(rs, client_of(vip), rport, cport, TCP_ACK, RS_MAC[rs]), c, m
 
 
-def establish_dr(st, ifindex, cport=CPORT):
-    """A DR connection client:cport -> VIP_DR:80 (handshake()); DR only
+def establish_dr(st, ifindex, cport=CPORT, vip=VIP_DR):
+    """A DR connection client:cport -> vip:80 (handshake()); DR only
     rewrites MACs, so its ACK is its own fixed point. Returns (ACK frame,
     the connection's entry)."""
-    _, c = handshake(st, ifindex, VIP_DR, cport)
-    return tcp_frame(CLIENT, VIP_DR, cport, VPORT, TCP_ACK, CLIENT_MAC), c
+    _, c = handshake(st, ifindex, vip, cport)
+    return tcp_frame(client_of(vip), vip, cport, VPORT, TCP_ACK, CLIENT_MAC), c
 
 
 def minnat_flow(b, cport=CPORT):
@@ -471,84 +500,9 @@ def minnat_flow(b, cport=CPORT):
 ESTABLISHED_IN = {"dest.inpkts": 1, "fwd": 1, "svc.conns": 0, "to_stack": 0}
 
 
-def _client_path(st):
-    """What a client's frame pays before its connection lookup (method notes)."""
-    if rs_filtered(st, CLIENT):
-        return ("the client's rs_filter bit is set (a hash collision with a masquerading "
-                "real server's address), so each iteration also looks rs_table up")
-    return "the client's rs_filter bit is clear: one array load before the lookup"
-
-
-def _nat(st, ifindex, repeat):
-    frame, c = establish_nat(st, ifindex)
-    rs = socket.inet_ntoa(bytes(c.addr))
-    return (Timed("nat", st.prog_fd, frame, ifindex["bc0"], repeat,
-                  probe(st, svc=c.svc_slot, dests=(c.dest_slot,))), ESTABLISHED_IN,
-            f"ACK client:{CPORT}->VIP:80 on a connection set up by its handshake through "
-            "the program (SYN, the real server's SYN-ACK, ACK: ESTABLISHED, in conns_assured, "
-            f"the egress from the per-destination cache); the rewritten frame client->{rs}:"
-            f"{RPORT} finds a copy of the connection's one entry under that tuple (as if the "
-            f"client had connected to a service {rs}:{RPORT} whose real server is itself), "
-            f"which makes the rewrite a fixed point; {_client_path(st)}")
-
-
-def _nat_reply(st, ifindex, repeat):
-    frame, c, m = establish_reply(st, ifindex)
-    rs = socket.inet_ntoa(bytes(c.addr))
-    return (Timed("nat-reply", st.prog_fd, frame, ifindex["br0"], repeat,
-                  probe(st, svc=c.svc_slot, dests=(c.dest_slot, m.dest_slot))),
-            {"dest.outpkts": 1, "fwd": 1, "svc.conns": 0, "to_stack": 0},
-            f"ACK {rs}:{RPORT}->client:{CPORT_REPLY} on a connection set up by its handshake "
-            "through the program; it is found through rs_filter and rs_table "
-            f"({rs}:{RPORT} -> [VIP:80]) and un-NATed to VIP:80->client. That frame is a "
-            f"reply too: a mirror service {rs}:{RPORT} (control API) with VIP:80 as its "
-            "masquerading real server, and a mirror connection client:"
-            f"{CPORT_REPLY}->{rs}:{RPORT} set up by its own handshake, so rs_table lists "
-            f"VIP:80 -> [{rs}:{RPORT}] and the frame is un-NATed back to {rs}:{RPORT}->client. "
-            "The iterations alternate between the two connections, each one filter load, one "
-            "rs_table hit with one service, one entry hit and the un-NAT; dest.outpkts is "
-            "summed over both destinations (a pure ACK in ESTABLISHED changes no state)")
-
-
-def _dr(st, ifindex, repeat):
-    frame, c = establish_dr(st, ifindex)
-    return (Timed("dr", st.prog_fd, frame, ifindex["bc0"], repeat,
-                  probe(st, svc=c.svc_slot, dests=(c.dest_slot,))), ESTABLISHED_IN,
-            "ACK client->VIP_DR:80 on a connection set up by its handshake through the "
-            "program (SYN, ACK); DR only rewrites MACs, so the frame is its own fixed point; "
-            + _client_path(st))
-
-
-def _established(b, fds, st, ifindex, parts, repeat, runs):
-    """The floor, the minimal NAT program and xdplb's established rows, taking turns."""
-    bc0 = ifindex["bc0"]
-    est_frame = tcp_frame(CLIENT, VIP, CPORT, VPORT, TCP_ACK, CLIENT_MAC)
-    timed = [Timed("trivial", fds["bench_trivial"], est_frame, bc0, repeat)]
-    expect, method = {}, {"trivial": "bench_trivial: returns XDP_TX, touches nothing"}
-    if "minnat" in parts:
-        hits = b[b"mn_hits"]
-        timed.append(Timed("minnat", fds["bench_minnat"], minnat_flow(b), bc0, repeat,
-                           lambda: {"minnat.hits": percpu_sum(hits)}))
-        expect["minnat"] = {"minnat.hits": 1}
-        method["minnat"] = ("bench_minnat with LRU entries for client->VIP:80 and its "
-                            "rewritten form client->RS:8080 (both rewrite to RS:8080)")
-    for name, build in (("nat", _nat), ("nat-reply", _nat_reply), ("dr", _dr)):
-        if name in parts:
-            t, expect[name], method[name] = build(st, ifindex, repeat)
-            timed.append(t)
-    rows = []
-    for name, (times, deltas, verdicts) in interleave(timed, runs).items():
-        if name == "trivial":
-            ok, proof = verdicts == {"TX"}, "verdict XDP_TX (no counter: the floor)"
-        else:
-            ok, proof = check(deltas, expect[name], repeat)
-        rows.append(row(name, LABELS[name], times, ok, proof, verdicts, method[name]))
-    return rows
-
-
 def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
     """Measure the given parts; returns {"rows": [...], "meta": {...}}."""
-    from . import newconn
+    from . import established, newconn
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise BenchError(f"unknown part(s): {', '.join(sorted(unknown))}")
@@ -557,7 +511,7 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         st = None
-        if any(p in parts for p in ("nat", "nat-reply", "dr", "newconn")):
+        if set(parts) - set(REFERENCES):
             log("compiling bpf/xdplb.c into a private pin folder")
             st = stack.enter_context(private_state())
         log("compiling bpf/bench_trivial.c (the reference programs)")
@@ -565,8 +519,10 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
         stack.callback(b.cleanup)
         ifindex = stack.enter_context(netns(f"xdplb-bench-{os.getpid()}"))
         svc = configure(st, ifindex) if st is not None else None
+        if {"nat6", "nat6-reply", "dr6"} & set(parts):
+            configure6(st)
         log("pkt: established flows (" + ", ".join(p for p in parts if p != "newconn") + ")")
-        rows = _established(b, fds, st, ifindex, parts, repeat, runs)
+        rows = established.rows(established.Lab(b, fds, st, ifindex), parts, repeat, runs)
         if "newconn" in parts:
             rows += newconn.rows(b, fds, st, ifindex, svc.slot, repeat, runs, rows[0]["ns"],
                                  log)

@@ -96,7 +96,16 @@ def pkt(res, out, made):
                                         "newconn-call"),
                {x: floor + targetsmod.NEWCONN * (rows[ref]["ns"] - floor)
                 for x, ref in (("newconn-fresh", "newflow-fresh"), ("newconn", "newflow"))
-                if ref in rows})]
+                if ref in rows}),
+              ("IPv6 and ICMP translation", ("nat", "nat6", "nat-reply", "nat6-reply", "dr",
+                                             "dr6", "icmp"),
+               {x: floor + targetsmod.IPV6 * (rows[ref]["ns"] - floor)
+                for x, ref, bound, _ in targetsmod.ISSUE12
+                if bound == targetsmod.IPV6 and ref in rows}),
+              ("Tunnel (live frames behind the replay harness, net of it)",
+               ("dr", "dr-live", "tun-ipip", "tun-gue"),
+               {x: floor + targetsmod.TUNNEL * (rows["dr-live"]["ns"] - floor)
+                for x in ("tun-ipip", "tun-gue") if "dr-live" in rows})]
     groups = [(t, [rows[p] for p in parts if p in rows], b) for t, parts, b in groups]
     groups = [g for g in groups if g[1]]
     heights = [_height([_wrap(r["label"]) for r in g[1]], 0.9) for g in groups]

@@ -316,6 +316,9 @@ def markdown(res):
             f"Machine: {meta['cpu_model']}, {meta['cpus']} CPUs, kernel {meta['kernel']}. "
             f"Command: `{meta['command']}`. Total {meta['seconds']:.0f} s.", ""]
     parts = [targets.markdown(targets.evaluate(res))] if targets.evaluate(res) else []
+    if "pkt" in res and targets.issue12(res["pkt"]):
+        parts.append(targets.markdown(targets.issue12(res["pkt"]),
+                                      "Issue 12's rows (reported, not asserted)"))
     if "pkt" in res:
         parts.append(md_pkt(res))
     if "fwd" in res:

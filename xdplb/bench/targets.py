@@ -17,6 +17,18 @@ SCHED = 1.3        # every scheduler's new connection ≤ this × rr's
 ESTABLISHED = 1.2  # established ≤ this × the minimal NAT program
 SCALING = 0.9      # xdplb's all-CPU/one-CPU ratio ≥ this × the reference's
 IPTABLES, NFT = 5.0, 3.0   # a new flow every frame: xdplb ≥ this × their rate
+# Issue 12's comparisons, reported, not asserted: (row, against, bound, what).
+IPV6, TUNNEL = 1.3, 1.5    # established IPv6 ≤ this × IPv4; Tunnel ≤ this × Route
+ISSUE12 = (
+    ("nat6", "nat", IPV6, "established IPv6 Masq ÷ IPv4"),
+    ("nat6-reply", "nat-reply", IPV6, "established IPv6 Masq reply ÷ IPv4"),
+    ("dr6", "dr", IPV6, "established IPv6 Route ÷ IPv4"),
+    ("tun-ipip", "dr", TUNNEL, "established Tunnel ipip ÷ Route"),
+    ("tun-gue", "dr", TUNNEL, "established Tunnel gue ÷ Route"),
+    ("tun-ipip", "dr-live", TUNNEL, "established Tunnel ipip ÷ Route, both live frames"),
+    ("tun-gue", "dr-live", TUNNEL, "established Tunnel gue ÷ Route, both live frames"),
+    ("icmp", "nat", None, "ICMP error translated ÷ established Masq packet"),
+)
 
 
 def net_ratio(row, ref, floor):
@@ -132,14 +144,24 @@ def evaluate(res):
     return sorted(out, key=lambda t: t["no"])
 
 
+def issue12(pkt):
+    """Issue 12's comparisons of the rows pkt has, net of the floor."""
+    rows = {r["part"]: r for r in pkt["rows"]}
+    floor = rows["trivial"]["ns"]
+    return [_target("", f"{x} ÷ {ref}", what, rows[x]["label"], rows[ref]["label"],
+                    net_ratio(rows[x], rows[ref], floor), "≤" if bound else "", bound,
+                    rows[x]["ok"] and rows[ref]["ok"], reported=True)
+            for x, ref, bound, what in ISSUE12 if x in rows and ref in rows]
+
+
 def verdict(t):
     return {True: "met", False: "**not met**", None: "reported"}[t["met"]]
 
 
-def markdown(targets):
+def markdown(targets, title="Targets (issue 11)"):
     if not targets:
         return ""
-    out = ["## Targets (issue 11)", "",
+    out = [f"## {title}", "",
            "Per-packet ratios are net of the trivial floor: (row − floor) ÷ (reference − "
            "floor), the median of the runs' ratios where the two rows took turns (each "
            "run's pair side by side). Only figures of this run are compared.", "",

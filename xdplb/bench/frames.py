@@ -1,0 +1,65 @@
+"""The frames of the packet benchmark (pkt.py and the rows beside it):
+Ethernet/IPv4 or IPv6/TCP by the addresses' family, and an IPv4 ICMP
+error quoting one of them, every checksum right.
+"""
+import socket
+import struct
+
+from .common import csum, mac_bytes
+
+TCP_SYN, TCP_ACK = 0x02, 0x10
+FRAME_LEN = 64         # 14 + 20 + 20 bytes of headers, zero padded (the harness copies 64)
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED = 3, 4
+
+
+def is6(addr):
+    return ":" in addr
+
+
+def hp(addr, port):
+    """addr:port as ipvsadm writes it ([addr]:port for IPv6)."""
+    return f"[{addr}]:{port}" if is6(addr) else f"{addr}:{port}"
+
+
+def packed(addr):
+    """addr (a string of either family) in network order."""
+    return socket.inet_pton(socket.AF_INET6 if is6(addr) else socket.AF_INET, addr)
+
+
+def ipv4(src, dst, proto, payload, ident=1):
+    """An IPv4 header with DF and its checksum, then payload."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0x4000, 64, proto, 0,
+                     packed(src), packed(dst))
+    return ip[:10] + struct.pack("!H", csum(ip)) + ip[12:] + payload
+
+
+def tcp_frame(src, dst, sport, dport, flags, smac="02:00:00:00:00:aa", dmac="02:00:00:00:00:bb"):
+    """An Ethernet/IPv4 (padded to FRAME_LEN) or Ethernet/IPv6 TCP frame,
+    the family src's and dst's, with correct checksums."""
+    saddr, daddr = packed(src), packed(dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1 if flags & TCP_ACK else 0,
+                      5 << 4, flags, 64240, 0, 0)
+    if is6(src):
+        pseudo = saddr + daddr + struct.pack("!IxxxB", len(tcp), socket.IPPROTO_TCP)
+    else:
+        pseudo = saddr + daddr + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
+    eth = mac_bytes(dmac) + mac_bytes(smac)
+    if is6(src):
+        ip6 = struct.pack("!IHBB", 6 << 28, len(tcp), socket.IPPROTO_TCP, 64) + saddr + daddr
+        return eth + struct.pack("!H", ETH_P_IPV6) + ip6 + tcp
+    frame = eth + struct.pack("!H", ETH_P_IP) + ipv4(src, dst, socket.IPPROTO_TCP, tcp)
+    return frame + bytes(FRAME_LEN - len(frame))
+
+
+def frag_needed_frame(router, quoted, mtu, smac, dmac):
+    """An ICMP "fragmentation needed" (next-hop MTU mtu) from router to the
+    source of quoted (an Ethernet/IPv4 frame), quoting its IP header and
+    first 8 bytes of TCP, as RFC 792 asks of a router."""
+    quote = quoted[14:14 + 20 + 8]
+    icmp = struct.pack("!BBHHH", ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, 0, 0, mtu) + quote
+    icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+    dst = socket.inet_ntoa(quote[12:16])
+    return (mac_bytes(dmac) + mac_bytes(smac) + struct.pack("!H", ETH_P_IP)
+            + ipv4(router, dst, socket.IPPROTO_ICMP, icmp))
