@@ -24,17 +24,11 @@
 #define XDPLB_IPV6_MIN_MTU	1280
 #define XDPLB_ICMP6_QUOTE_MAX	(XDPLB_IPV6_MIN_MTU - XDPLB_ICMP6_HDRS)
 
-/* May an ICMPv6 error go to addr? Not to a multicast or the unspecified
- * address (icmp6_send's checks on the invoking packet's source). */
-static __always_inline int icmp6_to_ok(const __be32 *addr)
-{
-	return (bpf_ntohl(addr[0]) >> 24) != 0xff && (addr[0] | addr[1] | addr[2] | addr[3]);
-}
-
 /* The frame of p (a client's IPv6 packet to a virtual service) becomes the
  * ICMPv6 error type/code (info: packet too big's MTU), from the address
  * the packet was sent to, quoting the packet up to XDPLB_ICMP6_QUOTE_MAX
- * bytes, and goes back out of the ingress. Returns 1 if the frame is now
+ * bytes, and goes back out of the ingress (never to a multicast or
+ * unspecified source: parse_pkt6 refuses those). Returns 1 if the frame is now
  * the answer (to send back), 0 if it is to be dropped unanswered. */
 static __always_inline int icmp6_answer(struct xdp_md *ctx, struct pkt *p, __u32 kind,
 					__u8 type, __u8 code, __u32 info)
@@ -47,8 +41,6 @@ static __always_inline int icmp6_answer(struct xdp_md *ctx, struct pkt *p, __u32
 
 	__builtin_memcpy(client, p->key6.saddr, 16);
 	__builtin_memcpy(vip, p->key6.daddr, 16);
-	if (!icmp6_to_ok(client))
-		return 0;
 	l2len = answer_frame(ctx, p, kind, bpf_htons(ETH_P_IPV6), quote, XDPLB_ICMP6_HDRS);
 	if (!l2len)
 		return 0;

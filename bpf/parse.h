@@ -174,10 +174,25 @@ static __always_inline int parse_pkt(void *data, void *data_end, struct pkt *p)
 	return ip->frag_off & bpf_htons(XDPLB_IP_MF) ? XDPLB_PKT_FIRST_FRAG : XDPLB_PKT_WHOLE;
 }
 
+/* May a client's packet from IPv6 address a be balanced? Not from a
+ * multicast (ff00::/8), loopback, unspecified or link-local (fe80::/10)
+ * source: the kernel's ip6_rcv drops the first three before IPVS sees
+ * them, and nothing is forwarded from a link-local one (ip6_forward, and
+ * bpf_fib_lookup refuses it). */
+static __always_inline int source_ok6(const __be32 *a)
+{
+	__u32 w0 = bpf_ntohl(a[0]);
+
+	if ((w0 >> 24) == 0xff || (w0 >> 22) == (0xfe80 >> 6))
+		return 0;
+	return w0 | a[1] | a[2] | (bpf_ntohl(a[3]) & ~1u);	/* :: and ::1 */
+}
+
 /* An IPv6 TCP/UDP packet, after at most XDPLB_IPV6_EXT_MAX hop-by-hop,
  * routing and destination-options headers, whose headers all lie inside
  * the frame: XDPLB_PKT_WHOLE and p filled (key with the folded addresses).
- * NOT_OURS otherwise (fragments, ICMPv6 and neighbour discovery included);
+ * NOT_OURS otherwise (fragments, ICMPv6 and neighbour discovery, and a
+ * source source_ok6 refuses, included);
  * then p->ip6 is set for an ICMPv6 packet that lies inside the frame. */
 static __always_inline int parse_pkt6(void *data, void *data_end, struct pkt *p)
 {
@@ -217,6 +232,8 @@ static __always_inline int parse_pkt6(void *data, void *data_end, struct pkt *p)
 		return XDPLB_PKT_NOT_OURS;
 	}
 	if (l4 > end || parse_l4(l4, end, data_end, nexthdr, p))
+		return -1;
+	if (!source_ok6(ip6->saddr.in6_u.u6_addr32))
 		return -1;
 	p->eth = data;
 	p->ip6 = ip6;

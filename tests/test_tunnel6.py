@@ -11,7 +11,6 @@ from scapy.layers.l2 import Ether
 
 from packets import encapsulated, tcp, udp
 from test_datapath6 import XDP_PASS, XDP_REDIRECT, counters, icmp6_answer, run, v6  # noqa: F401
-from test_icmp import mtu_route
 from xdplb import structs as S
 from xdplb import tunnel
 from xdplb.model import IPPROTO_TCP, IPPROTO_UDP, Destination, Service
@@ -101,19 +100,18 @@ def test_outer_ipv6_copies_traffic_class_and_hop_limit(t6):
 
 
 def test_ipv6_packet_too_big_for_the_tunnel_gets_packet_too_big(t6):
-    """6in6 over a 1400-byte route: a packet that fits the route but not
+    """6in6 out of a 1500-byte device: a packet that fits the device but not
     once 40 bytes of outer header are added is answered "packet too big"
-    with 1360, from the VIP; one that fits goes through."""
-    vip, client, rs, _ = COMBOS["6in6"]
+    with 1460, from the VIP; one that fits goes through."""
+    vip, client, _, _ = COMBOS["6in6"]
     tunnel_service(t6, "6in6")
-    with mtu_route(t6, rs, 1400):
-        assert run(t6, tcp(client, vip, 46300, 80))[0] == XDP_REDIRECT
-        fits = tcp(client, vip, 46300, 80, flags="A", payload=b"f" * (1360 - 60))
-        assert run(t6, fits)[0] == XDP_REDIRECT
-        big = tcp(client, vip, 46300, 80, flags="A", payload=b"f" * (1360 - 59))
-        verdict, out = run(t6, big)
-    assert (verdict, out) == (XDP_REDIRECT, icmp6_answer(big, 2, mtu=1360))
-    assert Ether(out)[ICMPv6PacketTooBig].mtu == 1360
+    assert run(t6, tcp(client, vip, 46300, 80))[0] == XDP_REDIRECT
+    fits = tcp(client, vip, 46300, 80, flags="A", payload=b"f" * (1460 - 60))
+    assert run(t6, fits)[0] == XDP_REDIRECT
+    big = tcp(client, vip, 46300, 80, flags="A", payload=b"f" * (1460 - 59))
+    verdict, out = run(t6, big)
+    assert (verdict, out) == (XDP_REDIRECT, icmp6_answer(big, 2, mtu=1460))
+    assert Ether(out)[ICMPv6PacketTooBig].mtu == 1460
     assert counters(t6)["frag_needed"] == 1
 
 

@@ -226,8 +226,8 @@ def test_http_through_ipv6_and_mixed_tunnels(tlab, families, kind):
     tlab.adm("-C")
     tlab.adm("-A", "-t", svc, "-s", "rr")
     for addr in rss.values():
-        tlab.adm("-a", "-t", svc, "-r", f"[{addr}]" if ":" in addr else addr, "-i",
-                 *TUNNELS[kind])
+        # a bare IPv6 literal takes the service's port (`[addr]` needs one)
+        tlab.adm("-a", "-t", svc, "-r", addr, "-i", *TUNNELS[kind])
     seen = []
     for _ in range(4):
         out = curl(tlab, vip)

@@ -214,8 +214,6 @@ class Oracle:
         if kind == "answer":
             self.judge_answer(f, p, info, verdict, out)
             return
-        if kind == "fwd" and self._fib_refused(f, p, *info, verdict, out):
-            return
         if kind == "fwd" and self._too_big(f, p, *info, verdict, out):
             return
         if len(out) != len(f) and not (kind == "fwd" and info[0].fwd == S.IP_VS_CONN_F_TUNNEL):
@@ -311,9 +309,6 @@ class Oracle:
         fib = self.net.fib(target)
         if reply is not None and fib == "ok":
             self.replied.add(reply.key)
-        # to the real server from a source the FIB refuses: the cached
-        # egress, or untouched when the FIB is asked (_fib_refused)
-        refused = reply is None and self.net.source_refused(e.dst)
         if c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or fib == "none":
             allowed = {(XDP_PASS, bytes(f))}
         elif fib == "no_neigh":
@@ -322,8 +317,6 @@ class Oracle:
             macs = self.net.neigh.get(target)
             allowed = {(XDP_PASS, bytes(f)), (XDP_PASS, bytes(want(None)))} if macs is None \
                 else {(XDP_TX if macs[0] == ifindex else XDP_REDIRECT, bytes(want(macs)))}
-        if refused:
-            allowed.add((XDP_PASS, bytes(f)))
         if (verdict, bytes(out)) not in allowed:
             raise Violation(f"ICMP error {way}: not translated as it must be")
         if verdict != XDP_PASS:
@@ -331,9 +324,7 @@ class Oracle:
         else:
             self.counters["ours_pass"] += 1
         xdp_fwd = c.fwd in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE)
-        untouched = verdict == XDP_PASS and out == f
-        if xdp_fwd and (fib in ("ok", "no_neigh") and not (refused and untouched) or
-                        not untouched):
+        if xdp_fwd and (fib in ("ok", "no_neigh") or verdict != XDP_PASS or out != f):
             self.counters["icmp_xlate"] += 1
         self.outcomes[f"icmp {way} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, c.fwd)}"
                       f"{_fam(e.src)}"] += 1
@@ -385,18 +376,6 @@ class Oracle:
         exp_out = self.rewritten(f, p, c, None, reply) if how.endswith("NATed") else f
         self._compare(f, p, c, f"over the MTU, {how}", exp_out, out)
         self.outcomes[f"over the MTU, {how}{_fam(p.src)}"] += 1
-        return True
-
-    def _fib_refused(self, f, p, c, new, reply, verdict, out):
-        """A client's packet from an IPv6 source the FIB forwards nothing
-        from (wire.Topology.source_refused) leaves by its destination's
-        cached egress, judged as any other, or, when the FIB is asked, goes
-        to the stack untouched (no route); True when it was that, judged."""
-        if reply is not None or c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or \
-                not self.net.source_refused(p.src) or verdict != XDP_PASS or out != f:
-            return False
-        self.counters["ours_pass"] += 1
-        self.outcomes[f"stack (untouched), the FIB refuses the source{_fam(p.src)}"] += 1
         return True
 
     def _count_reply(self, reply):

@@ -94,15 +94,6 @@ class Topology:
     def ifname(self, ifindex):
         return {self.cli: "cli0", self.srv: "srv0"}.get(ifindex, ifindex)
 
-    @staticmethod
-    def source_refused(src):
-        """Does the FIB forward nothing from src? IPv6's refuses a
-        multicast, link-local or loopback source (bpf_fib_lookup: "link
-        local addresses are never forwarded", rt6_need_strict); IPv4's
-        looks at no source."""
-        ip = ipaddress.ip_address(src)
-        return ip.version == 6 and (ip.is_multicast or ip.is_link_local or ip.is_loopback)
-
     def fib(self, target):
         """The FIB's answer for a forward to target: 'ok' (known neighbour),
         'no_neigh' (on-link, unresolved), 'none' (no route, local,
@@ -229,6 +220,14 @@ def ipv6_next(f):
     return l3, tot, nh, off
 
 
+def source_ok6(src):
+    """May an IPv6 client's packet from src (16 bytes) be balanced? Not
+    from a multicast, loopback, unspecified or link-local source
+    (bpf/parse.h parse_pkt6, as the kernel's ip6_rcv and ip6_forward)."""
+    ip = ipaddress.IPv6Address(src)
+    return not (ip.is_multicast or ip.is_loopback or ip.is_unspecified or ip.is_link_local)
+
+
 def _ip(f):
     """(l3, ihl, tot, proto, IPv4's frag field (0 for IPv6), src_at, alen) of
     a TCP/UDP packet of either family, its L4 header not yet checked."""
@@ -239,6 +238,8 @@ def _ip(f):
     if h is None or h[2] not in (6, 17):
         return None
     l3, tot, nh, l4 = h
+    if not source_ok6(bytes(f[l3 + 8:l3 + 24])):
+        return None
     return l3, l4 - l3, tot, nh, 0, l3 + 8, V6
 
 
