@@ -236,13 +236,17 @@ class NetNs:
         offload is off, which an XDP NAT rewrite cannot complete
         (docs/kernel-and-lab.md §5)."""
         from pyroute2.ethtool import Ethtool
-        with self.entered(), self._doing(f"ethtool features of {dev}"), Ethtool() as et:
-            feats = et.get_features(dev)
-            for name, f in feats.features.items():
-                if name.startswith("tx-checksum-") and f.available:
-                    f.enable = False
-            feats.features["rx-gro"].enable = True
-            et.set_features(dev, feats)
+        with self.entered(), self._doing(f"ethtool features of {dev}"):
+            et = Ethtool()     # (Debian 12's pyroute2 0.7 has no context manager for it)
+            try:
+                feats = et.get_features(dev)
+                for name, f in feats.features.items():
+                    if name.startswith("tx-checksum-") and f.available:
+                        f.enable = False
+                feats.features["rx-gro"].enable = True
+                et.set_features(dev, feats)
+            finally:
+                et.close()
 
     def sysctl(self, key, value):
         """Write the sysctl key ("net.ipv4.ip_forward") in this namespace."""
