@@ -199,6 +199,7 @@ static __always_inline int parse_pkt6(void *data, void *data_end, struct pkt *p)
 	struct ipv6hdr *ip6;
 	__be16 proto = 0;
 	void *end, *l4;
+	__u32 plen;
 	__u8 nexthdr;
 	int i;
 
@@ -207,7 +208,10 @@ static __always_inline int parse_pkt6(void *data, void *data_end, struct pkt *p)
 		return -1;
 	if (ip6->version != 6 || !ip6->payload_len)	/* 0: a jumbogram */
 		return -1;
-	end = (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len);
+	plen = bpf_ntohs(ip6->payload_len);
+	/* The 6.1 verifier loses the 16-bit bound of a byte swap; restate it. */
+	asm volatile("%0 &= 0xffff" : "+r"(plen));
+	end = (void *)(ip6 + 1) + plen;
 	if (end > data_end)
 		return -1;
 	nexthdr = ip6->nexthdr;
