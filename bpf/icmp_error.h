@@ -86,7 +86,6 @@ static __always_inline int icmp6_err_parse(const struct pkt *p, const void *data
 	__u32 len = bpf_ntohs(ip6->payload_len);
 
 	asm volatile("%0 &= 0xffff" : "+r"(len));	/* as in parse_pkt */
-
 	if ((void *)(ports + 2) > data_end || (void *)(ports + 2) > (void *)(ip6 + 1) + len)
 		return -1;
 	if (ip6->nexthdr != IPPROTO_ICMPV6 || qip6->version != 6 ||
