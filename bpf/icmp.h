@@ -136,6 +136,9 @@ static __always_inline __u16 csum_span(struct xdp_md *ctx, __u32 off, __u32 len)
 	rest = len;
 	asm volatile("%0 &= 63" : "+r"(rest));
 	if (rest) {
+		/* 1..64 on its face: the 6.1 verifier does not carry the test
+		 * above to the register it reads, and refuses a zero-sized read */
+		rest = ((rest - 1) & 63) + 1;
 		__builtin_memset(buf, 0, sizeof(buf));
 		if (bpf_xdp_load_bytes(ctx, off, buf, rest))
 			return 0;
