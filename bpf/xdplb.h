@@ -54,6 +54,12 @@
 #define IP_VS_CONN_F_LOCALNODE	1
 #define IP_VS_CONN_F_TUNNEL	2
 #define IP_VS_CONN_F_DROUTE	3
+/* Full-NAT: IPVS has no such method (its 4 is IP_VS_CONN_F_BYPASS); the
+ * value is xdplb's, the method DPVS's FNAT: the client's packets leave with
+ * the source rewritten to a local address of the service (laddrs) and a
+ * port chosen so that the reply's tuple is unique, the replies are fully
+ * un-NATed. */
+#define XDPLB_CONN_F_FULLNAT	5
 
 /* Tunnel types and encapsulation flags of a Tunnel destination: IPVS's
  * IP_VS_CONN_F_TUNNEL_TYPE_* and IP_VS_TUNNEL_ENCAP_FLAG_* values. The data
@@ -73,6 +79,10 @@
 #define IP_VS_SVC_F_SCHED1	0x0008
 #define IP_VS_SVC_F_SCHED2	0x0010
 #define IP_VS_SVC_F_SCHED3	0x0020
+/* xdplb's own service flag, above IPVS's: --hairpin. A connection whose
+ * client is on the real servers' side (its replies would not come back
+ * through the balancer) is source-NATed to a balancer address. */
+#define XDPLB_SVC_F_HAIRPIN	0x00010000
 
 /* Schedulers the data path runs. rr and wrr are both a precomputed ring of
  * destination slots (xdplb/sched.py reproduces the kernel's picks). */
@@ -544,6 +554,25 @@ struct frag_rec {
  * IPv6 in IPv6, IPv4 in IPv6); all zero: none known. Written with tun_src. */
 struct tun_src6 {
 	__be32 addr[4];
+};
+
+/* laddrs: ARRAY svc slot -> laddr_set: a service's local addresses for
+ * full-NAT and hairpin (DPVS's --add-laddr), in the order they were added.
+ * The interface (-F IFNAME) is kept for listings and -S; addr holds an IPv4
+ * address in its first word, the rest zero. */
+#define XDPLB_LADDR_MAX		16
+
+struct laddr {
+	__be32 addr[4];
+	__u32 ifindex;
+	__u8 af;		/* XDPLB_AF_* */
+	__u8 pad[3];
+};
+
+struct laddr_set {
+	__u32 n;		/* entries used in a[] */
+	__u32 pad;
+	struct laddr a[XDPLB_LADDR_MAX];
 };
 
 /* svc_stats, dest_stats: PERCPU_ARRAY slot -> ip_vs_stats; bytes are L3 lengths */

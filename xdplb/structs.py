@@ -28,6 +28,7 @@ IP_VS_CONN_F_MASQ = 0
 IP_VS_CONN_F_LOCALNODE = 1
 IP_VS_CONN_F_TUNNEL = 2
 IP_VS_CONN_F_DROUTE = 3
+XDPLB_CONN_F_FULLNAT = 5
 
 IP_VS_CONN_F_TUNNEL_TYPE_IPIP = 0
 IP_VS_CONN_F_TUNNEL_TYPE_GUE = 1
@@ -42,6 +43,7 @@ IP_VS_SVC_F_ONEPACKET = 0x0004
 IP_VS_SVC_F_SCHED1 = 0x0008
 IP_VS_SVC_F_SCHED2 = 0x0010
 IP_VS_SVC_F_SCHED3 = 0x0020
+XDPLB_SVC_F_HAIRPIN = 0x00010000
 
 XDPLB_SCHED_RR = 1
 XDPLB_SCHED_WRR = 2
@@ -110,6 +112,7 @@ XDPLB_MAX_FRAGS = 16384
 XDPLB_FRAG_TTL_NS = 1000000000
 
 XDPLB_TUN_SRC_SLOTS = XDPLB_MAX_PORTS * 16
+XDPLB_LADDR_MAX = 16
 
 # enum xdplb_counter
 COUNTERS = ("rx", "pass", "fwd", "to_stack", "no_dest", "conn_full",
@@ -266,6 +269,15 @@ class FragRec(C.Structure):
                 ("stamp", C.c_uint64)]
 
 
+class Laddr(C.Structure):
+    _fields_ = [("addr", C.c_uint8 * 16), ("ifindex", C.c_uint32), ("af", C.c_uint8),
+                ("pad", C.c_uint8 * 3)]
+
+
+class LaddrSet(C.Structure):
+    _fields_ = [("n", C.c_uint32), ("pad", C.c_uint32), ("a", Laddr * XDPLB_LADDR_MAX)]
+
+
 class IpVsStats(C.Structure):
     _fields_ = [("conns", C.c_uint64), ("inpkts", C.c_uint64), ("outpkts", C.c_uint64),
                 ("inbytes", C.c_uint64), ("outbytes", C.c_uint64)]
@@ -292,7 +304,8 @@ MIRRORS = {
     "sched_pos": SchedPos, "conn_key": ConnKey, "conn": Conn, "ip_vs_stats": IpVsStats,
     "dest_conns": DestConns, "svc_dest_ent": SvcDestEnt, "svc_dests": SvcDests,
     "alloc": Alloc, "lblc_key": LblcKey, "lblc_ent": LblcEnt, "rs_key": RsKey,
-    "rs_svcs": RsSvcs, "frag_key": FragKey, "frag_rec": FragRec,
+    "rs_svcs": RsSvcs, "frag_key": FragKey, "frag_rec": FragRec, "laddr": Laddr,
+    "laddr_set": LaddrSet,
     "svc_key6": SvcKey6, "rs_key6": RsKey6, "rs_svcs6": RsSvcs6, "conn_key6": ConnKey6,
     "conn6": Conn6, "tun_src6": TunSrc6,
 }
