@@ -76,6 +76,8 @@ def test_bench_pkt_quick(tmp_path, pkt_quick):
             "scale_conns.png"} <= set(made)
     assert all((tmp_path / m).stat().st_size > 1000 for m in made)
     assert "## Issue 12's rows (reported, not asserted)" in text
+    compared = {(t["measured"], t["against"]) for t in targets.issue12(res["pkt"])}
+    assert len(compared) == len(targets.ISSUE12)
     assert not leftovers()
 
 
@@ -108,23 +110,69 @@ def test_bench_pkt_icmp_row(pkt_quick):
     assert "to_stack +0" in r["proof"], r
 
 
-def test_bench_pkt_tunnel_rows(pkt_quick):
-    """Tunnel ipip and gue, and Route beside them, behind the replay harness
-    with live frames: the harness replayed every iteration, each was
-    forwarded on the Tunnel (or Route) connection, none went to the stack;
-    the rows are net of the harness's control row."""
-    repeat, rows = _rows(pkt_quick)
+# Each Tunnel row's output read back once: (outer family and protocol, its UDP port, to).
+OUTER = {"tun-ipip": ("IPv4, protocol 4", "172.80.0.2"),
+         "tun-gue": ("IPv4, protocol 17, UDP to port 6080", "172.80.0.2"),
+         "tun-4in6": ("IPv6, protocol 4", "fd00:172::2"),
+         "tun6-ipip": ("IPv6, protocol 41", "fd00:172::2"),
+         "tun6-gue": ("IPv6, protocol 17, UDP to port 6080", "fd00:172::2"),
+         "tun-6in4": ("IPv4, protocol 41", "172.80.0.2")}
+
+
+def test_bench_pkt_tunnel_rows(tmp_path):
+    """`xdplb bench --parts pkt --rows tunnel`: Tunnel ipip and gue over
+    IPv4 and IPv6, 4in6 and 6in4, and Route of either family beside them,
+    behind the replay harness with live frames, and nothing else of part 1
+    but the floor and the direct Route rows. The harness replayed every
+    iteration, each was forwarded on the Tunnel (or Route) connection, none
+    went to the stack; each Tunnel row's output, read back once, had the
+    outer header claimed; the rows are net of the harness's control row and
+    compared with the Route row of their client's family."""
+    _need_root_and_bpffs()
+    from click.testing import CliRunner
+
+    from xdplb.bench import pkt, targets
+    out = tmp_path / "res"
+    r = CliRunner().invoke(cli.bench_command, ["--quick", "--parts", "pkt", "--rows", "tunnel",
+                                               "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    import json
+    res = json.loads((out / "results.json").read_text())
+    repeat, rows = _rows(res)
+    assert list(rows) == ["trivial", *pkt.ROW_GROUPS["tunnel"]]
+    assert "sched" not in res and "curve_services" not in res
     assert rows["replay"]["ok"] and f"harness.replays +{repeat}" in rows["replay"]["proof"]
-    for part in ("dr-live", "tun-ipip", "tun-gue"):
+    for part in ("dr-live", "dr6-live", *OUTER):
         r = rows[part]
         assert r["ok"] and r["verdict"] == "live", r
         for proof in ("harness.replays", "dest.inpkts", "fwd"):
             assert f"{proof} +{repeat}" in r["proof"], r
         assert "to_stack +0" in r["proof"], r
-    assert "gue (UDP to port 6080" in rows["tun-gue"]["method"]
-    from xdplb.bench import targets
-    compared = {(t["measured"], t["against"]) for t in targets.issue12(pkt_quick["pkt"])}
-    assert len(compared) == len(targets.ISSUE12)
+    for part, (outer, rs) in OUTER.items():
+        assert (f"read back once: {outer}, to {rs}, the client's packet unchanged inside"
+                in rows[part]["method"]), rows[part]["method"]
+    assert "[fd00:10::101]:80" in rows["dr6-live"]["method"]
+    compared = {(t["measured"], t["against"]) for t in targets.issue12(res["pkt"])}
+    tunnels = [(x, ref) for x, ref, *_ in targets.ISSUE12 if x in OUTER]
+    assert {(rows[x]["label"], rows[ref]["label"]) for x, ref in tunnels} <= compared
+    assert ("tun6-ipip", "dr6") in tunnels and ("tun6-gue", "dr6-live") in tunnels
+    md = (out / "results.md").read_text()
+    assert "6in6" in md and "per scheduler" not in md and "**NO**" not in md
+    assert (out / "pkt.png").stat().st_size > 1000
+    assert "--rows " + ",".join(pkt.ROW_GROUPS["tunnel"]) in res["meta"]["command"]
+    assert not leftovers()
+
+
+def test_bench_command_bad_rows():
+    """--rows: a name of no row or group, or without part 1, is refused
+    before anything runs."""
+    _need_root_and_bpffs()
+    from click.testing import CliRunner
+    r = CliRunner().invoke(cli.bench_command, ["--parts", "pkt", "--rows", "tunnel,bogus"])
+    assert r.exit_code != 0 and "unknown row(s): bogus" in r.output, r.output
+    r = CliRunner().invoke(cli.bench_command, ["--parts", "fwd", "--rows", "tunnel"])
+    assert r.exit_code != 0 and "--parts pkt" in r.output, r.output
+    assert not leftovers()
 
 
 def test_bench_scale_quick(tmp_path):

@@ -47,8 +47,10 @@ def _cpu_model():
     return cpu_model()
 
 
-def run(parts=PARTS, quick=False, log=None, **over):
-    """Run the parts; returns the results dict report.write() takes."""
+def run(parts=PARTS, quick=False, log=None, rows=None, **over):
+    """Run the parts; returns the results dict report.write() takes.
+    rows: part 1 only those rows (pkt.rows_named()), without the
+    per-scheduler rows and the scaling curves."""
     cfg = dict(QUICK if quick else FULL)
     cfg.update({k: v for k, v in over.items() if v is not None})
     log = log or (lambda m: None)
@@ -57,7 +59,9 @@ def run(parts=PARTS, quick=False, log=None, **over):
     if "pkt" in parts:
         from . import curves, pkt, scheds
         log("pkt: PROG_TEST_RUN rows")
-        res["pkt"] = pkt.run(repeat=cfg["repeat"], runs=cfg["runs"], log=log)
+        res["pkt"] = pkt.run(rows or pkt.PARTS, repeat=cfg["repeat"], runs=cfg["runs"],
+                             log=log)
+    if "pkt" in parts and not rows:
         floor = res["pkt"]["rows"][0]["ns"]
         res["sched"] = scheds.run(cfg["repeat"], cfg["runs"], log)
         res["curve_services"] = curves.curve("services", cfg["svc_sizes"], cfg["curve_repeat"],
@@ -94,7 +98,8 @@ def run(parts=PARTS, quick=False, log=None, **over):
                    "kernel": platform.release(), "cpus": os.cpu_count(),
                    "cpu_model": _cpu_model(), "seconds": time.monotonic() - t0,
                    "command": "xdplb bench" + (" --quick" if quick else "")
-                   + ("" if set(parts) == set(PARTS) else f" --parts {','.join(parts)}")}
+                   + ("" if set(parts) == set(PARTS) else f" --parts {','.join(parts)}")
+                   + (f" --rows {','.join(rows)}" if rows else "")}
     return res
 
 
@@ -106,11 +111,16 @@ def run(parts=PARTS, quick=False, log=None, **over):
               type=click.Path(file_okay=False, writable=True),
               help="results folder (results.md, results.json, *.png)")
 @click.option("--quick", is_flag=True, help="tiny sizes: checks that everything runs (seconds)")
+@click.option("--rows", default=None, metavar="ROWS",
+              help="part 1 (pkt) only these comma-separated rows, with the floor and the "
+                   "controls they need, and no per-scheduler rows or scaling curves: e.g. "
+                   "'tunnel' (every Tunnel row and the Route rows they are compared with) or "
+                   "'dr6,nat6' (rows: xdplb/bench/pkt.py PARTS)")
 @click.option("--repeat", type=click.IntRange(1), default=None,
               help="PROG_TEST_RUN iterations per run (default 1,000,000)")
 @click.option("--runs", type=click.IntRange(1), default=None,
               help="runs per PROG_TEST_RUN measurement, the median is reported (default 5)")
-def bench_command(parts, out, quick, repeat, runs):
+def bench_command(parts, out, quick, rows, repeat, runs):
     """Is xdplb faster than IPVS and iptables? Measure it, write tables and plots."""
     if importlib.util.find_spec("matplotlib") is None:
         raise click.ClickException("the benchmark draws its plots with matplotlib, which is "
@@ -122,12 +132,22 @@ def bench_command(parts, out, quick, repeat, runs):
     if bad:
         raise click.ClickException(f"unknown part(s): {', '.join(sorted(bad))} "
                                    f"(parts: {', '.join(PARTS + EXTRA_PARTS)})")
+    if rows is not None:
+        from . import pkt
+        if "pkt" not in wanted:
+            raise click.ClickException("--rows picks rows of part 1: give --parts pkt too")
+        try:
+            rows = pkt.rows_named([r.strip() for r in rows.split(",") if r.strip()])
+        except BenchError as e:
+            raise click.ClickException(str(e))
+        if not rows:
+            raise click.ClickException("--rows names no row")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="bcc")
     # SIGTERM unwinds like Ctrl-C, so namespaces, attachments and pins are removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t0 = time.monotonic()
     try:
-        res = run(wanted, quick=quick, repeat=repeat, runs=runs,
+        res = run(wanted, quick=quick, rows=rows, repeat=repeat, runs=runs,
                   log=lambda m: click.echo(f"bench [{time.monotonic() - t0:5.1f}s] {m}",
                                            err=True))
     except BenchError as e:

@@ -1,6 +1,7 @@
 """The frames of the packet benchmark (pkt.py and the rows beside it):
 Ethernet/IPv4 or IPv6/TCP by the addresses' family, and an IPv4 ICMP
-error quoting one of them, every checksum right.
+error quoting one of them, every checksum right; and a Tunnel row's
+output read back (decapsulated()).
 """
 import socket
 import struct
@@ -63,3 +64,33 @@ def frag_needed_frame(router, quoted, mtu, smac, dmac):
     dst = socket.inet_ntoa(quote[12:16])
     return (mac_bytes(dmac) + mac_bytes(smac) + struct.pack("!H", ETH_P_IP)
             + ipv4(router, dst, socket.IPPROTO_ICMP, icmp))
+
+
+def ip_len(packet):
+    """The length an IPv4 or IPv6 packet's header gives it (its frame may be padded)."""
+    if packet[0] >> 4 == 6:
+        return 40 + struct.unpack_from("!H", packet, 4)[0]
+    return struct.unpack_from("!H", packet, 2)[0]
+
+
+def decapsulated(out):
+    """An encapsulated Ethernet frame read: (outer family "IPv4" / "IPv6",
+    outer IP protocol (next header), outer destination, the UDP destination
+    port or None, the packet inside), or None when out is not IP-in-IP or
+    GUE over IPv4 or IPv6."""
+    kind = struct.unpack_from("!H", out, 12)[0]
+    if kind == ETH_P_IPV6:
+        family, proto, dst, off = "IPv6", out[20], socket.inet_ntop(
+            socket.AF_INET6, out[38:54]), 54
+    elif kind == ETH_P_IP:
+        family, proto, dst = "IPv4", out[23], socket.inet_ntoa(out[30:34])
+        off = 14 + (out[14] & 0xF) * 4
+    else:
+        return None
+    port = None
+    if proto == socket.IPPROTO_UDP:      # GUE variant 0: UDP, then a 4-byte header
+        port, off = struct.unpack_from("!H", out, off + 2)[0], off + 8 + 4
+    elif proto not in (socket.IPPROTO_IPIP, socket.IPPROTO_IPV6):
+        return None
+    inner = out[off:]
+    return family, proto, dst, port, inner[:ip_len(inner)]

@@ -60,9 +60,16 @@ CPORT_REPLY = 41000    # the client port of the reply row's connections
 
 # The rows, in the order they run (part names of run()): established.py's
 # (the floor, the minimal NAT program, xdplb's established flows: IPv4, IPv6,
-# an ICMP error translated, Tunnel behind the replay harness), then newconn.py's.
+# an ICMP error translated, Route and Tunnel behind the replay harness: the
+# client's IPv4, then its IPv6), then newconn.py's.
 PARTS = ("trivial", "minnat", "nat", "nat-reply", "dr", "nat6", "nat6-reply", "dr6", "icmp",
-         "replay", "dr-live", "tun-ipip", "tun-gue", "newconn")
+         "replay", "dr-live", "tun-ipip", "tun-gue", "tun-4in6", "dr6-live", "tun6-ipip",
+         "tun6-gue", "tun-6in4", "newconn")
+# Groups of rows `xdplb bench --rows` takes by name: each with the rows it
+# is compared with (targets.ISSUE12).
+ROW_GROUPS = {"tunnel": ("dr", "dr6", "replay", "dr-live", "tun-ipip", "tun-gue", "tun-4in6",
+                         "dr6-live", "tun6-ipip", "tun6-gue", "tun-6in4")}
+IPV6_SERVICES = ("nat6", "nat6-reply", "dr6", "dr6-live")   # the parts configure6() serves
 REFERENCES = ("trivial", "minnat", "newflow-fresh", "newflow")  # rows that are not xdplb
 HARNESSES = ("bench_newconn", "bench_replay")   # bench_trivial.c's programs that are harnesses
 WARMUP_MAX = 100_000   # iterations of a warm-up run
@@ -500,13 +507,21 @@ def minnat_flow(b, cport=CPORT):
 ESTABLISHED_IN = {"dest.inpkts": 1, "fwd": 1, "svc.conns": 0, "to_stack": 0}
 
 
-def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
-    """Measure the given parts; returns {"rows": [...], "meta": {...}}."""
-    from . import established, newconn
-    unknown = set(parts) - set(PARTS)
+def rows_named(names):
+    """The parts that names (of PARTS or ROW_GROUPS) stand for, in PARTS'
+    order; BenchError for a name of neither."""
+    unknown = set(names) - set(PARTS) - set(ROW_GROUPS)
     if unknown:
-        raise BenchError(f"unknown part(s): {', '.join(sorted(unknown))}")
-    parts = [p for p in PARTS if p in set(parts) | {"trivial"}]
+        raise BenchError(f"unknown row(s): {', '.join(sorted(unknown))} (rows: "
+                         f"{', '.join(PARTS)}; groups: {', '.join(ROW_GROUPS)})")
+    wanted = {p for n in names for p in ROW_GROUPS.get(n, (n,))}
+    return [p for p in PARTS if p in wanted]
+
+
+def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
+    """Measure the given parts (rows_named()); returns {"rows": [...], "meta": {...}}."""
+    from . import established, newconn
+    parts = [p for p in PARTS if p in set(rows_named(parts)) | {"trivial"}]
     log = log or (lambda msg: None)
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -519,7 +534,7 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
         stack.callback(b.cleanup)
         ifindex = stack.enter_context(netns(f"xdplb-bench-{os.getpid()}"))
         svc = configure(st, ifindex) if st is not None else None
-        if {"nat6", "nat6-reply", "dr6"} & set(parts):
+        if set(IPV6_SERVICES) & set(parts):
             configure6(st)
         log("pkt: established flows (" + ", ".join(p for p in parts if p != "newconn") + ")")
         rows = established.rows(established.Lab(b, fds, st, ifindex), parts, repeat, runs)

@@ -85,6 +85,13 @@ def _bound_ticks(ax, bounds, rows):
             ax.plot([bounds[r["part"]]] * 2, [y - 0.42, y + 0.42], color="black", lw=2.5)
 
 
+def _live_bounds(rows, floor, parts):
+    """The Tunnel target's bound (ns) of each of parts against its live-frame Route row."""
+    return {x: floor + targetsmod.TUNNEL * (rows[ref]["ns"] - floor)
+            for x, ref, _, _ in targetsmod.ISSUE12
+            if x in parts and ref.endswith("-live") and ref in rows}
+
+
 def pkt(res, out, made):
     plt = _plt()
     rows = {r["part"]: r for r in res["pkt"]["rows"]}
@@ -102,10 +109,11 @@ def pkt(res, out, made):
                {x: floor + targetsmod.IPV6 * (rows[ref]["ns"] - floor)
                 for x, ref, bound, _ in targetsmod.ISSUE12
                 if bound == targetsmod.IPV6 and ref in rows}),
-              ("Tunnel (live frames behind the replay harness, net of it)",
-               ("dr", "dr-live", "tun-ipip", "tun-gue"),
-               {x: floor + targetsmod.TUNNEL * (rows["dr-live"]["ns"] - floor)
-                for x in ("tun-ipip", "tun-gue") if "dr-live" in rows})]
+              *((f"Tunnel, {fam} client (live frames behind the replay harness, net of it)",
+                 (dr, live, *tuns), _live_bounds(rows, floor, tuns))
+                for fam, dr, live, tuns in (
+                    ("IPv4", "dr", "dr-live", ("tun-ipip", "tun-gue", "tun-4in6")),
+                    ("IPv6", "dr6", "dr6-live", ("tun6-ipip", "tun6-gue", "tun-6in4"))))]
     groups = [(t, [rows[p] for p in parts if p in rows], b) for t, parts, b in groups]
     groups = [g for g in groups if g[1]]
     heights = [_height([_wrap(r["label"]) for r in g[1]], 0.9) for g in groups]

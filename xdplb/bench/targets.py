@@ -27,6 +27,14 @@ ISSUE12 = (
     ("tun-gue", "dr", TUNNEL, "established Tunnel gue ÷ Route"),
     ("tun-ipip", "dr-live", TUNNEL, "established Tunnel ipip ÷ Route, both live frames"),
     ("tun-gue", "dr-live", TUNNEL, "established Tunnel gue ÷ Route, both live frames"),
+    ("tun6-ipip", "dr6", TUNNEL, "established IPv6 Tunnel ipip (6in6) ÷ IPv6 Route"),
+    ("tun6-gue", "dr6", TUNNEL, "established IPv6 Tunnel gue ÷ IPv6 Route"),
+    ("tun6-ipip", "dr6-live", TUNNEL,
+     "established IPv6 Tunnel ipip (6in6) ÷ IPv6 Route, both live frames"),
+    ("tun6-gue", "dr6-live", TUNNEL, "established IPv6 Tunnel gue ÷ IPv6 Route, both live frames"),
+    ("tun-4in6", "dr-live", TUNNEL, "established Tunnel IPv4 in IPv6 ÷ Route, both live frames"),
+    ("tun-6in4", "dr6-live", TUNNEL,
+     "established Tunnel IPv6 in IPv4 ÷ IPv6 Route, both live frames"),
     ("icmp", "nat", None, "ICMP error translated ÷ established Masq packet"),
 )
 
