@@ -75,20 +75,19 @@ static __always_inline __u16 frag_data_len(const struct pkt *p, const int af)
 	return p->l3_len - (frag_data(p, af) - l3);
 }
 
-/* Where the L4 header of a first fragment ends in the fragmented data:
- * what a later fragment must not overlap. (The TCP header is bounded
- * again: the verifier does not tie p's protocol to the header parse_pkt
- * checked.) */
-static __always_inline __u16 frag_l4_end(const struct pkt *p, const void *data_end, const int af)
+/* The L4 header of a packet with ports: what a later fragment must not
+ * overlap (it starts the fragmented data: parse_pkt6 takes no header
+ * between an IPv6 fragment header and TCP/UDP). (Bounded again: the
+ * verifier does not tie p's protocol to the header parse_pkt checked.) */
+static __always_inline __u8 l4_hdr_len(const struct pkt *p, const void *data_end)
 {
 	const struct tcphdr *tcp = (const void *)p->l4;
-	__u16 at = (void *)p->l4 - frag_data(p, af);
 
 	if (p->key.proto != IPPROTO_TCP)
-		return at + sizeof(struct udphdr);
+		return sizeof(struct udphdr);
 	if ((const void *)(tcp + 1) > data_end)
-		return 0xffff;	/* not reached: parse_pkt checked it */
-	return at + tcp->doff * 4;
+		return 0xff;	/* not reached: parse_pkt checked it */
+	return tcp->doff * 4;
 }
 
 /* The egress a first fragment just left by, from the verdict and what the
@@ -158,7 +157,7 @@ static __always_inline __u32 frag_note(struct xdp_md *ctx, const struct pkt *p, 
 	/* handle_out counts a reply only while its destination is available */
 	if (!out || dest_get(c->dest_slot))
 		r->dest_slot = c->dest_slot;
-	r->l4_end = frag_l4_end(p, (void *)(long)ctx->data_end, af);
+	r->l4_len = l4_hdr_len(p, (void *)(long)ctx->data_end);
 	r->stamp = now_ns();
 	frag_key_of(p, &fk, af);
 	if (af == XDPLB_AF_INET6)
@@ -222,7 +221,7 @@ static __always_inline __u32 frag_follow(struct xdp_md *ctx, struct pkt *p, cons
 	/* signed: another CPU's clock cache may be a tick ahead */
 	if (!r || (__s64)(now_ns() - r->stamp) > (__s64)XDPLB_FRAG_TTL_NS)
 		return VERDICT(XDP_PASS, XDPLB_CNT_FRAG_UNTRACKED);
-	if (frag_offset(p, af) < r->l4_end)
+	if (frag_offset(p, af) < r->l4_len)
 		return drop(XDPLB_CNT_FRAG_OVERLAP);
 	if (r->dest_slot)
 		stats_count(r->svc_slot, r->dest_slot, r->out, 0, frag_data_len(p, af));

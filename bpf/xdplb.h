@@ -533,11 +533,9 @@ struct frag_rec {
 	__u32 svc_slot;		/* whose stats the later fragments count in */
 	__u32 dest_slot;	/* ... (0: the first fragment was not counted) */
 	__u8 out;		/* 1: a Masq reply (real server -> client) */
-	__u8 pad;
-	__u16 l4_end;		/* where the first fragment's L4 header ends in the
-				 * datagram's fragmented data (IPv4: its length; IPv6:
-				 * after any destination options): a later fragment
-				 * starting before it would overwrite the ports */
+	__u8 l4_len;		/* the first fragment's L4 header length: a later
+				 * fragment starting inside it would overwrite the ports */
+	__u8 pad[2];
 	__u64 stamp;		/* now_ns() of the first fragment */
 };
 

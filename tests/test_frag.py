@@ -93,7 +93,7 @@ def test_udp_first_fragment_makes_the_connection_and_the_rest_follow(dp):
     assert bytes(r.addr) == socket.inet_aton(RS[0][0]) and r.out == 0
     assert r.ifindex == dp.srv and bytes(r.smac) == mac(SRV_MAC)
     assert bytes(r.dmac) == mac(RS[0][1])
-    assert (r.svc_slot, r.dest_slot, r.l4_end) == (1, 1, 8) and r.stamp > 0
+    assert (r.svc_slot, r.dest_slot, r.l4_len) == (1, 1, 8) and r.stamp > 0
     # counted as IPVS counts the reassembled datagram: one packet, its length
     for st in (dp.s.svc_stats.sum(1), dp.s.dest_stats.sum(1)):
         assert (st.conns, st.inpkts, st.inbytes) == (1, 1, reassembled_len(dg))
@@ -128,7 +128,7 @@ def test_tcp_segment_fragmented_on_a_tracked_connection(dp):
     dg = datagram(CLIENT, VIP, 40100, 80, ident=10, proto="tcp")
     out = run_all(dp, frames(dg, CLIENT_MAC, CLI_MAC))
     assert out == [(XDP_REDIRECT, f) for f in to_rs(dg, *RS[2])]
-    assert frag_rec(dp, CLIENT, VIP, 10, socket.IPPROTO_TCP).l4_end == 20
+    assert frag_rec(dp, CLIENT, VIP, 10, socket.IPPROTO_TCP).l4_len == 20
     assert dp.s.dest_stats.sum(1).inbytes == reassembled_len(syn) + reassembled_len(dg)
 
 
