@@ -246,9 +246,12 @@ static __always_inline int pkt6_fill(void *data, struct ipv6hdr *ip6, void *end,
  * fragment's fragment header names TCP or UDP (key.proto), and it has no
  * ports. frags (a constant) 0: a fragment is FRAG_HDR, looked no further
  * into (xdplb_main6 leaves fragments to xdplb_frag6: the verifier could
- * not follow both through balance()). NOT_OURS otherwise (ICMPv6 and neighbour discovery, and a source
- * source_ok6 refuses, included); then p->ip6 is set for an ICMPv6 packet
- * that lies inside the frame. */
+ * not follow both through balance()). NOT_OURS otherwise (ICMPv6 and
+ * neighbour discovery, and a source source_ok6 refuses, included); then
+ * p->ip6 is set for an ICMPv6 packet that lies inside the frame.
+ * One function of 70 lines: with the walk in a helper of its own, clang's
+ * code costs xdplb_main6 half as many verifier steps again (~800,000 of
+ * the 1,000,000 allowed). */
 static __always_inline int parse_pkt6(void *data, void *data_end, struct pkt *p,
 				      const int frags)
 {

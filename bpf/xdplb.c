@@ -8,8 +8,8 @@
  * fragment in xdplb_frag (frag.h), ICMP errors and the data path's own
  * ICMP answers in xdplb_icmp. IPv6 frames continue in xdplb_main6 and
  * their new connections in xdplb_new6_* and xdplb_conn6, their fragments
- * in xdplb_frag6: the same code compiled for af AF_INET6. Every program returns through
- * record_verdict() (stats.h).
+ * in xdplb_frag6: the same code compiled for af AF_INET6. Every program
+ * returns through record_verdict() (stats.h).
  *
  * bcc rewrites map calls (map.lookup(...)) only in the file it compiles, so
  * xdplb/loader.py hands it this file with the project headers pasted in,

@@ -18,9 +18,9 @@ from scapy.layers.inet6 import (IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from test_datapath6 import (CLI_MAC, CLIENT, CLIENT_MAC, RPORT, RS, SRV_MAC, VIP, VPORT, XDP_DROP,
-                            XDP_PASS, XDP_REDIRECT, XDP_TX, a6, conn6, counters, icmp6,  # noqa: F401
-                            icmp6_answer, run, service, v6)
+from test_datapath6 import (CLI_MAC, CLIENT, CLIENT_MAC, RPORT, RS, SRV_MAC, VIP,  # noqa: F401
+                            VPORT, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, a6, conn6, counters,
+                            icmp6, icmp6_answer, run, service, v6)
 from xdplb import structs as T
 from xdplb.model import IP_VS_CONN_F_DROUTE, IPPROTO_TCP, IPPROTO_UDP, Service
 

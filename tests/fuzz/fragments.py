@@ -10,7 +10,8 @@ promises (Fragments):
   dropped, not ours, or without a route leaves an earlier record as it is;
 - a later fragment (offset > 0) of TCP/UDP with a live record gets the same
   IP-header rewrite (Masq: the destination, or a reply's source; Route:
-  none; IPv4's header checksum follows, IPv6 has none) and leaves the same way (TX when the record's egress is its
+  none; IPv4's header checksum follows, IPv6 has none) and leaves the same
+  way (TX when the record's egress is its
   ingress, else REDIRECT, with the record's MACs; or PASS), and nothing
   else of it changes; one that starts inside the first fragment's L4
   header is dropped untouched; without a live record it is passed
