@@ -143,6 +143,10 @@ static __always_inline __u32 frag_note(struct xdp_md *ctx, const struct pkt *p, 
 
 	if (why != XDPLB_CNT_FWD && why != XDPLB_CNT_TO_STACK)
 		return verdict;		/* dropped or untouched: so are the rest */
+	/* parse_pkt6 set it for a first fragment; said again for Debian 12's
+	 * clang and 6.1 verifier, which lose that in xdplb_conn6 */
+	if (af == XDPLB_AF_INET6 && !p->fh)
+		return verdict;
 	c = conn_lookup((void *)k, &assured, af);
 	if (!c)
 		return verdict;
