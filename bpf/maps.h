@@ -71,6 +71,7 @@ BPF_TABLE("array", __u32, struct alloc, alloc, 1);
 BPF_TABLE("array", __u32, __u32, layout, 1);
 BPF_TABLE("lru_hash", struct lblc_key, struct lblc_ent, lblc, XDPLB_MAX_LBLC);
 BPF_TABLE("lru_hash", struct frag_key, struct frag_rec, frags, XDPLB_MAX_FRAGS);
+BPF_TABLE("lru_hash", struct frag_key6, struct frag_rec6, frags6, XDPLB_MAX_FRAGS);
 BPF_TABLE("percpu_array", __u32, struct egress, egress_cache, XDPLB_EGRESS_SLOTS);
 BPF_TABLE("percpu_array", __u32, struct clock, clock, 1);
 /* New connections continue in a program of their scheduler's family

@@ -67,7 +67,7 @@ static __always_inline __u32 handle_in(struct xdp_md *ctx, struct pkt *p, struct
 		if (moved)
 			c = moved;
 	}
-	stats_add(c, 0, p->l3_len);
+	stats_add(c, 0, pkt_bytes(p, af));
 	return send_in(ctx, p, c, now, af);
 }
 
@@ -92,7 +92,7 @@ static __always_inline __u32 handle_out(struct xdp_md *ctx, struct pkt *p, struc
 		c->last_seen = now;
 	/* ip_vs_out_stats: only while the destination is available */
 	if (dest_get(c->dest_slot))
-		stats_add(c, 1, p->l3_len);
+		stats_add(c, 1, pkt_bytes(p, af));
 	return forward_out(ctx, p, c, ik, af);
 }
 
@@ -130,7 +130,7 @@ static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 		return drop(XDPLB_CNT_CONN_FULL);
 	dest_bind(slot, d, conn_kind(p->key.proto, nc->state));
 	stats_conn(nc->svc_slot, slot);
-	stats_add(nc, 0, p->l3_len);
+	stats_add(nc, 0, pkt_bytes(p, af));
 	return send_in(ctx, p, nc, now, af);
 }
 

@@ -7,9 +7,9 @@
  * a Tunnel connection's packet continues in xdplb_tunnel, an IPv4
  * fragment in xdplb_frag (frag.h), ICMP errors and the data path's own
  * ICMP answers in xdplb_icmp. IPv6 frames continue in xdplb_main6 and
- * their new connections in xdplb_new6_* and xdplb_conn6: the same code
- * compiled for af AF_INET6. Every program returns through
- * record_verdict() (stats.h).
+ * their new connections in xdplb_new6_* and xdplb_conn6, their fragments
+ * in xdplb_frag6: the same code compiled for af AF_INET6. Every program
+ * returns through record_verdict() (stats.h).
  *
  * bcc rewrites map calls (map.lookup(...)) only in the file it compiles, so
  * xdplb/loader.py hands it this file with the project headers pasted in,
@@ -39,7 +39,7 @@ static __always_inline int parse_af(struct xdp_md *ctx, struct pkt *p, const int
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
-	return af == XDPLB_AF_INET6 ? parse_pkt6(data, data_end, p) : parse_pkt(data, data_end, p);
+	return af == XDPLB_AF_INET6 ? parse_pkt6(data, data_end, p, 1) : parse_pkt(data, data_end, p);
 }
 
 /* A new connection, first half: the scheduler of the service's family
@@ -117,7 +117,8 @@ static __always_inline __u32 build_conn(struct xdp_md *ctx, const int af)
 			persist_new(&so->svc, &p, so->svc_port, d, so->dest_slot, now, af);
 	}
 	verdict = conn_new(ctx, &p, &so->svc, so->svc_port, now, so->dest_slot, af);
-	return frag_noted(ctx, &p, verdict, &p.key, 0, kind == XDPLB_PKT_FIRST_FRAG);
+	return frag_noted(ctx, &p, verdict, pkt_conn_key(&p, af), 0, kind == XDPLB_PKT_FIRST_FRAG,
+			  af);
 }
 
 int xdplb_conn(struct xdp_md *ctx)
@@ -157,8 +158,9 @@ int xdplb_tunnel6(struct xdp_md *ctx)
 	return record_verdict(tunnel(ctx, XDPLB_AF_INET6));
 }
 
-/* A packet with ports (whole, or a first fragment: frag, a constant, says
- * which program this is): a real server's reply or a client's packet on a
+/* A packet with ports (whole, or a first fragment: frag says which; a
+ * constant 0 in xdplb_main and xdplb_main6, which compile no fragment
+ * code): a real server's reply or a client's packet on a
  * tracked connection is handled in place; a new connection to a virtual
  * service (a SYN for TCP, as IPVS: conn_schedules) goes on to its scheduler's program,
  * with the service in sched_out; anything else is passed untouched. */
@@ -179,7 +181,7 @@ static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const in
 	if (rs_maybe(p->key.saddr)) {
 		c = conn_reply_lookup(p, &ik, &assured, af);
 		if (c)
-			return frag_noted(ctx, p, handle_out(ctx, p, c, &ik, af), &ik.v4, 1, frag);
+			return frag_noted(ctx, p, handle_out(ctx, p, c, &ik, af), &ik, 1, frag, af);
 	}
 	c = conn_lookup(pkt_conn_key(p, af), &assured, af);
 	if (c && c->dir == XDPLB_DIR_IN) {
@@ -187,7 +189,7 @@ static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const in
 		now = now_ns();
 		if (!conn_expired(c, now) && !conn_reuse(p, c) && !conn_nodest_expires(d))
 			return frag_noted(ctx, p, handle_in(ctx, p, c, d, assured, now, af),
-					  &p->key, 0, frag);
+					  pkt_conn_key(p, af), 0, frag, af);
 		conn_expire(p, c, assured, af);
 	}
 	/* untracked, expired, reused, ended, or a template's key */
@@ -234,7 +236,7 @@ static __always_inline __u32 icmp6_frame(struct xdp_md *ctx)
 {
 	struct pkt p = {};
 
-	if (parse_af(ctx, &p, XDPLB_AF_INET6) == XDPLB_PKT_WHOLE)
+	if (pkt_has_ports(parse_af(ctx, &p, XDPLB_AF_INET6)))	/* whole, or a first fragment */
 		return icmp6_job_run(ctx, &p);
 	if (p.ip6)
 		return icmp_error(ctx, &p, XDPLB_AF_INET6);
@@ -267,16 +269,21 @@ static __always_inline __u32 classify(struct xdp_md *ctx)
 	return balance(ctx, &p, 0, XDPLB_AF_INET);
 }
 
-/* An IPv6 frame, from xdplb_main: a TCP/UDP packet is balanced, ICMPv6
- * goes on to xdplb_icmp6 (an error may be about a connection); the rest
- * (fragments among them) passes untouched. */
+/* An IPv6 frame, from xdplb_main: a TCP/UDP packet is balanced, a
+ * fragment goes on to xdplb_frag6, ICMPv6 to xdplb_icmp6 (an error may be
+ * about a connection); the rest passes untouched. */
 static __always_inline __u32 classify6(struct xdp_md *ctx)
 {
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
+	int kind = parse_pkt6(data, data_end, &p, 0);
 
-	if (parse_af(ctx, &p, XDPLB_AF_INET6) == XDPLB_PKT_WHOLE)
+	if (kind == XDPLB_PKT_WHOLE)
 		return balance(ctx, &p, 0, XDPLB_AF_INET6);
-	if (p.ip6)	/* ICMPv6 */
+	if (kind == XDPLB_PKT_FRAG_HDR)	/* not an atomic fragment: parse_pkt6 */
+		new_conn.call(ctx, XDPLB_PROG_FRAG6);
+	else if (p.ip6)	/* ICMPv6 */
 		new_conn.call(ctx, XDPLB_PROG_ICMP6);
 	return pass();
 }
@@ -291,23 +298,26 @@ int xdplb_main(struct xdp_md *ctx)
 	return record_verdict(classify(ctx));
 }
 
-/* An IPv4 fragment: the first is balanced (and noted), a later one follows
- * it (frag.h). */
-static __always_inline __u32 fragment(struct xdp_md *ctx)
+/* A fragment of family af: the first is balanced (and noted), a later
+ * one follows it (frag.h). */
+static __always_inline __u32 fragment(struct xdp_md *ctx, const int af)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
-	int kind = parse_pkt(data, data_end, &p);
+	int kind = parse_af(ctx, &p, af);
 
 	if (kind == XDPLB_PKT_FIRST_FRAG)
-		return balance(ctx, &p, 1, XDPLB_AF_INET);
+		return balance(ctx, &p, 1, af);
 	if (kind == XDPLB_PKT_LATER_FRAG)
-		return frag_follow(ctx, &p);
+		return frag_follow(ctx, &p, af);
 	return pass();
 }
 
 int xdplb_frag(struct xdp_md *ctx)
 {
-	return record_verdict(fragment(ctx));
+	return record_verdict(fragment(ctx, XDPLB_AF_INET));
+}
+
+int xdplb_frag6(struct xdp_md *ctx)
+{
+	return record_verdict(fragment(ctx, XDPLB_AF_INET6));
 }

@@ -170,7 +170,7 @@
  * the layout map when a state is created and checked by every process that
  * opens one, so a state pinned by another version of xdplb is refused
  * instead of misread. Bump it with any change to a pinned map. */
-#define XDPLB_LAYOUT_VERSION	6
+#define XDPLB_LAYOUT_VERSION	7
 
 /* Ring index bit selecting which generation of a service's schedule is live,
  * so a new schedule is written beside the old one and switched atomically. */
@@ -197,9 +197,9 @@ enum xdplb_counter {
 	 * full, so it stays in the LRU, where a flood of new connections can
 	 * evict it (tried again at each state change and last_seen refresh). */
 	XDPLB_CNT_ASSURE_FULL,
-	XDPLB_CNT_FRAG_UNTRACKED,	/* later IPv4 fragment with no record of its first
-					 * fragment (not seen yet, lost, not ours, or dropped
-					 * or passed untouched): passed untouched */
+	XDPLB_CNT_FRAG_UNTRACKED,	/* later fragment (IPv4 or IPv6) with no record of its
+					 * first fragment (not seen yet, lost, not ours, or
+					 * dropped or passed untouched): passed untouched */
 	XDPLB_CNT_FRAG_OVERLAP,	/* later fragment overlapping the first fragment's L4
 				 * header, which chose the destination: dropped */
 	/* Tunnel: the encapsulated packet would exceed the egress device's MTU
@@ -241,7 +241,8 @@ enum xdplb_counter {
 #define XDPLB_PROG_ICMP		17	/* xdplb_icmp: ICMP errors and answers (icmp.h) */
 #define XDPLB_PROG_CONN		15
 /* IPv4 fragments continue (from xdplb_main, by tail call) in the program
- * at XDPLB_PROG_FRAG (bpf/frag.h), so whole packets pay one branch for them. */
+ * at XDPLB_PROG_FRAG (bpf/frag.h), so whole packets pay one branch for them;
+ * IPv6 fragments (from xdplb_main6) in the one at XDPLB_PROG_FRAG6. */
 #define XDPLB_PROG_FRAG		16
 /* IPv6 frames continue (from xdplb_main) in xdplb_main6; an IPv6 new
  * connection in the program at XDPLB_PROG_SCHED6 + its scheduler
@@ -250,6 +251,7 @@ enum xdplb_counter {
 #define XDPLB_PROG_CONN6	19
 #define XDPLB_PROG_ICMP6	20	/* xdplb_icmp6: ICMPv6 errors and answers */
 #define XDPLB_PROG_TUNNEL6	21	/* an IPv6 Tunnel connection's packet */
+#define XDPLB_PROG_FRAG6	22
 #define XDPLB_PROG_SCHED6	32
 #define XDPLB_PROG_MAX		48	/* room for more */
 
@@ -513,7 +515,10 @@ struct conn6 {
  * fragments leave their sender back to back, while the 16-bit IP id comes
  * round again, for another datagram, after 65,536 datagrams of a sender to
  * that destination; an LRU because losing a record costs one datagram,
- * never a misrouted fragment. */
+ * never a misrouted fragment.
+ * frags6: LRU_HASH frag_key6 -> frag_rec6, the same for IPv6 (RFC 8200's
+ * reassembly key: source, destination, the fragment header's 32-bit
+ * identification; and its next header, the same in every fragment). */
 #ifndef XDPLB_MAX_FRAGS
 #define XDPLB_MAX_FRAGS		16384
 #endif
@@ -529,7 +534,8 @@ struct frag_key {
 
 struct frag_rec {
 	__be32 addr;		/* the address written over the header's destination
-				 * (Masq) or, for a reply (out), source; 0: none (Route) */
+				 * (Masq) or, for a reply (out), source; 0: none (Route).
+				 * IPv6: unused (frag_rec6's addr6) */
 	__u32 ifindex;		/* the egress; 0: the first fragment went to the stack
 				 * (its neighbour unresolved, or not an XDP method) */
 	__u8 smac[6];		/* ... with these MACs */
@@ -541,6 +547,19 @@ struct frag_rec {
 				 * fragment starting inside it would overwrite the ports */
 	__u8 pad[2];
 	__u64 stamp;		/* now_ns() of the first fragment */
+};
+
+struct frag_key6 {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be32 id;		/* the fragment header's identification */
+	__u8 proto;		/* ... and next header */
+	__u8 pad[3];
+};
+
+struct frag_rec6 {
+	struct frag_rec r;
+	__be32 addr6[4];	/* as frag_rec's addr; all zero: none (Route) */
 };
 
 /* tun_src: ARRAY ifindex -> the balancer's IPv4 address on that interface,

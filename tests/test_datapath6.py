@@ -12,7 +12,7 @@ import socket
 import pytest
 from scapy.layers.inet import TCP, UDP
 from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoRequest, ICMPv6ND_NS,
-                                ICMPv6PacketTooBig, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
+                                ICMPv6PacketTooBig, IPv6, IPv6ExtHdrDestOpt,
                                 IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
@@ -163,9 +163,6 @@ def test_extension_headers_are_walked_and_kept(v6):
                  / ICMPv6ND_NS(tgt=VIP), id="neighbour-solicitation"),
     pytest.param(Ether(src=CLIENT_MAC, dst=CLI_MAC) / IPv6(src=CLIENT, dst=VIP)
                  / ICMPv6EchoRequest(), id="echo-request"),
-    pytest.param(Ether(src=CLIENT_MAC, dst=CLI_MAC) / IPv6(src=CLIENT, dst=VIP)
-                 / IPv6ExtHdrFragment(m=1, id=7) / TCP(sport=40002, dport=VPORT, flags="S"),
-                 id="fragment"),
     pytest.param(Ether(src=CLIENT_MAC, dst=CLI_MAC) / IPv6(src=CLIENT, dst=VIP)
                  / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt()
                  / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt()

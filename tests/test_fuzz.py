@@ -162,8 +162,20 @@ def test_oracle_classification_ipv6():
     assert F.parse(frame(tags=((F.ETH_P_8021Q, 1),))).l3 == 18
     assert F.parse(frame(chain=(F.NH_HOP, F.NH_ROUTING, F.NH_DEST, F.NH_DEST))).ihl == 72
     assert F.parse(frame(chain=(F.NH_DEST,) * 5)) is None        # a fifth
-    for other in (44, 50, 51, 59, 135, 253):                      # not walked
+    for other in (50, 51, 59, 135, 253):                          # not walked
         assert F.parse(frame(chain=(F.NH_HOP, other))) is None, other
+    # a fragment header after the walked ones, TCP right after it: an atomic
+    # fragment is whole, a first one has the ports, a later one none
+    assert not F.parse(frame(chain=(F.NH_HOP, 44))).first_frag
+    assert F.parse(frame(chain=(44, F.NH_DEST))) is None           # nothing walked past it
+    for field, first, later in ((1, True, None), (8, None, 8), (0xFFF9, None, 0xFFF8)):
+        g = frame(chain=(F.NH_HOP, 44))
+        g[14 + 40 + 8 + 2:14 + 40 + 8 + 4] = field.to_bytes(2, "big")
+        g[14 + 40 + 8 + 4:14 + 40 + 8 + 8] = (0xDEADBEEF).to_bytes(4, "big")
+        p, q = F.parse(g), F.parse_later(g)
+        assert (p and (p.first_frag, p.ident)) == (first and (True, 0xDEADBEEF)), field
+        assert (q and (q.offset, q.frag_key())) == \
+            (later and (later, (src, dst, 0xDEADBEEF, 6))), field
     f = frame()
     assert F.parse(f + b"\0" * 6) is not None                   # Ethernet padding
     assert F.parse(f[:-1]) is None                               # truncated
@@ -441,11 +453,14 @@ def test_fuzz_short(fuzzer):
                     "over the MTU, to the stack untouched IPv6",
                     "icmp to the real server REDIRECT Masq IPv6",
                     "icmp to the real server REDIRECT Route IPv6",
-                    "icmp to the client REDIRECT Masq IPv6"):
+                    "icmp to the client REDIRECT Masq IPv6",
+                    "later fragment: xmit REDIRECT IPv6", "later fragment: xmit TX IPv6",
+                    "later fragment: untracked PASS IPv6", "later fragment: overlap DROP IPv6"):
         assert fuzzer.oracle.outcomes[outcome] > 0, (outcome, fuzzer.oracle.outcomes)
     for kind in ("  +ext-walked", "  +ext-more-than-four", "  +ext-fragment", "  +ext-esp",
                  "  +ext-ah", "  +payload-length-wrong", "  +icmp-untracked",
-                 "truncation sweep6", "icmp6_err", "random6"):
+                 "truncation sweep6", "icmp6_err", "random6", "fragment_first6",
+                 "  +frag-overlap6"):
         assert fuzzer.kinds[kind] > 0, kind
 
 

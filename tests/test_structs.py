@@ -164,7 +164,7 @@ def test_new_conn_program_macro():
 
 def test_new_conn_programs():
     """Every scheduler id (IPv4, and IPv6 at XDPLB_PROG_SCHED6 + id),
-    XDPLB_PROG_CONN(6), XDPLB_PROG_TUNNEL, XDPLB_PROG_FRAG, XDPLB_PROG_ICMP(6) and
+    XDPLB_PROG_CONN(6), XDPLB_PROG_TUNNEL, XDPLB_PROG_FRAG(6), XDPLB_PROG_ICMP(6) and
     XDPLB_PROG_MAIN6 have a program in new_conn, each xdplb_new_<family> and
     xdplb_new6_<family> runs its own family and address family, and no program
     is left out."""
@@ -172,14 +172,16 @@ def test_new_conn_programs():
     ids = set(_header_values("XDPLB_SCHED_").values())
     ids6 = {S.XDPLB_PROG_SCHED6 + i for i in ids}
     extra = {S.XDPLB_PROG_CONN, S.XDPLB_PROG_TUNNEL, S.XDPLB_PROG_FRAG, S.XDPLB_PROG_ICMP,
-             S.XDPLB_PROG_MAIN6, S.XDPLB_PROG_CONN6, S.XDPLB_PROG_ICMP6, S.XDPLB_PROG_TUNNEL6}
+             S.XDPLB_PROG_MAIN6, S.XDPLB_PROG_CONN6, S.XDPLB_PROG_ICMP6, S.XDPLB_PROG_TUNNEL6,
+             S.XDPLB_PROG_FRAG6}
     assert set(loader.NEW_CONN_PROGS) == ids | ids6 | extra
     assert len(ids | ids6 | extra) == 2 * len(ids) + len(extra)
     assert max(loader.NEW_CONN_PROGS) < S.XDPLB_PROG_MAX
     for idx, name in ((S.XDPLB_PROG_CONN, "xdplb_conn"), (S.XDPLB_PROG_TUNNEL, "xdplb_tunnel"),
                       (S.XDPLB_PROG_FRAG, "xdplb_frag"), (S.XDPLB_PROG_ICMP, "xdplb_icmp"),
                       (S.XDPLB_PROG_MAIN6, "xdplb_main6"), (S.XDPLB_PROG_CONN6, "xdplb_conn6"),
-                      (S.XDPLB_PROG_ICMP6, "xdplb_icmp6"), (S.XDPLB_PROG_TUNNEL6, "xdplb_tunnel6")):
+                      (S.XDPLB_PROG_ICMP6, "xdplb_icmp6"), (S.XDPLB_PROG_TUNNEL6, "xdplb_tunnel6"),
+                      (S.XDPLB_PROG_FRAG6, "xdplb_frag6")):
         assert loader.NEW_CONN_PROGS[idx] == name
     assert set(progs) == set(loader.NEW_CONN_PROGS.values()) | {loader.ENTRY}
     for name, body in progs.items():

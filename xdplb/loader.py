@@ -33,7 +33,7 @@ ENTRY = "xdplb_main"
 # the program of their scheduler's family (bpf/sched.h): XDPLB_SCHED_* ->
 # function name; XDPLB_PROG_CONN builds the connection, XDPLB_PROG_TUNNEL
 # encapsulates a Tunnel connection's packet (bpf/encap.h), XDPLB_PROG_FRAG
-# takes IPv4 fragments (bpf/frag.h), XDPLB_PROG_ICMP translates ICMP errors
+# and XDPLB_PROG_FRAG6 take IPv4's and IPv6's fragments (bpf/frag.h), XDPLB_PROG_ICMP translates ICMP errors
 # and sends the data path's own ICMP answers.
 NEW_CONN_PIN = "new_conn"
 _FAMILIES = {"ring": ("rr", "wrr"), "list": ("lc", "wlc", "sed", "nq", "fo", "ovf"),
@@ -45,7 +45,8 @@ NEW_CONN_PROGS = {**{base + getattr(S, "XDPLB_SCHED_" + sched.upper()): prefix +
                   S.XDPLB_PROG_CONN: "xdplb_conn", S.XDPLB_PROG_TUNNEL: "xdplb_tunnel",
                   S.XDPLB_PROG_FRAG: "xdplb_frag", S.XDPLB_PROG_ICMP: "xdplb_icmp",
                   S.XDPLB_PROG_MAIN6: "xdplb_main6", S.XDPLB_PROG_CONN6: "xdplb_conn6",
-                  S.XDPLB_PROG_ICMP6: "xdplb_icmp6", S.XDPLB_PROG_TUNNEL6: "xdplb_tunnel6"}
+                  S.XDPLB_PROG_ICMP6: "xdplb_icmp6", S.XDPLB_PROG_TUNNEL6: "xdplb_tunnel6",
+                  S.XDPLB_PROG_FRAG6: "xdplb_frag6"}
 
 _LOCAL_INCLUDE = re.compile(r'\s*#\s*include\s*"([^"]+)"')
 

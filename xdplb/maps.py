@@ -14,9 +14,9 @@ import os
 
 from . import bpfsys
 from .structs import (COUNTERS, VERDICTS, Alloc, Conn, Conn6, ConnKey, ConnKey6, DestConns,
-                      DestEntry, FragKey, FragRec, IpVsStats, LblcEnt, LblcKey, RingKey, RsKey,
-                      RsKey6, RsSvcs, RsSvcs6, SchedPos, SvcDests, SvcEntry, SvcKey, SvcKey6,
-                      TunSrc6)
+                      DestEntry, FragKey, FragKey6, FragRec, FragRec6, IpVsStats, LblcEnt,
+                      LblcKey, RingKey, RsKey, RsKey6, RsSvcs, RsSvcs6, SchedPos, SvcDests,
+                      SvcEntry, SvcKey, SvcKey6, TunSrc6)
 
 XDPLB_CNT_RX = COUNTERS.index("rx")
 
@@ -313,6 +313,7 @@ MAPS = {
     "rs_table": (Map, RsKey, RsSvcs),
     "rs_filter": (Map, C.c_uint32, C.c_uint64),
     "frags": (Map, FragKey, FragRec),
+    "frags6": (Map, FragKey6, FragRec6),
     "services6": (Map, SvcKey6, SvcEntry),
     "conns6": (Map, ConnKey6, Conn6),
     "conns6_assured": (Map, ConnKey6, Conn6),

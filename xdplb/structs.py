@@ -99,7 +99,7 @@ XDPLB_SYSCTL_EXPIRE_QUIESCENT_TEMPLATE = 2
 XDPLB_SYSCTL_SLOPPY_TCP = 3
 XDPLB_SYSCTL_MAX = 8
 
-XDPLB_LAYOUT_VERSION = 6
+XDPLB_LAYOUT_VERSION = 7
 
 XDPLB_RS_SVC_MAX = 32
 XDPLB_MAX_RS = XDPLB_MAX_DESTS
@@ -136,6 +136,7 @@ XDPLB_PROG_MAIN6 = 18
 XDPLB_PROG_CONN6 = 19
 XDPLB_PROG_ICMP6 = 20
 XDPLB_PROG_TUNNEL6 = 21
+XDPLB_PROG_FRAG6 = 22
 XDPLB_PROG_SCHED6 = 32
 XDPLB_PROG_MAX = 48
 
@@ -278,6 +279,15 @@ class LaddrSet(C.Structure):
     _fields_ = [("n", C.c_uint32), ("pad", C.c_uint32), ("a", Laddr * XDPLB_LADDR_MAX)]
 
 
+class FragKey6(C.Structure):
+    _fields_ = [("saddr", C.c_uint8 * 16), ("daddr", C.c_uint8 * 16), ("id", C.c_uint32),
+                ("proto", C.c_uint8), ("pad", C.c_uint8 * 3)]
+
+
+class FragRec6(C.Structure):
+    _fields_ = [("r", FragRec), ("addr6", C.c_uint8 * 16)]
+
+
 class IpVsStats(C.Structure):
     _fields_ = [("conns", C.c_uint64), ("inpkts", C.c_uint64), ("outpkts", C.c_uint64),
                 ("inbytes", C.c_uint64), ("outbytes", C.c_uint64)]
@@ -307,5 +317,5 @@ MIRRORS = {
     "rs_svcs": RsSvcs, "frag_key": FragKey, "frag_rec": FragRec, "laddr": Laddr,
     "laddr_set": LaddrSet,
     "svc_key6": SvcKey6, "rs_key6": RsKey6, "rs_svcs6": RsSvcs6, "conn_key6": ConnKey6,
-    "conn6": Conn6, "tun_src6": TunSrc6,
+    "conn6": Conn6, "tun_src6": TunSrc6, "frag_key6": FragKey6, "frag_rec6": FragRec6,
 }

@@ -1,14 +1,17 @@
-"""The oracle's model of IPv4 fragments, from README's promises (Fragments):
+"""The oracle's model of fragments, IPv4's and IPv6's, from README's
+promises (Fragments):
 
 - a first fragment (offset 0, MF) is ours as a whole packet would be (the
   Oracle judges it); when it was sent on by XDP, or rewritten to the stack,
   or handed to the stack untouched because the method has no XDP path or
   the neighbour is unresolved, what was done is recorded under (source,
-  destination, IP id, protocol) for XDPLB_FRAG_TTL_NS; a first fragment
+  destination, IP id (IPv6: the fragment header's identification),
+  protocol) for XDPLB_FRAG_TTL_NS; a first fragment
   dropped, not ours, or without a route leaves an earlier record as it is;
 - a later fragment (offset > 0) of TCP/UDP with a live record gets the same
   IP-header rewrite (Masq: the destination, or a reply's source; Route:
-  none) and leaves the same way (TX when the record's egress is its
+  none; IPv4's header checksum follows, IPv6 has none) and leaves the same
+  way (TX when the record's egress is its
   ingress, else REDIRECT, with the record's MACs; or PASS), and nothing
   else of it changes; one that starts inside the first fragment's L4
   header is dropped untouched; without a live record it is passed
@@ -22,11 +25,12 @@ import time
 
 from xdplb import structs as S
 
-from .wire import XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, residue
+from .wire import V4, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, residue
 
 # kind: 'xmit' (macs: egress ifindex, smac, dmac), 'nat' (to the stack,
 # rewritten), 'plain' (to the stack untouched); field: the IP header offset
-# of the rewritten address (16 destination, 12 source) or None.
+# of the rewritten address (IPv4: 16 destination, 12 source; IPv6: 24, 8)
+# or None.
 Rec = collections.namedtuple("Rec", "kind field addr macs l4_len t")
 
 TTL = S.XDPLB_FRAG_TTL_NS / 1e9
@@ -50,10 +54,11 @@ class FragModel:
         key = (p.src, p.dst, p.ident, p.proto)
         target = c.addr if reply is None else p.dst
         masq = c.fwd == S.IP_VS_CONN_F_MASQ
+        src_at, dst_at = p.src_at - p.l3, p.dst_at - p.l3
         if reply is not None:
-            field, addr = 12, reply.key[1]
+            field, addr = src_at, reply.key[1]
         else:
-            field, addr = (16, c.addr) if masq else (None, None)
+            field, addr = (dst_at, c.addr) if masq else (None, None)
         l4_len = (f[p.l4 + 12] >> 4) * 4 if p.proto == 6 else 8
         if form == "stack (untouched)":
             xdp_fwd = c.fwd in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE)
@@ -117,12 +122,14 @@ class FragModel:
                 raise self.violation("later fragment not passed as its first fragment was")
             counters["ours_pass"] += 1
         a, b = bytearray(out), bytearray(want)
-        ip_c = q.l3 + 10
-        a[ip_c:ip_c + 2] = b[ip_c:ip_c + 2]
+        v4 = len(q.src) == V4
+        if v4:
+            ip_c = q.l3 + 10
+            a[ip_c:ip_c + 2] = b[ip_c:ip_c + 2]
         if a != b:
             raise self.violation(f"later fragment ({rec.kind}): not its first fragment's "
                                  "rewrite")
-        if residue(f[q.l3:q.l3 + q.ihl]) != residue(out[q.l3:q.l3 + q.ihl]):
+        if v4 and residue(f[q.l3:q.l3 + q.ihl]) != residue(out[q.l3:q.l3 + q.ihl]):
             raise self.violation("later fragment: IP checksum validity changed")
         return rec.kind
 
@@ -130,7 +137,7 @@ class FragModel:
     def rewritten(f, q, rec):
         out = bytearray(f)
         if rec.field is not None:
-            out[q.l3 + rec.field:q.l3 + rec.field + 4] = rec.addr
+            out[q.l3 + rec.field:q.l3 + rec.field + len(rec.addr)] = rec.addr
         if rec.macs is not None:
             out[0:6], out[6:12] = rec.macs[2], rec.macs[1]
         return out

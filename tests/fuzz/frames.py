@@ -65,6 +65,19 @@ def payload(rng, big=0.01):
     return rng.randbytes(n)
 
 
+def fragments4(rng, src, dst, proto, seg, ident, l2):
+    """seg (a TCP or UDP segment) cut as its sender's stack cuts it: frames
+    (l2 + IPv4 with MF and offset, data of multiples of 8 bytes but the last)."""
+    frames, off = [], 0
+    while off < len(seg):
+        n = min(len(seg) - off, 8 * rng.choice((1, 2, 3, rng.randint(1, 150))))
+        more = 0x2000 if off + n < len(seg) else 0
+        frames.append(bytearray(l2 + ipv4(src, dst, proto, seg[off:off + n], ident=ident,
+                                          frag=more | off // 8)))
+        off += n
+    return frames
+
+
 def filter_twins(bits, n, fam):
     """n client addresses (in 198.18.0.0/15 or 2001:db8:ff::/48, no route)
     whose rs_filter bit is one of bits, a real server's: their every frame
@@ -253,22 +266,22 @@ class FrameGen:
                 self.kinds["  +frag-duplicate"] += 1
             return self._frag_mutant(f), ingress, "fragment_later"
         kind = rng.choice(("syn_new", "udp", "flow_in", "flow_in", "flow_out", "other"))
-        _, src, dst, sport, dport, proto, flags, smac, dmac, ingress = self._pick(kind, V4)
+        fam = V6 if rng.random() < SHARE6 else V4
+        _, src, dst, sport, dport, proto, flags, smac, dmac, ingress = self._pick(kind, fam)
         proto = proto if proto in (6, 17) else rng.choice((6, 17))
         seg = self._l4(src, dst, sport, dport, proto, flags, rng.randbytes(rng.randint(9, 1200)))
         tags = ((ETH_P_8021Q, 7),) if rng.random() < 0.1 else ()
         if self.idents and rng.random() < 0.1:
             ident = rng.choice(self.idents)  # another datagram with a recent id
         else:
-            ident = rng.getrandbits(16)
+            ident = rng.getrandbits(32)
             self.idents = (self.idents + [ident])[-16:]
-        frames, off = [], 0
-        while off < len(seg):
-            n = min(len(seg) - off, 8 * rng.choice((1, 2, 3, rng.randint(1, 150))))
-            more = 0x2000 if off + n < len(seg) else 0
-            frames.append(bytearray(eth(dmac, smac, ETH_P_IP, tags) + ipv4(
-                src, dst, proto, seg[off:off + n], ident=ident, frag=more | off // 8)))
-            off += n
+        if fam == V6:   # with a fragment header (IPv6's id is 32 bits)
+            frames = frames6.fragments(rng, src, dst, proto, seg, ident,
+                                       eth(dmac, smac, ETH_P_IPV6, tags))
+        else:
+            frames = fragments4(rng, src, dst, proto, seg, ident & 0xFFFF,
+                                eth(dmac, smac, ETH_P_IP, tags))
         first, later = frames[0], [(f, ingress) for f in frames[1:]]
         r = rng.random()
         if r < 0.1:
@@ -281,7 +294,7 @@ class FrameGen:
         self.pending = (self.pending + later)[-16:]
         if first is None:
             return self.gen_frag()
-        return first, ingress, "fragment_first"
+        return first, ingress, "fragment_first" + ("6" if fam == V6 else "")
 
     def _frag_mutant(self, f):
         """A later fragment, now and then starting inside the L4 header,
@@ -289,7 +302,9 @@ class FrameGen:
         rng = self.rng
         r = rng.random()
         l3 = 18 if f[12:14] in (b"\x81\x00", b"\x88\xa8") else 14
-        if r < 0.1 and len(f) >= l3 + 20 and f[l3] >> 4 == 4:
+        if r < 0.1 and frames6.overlap(rng, f):
+            self.kinds["  +frag-overlap6"] += 1
+        elif r < 0.1 and len(f) >= l3 + 20 and f[l3] >> 4 == 4:
             f[l3 + 6] &= 0xE0
             f[l3 + 7] = rng.randint(1, 7)  # offset 8..56 bytes
             f[l3 + 10:l3 + 12] = b"\0\0"

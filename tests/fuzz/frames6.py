@@ -1,12 +1,14 @@
 """IPv6's shapes for the frame generator (frames.py): extension-header chains
 before TCP/UDP, of the kinds the data path walks (hop-by-hop, routing,
-destination options: at most four) and of those it must not (a fragment
-header, ESP, AH and other kinds, a fifth walked one), and mutations of
-IPv6's own fields (version, payload length, next header, an extension
-header's length). Pure functions of a seeded random.Random."""
+destination options: at most four) and of those it must not (ESP, AH and
+other kinds, a fifth walked one, a fragment header among them), datagrams
+cut into fragments (a fragment header after the unfragmentable part), and
+mutations of IPv6's own fields (version, payload length, next header, an
+extension header's length). Pure functions of a seeded random.Random."""
 import struct
 
-from .wire import EXT_MAX, EXT_WALKED, NH_HOP, NH_ROUTING, ext_header, ipv6_next
+from .wire import (EXT_MAX, EXT_WALKED, NH_FRAGMENT, NH_HOP, NH_ROUTING, ext_header, ipv6,
+                   ipv6_next)
 
 # Next headers parse_pkt6 must not walk, by the name a frame kind counts.
 NOT_WALKED = {"fragment": 44, "esp": 50, "ah": 51, "no-next-header": 59, "mobility": 135,
@@ -68,6 +70,35 @@ def ext_chain(rng, last, inner):
     return nh, body, name
 
 
+def fragments(rng, src, dst, proto, seg, ident, l2):
+    """seg (a TCP or UDP segment) cut as its sender's stack cuts it: frames
+    (l2 + IPv6, now and then walked extension headers (the unfragmentable
+    part, in every fragment), a fragment header (ident), data of multiples
+    of 8 bytes but the last)."""
+    exts, nh = b"", NH_FRAGMENT
+    if rng.random() < 0.2:
+        for kind in [rng.choice(EXT_WALKED) for _ in range(rng.randint(1, EXT_MAX))]:
+            exts, nh = _header(rng, kind, nh, exts), kind
+    frames, off = [], 0
+    while off < len(seg):
+        n = min(len(seg) - off, 8 * rng.choice((1, 2, 3, rng.randint(1, 150))))
+        fh = struct.pack("!BBHI", proto, 0, off | (off + n < len(seg)), ident)
+        frames.append(bytearray(l2 + ipv6(src, dst, nh, seg[off:off + n], exts + fh)))
+        off += n
+    return frames
+
+
+def overlap(rng, f):
+    """A later IPv6 fragment f moved 8 or 16 bytes into its datagram, over
+    its first fragment's TCP (UDP) header; False if f is not one."""
+    h = ipv6_next(f)
+    if h is None or h[4] is None or not h[4][0]:
+        return False
+    at = h[3] - 6      # the fragment header's offset field
+    f[at:at + 2] = (rng.choice((8, 16)) | h[4][1]).to_bytes(2, "big")
+    return True
+
+
 def payload_length_wrong(rng, f, l3):
     """Set f's IPv6 payload length to a wrong value: 0 (a jumbogram's),
     one off, past the frame, short of the headers, any."""
@@ -98,7 +129,7 @@ def mutate6_field(rng, f, l3, op):
                                                      rng.randrange(256)))
     else:           # TCP's data offset, UDP's length
         h = ipv6_next(f)
-        if h is None or h[2] not in (6, 17) or n < h[3] + 14:
+        if h is None or h[2] not in (6, 17) or h[4] or n < h[3] + 14:
             return False
         l4 = h[3]
         if h[2] == 17:

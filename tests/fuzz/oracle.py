@@ -270,7 +270,7 @@ class Oracle:
         if len(out) != len(f):
             raise Violation("output length differs")
         result = self.frags.judge(f, q, expected, ifindex, verdict, out, self.counters)
-        self.outcomes[f"later fragment: {result} {VERDICTS[verdict]}"] += 1
+        self.outcomes[f"later fragment: {result} {VERDICTS[verdict]}{_fam(q.src)}"] += 1
 
     # -- ICMP and path MTU (tests/fuzz/icmp.py) ----------------------------------------
 

@@ -48,7 +48,7 @@ class Fuzzer:
     def _clear(self):
         s = self.s
         for name in ("services", "services6", "sched_ring", "conn_table", "conn_table6",
-                     "rs_table", "rs_table6", "frags"):
+                     "rs_table", "rs_table6", "frags", "frags6"):
             getattr(s, name).clear()
         s.rs_filter.put_zeros(range(S.XDPLB_RS_FILTER_WORDS))
         # the oracle models IPVS's settings all off (conn_reuse_mode too, whose

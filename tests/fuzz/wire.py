@@ -16,7 +16,7 @@ MAX_FRAME = 1600
 V4, V6 = 4, 16
 # IPv6 next headers: the extension headers the data path walks over (at
 # most EXT_MAX of them: hop-by-hop, routing, destination options), and ICMPv6
-NH_HOP, NH_ROUTING, NH_DEST, NH_ICMPV6 = 0, 43, 60, 58
+NH_HOP, NH_ROUTING, NH_DEST, NH_ICMPV6, NH_FRAGMENT = 0, 43, 60, 58, 44
 EXT_WALKED = (NH_HOP, NH_ROUTING, NH_DEST)
 EXT_MAX = 4
 
@@ -147,8 +147,10 @@ class Parsed:
 
 
 class Later:
-    """A later IPv4 fragment (offset > 0) of TCP or UDP: no L4 header."""
-    __slots__ = ("dst", "ident", "ihl", "l3", "offset", "proto", "src", "tot")
+    """A later fragment (offset > 0) of TCP or UDP: no L4 header. ihl: the
+    IP header's length (IPv6: to the fragment header's end); src_at: the
+    source address's offset in the frame (the destination follows)."""
+    __slots__ = ("dst", "ident", "ihl", "l3", "offset", "proto", "src", "src_at", "tot")
 
     def frag_key(self):
         return self.src, self.dst, self.ident, self.proto
@@ -193,11 +195,13 @@ def _ipv4(f):
 
 
 def ipv6_next(f):
-    """(l3, tot, next header, its offset) of an IPv6 frame (at most one tag)
-    whose payload length is not 0 (a jumbogram) and lies inside the frame,
-    after at most EXT_MAX walked extension headers, each inside the
-    payload; None for anything else (the next header is then still an
-    extension header when there are more)."""
+    """(l3, tot, next header, its offset, fragment) of an IPv6 frame (at
+    most one tag) whose payload length is not 0 (a jumbogram) and lies
+    inside the frame, after at most EXT_MAX walked extension headers, each
+    inside the payload, then a fragment header if one is next (inside the
+    payload; fragment: (its offset field, M, identification), next header
+    and offset then those after it); None for anything else (the next
+    header is then still an extension header when there are more)."""
     h = l3_start(f)
     if h is None:
         return None
@@ -215,9 +219,16 @@ def ipv6_next(f):
         if off + 2 > end:
             return None
         nh, off = f[off], off + (f[off + 1] + 1) * 8
+    frag = None
+    if nh == NH_FRAGMENT and off <= end:
+        if off + 8 > end:
+            return None
+        fo = f[off + 2] << 8 | f[off + 3]
+        frag = (fo & 0xFFF8, fo & 1, int.from_bytes(f[off + 4:off + 8], "big"))
+        nh, off = f[off], off + 8
     if off > end:
         return None
-    return l3, tot, nh, off
+    return l3, tot, nh, off, frag
 
 
 def source_ok6(src):
@@ -233,26 +244,30 @@ def _ip(f):
     a TCP/UDP packet of either family, its L4 header not yet checked."""
     h = _ipv4(f)
     if h is not None:
-        return (*h, h[0] + 12, V4)
+        return (*h, h[0] + 12, V4, None)
     h = ipv6_next(f)
     if h is None or h[2] not in (6, 17):
         return None
-    l3, tot, nh, l4 = h
+    l3, tot, nh, l4, frag = h
     if not source_ok6(bytes(f[l3 + 8:l3 + 24])):
         return None
-    return l3, l4 - l3, tot, nh, 0, l3 + 8, V6
+    # as IPv4's frag field: MF, offset in 8-byte units; an atomic fragment
+    # (offset 0, no M) is a whole packet
+    bits = 0 if frag is None else (0x2000 if frag[1] else 0) | frag[0] // 8
+    return l3, l4 - l3, tot, nh, bits, l3 + 8, V6, frag
 
 
 def parse(f):
     """A Parsed for a TCP/UDP frame with its ports: IPv4 unfragmented or a
     first fragment (offset 0, MF), or IPv6 after at most EXT_MAX walked
-    extension headers; its IP, TCP and UDP headers inside the IP total
-    length (IPv6: payload length), which lies inside the frame; None for
-    anything else (a later IPv4 fragment: parse_later)."""
+    extension headers (and a fragment header: a first or an atomic
+    fragment, TCP/UDP right after it); its IP, TCP and UDP headers inside
+    the IP total length (IPv6: payload length), which lies inside the
+    frame; None for anything else (a later fragment: parse_later)."""
     h = _ip(f)
     if h is None:
         return None
-    l3, ihl, tot, proto, frag, src_at, alen = h
+    l3, ihl, tot, proto, frag, src_at, alen, frag6 = h
     if frag & 0x1FFF:  # a fragment offset
         return None
     l4 = l3 + ihl
@@ -269,7 +284,8 @@ def parse(f):
         flags = 0
     p = Parsed()
     p.l3, p.ihl, p.tot, p.proto, p.l4, p.flags = l3, ihl, tot, proto, l4, flags
-    p.first_frag, p.ident = bool(frag & 0x2000), f[l3 + 4] << 8 | f[l3 + 5] if alen == V4 else 0
+    p.first_frag = bool(frag & 0x2000)
+    p.ident = (f[l3 + 4] << 8 | f[l3 + 5]) if alen == V4 else (frag6[2] if frag6 else 0)
     p.src_at, p.dst_at = src_at, src_at + alen
     p.src, p.dst = bytes(f[src_at:src_at + alen]), bytes(f[src_at + alen:src_at + 2 * alen])
     p.sport, p.dport = f[l4] << 8 | f[l4 + 1], f[l4 + 2] << 8 | f[l4 + 3]
@@ -279,15 +295,18 @@ def parse(f):
 
 def parse_later(f):
     """A Later for a later fragment (offset > 0) of TCP/UDP whose IP header
-    and total length lie inside the frame; None for anything else."""
-    h = _ipv4(f)
+    and total length lie inside the frame (IPv6: its fragment header after
+    at most EXT_MAX walked ones, inside the payload, naming TCP or UDP, from
+    a source a client's packet may have); None for anything else."""
+    h = _ip(f)
     if h is None or not h[4] & 0x1FFF:
         return None
     q = Later()
-    q.l3, q.ihl, q.tot, q.proto = h[:4]
-    q.offset = (h[4] & 0x1FFF) * 8
-    q.ident = f[q.l3 + 4] << 8 | f[q.l3 + 5]
-    q.src, q.dst = bytes(f[q.l3 + 12:q.l3 + 16]), bytes(f[q.l3 + 16:q.l3 + 20])
+    q.l3, q.ihl, q.tot, q.proto, frag, q.src_at, alen, frag6 = h
+    q.offset = (frag & 0x1FFF) * 8
+    q.ident = (f[q.l3 + 4] << 8 | f[q.l3 + 5]) if alen == V4 else frag6[2]
+    q.src = bytes(f[q.src_at:q.src_at + alen])
+    q.dst = bytes(f[q.src_at + alen:q.src_at + 2 * alen])
     return q
 
 
