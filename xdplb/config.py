@@ -69,10 +69,11 @@ def _tun_fields(dest):
 
 
 def _primed(dest):
-    """Route and Tunnel send a packet the stack cannot forward (to the VIP;
-    from one of our own addresses) while the real server's MAC is unknown:
-    the control plane has the kernel resolve it when the server is added."""
-    return dest.fwd in (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL)
+    """Route, Tunnel and full-NAT send a packet the stack cannot forward (to
+    the VIP; from one of our own addresses) while the real server's MAC is
+    unknown: the control plane has the kernel resolve it when the server is
+    added."""
+    return dest.fwd in (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL, XDPLB_CONN_F_FULLNAT)
 
 
 def _dest_id(addr, port):
