@@ -140,6 +140,7 @@ def test_fullnat_tcp_both_ways(fn):
     # the listing keeps IPVS's columns: the client, the VIP, the real server
     [row] = Control(fn.st).connections()
     assert row[2:9] == (CLIENT, 40000, VIP, VPORT, RS, RPORT, "ESTABLISHED")
+    assert row[12] == ("FullNat", LADDR, lport)
 
 
 def test_fullnat_udp_both_ways_and_zero_checksum(fn):
@@ -282,6 +283,9 @@ def test_hairpin_source_nats_the_real_servers_side(fn):
             (IP, "dst"): NEAR_RS, (TCP, "sport"): lport, (TCP, "dport"): RPORT}))
         reply = tcp(NEAR_RS, CLI_IP, RPORT, lport, flags="SA", smac=NEAR_RS_MAC, dmac=CLI_MAC)
         assert run(fn, reply) == (XDP_TX, to_client(reply, NEAR_RS, 40000, NEAR_RS_MAC))
+        [row] = Control(fn.st).connections()
+        assert row[2:8] + row[12:] == (NEAR_RS, 40000, VIP, VPORT, NEAR_RS, RPORT,
+                                       ("Hairpin", CLI_IP, lport))
         # a client on the same link: source-NATed too
         run(fn, tcp(CLIENT, VIP, 40001, VPORT))
         assert lent(entry(fn, CLIENT, 40001))[0] == CLI_IP

@@ -260,7 +260,8 @@ def _reconcile(dest_conns, dests, want_counts):
 
 def listing(entries, now=None):
     """Rows of `-L -c` (see ipvsfmt.conn_listing) of the live entries, templates
-    included (client port 0, state NONE, as /proc/net/ip_vs_conn shows them)."""
+    included (client port 0, state NONE, as /proc/net/ip_vs_conn shows them),
+    a source-NATed one's local address and port after IPVS's columns."""
     now = now_ns() if now is None else now
     out = []
     for e in entries:
@@ -279,8 +280,19 @@ def listing(entries, now=None):
                      if c.state < len(model.TCP_STATE_NAMES) else "NONE")
         out.append((pname, e.af, b2a(k.saddr), socket.ntohs(k.sport), b2a(k.daddr),
                     socket.ntohs(k.dport), b2a(e.addr), socket.ntohs(c.port), sname,
-                    max(tmo - age, 0), "", ""))
+                    max(tmo - age, 0), "", "", local_of(e)))
     return out
+
+
+def local_of(e):
+    """A source-NATed entry's (method, local address, local port) for `-L
+    -c`: FullNat, or Hairpin for a Masq connection hairpin source-NATed;
+    None for any other."""
+    c = e.c
+    if mapping_key(e.k, c) is None:
+        return None
+    return ("FullNat" if c.fwd == XDPLB_CONN_F_FULLNAT else "Hairpin", b2a(c.laddr),
+            socket.ntohs(c.lport))
 
 
 def rebuild_rs_filter(rs_filter, rs_tables, more=()):

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from xdplb import config, conns, localaddr
+from xdplb import config, conns, ipvsfmt, localaddr
 from xdplb.control import Control
 from xdplb.model import (E_SVC_NOT_DEFINED, IPPROTO_TCP, IPPROTO_UDP, Destination, Service,
                          XdplbError)
@@ -177,3 +177,8 @@ def test_sweep_releases_mappings_of_gone_entries_only(ctl):
     assert ctl.st.rs_filter.get(bit >> 6).value >> (bit & 63) & 1
     rows = ctl.connections()
     assert [r[2:8] for r in rows] == [("10.9.0.2", 40000, "10.0.0.1", 80, "172.80.0.2", 8080)]
+    # -L -c: IPVS's columns, then the local address
+    assert ipvsfmt.conn_listing(rows, ipvsfmt.FMT_NUMERIC).splitlines()[1:] == [
+        "pro expire state       source             virtual            destination",
+        "TCP 15:00  ESTABLISHED 10.9.0.2:40000     10.0.0.1:80        172.80.0.2:8080    "
+        "FullNat 192.168.9.1:2000"]
