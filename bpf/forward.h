@@ -146,7 +146,7 @@ static __always_inline __u32 forward_in(struct xdp_md *ctx, struct pkt *p, const
 	if (fwd_dnat(c->fwd))
 		nat_dst(p, raddr, c->port, af);
 	if (c->lport)
-		nat_src(p, &c->laddr, c->lport, af);
+		nat_src(p, conn_laddr(c, af), c->lport, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !e)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
 	return transmit(ctx, p, e->ifindex, e->smac, e->dmac);

@@ -70,6 +70,20 @@ def test_local_addresses_in_order_and_deleted(ctl):
     assert laddrs(ctl) == []
 
 
+def test_ipv6_local_addresses(ctl):
+    key = (IPPROTO_TCP, "fd00:1::100", 80)
+    ctl.add_service(Service(*key, sched="rr"))
+    ctl.apply(config.add_laddr, key, "fd00:80::1", 7)
+    assert laddrs(ctl, key) == [("fd00:80::1", 7)]
+    v = ctl.st.laddrs.get(Tables(ctl.st).service(key).slot)
+    assert bytes(v.a[0].addr) == socket.inet_pton(socket.AF_INET6, "fd00:80::1")
+    assert v.a[0].af == 10
+    assert "address family" in refused(ctl, config.add_laddr, key, "192.168.9.1", 0)
+    assert refused(ctl, config.add_laddr, key, "ff02::1", 0).startswith("Invalid operation")
+    ctl.add_dest(key, Destination("fd00:80::2", 8080, XDPLB_CONN_F_FULLNAT))
+    assert "need a local address" in refused(ctl, config.delete_laddr, key, "fd00:80::1")
+
+
 def test_local_address_refusals(ctl):
     assert refused(ctl, config.add_laddr, (IPPROTO_TCP, "10.0.0.9", 80), "192.168.9.1", 0) \
         == E_SVC_NOT_DEFINED
