@@ -4,7 +4,7 @@
 
 runs the real program (bpf/xdplb.c, compiled and pinned in a private folder)
 in a private network namespace with permanent neighbours, with Masq, Route,
-Tunnel, full-NAT (IPv4), drop-only, port-zero and dest-gone services, one masquerading real
+Tunnel, full-NAT, drop-only, port-zero and dest-gone services, one masquerading real
 server behind three services, and tracked NAT and DR flows configured
 (rs_table and rs_filter written by the control plane's rs_join), all of
 them (Tunnel's aside: IPv4 only) over IPv6 too (services6, rs_table6,

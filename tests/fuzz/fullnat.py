@@ -14,12 +14,12 @@ written from the specification, not from the C code:
 - ICMP errors about the connection are translated for both addresses;
 - fnat_out holds exactly the lent tuples, each naming its connection.
 """
+import ctypes
 import socket
 
 from xdplb import structs as S
 
 from .services import FULLNAT_LADDRS
-from .wire import V4
 
 
 class FullNatRules:
@@ -46,7 +46,7 @@ class FullNatRules:
         self.lent[t] = key
         c = c._replace(laddr=k.laddr, lport=k.lport)
         self.oracle.conns[key] = c
-        self.oracle.flows_out[V4].append(t)
+        self.oracle.flows_out[len(c.addr)].append(t)
         self.oracle.stats["full-NAT connections lent a tuple"] += 1
         return c
 
@@ -66,15 +66,18 @@ class FullNatRules:
             src, sport, dst, dport = c.laddr, c.lport, c.addr, c.port
         else:
             src, sport, dst, dport = reply.key[1], reply.key[3], reply.key[0], reply.key[2]
-        out[p.src_at:p.src_at + 4], out[p.dst_at:p.dst_at + 4] = src, dst
+        n = len(src)
+        out[p.src_at:p.src_at + n], out[p.dst_at:p.dst_at + n] = src, dst
         out[p.l4:p.l4 + 2], out[p.l4 + 2:p.l4 + 4] = sport.to_bytes(2, "big"), \
             dport.to_bytes(2, "big")
 
     def problems(self, fnat_out):
-        """fnat_out's items (key bytes, value bytes) against the tuples lent."""
+        """fnat_out's and fnat_out6's items (key bytes, value bytes) against
+        the tuples lent."""
         got = {}
         for kb, vb in fnat_out:
-            k, v = S.ConnKey.from_buffer_copy(kb), S.ConnKey.from_buffer_copy(vb)
+            key_t = S.ConnKey6 if len(kb) == ctypes.sizeof(S.ConnKey6) else S.ConnKey
+            k, v = key_t.from_buffer_copy(kb), key_t.from_buffer_copy(vb)
             got[(bytes(k.saddr), bytes(k.daddr), socket.ntohs(k.sport), socket.ntohs(k.dport),
                  k.proto)] = (bytes(v.saddr), bytes(v.daddr), socket.ntohs(v.sport),
                               socket.ntohs(v.dport), v.proto)

@@ -48,7 +48,7 @@ class Fuzzer:
     def _clear(self):
         s = self.s
         for name in ("services", "services6", "sched_ring", "conn_table", "conn_table6",
-                     "rs_table", "rs_table6", "frags", "fnat_out"):
+                     "rs_table", "rs_table6", "frags", "fnat_out", "fnat_out6"):
             getattr(s, name).clear()
         for slot in FULLNAT_LADDRS:
             s.laddrs.put(slot, S.LaddrSet())
@@ -94,7 +94,8 @@ class Fuzzer:
         for slot, addrs in FULLNAT_LADDRS.items():
             v = S.LaddrSet(n=len(addrs))
             for i, a in enumerate(addrs):
-                v.a[i].addr[:4], v.a[i].af = a, S.XDPLB_AF_INET
+                v.a[i].addr[:len(a)] = a
+                v.a[i].af = S.XDPLB_AF_INET6 if len(a) == V6 else S.XDPLB_AF_INET
             self.s.laddrs.put(slot, v)
         t = Tables(self.s)
         for d in self.oracle.dests.values():
@@ -169,7 +170,8 @@ class Fuzzer:
                             else None)
         for what, detail in self.oracle.table_problems(got):
             self.violation(what, None, 0, None, None, detail)
-        for what, detail in self.oracle.fullnat.problems(self.s.fnat_out.raw_items()):
+        for what, detail in self.oracle.fullnat.problems(self.s.fnat_out.raw_items() +
+                                                         self.s.fnat_out6.raw_items()):
             self.violation(what, None, 0, None, None, detail)
         cnt = {name: self.s.counters.sum(i) for i, name in enumerate(S.COUNTERS)}
         for what, detail in self.oracle.counter_problems(cnt, self.in_batch):
@@ -289,6 +291,7 @@ def _dest_entry(d):
 def _mconn(v):
     """A kernel connection entry (structs.Conn, or Conn6: its address in
     addr6) as the oracle's MConn."""
-    c, addr = (v.c, bytes(v.addr6)) if isinstance(v, S.Conn6) else (v, bytes(v.addr))
+    c, addr, laddr = (v.c, bytes(v.addr6), bytes(v.laddr6)) if isinstance(v, S.Conn6) else \
+        (v, bytes(v.addr), bytes(v.laddr))
     return MConn(addr, socket.ntohs(c.port), c.dir, c.fwd, c.dest_slot, c.svc_slot,
-                 bytes(c.laddr) if c.lport else b"", socket.ntohs(c.lport))
+                 laddr if c.lport else b"", socket.ntohs(c.lport))

@@ -14,14 +14,20 @@ IPIP, GUE = S.IP_VS_CONN_F_TUNNEL_TYPE_IPIP, S.IP_VS_CONN_F_TUNNEL_TYPE_GUE
 TUNNELS = {13: (GUE, 6080, S.IP_VS_TUNNEL_ENCAP_FLAG_CSUM), 22: (IPIP, 0, 0),
            23: (GUE, 6081, S.IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM)}
 
-# Full-NAT services' local addresses (service slot -> addresses): the
-# balancer's own on the real servers' link, and another.
-FULLNAT_LADDRS = {15: (socket.inet_aton(testnet.TOPO["srv_ip"]), socket.inet_aton("172.80.0.50")),
-                  16: (socket.inet_aton(testnet.TOPO["srv_ip"]),)}
-
-# IPv6's services and destinations: IPv4's (Tunnel's and full-NAT's left
-# out: IPv4 only so far) with IPv6 addresses, in slots this far past IPv4's.
+# IPv6's services and destinations: IPv4's (Tunnel's left out: IPv4 only
+# so far) with IPv6 addresses, in slots this far past IPv4's.
 SVC6, DEST6 = 16, 26
+
+
+def _a6(addr):
+    return socket.inet_pton(socket.AF_INET6, addr)
+
+
+# Full-NAT services' local addresses (service slot -> addresses): the
+# balancer's own on the real servers' link, and another; IPv6's the same.
+_SRV, _SRV6 = socket.inet_aton(testnet.TOPO["srv_ip"]), _a6(testnet.TOPO["srv_ip6"])
+FULLNAT_LADDRS = {15: (_SRV, socket.inet_aton("172.80.0.50")), 16: (_SRV,),
+                  15 + SVC6: (_SRV6, _a6("fd00:80::50")), 16 + SVC6: (_SRV6,)}
 
 
 def service_config(net):
@@ -29,8 +35,7 @@ def service_config(net):
     both families (_services), IPv6's in slots SVC6 / DEST6 past IPv4's."""
     config = dict(_services(net.addrs[V4]))
     for slot, (addr, port, proto, dl) in _services(net.addrs[V6]).items():
-        if all(fwd not in (S.IP_VS_CONN_F_TUNNEL, S.XDPLB_CONN_F_FULLNAT)
-               for _, _, _, fwd in dl):
+        if all(fwd != S.IP_VS_CONN_F_TUNNEL for _, _, _, fwd in dl):
             config[slot + SVC6] = (addr, port, proto,
                                    [(d + DEST6, a, p, fwd) for d, a, p, fwd in dl])
     return config
