@@ -326,8 +326,9 @@ static __always_inline struct conn *conn_set_assured(struct pkt *p, struct conn 
 }
 
 /* Give back the reply tuple mk (fnat_key) a source-NATed connection was
- * lent (none when its port is 0): read before its entry is deleted (a deleted element of a
- * preallocated map may be reused at once by another CPU). */
+ * lent (none when its port is 0): read before its entry is deleted (a
+ * deleted element of a preallocated map may be reused at once by another
+ * CPU). */
 static __always_inline void fnat_forget(union conn_key_any *mk, const int af)
 {
 	if (af == XDPLB_AF_INET6) {

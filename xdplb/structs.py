@@ -272,8 +272,8 @@ class FragKey(C.Structure):
 class FragRec(C.Structure):
     _fields_ = [("addr", C.c_uint8 * 4), ("ifindex", C.c_uint32), ("smac", C.c_uint8 * 6),
                 ("dmac", C.c_uint8 * 6), ("svc_slot", C.c_uint32), ("dest_slot", C.c_uint32),
-                ("addr2", C.c_uint8 * 4), ("out", C.c_uint8), ("l4_len", C.c_uint8), ("pad", C.c_uint8 * 2),
-                ("stamp", C.c_uint64)]
+                ("addr2", C.c_uint8 * 4), ("out", C.c_uint8), ("l4_len", C.c_uint8),
+                ("pad", C.c_uint8 * 2), ("stamp", C.c_uint64)]
 
 
 class Laddr(C.Structure):
