@@ -125,22 +125,83 @@ static __always_inline int rs_maybe(__be32 addr)
 	return w && (*w >> (bit & 63)) & 1;
 }
 
-/* Is c the Masq connection of reply p, from exactly its real server? */
+/* Is c the Masq connection of reply p, from exactly its real server? (A
+ * source-NATed one's replies go to its local address: fnat_out.) */
 static __always_inline int conn_is_reply_of(const struct conn *c, const struct pkt *p,
 					    const int af)
 {
 	if (!c || c->dir != XDPLB_DIR_IN || c->fwd != IP_VS_CONN_F_MASQ ||
-	    c->port != p->key.sport)
+	    c->port != p->key.sport || c->lport)
 		return 0;
 	if (af == XDPLB_AF_INET6)
 		return addr6_eq(((const struct conn6 *)c)->addr6, p->key6.saddr);
 	return c->addr == p->key.saddr;
 }
 
-/* The connection of a reply (real server -> client): the client's tuple to
- * each service rs_table lists for the real server's addr:port (then for a
- * port-zero destination, under port 0), until one names a Masq connection
- * to exactly this real server. *ik: the entry's key. */
+/* The local address a source-NATed entry c was lent (one word, or four:
+ * a conn6's). */
+static __always_inline const __be32 *conn_laddr(const struct conn *c, const int af)
+{
+	return af == XDPLB_AF_INET6 ? ((const struct conn6 *)c)->laddr6 : &c->laddr;
+}
+
+/* The reply tuple a source-NATed connection c (protocol proto) was lent:
+ * its fnat_out (fnat_out6) key. */
+static __always_inline void fnat_key(const struct conn *c, __u8 proto, union conn_key_any *mk,
+				     const int af)
+{
+	if (af == XDPLB_AF_INET6) {
+		__builtin_memcpy(mk->v6.saddr, ((const struct conn6 *)c)->addr6, 16);
+		__builtin_memcpy(mk->v6.daddr, ((const struct conn6 *)c)->laddr6, 16);
+		mk->v6.sport = c->port;
+		mk->v6.dport = c->lport;
+		mk->v6.proto = proto;
+		return;
+	}
+	mk->v4.saddr = c->addr;
+	mk->v4.daddr = c->laddr;
+	mk->v4.sport = c->port;
+	mk->v4.dport = c->lport;
+	mk->v4.proto = proto;
+}
+
+/* The connection of a reply to a local address (real server -> laddr:lport)
+ * through fnat_out (fnat_out6), if the entry it names was lent exactly
+ * this tuple (a mapping left by an evicted entry, or by an entry since
+ * replaced, leads nowhere). *ik: the entry's key. */
+static __always_inline struct conn *fnat_reply_lookup(const struct pkt *p,
+						      union conn_key_any *ik, int *assured,
+						      const int af)
+{
+	struct conn *c;
+	void *k;
+
+	if (af == XDPLB_AF_INET6) {
+		k = fnat_out6.lookup((void *)&p->key6);
+		if (!k)
+			return NULL;
+		__builtin_memcpy(&ik->v6, k, sizeof(ik->v6));
+	} else {
+		k = fnat_out.lookup((void *)&p->key);
+		if (!k)
+			return NULL;
+		__builtin_memcpy(&ik->v4, k, sizeof(ik->v4));
+	}
+	c = conn_lookup(ik, assured, af);
+	if (!c || c->dir != XDPLB_DIR_IN || !c->lport || c->lport != p->key.dport ||
+	    c->port != p->key.sport)
+		return NULL;
+	if (af == XDPLB_AF_INET6)
+		return addr6_eq(((const struct conn6 *)c)->addr6, p->key6.saddr) &&
+		       addr6_eq(((const struct conn6 *)c)->laddr6, p->key6.daddr) ? c : NULL;
+	return c->addr == p->key.saddr && c->laddr == p->key.daddr ? c : NULL;
+}
+
+/* The connection of a reply (real server -> client): a source-NATed one's
+ * through fnat_out, else the client's tuple to each service rs_table lists
+ * for the real server's addr:port (then for a port-zero destination, under
+ * port 0), until one names a Masq connection to exactly this real server.
+ * *ik: the entry's key. */
 static __always_inline struct conn *conn_reply_lookup4(const struct pkt *p, struct conn_key *ik,
 						       int *assured)
 {
@@ -208,6 +269,10 @@ static __always_inline struct conn *conn_reply_lookup(const struct pkt *p,
 						      union conn_key_any *ik, int *assured,
 						      const int af)
 {
+	struct conn *c = fnat_reply_lookup(p, ik, assured, af);
+
+	if (c)
+		return c;
 	if (af == XDPLB_AF_INET6)
 		return conn_reply_lookup6(p, &ik->v6, assured);
 	return conn_reply_lookup4(p, &ik->v4, assured);
@@ -260,11 +325,26 @@ static __always_inline struct conn *conn_set_assured(struct pkt *p, struct conn 
 	return conn_table_get(k, af, to_assured);
 }
 
+/* Give back the reply tuple mk (fnat_key) a source-NATed connection was
+ * lent (none when its port is 0): read before its entry is deleted (a
+ * deleted element of a preallocated map may be reused at once by another
+ * CPU). */
+static __always_inline void fnat_forget(union conn_key_any *mk, const int af)
+{
+	if (af == XDPLB_AF_INET6) {
+		if (mk->v6.dport)
+			fnat_out6.delete(&mk->v6);
+	} else if (mk->v4.dport) {
+		fnat_out.delete(&mk->v4);
+	}
+}
+
 /* An IN entry idle past its timeout: the kernel's timer would have removed
  * it. Uncount it (once: the first CPU to flag it does) and delete it; the
  * packet is then handled as if there were none. */
 static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assured, const int af)
 {
+	union conn_key_any mk = {};
 	__u32 slot = c->dest_slot;
 	struct dest *d;
 
@@ -273,7 +353,10 @@ static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assur
 	d = dest_of_conn(c);
 	if (d)
 		dest_unbind(slot, d, conn_kind(p->key.proto, c->state));
+	if (c->lport)
+		fnat_key(c, p->key.proto, &mk, af);
 	conn_table_del(pkt_conn_key(p, af), af, assured);
+	fnat_forget(&mk, af);
 }
 
 /* One of IPVS's settings: sysctl[idx] (xdplb.h). */

@@ -110,22 +110,30 @@ static __always_inline __u32 frag_egress(__u32 ingress, __u32 verdict, const str
 	return e ? e->ifindex : 0;
 }
 
-/* The address a later fragment's header gets, into r6 (the record of af:
- * one word, or four); none for Route. */
+/* The addresses a later fragment's header gets, into r6 (the record of af:
+ * one word, or four): the destination's (a reply: the source's; none for
+ * Route) and, source-NATed, the other one. */
 static __always_inline void frag_rec_addr(struct frag_rec6 *r6, const void *k,
 					 const struct conn *c, int out, const int af)
 {
 	if (af == XDPLB_AF_INET6) {
+		const struct conn_key6 *k6 = k;
+
 		if (out)
-			__builtin_memcpy(r6->addr6, ((const struct conn_key6 *)k)->daddr, 16);
-		else if (c->fwd == IP_VS_CONN_F_MASQ)
+			__builtin_memcpy(r6->addr6, k6->daddr, 16);
+		else if (fwd_dnat(c->fwd))
 			__builtin_memcpy(r6->addr6, conn_raddr(c, af), 16);
+		if (c->lport)	/* source-NATed: the client's, the local address */
+			__builtin_memcpy(r6->addr2_6, out ? k6->saddr
+							  : ((const struct conn6 *)c)->laddr6, 16);
 		return;
 	}
 	if (out)
 		r6->r.addr = ((const struct conn_key *)k)->daddr;	/* the virtual service's */
-	else if (c->fwd == IP_VS_CONN_F_MASQ)
+	else if (fwd_dnat(c->fwd))
 		r6->r.addr = c->addr;
+	if (c->lport)		/* source-NATed: the client's, the local address */
+		r6->r.addr2 = out ? ((const struct conn_key *)k)->saddr : c->laddr;
 }
 
 /* A first fragment's verdict on connection k (of af; out: the reply of a
@@ -179,27 +187,43 @@ static __always_inline __u32 frag_noted(struct xdp_md *ctx, const struct pkt *p,
 	return frag ? frag_note(ctx, p, verdict, k, out, af) : verdict;
 }
 
-/* The IP header's share of a NAT (rewrite.h): a later fragment has no L4
+/* The IP header's share of a NAT (rewrite.h): addr (of af; zero: none)
+ * over the source (src) or the destination. A later fragment has no L4
  * header, and the L4 checksum, over the whole datagram, was updated in the
  * first fragment. IPv6 has no header checksum. */
-static __always_inline void frag_nat(struct pkt *p, const struct frag_rec *r, const int af)
+static __always_inline void frag_nat_addr(struct pkt *p, const __be32 *addr, int src,
+					  const int af)
 {
-	const __be32 *a6 = ((const struct frag_rec6 *)r)->addr6;
 	struct iphdr *ip = p->ip;
 	__be32 *field;
 
 	if (af == XDPLB_AF_INET6) {
-		if (!(a6[0] | a6[1] | a6[2] | a6[3]))
+		if (!(addr[0] | addr[1] | addr[2] | addr[3]))
 			return;
-		field = r->out ? p->ip6->saddr.in6_u.u6_addr32 : p->ip6->daddr.in6_u.u6_addr32;
-		__builtin_memcpy(field, a6, 16);
+		field = src ? p->ip6->saddr.in6_u.u6_addr32 : p->ip6->daddr.in6_u.u6_addr32;
+		__builtin_memcpy(field, addr, 16);
 		return;
 	}
-	if (!r->addr)
+	if (!addr[0])
 		return;
-	field = r->out ? &ip->saddr : &ip->daddr;
-	ip->check = csum_apply(ip->check, csum_diff4(*field, r->addr));
-	*field = r->addr;
+	field = src ? &ip->saddr : &ip->daddr;
+	ip->check = csum_apply(ip->check, csum_diff4(*field, addr[0]));
+	*field = addr[0];
+}
+
+/* r's rewrite of a later fragment: the destination (a reply: the source)
+ * and, source-NATed, the other address. */
+static __always_inline void frag_nat(struct pkt *p, const struct frag_rec *r, const int af)
+{
+	const struct frag_rec6 *r6 = (const struct frag_rec6 *)r;
+
+	if (af == XDPLB_AF_INET6) {
+		frag_nat_addr(p, r6->addr6, r->out, af);
+		frag_nat_addr(p, r6->addr2_6, !r->out, af);
+	} else {
+		frag_nat_addr(p, &r->addr, r->out, af);
+		frag_nat_addr(p, &r->addr2, !r->out, af);
+	}
 }
 
 /* The record of a later fragment's datagram (key k of af), or NULL. */

@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "encap.h"
+#include "fnat.h"
 #include "forward.h"
 #include "maps.h"
 #include "parse.h"
@@ -98,12 +99,16 @@ static __always_inline __u32 handle_out(struct xdp_md *ctx, struct pkt *p, struc
 
 /* A new connection to a virtual service, to the destination in slot (the
  * scheduler's or the client's template's pick): build its one entry on the
- * stack complete, insert it and send. Nothing is looked up again after the
- * insert. */
+ * stack complete, lend it a local address and port if it is source-NATed
+ * (fnat.h: the mapping first, so its reply tuple is its own before anyone
+ * can find the entry), insert it and send. Nothing is looked up again
+ * after the insert. */
 static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 				      const struct service *svc, __be16 svc_port, __u64 now,
 				      __u32 slot, const int af)
 {
+	__be32 fallback[4] = {};
+	union conn_key_any mk = {};
 	struct conn6 nc6 = {};
 	struct conn *nc = &nc6.c;
 	struct dest *d;
@@ -126,8 +131,15 @@ static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 	if (af == XDPLB_AF_INET6)
 		__builtin_memcpy(nc6.addr6, d->addr6, 16);
 	nc->dir = XDPLB_DIR_IN;
-	if (conn_table_put(pkt_conn_key(p, af), &nc6, af, 0))
+	if (fnat_wanted(ctx, p, svc, d, slot, now, fallback, af) &&
+	    fnat_bind(p, &nc6, svc->slot, fallback, af))
+		return drop(XDPLB_CNT_FNAT_NO_PORT);
+	if (conn_table_put(pkt_conn_key(p, af), &nc6, af, 0)) {
+		if (nc->lport)
+			fnat_key(nc, p->key.proto, &mk, af);
+		fnat_forget(&mk, af);
 		return drop(XDPLB_CNT_CONN_FULL);
+	}
 	dest_bind(slot, d, conn_kind(p->key.proto, nc->state));
 	stats_conn(nc->svc_slot, slot);
 	stats_add(nc, 0, pkt_bytes(p, af));

@@ -14,9 +14,9 @@ import os
 
 from . import bpfsys
 from .structs import (COUNTERS, VERDICTS, Alloc, Conn, Conn6, ConnKey, ConnKey6, DestConns,
-                      DestEntry, FragKey, FragKey6, FragRec, FragRec6, IpVsStats, LblcEnt,
-                      LblcKey, RingKey, RsKey, RsKey6, RsSvcs, RsSvcs6, SchedPos, SvcDests,
-                      SvcEntry, SvcKey, SvcKey6, TunSrc6)
+                      DestEntry, FragKey, FragKey6, FragRec, FragRec6, IpVsStats, LaddrSet,
+                      LblcEnt, LblcKey, RingKey, RsKey, RsKey6, RsSvcs, RsSvcs6, SchedPos,
+                      SvcDests, SvcEntry, SvcKey, SvcKey6, TunSrc6)
 
 XDPLB_CNT_RX = COUNTERS.index("rx")
 
@@ -319,6 +319,9 @@ MAPS = {
     "conns6_assured": (Map, ConnKey6, Conn6),
     "rs_table6": (Map, RsKey6, RsSvcs6),
     "tun_src6": (Map, C.c_uint32, TunSrc6),
+    "laddrs": (Map, C.c_uint32, LaddrSet),
+    "fnat_out": (Map, ConnKey, ConnKey),
+    "fnat_out6": (Map, ConnKey6, ConnKey6),
 }
 
 
