@@ -28,12 +28,6 @@
 #include "rewrite.h"
 #include "stats.h"
 
-/* A record's key, of either family. */
-union frag_key_any {
-	struct frag_key v4;
-	struct frag_key6 v6;
-};
-
 /* The datagram of a fragment, as the receiver's reassembly keys it. */
 static __always_inline void frag_key_of(const struct pkt *p, union frag_key_any *k, const int af)
 {
@@ -143,14 +137,21 @@ static __always_inline __u32 frag_note(struct xdp_md *ctx, const struct pkt *p, 
 				       const void *k, int out, const int af)
 {
 	__u32 why = verdict >> 8, ingress = ctx->ingress_ifindex;
-	union frag_key_any fk = {};
-	struct frag_rec6 r6 = {};
-	struct frag_rec *r = &r6.r;
+	struct frag_work *w;
+	struct frag_rec6 *r6;
+	struct frag_rec *r;
 	struct conn *c;
+	__u32 zero = 0;
 	int assured;
 
 	if (why != XDPLB_CNT_FWD && why != XDPLB_CNT_TO_STACK)
 		return verdict;		/* dropped or untouched: so are the rest */
+	w = frag_work.lookup(&zero);
+	if (!w)
+		return verdict;
+	__builtin_memset(w, 0, sizeof(*w));
+	r6 = &w->rec;
+	r = &r6->r;
 	/* parse_pkt6 set it for a first fragment; said again for Debian 12's
 	 * clang and 6.1 verifier, which lose that in xdplb_conn6 */
 	if (af == XDPLB_AF_INET6 && !p->fh)
@@ -158,7 +159,7 @@ static __always_inline __u32 frag_note(struct xdp_md *ctx, const struct pkt *p, 
 	c = conn_lookup((void *)k, &assured, af);
 	if (!c)
 		return verdict;
-	frag_rec_addr(&r6, k, c, out, af);
+	frag_rec_addr(r6, k, c, out, af);
 	r->out = out;
 	r->ifindex = frag_egress(ingress, verdict, c, out);
 	if (r->ifindex) {
@@ -171,11 +172,11 @@ static __always_inline __u32 frag_note(struct xdp_md *ctx, const struct pkt *p, 
 		r->dest_slot = c->dest_slot;
 	r->l4_len = l4_hdr_len(p, (void *)(long)ctx->data_end);
 	r->stamp = now_ns();
-	frag_key_of(p, &fk, af);
+	frag_key_of(p, &w->key, af);
 	if (af == XDPLB_AF_INET6)
-		frags6.update(&fk.v6, &r6);
+		frags6.update(&w->key.v6, r6);
 	else
-		frags.update(&fk.v4, r);
+		frags.update(&w->key.v4, r);
 	return verdict;
 }
 

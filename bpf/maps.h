@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* maps.h - every map of the data path. Names are the pin names in the state
  * folder and the keys of xdplb/maps.py's MAPS table (all but egress_cache,
- * clock, sched_out, icmp_job and icmp_bucket, which are private to the
- * program). */
+ * clock, sched_out, icmp_job, icmp_bucket and frag_work, which are
+ * private to the program). */
 #ifndef XDPLB_MAPS_H
 #define XDPLB_MAPS_H
 
@@ -78,6 +78,20 @@ BPF_TABLE("array", __u32, __u32, layout, 1);
 BPF_TABLE("lru_hash", struct lblc_key, struct lblc_ent, lblc, XDPLB_MAX_LBLC);
 BPF_TABLE("lru_hash", struct frag_key, struct frag_rec, frags, XDPLB_MAX_FRAGS);
 BPF_TABLE("lru_hash", struct frag_key6, struct frag_rec6, frags6, XDPLB_MAX_FRAGS);
+/* A record's key, of either family. */
+union frag_key_any {
+	struct frag_key v4;
+	struct frag_key6 v6;
+};
+
+/* frag_note's work space (private, one per CPU): a record and its key on
+ * top of a new IPv6 full-NAT connection's locals are more than the
+ * 512-byte stack. */
+struct frag_work {
+	struct frag_rec6 rec;
+	union frag_key_any key;
+};
+BPF_TABLE("percpu_array", __u32, struct frag_work, frag_work, 1);
 BPF_TABLE("percpu_array", __u32, struct egress, egress_cache, XDPLB_EGRESS_SLOTS);
 BPF_TABLE("percpu_array", __u32, struct clock, clock, 1);
 /* New connections continue in a program of their scheduler's family
@@ -100,6 +114,9 @@ struct sched_out {
 	__u32 dest_slot;
 	__u64 least, lw, loh;	/* sched_list()'s running minimum */
 	__u64 most, mw, moh, mi;	/* lblcr: ip_vs_dest_set_max's running maximum */
+	struct conn6 conn;	/* xdplb_conn's new entry, built here: on the stack,
+				 * with an IPv6 full-NAT first fragment's, it is more
+				 * than 512 bytes */
 };
 BPF_TABLE("percpu_array", __u32, struct sched_out, sched_out, 1);
 /* A Tunnel connection's packet, handed to new_conn[XDPLB_PROG_TUNNEL] (same

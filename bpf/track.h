@@ -105,17 +105,17 @@ static __always_inline __u32 handle_out(struct xdp_md *ctx, struct pkt *p, struc
  * after the insert. */
 static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 				      const struct service *svc, __be16 svc_port, __u64 now,
-				      __u32 slot, const int af)
+				      __u32 slot, struct conn6 *nc6, const int af)
 {
 	__be32 fallback[4] = {};
 	union conn_key_any mk = {};
-	struct conn6 nc6 = {};
-	struct conn *nc = &nc6.c;
+	struct conn *nc = &nc6->c;
 	struct dest *d;
 
 	d = dest_get(slot);
 	if (!d)		/* gone since the pick */
 		return no_dest(ctx, af);
+	__builtin_memset(nc6, 0, sizeof(*nc6));
 	nc->fwd = d->fwd;
 	nc->dest_slot = slot;
 	nc->dest_seq = d->seq;
@@ -129,12 +129,12 @@ static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 	nc->port = (p->key.dport == svc_port && d->port) ? d->port : p->key.dport;
 	nc->addr = d->addr;
 	if (af == XDPLB_AF_INET6)
-		__builtin_memcpy(nc6.addr6, d->addr6, 16);
+		__builtin_memcpy(nc6->addr6, d->addr6, 16);
 	nc->dir = XDPLB_DIR_IN;
 	if (fnat_wanted(ctx, p, svc, d, slot, now, fallback, af) &&
-	    fnat_bind(p, &nc6, svc->slot, fallback, af))
+	    fnat_bind(p, nc6, svc->slot, fallback, af))
 		return drop(XDPLB_CNT_FNAT_NO_PORT);
-	if (conn_table_put(pkt_conn_key(p, af), &nc6, af, 0)) {
+	if (conn_table_put(pkt_conn_key(p, af), nc6, af, 0)) {
 		if (nc->lport)
 			fnat_key(nc, p->key.proto, &mk, af);
 		fnat_forget(&mk, af);

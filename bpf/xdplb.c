@@ -116,7 +116,7 @@ static __always_inline __u32 build_conn(struct xdp_md *ctx, const int af)
 		if (d)
 			persist_new(&so->svc, &p, so->svc_port, d, so->dest_slot, now, af);
 	}
-	verdict = conn_new(ctx, &p, &so->svc, so->svc_port, now, so->dest_slot, af);
+	verdict = conn_new(ctx, &p, &so->svc, so->svc_port, now, so->dest_slot, &so->conn, af);
 	return frag_noted(ctx, &p, verdict, pkt_conn_key(&p, af), 0, kind == XDPLB_PKT_FIRST_FRAG,
 			  af);
 }
@@ -158,17 +158,16 @@ int xdplb_tunnel6(struct xdp_md *ctx)
 	return record_verdict(tunnel(ctx, XDPLB_AF_INET6));
 }
 
-/* A packet with ports (whole, or a first fragment: frag says which; a
- * constant 0 in xdplb_main and xdplb_main6, which compile no fragment
- * code): a real server's reply or a client's packet on a
- * tracked connection is handled in place; a new connection to a virtual
- * service (a SYN for TCP, as IPVS: conn_schedules) goes on to its scheduler's program,
- * with the service in sched_out; anything else is passed untouched. */
-static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const int frag,
-				     const int af)
+/* A client's packet with ports (whole, or a first fragment: frag says
+ * which; a constant 0 in xdplb_main, xdplb_main6 and xdplb_reply6, which
+ * compile no fragment code): one on a tracked connection is handled in
+ * place; a new connection to a virtual service (a SYN for TCP, as IPVS:
+ * conn_schedules) goes on to its scheduler's program, with the service in
+ * sched_out; anything else is passed untouched. */
+static __always_inline __u32 balance_client(struct xdp_md *ctx, struct pkt *p, const int frag,
+					    const int af)
 {
 	void *data_end = (void *)(long)ctx->data_end;
-	union conn_key_any ik = {};
 	struct sched_out *so;
 	struct service *svc;
 	struct dest *d;
@@ -178,11 +177,6 @@ static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const in
 	__u64 now;
 	int assured;
 
-	if (rs_maybe(p->key.saddr)) {
-		c = conn_reply_lookup(p, &ik, &assured, af);
-		if (c)
-			return frag_noted(ctx, p, handle_out(ctx, p, c, &ik, af), &ik, 1, frag, af);
-	}
 	c = conn_lookup(pkt_conn_key(p, af), &assured, af);
 	if (c && c->dir == XDPLB_DIR_IN) {
 		d = dest_of_conn(c);
@@ -206,6 +200,64 @@ static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const in
 	so->svc_port = port;
 	new_conn.call(ctx, af == XDPLB_AF_INET6 ? XDPLB_PROG_SCHED6 + svc->sched : svc->sched);
 	return drop(XDPLB_CNT_TAIL_CALL);	/* no program for this scheduler */
+}
+
+/* A real server's reply (Masq, full-NAT, hairpin) is un-NATed; anything
+ * else is a client's packet (a whole IPv6 one: xdplb_client6's). */
+static __always_inline __u32 balance_reply(struct xdp_md *ctx, struct pkt *p, const int frag,
+					   const int af)
+{
+	union conn_key_any ik = {};
+	struct conn *c;
+	int assured;
+
+	c = conn_reply_lookup(p, &ik, &assured, af);
+	if (c)
+		return frag_noted(ctx, p, handle_out(ctx, p, c, &ik, af), &ik, 1, frag, af);
+	if (af == XDPLB_AF_INET6 && !frag) {
+		new_conn.call(ctx, XDPLB_PROG_CLIENT6);
+		return drop(XDPLB_CNT_TAIL_CALL);
+	}
+	return balance_client(ctx, p, frag, af);
+}
+
+/* A packet with ports: a reply if its source may be a real server's
+ * (rs_filter), else a client's. A whole IPv6 packet's reply lookups run
+ * in xdplb_reply6 (XDPLB_PROG_REPLY6: xdplb.h says why). */
+static __always_inline __u32 balance(struct xdp_md *ctx, struct pkt *p, const int frag,
+				     const int af)
+{
+	if (!rs_maybe(p->key.saddr))
+		return balance_client(ctx, p, frag, af);
+	if (af == XDPLB_AF_INET6 && !frag) {
+		new_conn.call(ctx, XDPLB_PROG_REPLY6);
+		return drop(XDPLB_CNT_TAIL_CALL);
+	}
+	return balance_reply(ctx, p, frag, af);
+}
+
+/* A whole IPv6 packet whose source may be a real server's, from
+ * xdplb_main6 (client: 0), or one that was not a reply, from xdplb_reply6
+ * (client: 1). */
+static __always_inline __u32 balance6(struct xdp_md *ctx, const int client)
+{
+	struct pkt p = {};
+
+	if (parse_af(ctx, &p, XDPLB_AF_INET6) != XDPLB_PKT_WHOLE)
+		return pass();
+	if (client)
+		return balance_client(ctx, &p, 0, XDPLB_AF_INET6);
+	return balance_reply(ctx, &p, 0, XDPLB_AF_INET6);
+}
+
+int xdplb_reply6(struct xdp_md *ctx)
+{
+	return record_verdict(balance6(ctx, 0));
+}
+
+int xdplb_client6(struct xdp_md *ctx)
+{
+	return record_verdict(balance6(ctx, 1));
 }
 
 /* ICMP, by tail call: an ICMP error from xdplb_main is translated for the

@@ -256,6 +256,14 @@ enum xdplb_counter {
 #define XDPLB_PROG_ICMP6	20	/* xdplb_icmp6: ICMPv6 errors and answers */
 #define XDPLB_PROG_TUNNEL6	21	/* an IPv6 Tunnel connection's packet */
 #define XDPLB_PROG_FRAG6	22
+/* A whole IPv6 packet to xdplb_main6 that may be a real server's reply
+ * (rs_filter) continues in the program at XDPLB_PROG_REPLY6, which
+ * un-NATs it, or else hands it to the one at XDPLB_PROG_CLIENT6 as a
+ * client's: in one program with the client's path, the IPv6 reply lookups
+ * (rs_table6's walk, fnat_out6) are more than the verifier's million
+ * instructions. */
+#define XDPLB_PROG_REPLY6	23
+#define XDPLB_PROG_CLIENT6	24
 #define XDPLB_PROG_SCHED6	32
 #define XDPLB_PROG_MAX		48	/* room for more */
 

@@ -165,7 +165,7 @@ def test_new_conn_program_macro():
 def test_new_conn_programs():
     """Every scheduler id (IPv4, and IPv6 at XDPLB_PROG_SCHED6 + id),
     XDPLB_PROG_CONN(6), XDPLB_PROG_TUNNEL, XDPLB_PROG_FRAG(6), XDPLB_PROG_ICMP(6) and
-    XDPLB_PROG_MAIN6 have a program in new_conn, each xdplb_new_<family> and
+    XDPLB_PROG_MAIN6, XDPLB_PROG_REPLY6 and XDPLB_PROG_CLIENT6 have a program in new_conn, each xdplb_new_<family> and
     xdplb_new6_<family> runs its own family and address family, and no program
     is left out."""
     progs = _programs()
@@ -173,7 +173,7 @@ def test_new_conn_programs():
     ids6 = {S.XDPLB_PROG_SCHED6 + i for i in ids}
     extra = {S.XDPLB_PROG_CONN, S.XDPLB_PROG_TUNNEL, S.XDPLB_PROG_FRAG, S.XDPLB_PROG_ICMP,
              S.XDPLB_PROG_MAIN6, S.XDPLB_PROG_CONN6, S.XDPLB_PROG_ICMP6, S.XDPLB_PROG_TUNNEL6,
-             S.XDPLB_PROG_FRAG6}
+             S.XDPLB_PROG_FRAG6, S.XDPLB_PROG_REPLY6, S.XDPLB_PROG_CLIENT6}
     assert set(loader.NEW_CONN_PROGS) == ids | ids6 | extra
     assert len(ids | ids6 | extra) == 2 * len(ids) + len(extra)
     assert max(loader.NEW_CONN_PROGS) < S.XDPLB_PROG_MAX
@@ -181,7 +181,8 @@ def test_new_conn_programs():
                       (S.XDPLB_PROG_FRAG, "xdplb_frag"), (S.XDPLB_PROG_ICMP, "xdplb_icmp"),
                       (S.XDPLB_PROG_MAIN6, "xdplb_main6"), (S.XDPLB_PROG_CONN6, "xdplb_conn6"),
                       (S.XDPLB_PROG_ICMP6, "xdplb_icmp6"), (S.XDPLB_PROG_TUNNEL6, "xdplb_tunnel6"),
-                      (S.XDPLB_PROG_FRAG6, "xdplb_frag6")):
+                      (S.XDPLB_PROG_FRAG6, "xdplb_frag6"), (S.XDPLB_PROG_REPLY6, "xdplb_reply6"),
+                      (S.XDPLB_PROG_CLIENT6, "xdplb_client6")):
         assert loader.NEW_CONN_PROGS[idx] == name
     assert set(progs) == set(loader.NEW_CONN_PROGS.values()) | {loader.ENTRY}
     for name, body in progs.items():

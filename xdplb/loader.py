@@ -34,7 +34,8 @@ ENTRY = "xdplb_main"
 # function name; XDPLB_PROG_CONN builds the connection, XDPLB_PROG_TUNNEL
 # encapsulates a Tunnel connection's packet (bpf/encap.h), XDPLB_PROG_FRAG
 # and XDPLB_PROG_FRAG6 take IPv4's and IPv6's fragments (bpf/frag.h), XDPLB_PROG_ICMP translates ICMP errors
-# and sends the data path's own ICMP answers.
+# and sends the data path's own ICMP answers, XDPLB_PROG_REPLY6 takes IPv6 real servers' replies
+# (XDPLB_PROG_CLIENT6 what was not one).
 NEW_CONN_PIN = "new_conn"
 _FAMILIES = {"ring": ("rr", "wrr"), "list": ("lc", "wlc", "sed", "nq", "fo", "ovf"),
              "sh": ("sh",), "dh": ("dh",), "mh": ("mh",), "lblc": ("lblc",),
@@ -46,7 +47,8 @@ NEW_CONN_PROGS = {**{base + getattr(S, "XDPLB_SCHED_" + sched.upper()): prefix +
                   S.XDPLB_PROG_FRAG: "xdplb_frag", S.XDPLB_PROG_ICMP: "xdplb_icmp",
                   S.XDPLB_PROG_MAIN6: "xdplb_main6", S.XDPLB_PROG_CONN6: "xdplb_conn6",
                   S.XDPLB_PROG_ICMP6: "xdplb_icmp6", S.XDPLB_PROG_TUNNEL6: "xdplb_tunnel6",
-                  S.XDPLB_PROG_FRAG6: "xdplb_frag6"}
+                  S.XDPLB_PROG_FRAG6: "xdplb_frag6", S.XDPLB_PROG_REPLY6: "xdplb_reply6",
+                  S.XDPLB_PROG_CLIENT6: "xdplb_client6"}
 
 _LOCAL_INCLUDE = re.compile(r'\s*#\s*include\s*"([^"]+)"')
 
