@@ -13,7 +13,7 @@ from . import structs as _st
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_MASQ,
                       IP_VS_CONN_F_TUNNEL, IP_VS_CONN_F_TUNNEL_TYPE_GRE,
                       IP_VS_SVC_F_ONEPACKET, IP_VS_SVC_F_PERSISTENT, IP_VS_SVC_F_SCHED1,
-                      IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3)
+                      IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3, XDPLB_CONN_F_FULLNAT)
 
 AF_INET = 2
 AF_INET6 = 10
@@ -37,10 +37,12 @@ SCHED_NAMES = {v: k for k, v in SCHED_IDS.items()}
 IPVS_PES = ("sip",)
 
 FWD_NAMES = {IP_VS_CONN_F_MASQ: "Masq", IP_VS_CONN_F_LOCALNODE: "Local",
-             IP_VS_CONN_F_TUNNEL: "Tunnel", IP_VS_CONN_F_DROUTE: "Route"}
+             IP_VS_CONN_F_TUNNEL: "Tunnel", IP_VS_CONN_F_DROUTE: "Route",
+             XDPLB_CONN_F_FULLNAT: "FullNat"}
 FWD_SWITCH = {IP_VS_CONN_F_MASQ: "-m", IP_VS_CONN_F_TUNNEL: "-i",
-              IP_VS_CONN_F_LOCALNODE: "-g", IP_VS_CONN_F_DROUTE: "-g"}
-SUPPORTED_FWD = (IP_VS_CONN_F_MASQ, IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL)
+              IP_VS_CONN_F_LOCALNODE: "-g", IP_VS_CONN_F_DROUTE: "-g",
+              XDPLB_CONN_F_FULLNAT: "--fullnat"}
+SUPPORTED_FWD = (IP_VS_CONN_F_MASQ, IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL, XDPLB_CONN_F_FULLNAT)
 
 # Tunnel types / flags (IPVS's IP_VS_CONN_F_TUNNEL_TYPE_* and
 # IP_VS_TUNNEL_ENCAP_FLAG_*), for rendering.
