@@ -154,6 +154,16 @@ class NetNs:
             self.ipr.link("add", ifname=dev, kind="veth", peer=spec,
                           **({"address": mac} if mac else {}))
 
+    def add_bridge(self, dev, ports):
+        """The bridge dev (up) with ports (links of this namespace) enslaved.
+        No STP: a port forwards as soon as it is up."""
+        with self._doing(f"add bridge {dev}"):
+            self.ipr.link("add", ifname=dev, kind="bridge", br_stp_state=0)
+            master = self.ifindex(dev)
+            for port in ports:
+                self.ipr.link("set", index=self.ifindex(port), master=master)
+            self.ipr.link("set", index=master, state="up")
+
     def link_up(self, dev):
         with self._doing(f"set {dev} up"):
             self.ipr.link("set", index=self.ifindex(dev), state="up")
