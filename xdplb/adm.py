@@ -16,12 +16,12 @@ import os
 import re
 import sys
 
-from . import config, control, model, state
+from . import config, control, hostaddr, model, state
 from . import ipvsfmt as F
-from .ipvsopts import (CMD_ADD, CMD_ADDDEST, CMD_DEL, CMD_DELDEST, CMD_EDIT, CMD_FLUSH, CMD_LIST,
-                       CMD_RESTORE, CMD_SAVE, CMD_STARTDAEMON, CMD_STOPDAEMON, CMD_TIMEOUT,
-                       CMD_ZERO, INT_MAX, O, TUN_TYPE_IDS, Cmd, Exit, checked, fail,
-                       tryhelp_exit)
+from .ipvsopts import (CMD_ADD, CMD_ADDDEST, CMD_ADDLADDR, CMD_DEL, CMD_DELDEST, CMD_DELLADDR,
+                       CMD_EDIT, CMD_FLUSH, CMD_GETLADDR, CMD_LIST, CMD_RESTORE, CMD_SAVE,
+                       CMD_STARTDAEMON, CMD_STOPDAEMON, CMD_TIMEOUT, CMD_ZERO, INT_MAX, O,
+                       TUN_TYPE_IDS, Cmd, Exit, checked, fail, tryhelp_exit)
 from .model import (AF_INET, AF_INET6, DEF_SCHED, IPPROTO_TCP, IPPROTO_UDP, Destination, Service,
                     XdplbError)
 from .structs import IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ
@@ -98,9 +98,15 @@ def _op(c):
         if not _plain(c):
             raise XdplbError(model.E_NO_SERVICE)
         return (config.delete_service if cmd == CMD_DEL else config.zero), (_key(c),)
-    # destinations
+    # destinations and local addresses
     if not _plain(c):
         raise XdplbError(model.E_SVC_NOT_DEFINED)
+    if cmd == CMD_ADDLADDR:
+        hostaddr.check_on_host(c.laddr)
+        index = hostaddr.ifindex(c.ifname) if c.ifname is not None else 0
+        return config.add_laddr, (_key(c), c.laddr, index)
+    if cmd == CMD_DELLADDR:
+        return config.delete_laddr, (_key(c), c.laddr)
     if cmd == CMD_DELDEST:
         return config.delete_dest, (_key(c), c.dest.addr, c.dest.port)
     dest = Destination(addr=c.dest.addr, port=c.dest.port, fwd=c.fwd, weight=c.weight,
@@ -179,6 +185,19 @@ def _list(c, ctx):
     return 0
 
 
+def _get_laddrs(c, ctx):
+    """-G [-t|-u VIP:PORT]: DPVS's local-address listing (ipvsfmt.laddr_listing)."""
+    ctl = ctx.control()
+    if O["service-address"] in c.options:
+        if ctl is None or not _plain(c):
+            raise XdplbError(model.E_NO_SERVICE, 1)
+        svcs = ctl.services(_key(c), counts=False)
+    else:
+        svcs = ctl.services(counts=False) if ctl is not None else []
+    sys.stdout.write(F.laddr_listing(svcs))
+    return 0
+
+
 def _list_all(fmt, ctx):
     ctl = ctx.control()
     svcs = []
@@ -246,7 +265,7 @@ def _restore(argv, ctx):
             sys.stderr = real
         if ce is None:     # popt's message
             lines.append(XdplbError(buf.getvalue().rstrip("\n")))
-        elif ce.cmd in (CMD_LIST, CMD_SAVE):
+        elif ce.cmd in (CMD_LIST, CMD_SAVE, CMD_GETLADDR):
             lines.append(ce)
         else:
             lines.append(_op_or_refusal(ce))
@@ -332,9 +351,9 @@ def process_options(argv, reading_stdin, ctx):
 
 def _execute(ce, ctx):
     """Run a checked command (process_options after its checks)."""
-    if ce.cmd == CMD_LIST:
+    if ce.cmd in (CMD_LIST, CMD_GETLADDR):
         try:
-            return _list(ce, ctx)
+            return (_list if ce.cmd == CMD_LIST else _get_laddrs)(ce, ctx)
         except XdplbError as e:
             fail(e.message, e.code)
     if ce.cmd == CMD_SAVE:

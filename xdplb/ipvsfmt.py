@@ -254,7 +254,12 @@ def service_entry(svc, fmt=0, resolver=None):
         flags = sched_flags_text(svc)
         if svc.flags & (IP_VS_SVC_F_SCHED1 | IP_VS_SVC_F_SCHED2 | IP_VS_SVC_F_SCHED3):
             line += f" -b {flags}"
+        if svc.hairpin:
+            line += " --hairpin"
         out.append(line + "\n")
+        # before the servers: -R refuses a --fullnat server of a service
+        # that has no local address yet
+        out.extend(laddr_rule(name, la) for la in svc.laddrs)
     elif fmt & FMT_STATS:
         s = svc.stats
         out.append("%-33s" % name + "".join(largenum(v, fmt) for v in s) + "\n")
@@ -274,6 +279,8 @@ def service_entry(svc, fmt=0, resolver=None):
                 line += f" pe {svc.pe}"
         if svc.flags & IP_VS_SVC_F_ONEPACKET:
             line += " ops"
+        if svc.hairpin:     # xdplb's, after all of ipvsadm's flags
+            line += " hairpin"
         out.append(line + "\n")
 
     dests = svc.dests if fmt & FMT_NOSORT else sort_dests(svc.dests)
@@ -312,6 +319,31 @@ def service_entry(svc, fmt=0, resolver=None):
         else:
             out.append("  -> %-28s %-7s %-6d %-10d %-10d\n"
                        % (dname, _fwd_name(d), d.weight, d.active, d.inactive))
+    return "".join(out)
+
+
+def laddr_rule(name, la):
+    """-S's line for a local address (DPVS's -P, with -F when it has one)."""
+    return f"-P {name} -z {la.addr}" + (f" -F {la.ifname}" if la.ifname else "") + "\n"
+
+
+LADDR_TITLE = "%-20s %-8s %-20s %-10s %-10s %s\n" % (
+    "VIP:VPORT", "TOTAL", "SNAT_IP", "CONFLICTS", "CONNS", "IFNAME")
+
+
+def laddr_listing(services):
+    """`-G [-t|-u VIP:PORT]`: DPVS's list_laddrs / list_all_laddrs (the
+    title before the first service, none without services; addresses always
+    numeric), sorted as -L sorts, and xdplb's IFNAME column after DPVS's."""
+    out = []
+    for svc in sort_services(services):
+        if not out:
+            out.append(LADDR_TITLE)
+        vname = addrport(svc.af, svc.addr, svc.port, svc.proto, FMT_NUMERIC)
+        out.append("%-20s %-8u \n" % (vname, len(svc.laddrs)))
+        for la in svc.laddrs:
+            out.append("%-20s %-8s %-20s %-10u %-10u" % ("", "", la.addr, la.conflicts, la.conns)
+                       + (f" {la.ifname}" if la.ifname else "") + "\n")
     return "".join(out)
 
 

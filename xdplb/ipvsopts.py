@@ -8,6 +8,7 @@ import socket
 import sys
 
 from . import ipvsfmt as F
+from .ipvshelp import USAGE, version_text
 from .model import (AF_INET, AF_INET6, DEF_SCHED, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
                     IPVS_SVC_PERSISTENT_TIMEOUT, MAX_TIMEOUT)
 from .popt import NONE, OPT, REQ, Popt, PoptError
@@ -16,10 +17,9 @@ from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNE
                       IP_VS_CONN_F_TUNNEL_TYPE_IPIP, IP_VS_SVC_F_ONEPACKET,
                       IP_VS_SVC_F_PERSISTENT, IP_VS_SVC_F_SCHED1, IP_VS_SVC_F_SCHED2,
                       IP_VS_SVC_F_SCHED3, IP_VS_TUNNEL_ENCAP_FLAG_CSUM,
-                      IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM, IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM)
+                      IP_VS_TUNNEL_ENCAP_FLAG_NOCSUM, IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM,
+                      XDPLB_CONN_F_FULLNAT, XDPLB_SVC_F_HAIRPIN)
 
-VERSION = "0.1.0"
-VERSION_DATE = "2026/11/21"
 # Debian 12's ipvsadm (1:1.31-1) takes -w, -x and -y up to INT_MAX (docs/ipvs-behaviour.md).
 INT_MAX = 2147483647
 
@@ -27,34 +27,42 @@ INT_MAX = 2147483647
 
 (CMD_ADD, CMD_EDIT, CMD_DEL, CMD_FLUSH, CMD_LIST, CMD_ADDDEST, CMD_DELDEST, CMD_EDITDEST,
  CMD_TIMEOUT, CMD_STARTDAEMON, CMD_STOPDAEMON, CMD_RESTORE, CMD_SAVE, CMD_ZERO) = range(1, 15)
+# DPVS's ipvsadm numbers its local-address commands on after ipvsadm's.
+CMD_ADDLADDR, CMD_DELLADDR, CMD_GETLADDR = range(15, 18)
 CMDNAMES = ("add-service", "edit-service", "delete-service", "flush", "list", "add-server",
             "delete-server", "edit-server", "set", "start-daemon", "stop-daemon", "restore",
-            "save", "zero")
+            "save", "zero", "add-laddr", "del-laddr", "get-laddr")
 
 OPTNAMES = ("numeric", "connection", "service-address", "scheduler", "persistent", "netmask",
             "real-server", "forwarding-method", "weight", "u-threshold", "l-threshold",
             "mcast-interface", "timeout", "daemon", "stats", "rate", "thresholds",
             "persistent-conn", "nosort", "syncid", "exact", "ops", "pe", "sched-flags",
             "mcast-group", "mcast-port", "mcast-ttl", "sync-maxlen", "tun-info", "tun-type",
-            "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum")
+            "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum",
+            # xdplb's: DPVS's names for -z and -F, then --hairpin
+            "local-address", "ifname", "hairpin")
 O = {name: i for i, name in enumerate(OPTNAMES)}
 
-# commands_v_options, verbatim (rows in command order, columns in OPTNAMES order)
+# commands_v_options, verbatim (rows in command order, columns in OPTNAMES
+# order), then xdplb's columns (-z, -F, --hairpin) and DPVS's three rows
 MATRIX = (
-    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",   # ADD
-    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",   # EDIT
-    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",   # DEL
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",   # FLUSH
-    " 11xxxxxxxxx11       xxxxxxx xxxxx",   # LIST
-    "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",   # ADDSRV
-    "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx",   # DELSRV
-    "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",   # EDITSRV
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",   # TIMEOUT
-    "xxxxxxxxxxx xxxxxxx xxxx    xxxxxx",   # STARTD
-    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxx",   # STOPD
-    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",   # RESTORE
-    " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",   # SAVE
-    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",   # ZERO
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx" "xx ",   # ADD
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx" "xx ",   # EDIT
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" "xxx",   # DEL
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" "xxx",   # FLUSH
+    " 11xxxxxxxxx11       xxxxxxx xxxxx" "xxx",   # LIST
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     " "xxx",   # ADDSRV
+    "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx" "xxx",   # DELSRV
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     " "xxx",   # EDITSRV
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" "xxx",   # TIMEOUT
+    "xxxxxxxxxxx xxxxxxx xxxx    xxxxxx" "xxx",   # STARTD
+    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxx" "xxx",   # STOPD
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" "xxx",   # RESTORE
+    " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" "xxx",   # SAVE
+    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" "xxx",   # ZERO
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" "+ x",   # ADDLADDR (DPVS: -F compulsory)
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" "+xx",   # DELLADDR (DPVS: -F compulsory)
+    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" "xxx",   # GETLADDR
 )
 assert all(len(r) == len(OPTNAMES) for r in MATRIX)
 
@@ -85,13 +93,19 @@ TABLE = (
     ("tun-type", None, REQ, "tun-type"), ("tun-port", None, REQ, "tun-port"),
     ("tun-nocsum", None, NONE, "tun-nocsum"), ("tun-csum", None, NONE, "tun-csum"),
     ("tun-remcsum", None, NONE, "tun-remcsum"),
+    # xdplb's own: DPVS's local-address commands and options (its -b for
+    # full-NAT would be ipvsadm's --sched-flags: --fullnat has no short form)
+    ("add-laddr", "P", NONE, "P"), ("del-laddr", "Q", NONE, "Q"), ("get-laddr", "G", NONE, "G"),
+    ("laddr", "z", REQ, "z"), ("ifname", "F", REQ, "F"), ("fullnat", None, NONE, "fullnat"),
+    ("hairpin", None, NONE, "hairpin"),
 )
 LONG = {t[0]: t for t in TABLE if t[0]}
 SHORT = {t[1]: t for t in TABLE if t[1]}
 FIRST = {"A": CMD_ADD, "E": CMD_EDIT, "D": CMD_DEL, "a": CMD_ADDDEST, "e": CMD_EDITDEST,
          "d": CMD_DELDEST, "C": CMD_FLUSH, "L": CMD_LIST, "l": CMD_LIST, "Z": CMD_ZERO,
          "set": CMD_TIMEOUT, "R": CMD_RESTORE, "S": CMD_SAVE, "start-daemon": CMD_STARTDAEMON,
-         "stop-daemon": CMD_STOPDAEMON}
+         "stop-daemon": CMD_STOPDAEMON, "P": CMD_ADDLADDR, "Q": CMD_DELLADDR,
+         "G": CMD_GETLADDR}
 
 class Exit(Exception):
     """Leave the program with this status (ipvsadm's exit() calls)."""
@@ -219,81 +233,6 @@ def parse_sched_flags(sched, arg):
     return flags
 
 
-USAGE = """\
-Usage:
-  {p} -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [--pe engine] [-b flags]
-  {p} -D virtual-service
-  {p} -C
-  {p} -R
-  {p} -S [-n]
-  {p} -a|e virtual-service -r server-address [-g|-m] [-w weight]
-  {p} -d virtual-service -r server-address
-  {p} -L|l [virtual-service] [options]
-  {p} -Z [virtual-service]
-  {p} --set tcp tcpfin udp
-  {p} --start-daemon {{master|backup}} [daemon-options]
-  {p} --stop-daemon {{master|backup}}
-  {p} -h
-
-xdplbadm drives xdplb, an IPVS-style load balancer whose data path runs in
-XDP, with the command line of ipvsadm: same options, output and exit codes.
-Its tables live in pinned BPF maps of the current network namespace.
-
-Commands (long or short form):
-  --add-service     -A        add a virtual service
-  --edit-service    -E        replace the settings of a virtual service
-  --delete-service  -D        delete a virtual service and its real servers
-  --clear           -C        delete every virtual service
-  --restore         -R        run the commands read from standard input
-  --save            -S        print the table as commands for -R
-  --add-server      -a        add a real server to a virtual service
-  --edit-server     -e        replace the settings of a real server
-  --delete-server   -d        remove a real server
-  --list            -L|-l     list the table (the default without arguments)
-  --zero            -Z        zero the counters of one or every service
-  --set tcp tcpfin udp        set connection timeouts (0 leaves one unchanged)
-  --start-daemon / --stop-daemon   connection sync daemon (not supported yet)
-  --help            -h        show this text
-  --version         -v        show the version
-
-Options:
-  --tcp-service  -t host[:port]   a TCP virtual service
-  --udp-service  -u host[:port]   a UDP virtual service
-  --scheduler    -s scheduler     rr wrr lc wlc (default) sed nq fo ovf sh dh mh lblc lblcr
-  --persistent   -p [timeout]     persistent service (default 360 s)
-  --netmask      -M netmask       persistence granularity (client address mask)
-  --sched-flags  -b flags         sh-fallback, sh-port, mh-fallback, mh-port
-  --u-threshold  -x uthreshold    stop new connections at this many connections
-  --l-threshold  -y lthreshold    take them again below this many
-  --real-server  -r host[:port]   a real server (its port defaults to the service port)
-  --gatewaying   -g               direct routing (default; the port is the service port)
-  --masquerading -m               NAT
-  --ipip         -i               tunnelling (the port is the service port)
-  --tun-type     type             ipip (default) or gue
-  --tun-port     port             gue: the real server's UDP port
-  --tun-nocsum / --tun-csum / --tun-remcsum   gue: outer UDP checksum off (default) / on /
-                                  on (remcsum: as IPVS forwards it, = --tun-csum)
-  --weight       -w weight        0..2147483647, default 1; 0 takes no new connections
-  --numeric      -n               do not resolve addresses and ports to names
-  --connection   -c               list the connection table
-  --timeout                       list the timeouts (tcp tcpfin udp)
-  --daemon                        list the sync daemons
-  --stats                         list counters
-  --rate                          list rates (xdplb daemon's estimates, or 1 s of counters)
-  --exact                         print exact numbers with --stats / --rate
-  --thresholds                    list thresholds
-  --persistent-conn               list persistent connections
-  --nosort                        list in creation order
-  --sctp-service, -6, -o, --pe, --tun-type gre and the daemon options are parsed as
-  ipvsadm does and then refused: not supported yet. -f (firewall marks) is refused:
-  XDP sees packets before they carry a mark.
-"""
-
-
-def version_text():
-    return f"xdplbadm v{VERSION} {VERSION_DATE} (compiled with popt and IPVS v{F.IPVS_VERSION})\n"
-
-
 class Cmd:
     def __init__(self):
         self.cmd = 0
@@ -313,6 +252,8 @@ class Cmd:
         self.options = set()
         self.fmt = 0
         self.timeouts = [0, 0, 0]
+        self.laddr = None       # -z (text, in its own family)
+        self.ifname = None      # -F
 
 
 def set_option(ce, col):
@@ -477,6 +418,8 @@ def parse_options(argv, ce, prog):
         elif tag in ("tun-nocsum", "tun-csum", "tun-remcsum"):
             set_option(ce, O[tag])
             ce.tun_flags |= TUN_FLAG_IDS[tag]
+        elif tag in XDPLB_TAGS:
+            xdplb_option(ce, tag, arg)
         else:
             fail(f"invalid option `{ctx.bad()}'")
 
@@ -492,6 +435,28 @@ def parse_options(argv, ce, prog):
         ce.flags &= ~(IP_VS_SVC_F_SCHED1 | IP_VS_SVC_F_SCHED2 | IP_VS_SVC_F_SCHED3)
         ce.flags |= parse_sched_flags(ce.sched, sched_flags_arg)
     return 0
+
+
+XDPLB_TAGS = ("fullnat", "hairpin", "z", "F")
+
+
+def xdplb_option(ce, tag, arg):
+    """xdplb's own options (DPVS's -z and -F; --fullnat, --hairpin)."""
+    if tag == "fullnat":
+        set_option(ce, O["forwarding-method"])
+        ce.fwd = XDPLB_CONN_F_FULLNAT
+    elif tag == "hairpin":
+        set_option(ce, O["hairpin"])
+        ce.flags |= XDPLB_SVC_F_HAIRPIN
+    elif tag == "z":
+        set_option(ce, O["local-address"])
+        t = Addr()     # parsed as DPVS parses it: a service address, any port ignored
+        if not parse_service(arg, t) & 1:
+            fail("illegal local address")
+        ce.laddr = t.addr
+    else:
+        set_option(ce, O["ifname"])
+        ce.ifname = arg
 
 
 def generic_opt_check(cmd, options):

@@ -13,7 +13,7 @@ from . import structs as _st
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_MASQ,
                       IP_VS_CONN_F_TUNNEL, IP_VS_CONN_F_TUNNEL_TYPE_GRE,
                       IP_VS_SVC_F_ONEPACKET, IP_VS_SVC_F_PERSISTENT, IP_VS_SVC_F_SCHED1,
-                      IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3)
+                      IP_VS_SVC_F_SCHED2, IP_VS_SVC_F_SCHED3, XDPLB_CONN_F_FULLNAT)
 
 AF_INET = 2
 AF_INET6 = 10
@@ -37,10 +37,12 @@ SCHED_NAMES = {v: k for k, v in SCHED_IDS.items()}
 IPVS_PES = ("sip",)
 
 FWD_NAMES = {IP_VS_CONN_F_MASQ: "Masq", IP_VS_CONN_F_LOCALNODE: "Local",
-             IP_VS_CONN_F_TUNNEL: "Tunnel", IP_VS_CONN_F_DROUTE: "Route"}
+             IP_VS_CONN_F_TUNNEL: "Tunnel", IP_VS_CONN_F_DROUTE: "Route",
+             XDPLB_CONN_F_FULLNAT: "FullNat"}
 FWD_SWITCH = {IP_VS_CONN_F_MASQ: "-m", IP_VS_CONN_F_TUNNEL: "-i",
-              IP_VS_CONN_F_LOCALNODE: "-g", IP_VS_CONN_F_DROUTE: "-g"}
-SUPPORTED_FWD = (IP_VS_CONN_F_MASQ, IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL)
+              IP_VS_CONN_F_LOCALNODE: "-g", IP_VS_CONN_F_DROUTE: "-g",
+              XDPLB_CONN_F_FULLNAT: "--fullnat"}
+SUPPORTED_FWD = (IP_VS_CONN_F_MASQ, IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL, XDPLB_CONN_F_FULLNAT)
 
 # Tunnel types / flags (IPVS's IP_VS_CONN_F_TUNNEL_TYPE_* and
 # IP_VS_TUNNEL_ENCAP_FLAG_*), for rendering.
@@ -100,14 +102,25 @@ class Destination(_Plain):
         self.slot, self.seq = slot, seq
 
 
+class LocalAddress(_Plain):
+    """A local address of a service (DPVS's laddr: full-NAT's and hairpin's
+    source), with its interface (-F: ifindex, and the name listings show, ""
+    for none) and what -G shows."""
+
+    def __init__(self, addr, ifindex=0, ifname="", conflicts=0, conns=0):
+        self.addr, self.ifindex, self.ifname = addr, ifindex, ifname
+        self.conflicts, self.conns = conflicts, conns
+
+
 class Service(_Plain):
     """A virtual service (port host order; netmask a dotted quad, or an IPv6
-    prefix length: all ones, or 128, unless given), with its destinations and
-    what listings show."""
+    prefix length: all ones, or 128, unless given), with its destinations,
+    its local addresses (LocalAddress, in the order added) and what listings
+    show."""
 
     def __init__(self, proto, addr, port, sched=DEF_SCHED, flags=0, timeout=0,
                  netmask=None, af=None, fwmark=0, pe="", dests=None,
-                 stats=Stats(), rate=Stats(), slot=0, seq=0):
+                 stats=Stats(), rate=Stats(), slot=0, seq=0, laddrs=None):
         self.proto, self.addr, self.port, self.sched = proto, addr, port, sched
         self.af = family(addr) if af is None else af
         if netmask is None:
@@ -116,6 +129,7 @@ class Service(_Plain):
         self.fwmark, self.pe = fwmark, pe
         self.dests = [] if dests is None else dests
         self.stats, self.rate, self.slot, self.seq = stats, rate, slot, seq
+        self.laddrs = [] if laddrs is None else laddrs
 
     @property
     def key(self):
@@ -124,6 +138,10 @@ class Service(_Plain):
     @property
     def persistent(self):
         return bool(self.flags & IP_VS_SVC_F_PERSISTENT)
+
+    @property
+    def hairpin(self):
+        return bool(self.flags & _st.XDPLB_SVC_F_HAIRPIN)
 
 
 class XdplbError(Exception):
