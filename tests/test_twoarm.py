@@ -114,3 +114,19 @@ def test_masq_gets_no_answer_here(two_arm):
         assert lab.curl(f"http://{VIP}/", timeout=5).startswith("This is service #")
     finally:
         lab.adm("-D", "-t", f"{VIP}:81")
+
+
+def test_up_and_demo_say_which_lab_is_up(two_arm):
+    lab, _ = two_arm
+    env = dict(os.environ, XDPLB_LAB_PREFIX=lab.prefix)
+
+    def xdplb(*args):
+        return subprocess.run(xdplb_argv(*args), capture_output=True, text=True, env=env,
+                              timeout=120)
+    p = xdplb("lab", "up")
+    assert p.returncode != 0 and "up as the two-armed lab" in p.stderr, p.stdout + p.stderr
+    p = xdplb("lab", "up", "--two-arm")
+    assert p.returncode == 0 and p.stdout.strip().endswith("is already up"), p.stdout + p.stderr
+    p = xdplb("lab", "demo")
+    assert p.returncode == 1 and "the two-armed one" in p.stderr, p.stdout + p.stderr
+    assert lab.is_up() and lab.attached() == ["veth-client", "veth-rs"]
