@@ -125,22 +125,55 @@ static __always_inline int rs_maybe(__be32 addr)
 	return w && (*w >> (bit & 63)) & 1;
 }
 
-/* Is c the Masq connection of reply p, from exactly its real server? */
+/* Is c the Masq connection of reply p, from exactly its real server? (A
+ * source-NATed one's replies go to its local address: fnat_out.) */
 static __always_inline int conn_is_reply_of(const struct conn *c, const struct pkt *p,
 					    const int af)
 {
 	if (!c || c->dir != XDPLB_DIR_IN || c->fwd != IP_VS_CONN_F_MASQ ||
-	    c->port != p->key.sport)
+	    c->port != p->key.sport || c->lport)
 		return 0;
 	if (af == XDPLB_AF_INET6)
 		return addr6_eq(((const struct conn6 *)c)->addr6, p->key6.saddr);
 	return c->addr == p->key.saddr;
 }
 
-/* The connection of a reply (real server -> client): the client's tuple to
- * each service rs_table lists for the real server's addr:port (then for a
- * port-zero destination, under port 0), until one names a Masq connection
- * to exactly this real server. *ik: the entry's key. */
+/* The reply tuple a source-NATed connection c (protocol proto) was lent:
+ * its fnat_out key. */
+static __always_inline void fnat_key(const struct conn *c, __u8 proto, struct conn_key *mk)
+{
+	mk->saddr = c->addr;
+	mk->daddr = c->laddr;
+	mk->sport = c->port;
+	mk->dport = c->lport;
+	mk->proto = proto;
+}
+
+/* The connection of a reply to a local address (real server -> laddr:lport)
+ * through fnat_out, if the entry it names was lent exactly this tuple (a
+ * mapping left by an evicted entry, or by an entry since replaced, leads
+ * nowhere). *ik: the entry's key. */
+static __always_inline struct conn *fnat_reply_lookup(const struct pkt *p, struct conn_key *ik,
+						      int *assured)
+{
+	struct conn_key *k = fnat_out.lookup((void *)&p->key);
+	struct conn *c;
+
+	if (!k)
+		return NULL;
+	*ik = *k;
+	c = conn_lookup(ik, assured, XDPLB_AF_INET);
+	if (!c || c->dir != XDPLB_DIR_IN || !c->lport || c->lport != p->key.dport ||
+	    c->laddr != p->key.daddr || c->addr != p->key.saddr || c->port != p->key.sport)
+		return NULL;
+	return c;
+}
+
+/* The connection of a reply (real server -> client): a source-NATed one's
+ * through fnat_out, else the client's tuple to each service rs_table lists
+ * for the real server's addr:port (then for a port-zero destination, under
+ * port 0), until one names a Masq connection to exactly this real server.
+ * *ik: the entry's key. */
 static __always_inline struct conn *conn_reply_lookup4(const struct pkt *p, struct conn_key *ik,
 						       int *assured)
 {
@@ -149,6 +182,9 @@ static __always_inline struct conn *conn_reply_lookup4(const struct pkt *p, stru
 	struct conn *c;
 	int i, j;
 
+	c = fnat_reply_lookup(p, ik, assured);
+	if (c)
+		return c;
 	rk.addr = p->key.saddr;
 	rk.proto = p->key.proto;
 	ik->saddr = p->key.daddr;
@@ -260,12 +296,22 @@ static __always_inline struct conn *conn_set_assured(struct pkt *p, struct conn 
 	return conn_table_get(k, af, to_assured);
 }
 
+/* Give back the reply tuple mk (fnat_key) a source-NATed connection was
+ * lent: read before its entry is deleted (a deleted element of a
+ * preallocated map may be reused at once by another CPU). */
+static __always_inline void fnat_forget(struct conn_key *mk)
+{
+	if (mk->dport)
+		fnat_out.delete(mk);
+}
+
 /* An IN entry idle past its timeout: the kernel's timer would have removed
  * it. Uncount it (once: the first CPU to flag it does) and delete it; the
  * packet is then handled as if there were none. */
 static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assured, const int af)
 {
 	__u32 slot = c->dest_slot;
+	struct conn_key mk = {};
 	struct dest *d;
 
 	if (!__sync_lock_test_and_set(&c->last_seen, 0))
@@ -273,7 +319,10 @@ static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assur
 	d = dest_of_conn(c);
 	if (d)
 		dest_unbind(slot, d, conn_kind(p->key.proto, c->state));
+	if (c->lport && af == XDPLB_AF_INET)
+		fnat_key(c, p->key.proto, &mk);
 	conn_table_del(pkt_conn_key(p, af), af, assured);
+	fnat_forget(&mk);
 }
 
 /* One of IPVS's settings: sysctl[idx] (xdplb.h). */

@@ -19,11 +19,19 @@
 #include "stats.h"
 
 
-/* Masq and Route have an XDP path here (Tunnel's is encap.h's); local node goes
- * to the stack. */
+/* Masq, full-NAT and Route have an XDP path here (Tunnel's is encap.h's);
+ * local node goes to the stack. */
 static __always_inline int fwd_xdp(__u8 fwd)
 {
-	return fwd == IP_VS_CONN_F_MASQ || fwd == IP_VS_CONN_F_DROUTE;
+	return fwd == IP_VS_CONN_F_MASQ || fwd == IP_VS_CONN_F_DROUTE ||
+	       fwd == XDPLB_CONN_F_FULLNAT;
+}
+
+/* Does c's client-side packet get its destination rewritten (Masq and
+ * full-NAT)? */
+static __always_inline int fwd_dnat(__u8 fwd)
+{
+	return fwd == IP_VS_CONN_F_MASQ || fwd == XDPLB_CONN_F_FULLNAT;
 }
 
 /* Send on a resolved egress. Returns a verdict. */
@@ -114,7 +122,8 @@ static __always_inline int dest_egress(struct xdp_md *ctx, struct pkt *p, __u32 
 }
 
 /* A client's packet on connection c (a new one's entry may still be on the
- * stack): NAT for Masq, then on to the destination. With no neighbour
+ * stack): NAT for Masq (and the source too when source-NATed: full-NAT,
+ * hairpin), then on to the destination. With no neighbour
  * entry yet the kernel resolves it (Masq must reach it NATed); with no
  * route the packet is passed untouched. Returns a verdict. */
 static __always_inline __u32 forward_in(struct xdp_md *ctx, struct pkt *p, const struct conn *c,
@@ -129,30 +138,37 @@ static __always_inline __u32 forward_in(struct xdp_md *ctx, struct pkt *p, const
 	rc = dest_egress(ctx, p, c->dest_slot, raddr, c->addr, c->port, now, &e, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
+	/* (a source-NATed packet cannot go to the stack to be fragmented: it
+	 * comes from one of its own addresses, a martian) */
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS && e && p->l3_len > e->mtu)
-		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_IN, e->mtu, c->fwd, c->addr,
-				    c->port, af);
-	if (c->fwd == IP_VS_CONN_F_MASQ)
+		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_IN, e->mtu,
+				    c->lport ? XDPLB_CONN_F_FULLNAT : c->fwd, c->addr, c->port, af);
+	if (fwd_dnat(c->fwd))
 		nat_dst(p, raddr, c->port, af);
+	if (c->lport)
+		nat_src(p, &c->laddr, c->lport, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !e)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
 	return transmit(ctx, p, e->ifindex, e->smac, e->dmac);
 }
 
-/* The egress of Masq connection c's replies (p, from the real server, as
- * the virtual service ik would send it) towards the client: cached in the
- * entry, asked of the FIB by the first reply that finds none. Returns the
- * FIB's code. */
+/* The egress of Masq or full-NAT connection c's replies (p, from the real
+ * server, as the virtual service ik would send it) towards the client (ik's
+ * source): cached in the entry, asked of the FIB by the first reply that
+ * finds none. Returns the FIB's code. */
 static __always_inline int reply_egress(struct xdp_md *ctx, const struct pkt *p, struct conn *c,
-					const __be32 *vaddr, __be16 vport, const int af)
+					const union conn_key_any *ik, const int af)
 {
+	const __be32 *vaddr = af == XDPLB_AF_INET6 ? ik->v6.daddr : &ik->v4.daddr;
+	const __be32 *caddr = af == XDPLB_AF_INET6 ? ik->v6.saddr : &ik->v4.saddr;
+	__be16 vport = af == XDPLB_AF_INET6 ? ik->v6.dport : ik->v4.dport;
+	__be16 cport = af == XDPLB_AF_INET6 ? ik->v6.sport : ik->v4.sport;
 	struct bpf_fib_lookup fib = {};
 	int rc;
 
 	if (c->ifindex)
 		return BPF_FIB_LKUP_RET_SUCCESS;
-	rc = fib_ask(ctx, p, vaddr, vport, af == XDPLB_AF_INET6 ? p->key6.daddr : &p->key.daddr,
-		     p->key.dport, &fib, af);
+	rc = fib_ask(ctx, p, vaddr, vport, caddr, cport, &fib, af);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		__builtin_memcpy(c->smac, fib.smac, ETH_ALEN);
 		__builtin_memcpy(c->dmac, fib.dmac, ETH_ALEN);
@@ -161,26 +177,32 @@ static __always_inline int reply_egress(struct xdp_md *ctx, const struct pkt *p,
 	return rc;
 }
 
-/* A real server's reply on Masq connection c (key ik): un-NAT to the
- * virtual service and send towards the client, on the egress the entry
+/* A real server's reply on Masq or source-NATed connection c (key ik):
+ * un-NAT to the virtual service (and, source-NATed, to the client's
+ * address and port) and send towards the client, on the egress the entry
  * caches. Returns a verdict. */
 static __always_inline __u32 forward_out(struct xdp_md *ctx, struct pkt *p, struct conn *c,
 					 const union conn_key_any *ik, const int af)
 {
 	const __be32 *vaddr = af == XDPLB_AF_INET6 ? ik->v6.daddr : &ik->v4.daddr;
 	__be16 vport = af == XDPLB_AF_INET6 ? ik->v6.dport : ik->v4.dport;
-	int rc = reply_egress(ctx, p, c, vaddr, vport, af);
+	int rc = reply_egress(ctx, p, c, ik, af);
+	__u32 mtu;
 
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS && reply_too_big(ctx, p, c->ifindex)) {
+	mtu = rc == BPF_FIB_LKUP_RET_SUCCESS ? reply_too_big(ctx, p, c->ifindex) : 0;
+	if (mtu) {
 		/* IPv6: the stack answers the real server "packet too big" */
 		if (af == XDPLB_AF_INET6)
 			return VERDICT(XDP_PASS, XDPLB_CNT_TOO_BIG);
-		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_OUT, 0, c->fwd, vaddr[0], vport,
-				    af);
+		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_OUT, mtu,
+				    c->lport ? XDPLB_CONN_F_FULLNAT : c->fwd, vaddr[0], vport, af);
 	}
 	nat_src(p, vaddr, vport, af);
+	if (c->lport)
+		nat_dst(p, af == XDPLB_AF_INET6 ? ik->v6.saddr : &ik->v4.saddr,
+			af == XDPLB_AF_INET6 ? ik->v6.sport : ik->v4.sport, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
 	return transmit(ctx, p, c->ifindex, c->smac, c->dmac);

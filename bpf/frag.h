@@ -95,8 +95,10 @@ static __always_inline __u32 frag_note(struct xdp_md *ctx, const struct pkt *p, 
 		return verdict;
 	if (out)
 		r.addr = k->daddr;	/* the virtual service's */
-	else if (c->fwd == IP_VS_CONN_F_MASQ)
+	else if (fwd_dnat(c->fwd))
 		r.addr = c->addr;
+	if (c->lport)		/* source-NATed: the client's, the local address */
+		r.addr2 = out ? k->saddr : c->laddr;
 	r.out = out;
 	r.ifindex = frag_egress(ingress, verdict, c, out);
 	if (r.ifindex) {
@@ -152,6 +154,8 @@ static __always_inline __u32 frag_follow(struct xdp_md *ctx, struct pkt *p)
 		stats_count(r->svc_slot, r->dest_slot, r->out, 0, p->l3_len - ip->ihl * 4);
 	if (r->addr)
 		frag_nat(ip, r->out ? &ip->saddr : &ip->daddr, r->addr);
+	if (r->addr2)
+		frag_nat(ip, r->out ? &ip->daddr : &ip->saddr, r->addr2);
 	if (!r->ifindex)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
 	return transmit(ctx, p, r->ifindex, r->smac, r->dmac);

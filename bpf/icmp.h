@@ -58,13 +58,16 @@ static __always_inline __u32 no_dest(struct xdp_md *ctx, const int af)
 }
 
 /* Is reply p larger than the MTU of its egress device? The entry caches the
- * egress but has no room for its MTU (it stays 48 bytes), so the device's
- * MTU is read as it is now. */
-static __always_inline int reply_too_big(struct xdp_md *ctx, const struct pkt *p, __u32 ifindex)
+ * egress but not its MTU, so the device's MTU is read as it is now. Returns
+ * that MTU if so, else 0. */
+static __always_inline __u32 reply_too_big(struct xdp_md *ctx, const struct pkt *p,
+					   __u32 ifindex)
 {
 	__u32 len = p->l3_len;
 
-	return bpf_check_mtu(ctx, ifindex, &len, 0, 0) == BPF_MTU_CHK_RET_FRAG_NEEDED;
+	if (bpf_check_mtu(ctx, ifindex, &len, 0, 0) != BPF_MTU_CHK_RET_FRAG_NEEDED)
+		return 0;
+	return len ? len : 68;	/* (the device's MTU; IPv4's least for safety) */
 }
 
 static __always_inline int ip_df(const struct iphdr *ip)
@@ -253,12 +256,15 @@ static __always_inline __u32 icmp_send_back(struct xdp_md *ctx, __u32 cnt)
  *   ensure_mtu_is_adequate): with DF, answered with fragmentation needed;
  *   without, Masq hands the rewritten packet to the stack, which fragments
  *   it (IPVS: ip_fragment). Route cannot: the stack would take a packet for
- *   the VIP as its own, so it is dropped.
+ *   the VIP as its own, so it is dropped; nor can a source-NATed one (fwd
+ *   XDPLB_CONN_F_FULLNAT here: full-NAT and hairpin), from a local address.
  * - TOO_BIG_OUT: a Masq reply over the egress MTU. IPVS's replies take the
  *   kernel's forwarding path, and so does this one: ip_forward answers it
  *   when DF is set (fragmentation needed from the balancer's own address,
  *   quoting the real server's packet: it goes untouched), else fragments it
- *   (un-NATed first). */
+ *   (un-NATed first). A source-NATed reply is to a local address, which the
+ *   stack would take as its own: with DF it is answered with fragmentation
+ *   needed from that address (the device's MTU), without it dropped. */
 static __always_inline __u32 icmp_job_run(struct xdp_md *ctx, struct pkt *p)
 {
 	__u32 zero = 0;
@@ -275,6 +281,14 @@ static __always_inline __u32 icmp_job_run(struct xdp_md *ctx, struct pkt *p)
 			return drop(XDPLB_CNT_TOO_BIG);
 		nat_dst(p, &j->addr, j->port, XDPLB_AF_INET);
 		return VERDICT(XDP_PASS, XDPLB_CNT_TOO_BIG);
+	}
+	if (j->job == XDPLB_ICMP_JOB_TOO_BIG_OUT && j->fwd == XDPLB_CONN_F_FULLNAT) {
+		/* to a local address: the stack would take it as its own */
+		if (!ip_df(p->ip))
+			return drop(XDPLB_CNT_TOO_BIG);
+		return icmp_answer(ctx, p, XDPLB_ICMP_KIND_FRAG_NEEDED, j->mtu)
+			       ? icmp_send_back(ctx, XDPLB_CNT_FRAG_NEEDED)
+			       : drop(XDPLB_CNT_FRAG_NEEDED);
 	}
 	if (j->job == XDPLB_ICMP_JOB_TOO_BIG_OUT) {
 		if (!ip_df(p->ip))

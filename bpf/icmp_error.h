@@ -4,7 +4,8 @@
  * ip_vs_out_icmp: destination unreachable (fragmentation needed included),
  * source quench and time exceeded, quoting a packet of a tracked
  * connection, go on to the other party; for Masq translated as
- * ip_vs_nat_icmp does. Their IPv6 twins too (ip_vs_in_icmp_v6,
+ * ip_vs_nat_icmp does, for a source-NATed connection (full-NAT, hairpin)
+ * the local address and port too. Their IPv6 twins too (ip_vs_in_icmp_v6,
  * ip_vs_out_icmp_v6: destination unreachable, packet too big, time
  * exceeded), af a constant. The connection is found by the functions
  * ordinary packets use (conn.h). Anything else passes untouched. Runs in
@@ -182,7 +183,7 @@ static __always_inline __u32 icmp_in(struct xdp_md *ctx, struct pkt *p, struct p
 	rc = dest_egress(ctx, q, c->dest_slot, raddr, c->addr, c->port, now, &eg, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
-	if (c->fwd == IP_VS_CONN_F_MASQ) {
+	if (fwd_dnat(c->fwd)) {
 		if (af == XDPLB_AF_INET6)
 			icmp_nat6(q, e, p->ip6->daddr.in6_u.u6_addr32,
 				  e->qip6->saddr.in6_u.u6_addr32, &e->qports[0], raddr, c->port);
@@ -190,6 +191,10 @@ static __always_inline __u32 icmp_in(struct xdp_md *ctx, struct pkt *p, struct p
 			icmp_nat(p->ip, e, &p->ip->daddr, &e->qip->saddr, &e->qports[0], c->addr,
 				 c->port, data_end);
 	}
+	/* source-NATed: from the local address, about a reply to it */
+	if (c->lport && af == XDPLB_AF_INET)
+		icmp_nat(p->ip, e, &p->ip->saddr, &e->qip->daddr, &e->qports[1], c->laddr, c->lport,
+			 data_end);
 	count(XDPLB_CNT_ICMP_XLATE);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !eg)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
@@ -209,7 +214,7 @@ static __always_inline __u32 icmp_out(struct xdp_md *ctx, struct pkt *p, struct 
 	void *data_end = (void *)(long)ctx->data_end;
 	const __be32 *vaddr = af == XDPLB_AF_INET6 ? ik->v6.daddr : &ik->v4.daddr;
 	__be16 vport = af == XDPLB_AF_INET6 ? ik->v6.dport : ik->v4.dport;
-	int rc = reply_egress(ctx, q, c, vaddr, vport, af);
+	int rc = reply_egress(ctx, q, c, ik, af);
 
 	if (dest_get(c->dest_slot))
 		stats_add(c, 1, q->l3_len);
@@ -221,6 +226,10 @@ static __always_inline __u32 icmp_out(struct xdp_md *ctx, struct pkt *p, struct 
 	else
 		icmp_nat(p->ip, e, &p->ip->saddr, &e->qip->daddr, &e->qports[1], vaddr[0], vport,
 			 data_end);
+	/* source-NATed: to the client, about its packet as it was sent */
+	if (c->lport && af == XDPLB_AF_INET)
+		icmp_nat(p->ip, e, &p->ip->daddr, &e->qip->saddr, &e->qports[0], ik->v4.saddr,
+			 ik->v4.sport, data_end);
 	count(XDPLB_CNT_ICMP_XLATE);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);

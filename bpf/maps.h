@@ -47,6 +47,10 @@ BPF_TABLE("hash", struct svc_key, struct service, services, XDPLB_MAX_SERVICES);
 BPF_TABLE("array", __u32, struct dest, dests, XDPLB_MAX_DESTS);
 BPF_TABLE("hash", struct ring_key, __u32, sched_ring, XDPLB_MAX_RING);
 BPF_TABLE("array", __u32, struct sched_pos, sched_pos, XDPLB_MAX_SERVICES);
+/* Full-NAT and hairpin (xdplb.h): each service's local addresses, and the
+ * reply tuples lent to connections. */
+BPF_TABLE("array", __u32, struct laddr_set, laddrs, XDPLB_MAX_SERVICES);
+BPF_F_TABLE("hash", struct conn_key, struct conn_key, fnat_out, XDPLB_MAX_FNAT, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("lru_hash", struct conn_key, struct conn, conns, XDPLB_MAX_CONNS, XDPLB_CONNS_FLAGS);
 BPF_TABLE("hash", struct conn_key, struct conn, conns_assured, XDPLB_MAX_ASSURED);
 /* Allocated as real servers are added: an entry is 264 bytes. */

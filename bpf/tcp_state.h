@@ -103,7 +103,8 @@ static __always_inline __u8 tcp_next_state(int dir, __u8 flags, __u8 old)
 /* Which table a packet of a connection uses (IP_VS_CONN_F_NOOUTPUT). */
 static __always_inline int tcp_dir_in(__u8 fwd)
 {
-	return fwd == IP_VS_CONN_F_MASQ ? TCP_DIR_INPUT : TCP_DIR_INPUT_ONLY;
+	return fwd == IP_VS_CONN_F_MASQ || fwd == XDPLB_CONN_F_FULLNAT ? TCP_DIR_INPUT
+									: TCP_DIR_INPUT_ONLY;
 }
 
 /* IPVS's default timeouts (tcp_timeouts[], udp_timeouts[]), seconds, for a

@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "encap.h"
+#include "fnat.h"
 #include "forward.h"
 #include "maps.h"
 #include "parse.h"
@@ -98,14 +99,18 @@ static __always_inline __u32 handle_out(struct xdp_md *ctx, struct pkt *p, struc
 
 /* A new connection to a virtual service, to the destination in slot (the
  * scheduler's or the client's template's pick): build its one entry on the
- * stack complete, insert it and send. Nothing is looked up again after the
- * insert. */
+ * stack complete, lend it a local address and port if it is source-NATed
+ * (fnat.h: the mapping first, so its reply tuple is its own before anyone
+ * can find the entry), insert it and send. Nothing is looked up again
+ * after the insert. */
 static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 				      const struct service *svc, __be16 svc_port, __u64 now,
 				      __u32 slot, const int af)
 {
 	struct conn6 nc6 = {};
 	struct conn *nc = &nc6.c;
+	struct conn_key mk = {};
+	__be32 fallback;
 	struct dest *d;
 
 	d = dest_get(slot);
@@ -126,8 +131,14 @@ static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 	if (af == XDPLB_AF_INET6)
 		__builtin_memcpy(nc6.addr6, d->addr6, 16);
 	nc->dir = XDPLB_DIR_IN;
-	if (conn_table_put(pkt_conn_key(p, af), &nc6, af, 0))
+	if (fnat_wanted(ctx, p, svc, d, slot, now, &fallback, af) &&
+	    (af != XDPLB_AF_INET || fnat_bind(p, nc, svc->slot, fallback)))
+		return drop(XDPLB_CNT_FNAT_NO_PORT);
+	if (conn_table_put(pkt_conn_key(p, af), &nc6, af, 0)) {
+		fnat_key(nc, p->key.proto, &mk);
+		fnat_forget(&mk);
 		return drop(XDPLB_CNT_CONN_FULL);
+	}
 	dest_bind(slot, d, conn_kind(p->key.proto, nc->state));
 	stats_conn(nc->svc_slot, slot);
 	stats_add(nc, 0, p->l3_len);

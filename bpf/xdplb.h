@@ -170,7 +170,7 @@
  * the layout map when a state is created and checked by every process that
  * opens one, so a state pinned by another version of xdplb is refused
  * instead of misread. Bump it with any change to a pinned map. */
-#define XDPLB_LAYOUT_VERSION	6
+#define XDPLB_LAYOUT_VERSION	7
 
 /* Ring index bit selecting which generation of a service's schedule is live,
  * so a new schedule is written beside the old one and switched atomically. */
@@ -222,6 +222,10 @@ enum xdplb_counter {
 	 * answer (FRAG_NEEDED, NO_DEST) was not sent, over the rate limit. */
 	XDPLB_CNT_ICMP_XLATE,
 	XDPLB_CNT_ICMP_LIMITED,
+	/* A new full-NAT (or hairpin) connection found no free local address
+	 * and port in XDPLB_FNAT_PROBES tries (or no local address at all, or
+	 * fnat_out full): its first packet is dropped. */
+	XDPLB_CNT_FNAT_NO_PORT,
 	XDPLB_CNT_MAX,
 };
 
@@ -484,6 +488,11 @@ struct conn {
 	__u64 last_seen;	/* bpf_ktime_get_coarse_ns() of the last packet, to ~0.27 s
 				 * (IN: either direction; TEMPLATE: last use);
 				 * 0 = expired (swapped to 0 by the one CPU that expires it) */
+	__be32 laddr;		/* source-NATed (full-NAT, hairpin): the local address the
+				 * client's packets leave from ... */
+	__be16 lport;		/* ... and port (0: not source-NATed); fnat_out maps the
+				 * reply tuple back to this entry's key */
+	__u8 pad[2];
 };
 
 /* conns6: LRU_HASH conn_key6 -> conn6, conns6_assured: HASH, the same:
@@ -536,6 +545,9 @@ struct frag_rec {
 	__u8 dmac[6];
 	__u32 svc_slot;		/* whose stats the later fragments count in */
 	__u32 dest_slot;	/* ... (0: the first fragment was not counted) */
+	__be32 addr2;		/* source-NATed: the address written over the header's
+				 * source (in: the local address) or, for a reply,
+				 * destination (the client's); 0: none */
 	__u8 out;		/* 1: a Masq reply (real server -> client) */
 	__u8 l4_len;		/* the first fragment's L4 header length: a later
 				 * fragment starting inside it would overwrite the ports */
@@ -574,6 +586,32 @@ struct laddr_set {
 	__u32 pad;
 	struct laddr a[XDPLB_LADDR_MAX];
 };
+
+/* fnat_out: HASH conn_key -> conn_key: a source-NATed connection's reply
+ * tuple <rs, laddr, rport, lport, proto> (saddr, daddr, sport, dport as the
+ * reply carries them) -> the connection's key (the client's tuple). A plain
+ * hash, not an LRU: an evicted mapping would lose a live connection's
+ * replies. The data path inserts it with BPF_NOEXIST (atomic across CPUs:
+ * no two connections ever get the same reply tuple) before the connection's
+ * entry and deletes it when it expires the entry; the control plane's sweep
+ * deletes the mappings of the entries it removes and those whose entry an
+ * LRU eviction took. A reply finds the entry through it and checks that the
+ * entry names exactly this mapping, so a stale one is never followed.
+ * Allocated as used (BPF_F_NO_PREALLOC). */
+#ifndef XDPLB_MAX_FNAT
+#define XDPLB_MAX_FNAT		(XDPLB_MAX_CONNS + XDPLB_MAX_ASSURED)
+#endif
+/* The source ports a local address lends, and the candidates a new
+ * connection tries (consecutive ports from a hash of its tuple and the
+ * CPU's random state, the local addresses in turn) before it is dropped,
+ * counted XDPLB_CNT_FNAT_NO_PORT. */
+#ifndef XDPLB_FNAT_PORT_MIN
+#define XDPLB_FNAT_PORT_MIN	1024
+#endif
+#ifndef XDPLB_FNAT_PORT_MAX
+#define XDPLB_FNAT_PORT_MAX	65535
+#endif
+#define XDPLB_FNAT_PROBES	8
 
 /* svc_stats, dest_stats: PERCPU_ARRAY slot -> ip_vs_stats; bytes are L3 lengths */
 struct ip_vs_stats {

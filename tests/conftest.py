@@ -58,6 +58,7 @@ def ctl(datapath_state, datapath_net):
         c.flush()
         st.conn_table.clear()
         st.conn_table6.clear()
+        st.fnat_out.clear()
         st.lblc.clear()
         for slot in range(64):
             st.dest_conns.put(slot, T.DestConns())

@@ -53,7 +53,7 @@ class DataPath:
         self.cli, self.srv = net["cli_idx"], net["srv_idx"]
 
     def reset(self):
-        for name in ("services", "sched_ring", "conn_table", "rs_table"):
+        for name in ("services", "sched_ring", "conn_table", "rs_table", "fnat_out"):
             getattr(self.s, name).clear()
         for word in range(S.XDPLB_RS_FILTER_WORDS):
             self.s.rs_filter.put(word, C.c_uint64(0))

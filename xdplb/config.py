@@ -39,10 +39,11 @@ from . import model
 from . import sched as S
 from .model import (AF_INET6, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E_SVC_EXISTS,
                     E_SVC_NOT_DEFINED, XdplbError)
+from .localaddr import add_laddr, check_fullnat, delete_laddr, drop_laddrs  # noqa: F401
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNEL,
-                      XDPLB_DEST_F_AVAILABLE, XDPLB_LIST_MAX, XDPLB_RING_GEN_BIT,
-                      XDPLB_RS_SVC_MAX, XDPLB_TMO_UDP, Alloc, DestEntry, SchedPos, SvcEntry,
-                      packer)
+                      XDPLB_CONN_F_FULLNAT, XDPLB_DEST_F_AVAILABLE, XDPLB_LIST_MAX,
+                      XDPLB_RING_GEN_BIT, XDPLB_RS_SVC_MAX, XDPLB_TMO_UDP, Alloc, DestEntry,
+                      SchedPos, SvcEntry, packer)
 from .tables import (BREAK, Plan, a2b, copy, dest_addr, fold, key_tuple, netmask_field,
                      rs_filter_bit, rs_key, rs_map, rs_value, svc_key, svc_key_of)
 
@@ -68,10 +69,11 @@ def _tun_fields(dest):
 
 
 def _primed(dest):
-    """Route and Tunnel send a packet the stack cannot forward (to the VIP;
-    from one of our own addresses) while the real server's MAC is unknown:
-    the control plane has the kernel resolve it when the server is added."""
-    return dest.fwd in (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL)
+    """Route, Tunnel and full-NAT send a packet the stack cannot forward (to
+    the VIP; from one of our own addresses) while the real server's MAC is
+    unknown: the control plane has the kernel resolve it when the server is
+    added."""
+    return dest.fwd in (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_TUNNEL, XDPLB_CONN_F_FULLNAT)
 
 
 def _dest_id(addr, port):
@@ -279,6 +281,13 @@ def rs_join(t, plan, svc_k, addr, port):
         raise XdplbError(f"{E_ENOMEM}: a masquerading real server (address and port) can serve "
                          f"at most {XDPLB_RS_SVC_MAX} virtual services in xdplb")
     plan.put(name, k, rs_value([sk] + svcs))
+    rs_filter_join(t, plan, addr)
+
+
+def rs_filter_join(t, plan, addr):
+    """rs_filter's bit of a real server's address (bytes), set (MAKE) if it is
+    not: a Masq server's (rs_join), and a full-NAT server's, whose replies,
+    to a local address, find their connection through fnat_out."""
     bit = rs_filter_bit(addr)
     word = t.current("rs_filter", bit >> 6)
     word = 0 if word is None else word.value
@@ -312,6 +321,7 @@ def delete_service(t, key):
         _free_dest(plan, alloc, slot)
     plan.zero("svc_stats", entry.slot, BREAK)
     plan.put("sched_pos", entry.slot, SchedPos(0), BREAK)
+    drop_laddrs(t, plan, entry.slot)
     alloc.ring_used -= entry.ring_len
     plan.put("alloc", 0, alloc)
     plan.service(key, None)
@@ -331,6 +341,7 @@ def flush(t):
             _free_dest(plan, alloc, slot)
         plan.zero("svc_stats", entry.slot, BREAK)
         plan.put("sched_pos", entry.slot, SchedPos(0), BREAK)
+        drop_laddrs(t, plan, entry.slot)
         plan.service(key, None)
         live[entry.slot] = entry
     for ds in by_svc.values():      # destinations of no service
@@ -394,9 +405,12 @@ def add_dests(t, svc_k, dests):
             slot = t.free_dest_slot(alloc)
             if slot is None:
                 raise table_full("destinations", t.max_dests - 1)
+            check_fullnat(t, entry, dest)
             joined = Plan()
             if dest.fwd == IP_VS_CONN_F_MASQ:
                 rs_join(t, joined, key, *ident)
+            elif dest.fwd == XDPLB_CONN_F_FULLNAT:
+                rs_filter_join(t, joined, ident[0])
             after = [(slot, dest.weight)] + dlist
             after_state = S.on_add(name, after, state)
             after_meta = None if meta is None else {
@@ -434,6 +448,7 @@ def edit_dest(t, svc_k, dest):
     slot = t.find_dest(entry.slot, *_dest_id(dest.addr, dest_port(svc_k[2], dest)))
     if slot is None:
         raise XdplbError(E_NO_DEST)
+    check_fullnat(t, entry, dest)
     old = t.dest_entry(slot)
     new = copy(old)
     new.fwd, new.weight = dest.fwd, dest.weight
@@ -448,6 +463,8 @@ def edit_dest(t, svc_k, dest):
     plan.put("dests", slot, new)
     if new.fwd == IP_VS_CONN_F_MASQ:
         rs_join(t, plan, tuple(svc_k), dest_addr(old), old.port)
+    elif new.fwd == XDPLB_CONN_F_FULLNAT:
+        rs_filter_join(t, plan, dest_addr(old))
     # Editing clears OVERLOAD when u_threshold goes to 0 or up.
     if not dest.u_threshold or dest.u_threshold > old.u_threshold:
         dc = t.current("dest_conns", slot)

@@ -15,8 +15,9 @@ import time
 
 from . import model
 from .model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP
-from .structs import (IP_VS_CONN_F_MASQ, XDPLB_DIR_IN, XDPLB_DIR_TEMPLATE, XDPLB_RS_SVC_MAX,
-                      Conn, Conn6, ConnKey, ConnKey6, DestConns)
+from .structs import (IP_VS_CONN_F_MASQ, XDPLB_CONN_F_FULLNAT, XDPLB_DIR_IN,
+                      XDPLB_DIR_TEMPLATE, XDPLB_RS_SVC_MAX, Conn, Conn6, ConnKey, ConnKey6,
+                      DestConns)
 from .tables import (b2a, dest_addr, family, key_tuple, netmask_of, rs_filter_bit, rs_key,
                      rs_value, svc_key_of)
 
@@ -141,6 +142,7 @@ def sweep(st, dests, svcs):
     dests: {slot: DestEntry}; svcs: {service key tuple: SvcEntry}. The
     caller holds the state lock. Returns the number of entries deleted."""
     masks = {e.slot: _client_mask(k, e) for k, e in svcs.items()}
+    mappings = st.fnat_out.raw_items()      # before the entries: release_mappings
     now = now_ns()
     entries = live_entries(st, dests, now)
     controlled = {}
@@ -164,10 +166,46 @@ def sweep(st, dests, svcs):
             e.table.delete(e.k)
             deleted += 1
     _reconcile(st.dest_conns, dests, counts(keep))
+    release_mappings(st, mappings, keep)
     rs_tables = (st.rs_table, st.rs_table6)
     prune_real_servers(rs_tables, dests, svcs, keep)
-    rebuild_rs_filter(st.rs_filter, rs_tables)
+    rebuild_rs_filter(st.rs_filter, rs_tables, fullnat_servers(dests, keep))
     return deleted
+
+
+def mapping_key(k, c):
+    """The fnat_out key (bytes) of a source-NATed IPv4 connection (ConnKey k,
+    Conn c): its reply tuple; None for any other entry."""
+    if c.dir != XDPLB_DIR_IN or not c.lport or not isinstance(k, ConnKey):
+        return None
+    return bytes(ConnKey(c.addr, c.laddr, c.port, c.lport, k.proto))
+
+
+def release_mappings(st, mappings, keep):
+    """Delete the fnat_out mappings (read before the entries were) that no
+    kept entry was lent: those of entries the sweep deleted or the data path
+    expired, and those of entries an LRU eviction took, which told no one.
+    The data path inserts a mapping just before its entry, in one run of the
+    program: one read before the entries cannot see a mapping without its
+    entry but by a hair, so each is looked up once more before it goes."""
+    lent = {mapping_key(e.k, e.c): bytes(e.k) for e in keep}
+    for kb, vb in mappings:
+        if lent.get(kb) == vb:
+            continue
+        k = ConnKey.from_buffer_copy(vb)
+        c = st.conn_table.get(k)
+        if c is not None and c.last_seen and mapping_key(k, c) == kb:
+            continue    # an entry made since the table was read
+        st.fnat_out.delete(kb)
+
+
+def fullnat_servers(dests, entries):
+    """Addresses (bytes) of the full-NAT real servers and of the real servers
+    of live source-NATed connections: their replies, to a local address,
+    need rs_filter's bit too."""
+    out = {bytes(d.addr) for d in dests.values() if d.fwd == XDPLB_CONN_F_FULLNAT}
+    return out | {bytes(e.c.addr) for e in entries
+                  if e.alive and mapping_key(e.k, e.c) is not None}
 
 
 def prune_real_servers(rs_tables, dests, svcs, entries):
@@ -245,12 +283,14 @@ def listing(entries, now=None):
     return out
 
 
-def rebuild_rs_filter(rs_filter, rs_tables):
-    """Clear rs_filter's bits no rs_table(6) entry has any more (the data
-    path only reads the filter, and rs_join sets a bit before its entry)."""
+def rebuild_rs_filter(rs_filter, rs_tables, more=()):
+    """Clear rs_filter's bits neither an rs_table(6) entry nor one of the
+    addresses more (bytes) has any more (the data path only reads the
+    filter, and rs_join sets a bit before its entry)."""
     want = {}
-    for kb in (k for rs_table in rs_tables for k in rs_table.keys()):
-        bit = rs_filter_bit(bytes(kb.addr))
+    addrs = [bytes(k.addr) for rs_table in rs_tables for k in rs_table.keys()]
+    for addr in addrs + list(more):
+        bit = rs_filter_bit(addr)
         want[bit >> 6] = want.get(bit >> 6, 0) | 1 << (bit & 63)
     for kb, vb in rs_filter.raw_items():
         word = int.from_bytes(kb, "little")

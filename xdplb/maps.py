@@ -14,7 +14,7 @@ import os
 
 from . import bpfsys
 from .structs import (COUNTERS, VERDICTS, Alloc, Conn, Conn6, ConnKey, ConnKey6, DestConns,
-                      DestEntry, FragKey, FragRec, IpVsStats, LblcEnt, LblcKey, RingKey, RsKey,
+                      DestEntry, FragKey, FragRec, IpVsStats, LaddrSet, LblcEnt, LblcKey, RingKey, RsKey,
                       RsKey6, RsSvcs, RsSvcs6, SchedPos, SvcDests, SvcEntry, SvcKey, SvcKey6,
                       TunSrc6)
 
@@ -318,6 +318,8 @@ MAPS = {
     "conns6_assured": (Map, ConnKey6, Conn6),
     "rs_table6": (Map, RsKey6, RsSvcs6),
     "tun_src6": (Map, C.c_uint32, TunSrc6),
+    "laddrs": (Map, C.c_uint32, LaddrSet),
+    "fnat_out": (Map, ConnKey, ConnKey),
 }
 
 

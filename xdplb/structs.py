@@ -99,7 +99,7 @@ XDPLB_SYSCTL_EXPIRE_QUIESCENT_TEMPLATE = 2
 XDPLB_SYSCTL_SLOPPY_TCP = 3
 XDPLB_SYSCTL_MAX = 8
 
-XDPLB_LAYOUT_VERSION = 6
+XDPLB_LAYOUT_VERSION = 7
 
 XDPLB_RS_SVC_MAX = 32
 XDPLB_MAX_RS = XDPLB_MAX_DESTS
@@ -114,11 +114,16 @@ XDPLB_FRAG_TTL_NS = 1000000000
 XDPLB_TUN_SRC_SLOTS = XDPLB_MAX_PORTS * 16
 XDPLB_LADDR_MAX = 16
 
+XDPLB_MAX_FNAT = XDPLB_MAX_CONNS + XDPLB_MAX_ASSURED
+XDPLB_FNAT_PORT_MIN = 1024
+XDPLB_FNAT_PORT_MAX = 65535
+XDPLB_FNAT_PROBES = 8
+
 # enum xdplb_counter
 COUNTERS = ("rx", "pass", "fwd", "to_stack", "no_dest", "conn_full",
             "dest_gone", "no_route", "tail_call", "assure_full", "frag_untracked",
             "frag_overlap", "tun_too_big", "tun_no_src", "frag_needed", "too_big",
-            "icmp_xlate", "icmp_limited")
+            "icmp_xlate", "icmp_limited", "fnat_no_port")
 # counted as they happen, not as a frame's verdict
 EVENTS = ("assure_full", "icmp_xlate", "icmp_limited")
 # the verdicts: every frame ends in exactly one (rx is their sum)
@@ -231,7 +236,8 @@ class Conn(C.Structure):
                 ("fwd", C.c_uint8), ("dest_slot", C.c_uint32), ("svc_slot", C.c_uint32),
                 ("ifindex", C.c_uint32), ("smac", C.c_uint8 * 6), ("dmac", C.c_uint8 * 6),
                 ("state", C.c_uint8), ("timeout_hi", C.c_uint8), ("timeout_lo", C.c_uint16),
-                ("dest_seq", C.c_uint32), ("last_seen", C.c_uint64)]
+                ("dest_seq", C.c_uint32), ("last_seen", C.c_uint64),
+                ("laddr", C.c_uint8 * 4), ("lport", C.c_uint16), ("pad", C.c_uint8 * 2)]
 
     @property
     def timeout(self):
@@ -265,7 +271,7 @@ class FragKey(C.Structure):
 class FragRec(C.Structure):
     _fields_ = [("addr", C.c_uint8 * 4), ("ifindex", C.c_uint32), ("smac", C.c_uint8 * 6),
                 ("dmac", C.c_uint8 * 6), ("svc_slot", C.c_uint32), ("dest_slot", C.c_uint32),
-                ("out", C.c_uint8), ("l4_len", C.c_uint8), ("pad", C.c_uint8 * 2),
+                ("addr2", C.c_uint8 * 4), ("out", C.c_uint8), ("l4_len", C.c_uint8), ("pad", C.c_uint8 * 2),
                 ("stamp", C.c_uint64)]
 
 

@@ -44,7 +44,7 @@ PUT, ZERO, DEL, RAW = 0, 1, 2, 3   # RAW: packed keys and u32 values (ring entri
 # The order maps are written in within a phase: destinations before the rings
 # and lists that name them.
 MAP_ORDER = ("alloc", "sysctl", "timeouts", "dest_stats", "dest_conns", "rs_filter", "rs_table",
-             "rs_table6", "dests", "svc_stats",
+             "rs_table6", "laddrs", "dests", "svc_stats",
              "sched_pos", "svc_dests", "sched_ring", "services", "services6", "lblc")
 RS_TABLES = ("rs_table", "rs_table6")
 
@@ -372,6 +372,12 @@ class Tables:
                 slot = d.next
             self.lists[svc_slot] = dlist
         return dlist
+
+    def laddrs(self, svc_slot):
+        """[(address text, ifindex)] of a service's local addresses, as added."""
+        v = self.current("laddrs", svc_slot)
+        return [] if v is None else [(b2a(bytes(a.addr)[:16 if a.af == XDPLB_AF_INET6 else 4]),
+                                      a.ifindex) for a in v.a[:min(v.n, len(v.a))]]
 
     def dests_of(self, svc_slot):
         """[(slot, DestEntry)] of a service's destinations, kernel order."""
