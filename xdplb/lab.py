@@ -107,14 +107,17 @@ def _topology():
     by); the client's and the backends' ends face the lb's XDP. The lb answers
     ARP for one backend on another's veth (proxy_arp), as a node does for its
     pods: a backend calling the VIP gets its answer from another backend,
-    which, on the same /24, asks for the caller's address by ARP."""
+    which, on the same /24, asks for the caller's address by ARP. A backend
+    calling the VIP and choosing itself (hairpin) gets its packet back by
+    XDP_TX, which veth delivers only to an end running XDP: the backends'
+    ends run an XDP_PASS program."""
     lb_end, peer_end, routes = {}, {}, []
     _client(lb_end, peer_end, routes)
     for node, addr in BACKENDS.items():
         addr6 = BACKENDS6[node]
         lb_end[node] = T.End("lb", lb_if(node), addrs=(f"{LB_RS_IP}/32", f"{LB_RS_IP6}/128"))
         peer_end[node] = T.End(node, PEER_IF, addrs=(f"{addr}/24", f"{addr6}/64"),
-                               faces_xdp=True)
+                               faces_xdp=True, gets_xdp_tx=True)
         routes += [T.Route("lb", f"{addr}/32", dev=lb_if(node)),
                    T.Route(node, "default", via=LB_RS_IP, dev=PEER_IF, onlink=True),
                    T.Route("lb", f"{addr6}/128", dev=lb_if(node)),
@@ -131,12 +134,14 @@ def _topology_two_arm():
     have their subnet's route only, none to the client: the lb's full-NAT
     makes every reply come back to its local address LADDR. The lb's end
     towards sw faces XDP (frames are redirected into it); the backends' ends
-    have TX checksum offload off, as their frames reach XDP unchanged."""
+    have TX checksum offload off, as their frames reach XDP unchanged; the
+    segment's end runs XDP_PASS for frames XDP sends back to it (XDP_TX: a
+    backend calling the VIP)."""
     lb_end, peer_end, routes = {}, {}, []
     _client(lb_end, peer_end, routes)
     veths = [T.Veth(lb_end["client"], peer_end["client"]),
              T.Veth(T.End("lb", LB_RS_IF, addrs=(f"{LB_RS_IP}/24", f"{LADDR}/32")),
-                    T.End(SW, "port-lb", faces_xdp=True))]
+                    T.End(SW, "port-lb", faces_xdp=True, gets_xdp_tx=True))]
     for node, addr in BACKENDS.items():
         veths.append(T.Veth(T.End(SW, f"port-{node}"),
                             T.End(node, PEER_IF, addrs=(f"{addr}/24",), faces_xdp=True)))
@@ -338,14 +343,16 @@ class Lab:
                      f"{LB_RS_IF} {LB_RS_IP}/24 and local address {LADDR}, no route to "
                      "the client; ip_forward=1 in the lb")
             self.say(f"veth ends facing xdplb ({PEER_IF} of client, {', '.join(BACKENDS)}; "
-                     f"port-lb of {SW}): GRO on, TX checksum offload off")
+                     f"port-lb of {SW}): GRO on, TX checksum offload off; port-lb runs "
+                     "XDP_PASS (frames sent back by XDP_TX need it)")
         else:
             self.say(f"client {CLIENT_IP} routes {VIP} via the lb {LB_CLIENT_IP}; backends "
                      + ", ".join(f"{n} {a}" for n, a in BACKENDS.items())
                      + f" route via {LB_RS_IP}; ip_forward=1 in the lb")
             self.say(f"veth peer ends ({PEER_IF} of client, {', '.join(BACKENDS)}): GRO on "
                      "(redirected frames need it), TX checksum offload off (XDP rewrites "
-                     "need full checksums)")
+                     "need full checksums); the backends' run XDP_PASS (frames sent back "
+                     "by XDP_TX need it)")
         # backend servers: every address of their own namespace (explicitly; the
         # default is loopback), which holds only lo and the lab's veth, because
         # under direct routing (-g) they must also answer on a VIP added to lo

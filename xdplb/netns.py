@@ -232,6 +232,18 @@ class NetNs:
         with self.entered():  # libbpf's netlink socket is this thread's netns
             bpfsys.xdp_attach(idx, prog_fd, flags)
 
+    def xdp_pass(self, dev):
+        """A native XDP program passing every frame on dev, the end of a veth
+        whose peer runs XDP: frames that XDP sends back out of the peer
+        (XDP_TX) are only delivered to an end running XDP itself (veth
+        kicks the receiving end's NAPI for them only then). Goes with dev."""
+        from . import bpfsys
+        fd = bpfsys.xdp_pass_prog()
+        try:
+            self.xdp_attach(dev, fd, bpfsys.XDP_FLAGS_DRV_MODE)
+        finally:
+            os.close(fd)
+
     def xdp_detach(self, dev, flags):
         from . import bpfsys
         idx = self.ifindex(dev)

@@ -18,12 +18,15 @@ from .netns import NetNs, NetnsError
 class End:
     """One end of a veth pair: node, device, MAC (None: the kernel picks one),
     addresses ("10.0.0.1/24"), and whether the other end runs XDP (then this
-    end gets the lab's veth settings, NetNs.face_xdp: GRO on, TX checksum off)."""
+    end gets the lab's veth settings, NetNs.face_xdp: GRO on, TX checksum off)
+    and whether that XDP sends frames back out to this end (XDP_TX: this end
+    then runs an XDP_PASS program, NetNs.xdp_pass, or they never arrive)."""
     node: str
     dev: str
     mac: str | None = None
     addrs: tuple[str, ...] = ()
     faces_xdp: bool = False
+    gets_xdp_tx: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ def build(topo, prefix):
             ns.link_up(end.dev)
             if end.faces_xdp:
                 ns.face_xdp(end.dev)
+            if end.gets_xdp_tx:
+                ns.xdp_pass(end.dev)
         for b in topo.bridges:
             net.ns[b.node].add_bridge(b.dev, b.ports)
         for r in topo.routes:
