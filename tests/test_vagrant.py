@@ -165,7 +165,9 @@ def test_ipvs_and_xdplb_side_by_side_in_qemu():
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     out = p.stdout
     assert "same answers in the same order: yes" in out
-    assert out.count("every answer as in seed 000") == 2, out
+    # both scenarios side by side, then the pods' steps through xdplb
+    assert out.count("every answer as in seed 000") == 3, out
+    assert "=== seed 000 to its end through xdplb" in out
     assert "connections per second" in out and "forwarded packets per second" in out
     # the benchmark's own parts ran, with kernel IPVS rows measured (not skipped)
     assert "xdplb bench failed" not in out + p.stderr
