@@ -16,6 +16,10 @@ the peer ends (client and backends), both because of veth, not xdplb, made as
 - TX checksum offload off: veth leaves TCP checksums partial, which an XDP
   NAT rewrite cannot complete; real NICs deliver full checksums.
 
+The backends' ends also run an XDP_PASS program (NetNs.xdp_pass): a frame the
+lb's XDP sends back out of the veth it came in by (XDP_TX: a backend calling
+the VIP and given itself) reaches only an end that runs XDP.
+
 The network itself is TOPOLOGY (xdplb/topology.py), built through netlink.
 
 `up(two_arm=True)` builds TOPOLOGY_TWO_ARM instead, a two-armed balancer:
