@@ -138,35 +138,63 @@ static __always_inline int conn_is_reply_of(const struct conn *c, const struct p
 	return c->addr == p->key.saddr;
 }
 
-/* The reply tuple a source-NATed connection c (protocol proto) was lent:
- * its fnat_out key. */
-static __always_inline void fnat_key(const struct conn *c, __u8 proto, struct conn_key *mk)
+/* The local address a source-NATed entry c was lent (one word, or four:
+ * a conn6's). */
+static __always_inline const __be32 *conn_laddr(const struct conn *c, const int af)
 {
-	mk->saddr = c->addr;
-	mk->daddr = c->laddr;
-	mk->sport = c->port;
-	mk->dport = c->lport;
-	mk->proto = proto;
+	return af == XDPLB_AF_INET6 ? ((const struct conn6 *)c)->laddr6 : &c->laddr;
+}
+
+/* The reply tuple a source-NATed connection c (protocol proto) was lent:
+ * its fnat_out (fnat_out6) key. */
+static __always_inline void fnat_key(const struct conn *c, __u8 proto, union conn_key_any *mk,
+				     const int af)
+{
+	if (af == XDPLB_AF_INET6) {
+		__builtin_memcpy(mk->v6.saddr, ((const struct conn6 *)c)->addr6, 16);
+		__builtin_memcpy(mk->v6.daddr, ((const struct conn6 *)c)->laddr6, 16);
+		mk->v6.sport = c->port;
+		mk->v6.dport = c->lport;
+		mk->v6.proto = proto;
+		return;
+	}
+	mk->v4.saddr = c->addr;
+	mk->v4.daddr = c->laddr;
+	mk->v4.sport = c->port;
+	mk->v4.dport = c->lport;
+	mk->v4.proto = proto;
 }
 
 /* The connection of a reply to a local address (real server -> laddr:lport)
- * through fnat_out, if the entry it names was lent exactly this tuple (a
- * mapping left by an evicted entry, or by an entry since replaced, leads
- * nowhere). *ik: the entry's key. */
-static __always_inline struct conn *fnat_reply_lookup(const struct pkt *p, struct conn_key *ik,
-						      int *assured)
+ * through fnat_out (fnat_out6), if the entry it names was lent exactly
+ * this tuple (a mapping left by an evicted entry, or by an entry since
+ * replaced, leads nowhere). *ik: the entry's key. */
+static __always_inline struct conn *fnat_reply_lookup(const struct pkt *p,
+						      union conn_key_any *ik, int *assured,
+						      const int af)
 {
-	struct conn_key *k = fnat_out.lookup((void *)&p->key);
 	struct conn *c;
+	void *k;
 
-	if (!k)
-		return NULL;
-	*ik = *k;
-	c = conn_lookup(ik, assured, XDPLB_AF_INET);
+	if (af == XDPLB_AF_INET6) {
+		k = fnat_out6.lookup((void *)&p->key6);
+		if (!k)
+			return NULL;
+		__builtin_memcpy(&ik->v6, k, sizeof(ik->v6));
+	} else {
+		k = fnat_out.lookup((void *)&p->key);
+		if (!k)
+			return NULL;
+		__builtin_memcpy(&ik->v4, k, sizeof(ik->v4));
+	}
+	c = conn_lookup(ik, assured, af);
 	if (!c || c->dir != XDPLB_DIR_IN || !c->lport || c->lport != p->key.dport ||
-	    c->laddr != p->key.daddr || c->addr != p->key.saddr || c->port != p->key.sport)
+	    c->port != p->key.sport)
 		return NULL;
-	return c;
+	if (af == XDPLB_AF_INET6)
+		return addr6_eq(((const struct conn6 *)c)->addr6, p->key6.saddr) &&
+		       addr6_eq(((const struct conn6 *)c)->laddr6, p->key6.daddr) ? c : NULL;
+	return c->addr == p->key.saddr && c->laddr == p->key.daddr ? c : NULL;
 }
 
 /* The connection of a reply (real server -> client): a source-NATed one's
@@ -182,9 +210,6 @@ static __always_inline struct conn *conn_reply_lookup4(const struct pkt *p, stru
 	struct conn *c;
 	int i, j;
 
-	c = fnat_reply_lookup(p, ik, assured);
-	if (c)
-		return c;
 	rk.addr = p->key.saddr;
 	rk.proto = p->key.proto;
 	ik->saddr = p->key.daddr;
@@ -244,6 +269,10 @@ static __always_inline struct conn *conn_reply_lookup(const struct pkt *p,
 						      union conn_key_any *ik, int *assured,
 						      const int af)
 {
+	struct conn *c = fnat_reply_lookup(p, ik, assured, af);
+
+	if (c)
+		return c;
 	if (af == XDPLB_AF_INET6)
 		return conn_reply_lookup6(p, &ik->v6, assured);
 	return conn_reply_lookup4(p, &ik->v4, assured);
@@ -297,12 +326,17 @@ static __always_inline struct conn *conn_set_assured(struct pkt *p, struct conn 
 }
 
 /* Give back the reply tuple mk (fnat_key) a source-NATed connection was
- * lent: read before its entry is deleted (a deleted element of a
- * preallocated map may be reused at once by another CPU). */
-static __always_inline void fnat_forget(struct conn_key *mk)
+ * lent (none when its port is 0): read before its entry is deleted (a
+ * deleted element of a preallocated map may be reused at once by another
+ * CPU). */
+static __always_inline void fnat_forget(union conn_key_any *mk, const int af)
 {
-	if (mk->dport)
-		fnat_out.delete(mk);
+	if (af == XDPLB_AF_INET6) {
+		if (mk->v6.dport)
+			fnat_out6.delete(&mk->v6);
+	} else if (mk->v4.dport) {
+		fnat_out.delete(&mk->v4);
+	}
 }
 
 /* An IN entry idle past its timeout: the kernel's timer would have removed
@@ -310,8 +344,8 @@ static __always_inline void fnat_forget(struct conn_key *mk)
  * packet is then handled as if there were none. */
 static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assured, const int af)
 {
+	union conn_key_any mk = {};
 	__u32 slot = c->dest_slot;
-	struct conn_key mk = {};
 	struct dest *d;
 
 	if (!__sync_lock_test_and_set(&c->last_seen, 0))
@@ -319,10 +353,10 @@ static __always_inline void conn_expire(struct pkt *p, struct conn *c, int assur
 	d = dest_of_conn(c);
 	if (d)
 		dest_unbind(slot, d, conn_kind(p->key.proto, c->state));
-	if (c->lport && af == XDPLB_AF_INET)
-		fnat_key(c, p->key.proto, &mk);
+	if (c->lport)
+		fnat_key(c, p->key.proto, &mk, af);
 	conn_table_del(pkt_conn_key(p, af), af, assured);
-	fnat_forget(&mk);
+	fnat_forget(&mk, af);
 }
 
 /* One of IPVS's settings: sysctl[idx] (xdplb.h). */

@@ -146,7 +146,7 @@ static __always_inline __u32 forward_in(struct xdp_md *ctx, struct pkt *p, const
 	if (fwd_dnat(c->fwd))
 		nat_dst(p, raddr, c->port, af);
 	if (c->lport)
-		nat_src(p, &c->laddr, c->lport, af);
+		nat_src(p, conn_laddr(c, af), c->lport, af);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS || !e)
 		return VERDICT(XDP_PASS, XDPLB_CNT_TO_STACK);
 	return transmit(ctx, p, e->ifindex, e->smac, e->dmac);
@@ -193,7 +193,12 @@ static __always_inline __u32 forward_out(struct xdp_md *ctx, struct pkt *p, stru
 		return VERDICT(XDP_PASS, XDPLB_CNT_NO_ROUTE);
 	mtu = rc == BPF_FIB_LKUP_RET_SUCCESS ? reply_too_big(ctx, p, c->ifindex) : 0;
 	if (mtu) {
-		/* IPv6: the stack answers the real server "packet too big" */
+		/* IPv6: the stack answers the real server "packet too big"; not
+		 * for a reply to a local address (source-NATed), which it would
+		 * take as its own: answered here, from that address */
+		if (af == XDPLB_AF_INET6 && c->lport)
+			return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_IN, mtu, XDPLB_CONN_F_FULLNAT,
+					    0, 0, af);
 		if (af == XDPLB_AF_INET6)
 			return VERDICT(XDP_PASS, XDPLB_CNT_TOO_BIG);
 		return icmp_handoff(ctx, XDPLB_ICMP_JOB_TOO_BIG_OUT, mtu,

@@ -192,7 +192,10 @@ static __always_inline __u32 icmp_in(struct xdp_md *ctx, struct pkt *p, struct p
 				 c->port, data_end);
 	}
 	/* source-NATed: from the local address, about a reply to it */
-	if (c->lport && af == XDPLB_AF_INET)
+	if (c->lport && af == XDPLB_AF_INET6)
+		icmp_nat6(q, e, p->ip6->saddr.in6_u.u6_addr32, e->qip6->daddr.in6_u.u6_addr32,
+			  &e->qports[1], conn_laddr(c, af), c->lport);
+	else if (c->lport)
 		icmp_nat(p->ip, e, &p->ip->saddr, &e->qip->daddr, &e->qports[1], c->laddr, c->lport,
 			 data_end);
 	count(XDPLB_CNT_ICMP_XLATE);
@@ -227,7 +230,10 @@ static __always_inline __u32 icmp_out(struct xdp_md *ctx, struct pkt *p, struct 
 		icmp_nat(p->ip, e, &p->ip->saddr, &e->qip->daddr, &e->qports[1], vaddr[0], vport,
 			 data_end);
 	/* source-NATed: to the client, about its packet as it was sent */
-	if (c->lport && af == XDPLB_AF_INET)
+	if (c->lport && af == XDPLB_AF_INET6)
+		icmp_nat6(q, e, p->ip6->daddr.in6_u.u6_addr32, e->qip6->saddr.in6_u.u6_addr32,
+			  &e->qports[0], ik->v6.saddr, ik->v6.sport);
+	else if (c->lport)
 		icmp_nat(p->ip, e, &p->ip->daddr, &e->qip->saddr, &e->qports[0], ik->v4.saddr,
 			 ik->v4.sport, data_end);
 	count(XDPLB_CNT_ICMP_XLATE);

@@ -51,6 +51,8 @@ BPF_TABLE("array", __u32, struct sched_pos, sched_pos, XDPLB_MAX_SERVICES);
  * reply tuples lent to connections. */
 BPF_TABLE("array", __u32, struct laddr_set, laddrs, XDPLB_MAX_SERVICES);
 BPF_F_TABLE("hash", struct conn_key, struct conn_key, fnat_out, XDPLB_MAX_FNAT, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct conn_key6, struct conn_key6, fnat_out6, XDPLB_MAX_FNAT6,
+	    BPF_F_NO_PREALLOC);
 BPF_F_TABLE("lru_hash", struct conn_key, struct conn, conns, XDPLB_MAX_CONNS, XDPLB_CONNS_FLAGS);
 BPF_TABLE("hash", struct conn_key, struct conn, conns_assured, XDPLB_MAX_ASSURED);
 /* Allocated as real servers are added: an entry is 264 bytes. */

@@ -107,10 +107,10 @@ static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 				      const struct service *svc, __be16 svc_port, __u64 now,
 				      __u32 slot, const int af)
 {
+	__be32 fallback[4] = {};
+	union conn_key_any mk = {};
 	struct conn6 nc6 = {};
 	struct conn *nc = &nc6.c;
-	struct conn_key mk = {};
-	__be32 fallback;
 	struct dest *d;
 
 	d = dest_get(slot);
@@ -131,12 +131,13 @@ static __always_inline __u32 conn_new(struct xdp_md *ctx, struct pkt *p,
 	if (af == XDPLB_AF_INET6)
 		__builtin_memcpy(nc6.addr6, d->addr6, 16);
 	nc->dir = XDPLB_DIR_IN;
-	if (fnat_wanted(ctx, p, svc, d, slot, now, &fallback, af) &&
-	    (af != XDPLB_AF_INET || fnat_bind(p, nc, svc->slot, fallback)))
+	if (fnat_wanted(ctx, p, svc, d, slot, now, fallback, af) &&
+	    fnat_bind(p, &nc6, svc->slot, fallback, af))
 		return drop(XDPLB_CNT_FNAT_NO_PORT);
 	if (conn_table_put(pkt_conn_key(p, af), &nc6, af, 0)) {
-		fnat_key(nc, p->key.proto, &mk);
-		fnat_forget(&mk);
+		if (nc->lport)
+			fnat_key(nc, p->key.proto, &mk, af);
+		fnat_forget(&mk, af);
 		return drop(XDPLB_CNT_CONN_FULL);
 	}
 	dest_bind(slot, d, conn_kind(p->key.proto, nc->state));

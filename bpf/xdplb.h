@@ -30,7 +30,7 @@
 #define XDPLB_MAX_RING		1048576
 #endif
 /* IPv6 (services6, conns6, conns6_assured): an IPv6 connection entry is
- * 40 bytes of key and 72 of value. */
+ * 40 bytes of key and 88 of value. */
 #ifndef XDPLB_MAX_SERVICES6
 #define XDPLB_MAX_SERVICES6	4096
 #endif
@@ -511,6 +511,7 @@ struct conn_key6 {
 struct conn6 {
 	struct conn c;
 	__be32 addr6[4];	/* real server (TEMPLATE: the template's destination) */
+	__be32 laddr6[4];	/* source-NATed: the local address (c.laddr: its fold) */
 };
 
 /* frags: LRU_HASH frag_key -> frag_rec: what was done with the first
@@ -569,9 +570,9 @@ struct tun_src6 {
 };
 
 /* laddrs: ARRAY svc slot -> laddr_set: a service's local addresses for
- * full-NAT and hairpin (DPVS's --add-laddr), in the order they were added.
- * The interface (-F IFNAME) is kept for listings and -S; addr holds an IPv4
- * address in its first word, the rest zero. */
+ * full-NAT and hairpin (DPVS's --add-laddr), in the order they were added,
+ * of the service's family. The interface (-F IFNAME) is kept for listings
+ * and -S; addr holds an IPv4 address in its first word, the rest zero. */
 #define XDPLB_LADDR_MAX		16
 
 struct laddr {
@@ -600,6 +601,10 @@ struct laddr_set {
  * Allocated as used (BPF_F_NO_PREALLOC). */
 #ifndef XDPLB_MAX_FNAT
 #define XDPLB_MAX_FNAT		(XDPLB_MAX_CONNS + XDPLB_MAX_ASSURED)
+#endif
+/* fnat_out6: HASH conn_key6 -> conn_key6, the same for IPv6. */
+#ifndef XDPLB_MAX_FNAT6
+#define XDPLB_MAX_FNAT6		(XDPLB_MAX_CONNS6 + XDPLB_MAX_ASSURED6)
 #endif
 /* The source ports a local address lends, and the candidates a new
  * connection tries (consecutive ports from a hash of its tuple and the

@@ -59,6 +59,7 @@ def ctl(datapath_state, datapath_net):
         st.conn_table.clear()
         st.conn_table6.clear()
         st.fnat_out.clear()
+        st.fnat_out6.clear()
         st.lblc.clear()
         for slot in range(64):
             st.dest_conns.put(slot, T.DestConns())

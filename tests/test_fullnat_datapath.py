@@ -13,7 +13,7 @@ import socket
 import threading
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, fragment
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
@@ -140,6 +140,7 @@ def test_fullnat_tcp_both_ways(fn):
     # the listing keeps IPVS's columns: the client, the VIP, the real server
     [row] = Control(fn.st).connections()
     assert row[2:9] == (CLIENT, 40000, VIP, VPORT, RS, RPORT, "ESTABLISHED")
+    assert row[12] == ("FullNat", LADDR, lport)
 
 
 def test_fullnat_udp_both_ways_and_zero_checksum(fn):
@@ -260,6 +261,34 @@ def rebuilt_icmp(frame):
     return bytes(p.__class__(bytes(p)))
 
 
+def _frames(dgram, smac, dmac):
+    """A datagram's fragments (1,000 bytes of data each) as Ethernet frames."""
+    return [bytes(Ether(src=smac, dst=dmac) / f) for f in fragment(dgram, fragsize=1000)]
+
+
+def test_fullnat_fragments_both_ways(fn):
+    """A fragmented datagram of a full-NAT flow: the first fragment makes the
+    connection, each later one gets the same rewrite of both addresses
+    (the L4 header, in the first, had its ports and checksum rewritten);
+    the reply's fragments are un-NATed both ways too."""
+    fn.st.frags.clear()
+    service(fn, proto=IPPROTO_UDP)
+    dgram = IP(src=CLIENT, dst=VIP, id=77) / UDP(sport=41000, dport=VPORT) / (b"q" * 3000)
+    got = [run(fn, f) for f in _frames(dgram, CLIENT_MAC, CLI_MAC)]
+    la, lport = lent(entry(fn, CLIENT, 41000, IPPROTO_UDP))
+    d = dgram.copy()
+    d[IP].src, d[IP].dst, d[UDP].sport, d[UDP].dport = la, RS, lport, RPORT
+    del d[UDP].chksum
+    assert got == [(XDP_REDIRECT, f) for f in _frames(IP(bytes(d)), SRV_MAC, RS_MAC)]
+    reply = IP(src=RS, dst=la, id=78) / UDP(sport=RPORT, dport=lport) / (b"a" * 3000)
+    got = [run(fn, f, "srv") for f in _frames(reply, RS_MAC, SRV_MAC)]
+    d = reply.copy()
+    d[IP].src, d[IP].dst, d[UDP].sport, d[UDP].dport = VIP, CLIENT, VPORT, 41000
+    del d[UDP].chksum
+    assert got == [(XDP_REDIRECT, f) for f in _frames(IP(bytes(d)), CLI_MAC, CLIENT_MAC)]
+    fn.st.frags.clear()
+
+
 # --- hairpin -------------------------------------------------------------------------------
 
 def test_hairpin_source_nats_the_real_servers_side(fn):
@@ -282,6 +311,9 @@ def test_hairpin_source_nats_the_real_servers_side(fn):
             (IP, "dst"): NEAR_RS, (TCP, "sport"): lport, (TCP, "dport"): RPORT}))
         reply = tcp(NEAR_RS, CLI_IP, RPORT, lport, flags="SA", smac=NEAR_RS_MAC, dmac=CLI_MAC)
         assert run(fn, reply) == (XDP_TX, to_client(reply, NEAR_RS, 40000, NEAR_RS_MAC))
+        [row] = Control(fn.st).connections()
+        assert row[2:8] + row[12:] == (NEAR_RS, 40000, VIP, VPORT, NEAR_RS, RPORT,
+                                       ("Hairpin", CLI_IP, lport))
         # a client on the same link: source-NATed too
         run(fn, tcp(CLIENT, VIP, 40001, VPORT))
         assert lent(entry(fn, CLIENT, 40001))[0] == CLI_IP

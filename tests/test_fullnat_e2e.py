@@ -1,5 +1,6 @@
 """Full-NAT end to end in a private lab (xdplb/lab.py): real HTTP and UDP
-through xdplb to a real server that has no route to the client at all,
+(and HTTP over IPv6) through xdplb to a real server that has no route to
+the client at all,
 only to its own subnet, where the balancer's local address is. This is
 the point of full-NAT: the real server answers the local address, the
 balancer un-NATs both addresses. The same server behind Masq cannot
@@ -17,37 +18,42 @@ from xdplb.model import IPPROTO_TCP, IPPROTO_UDP, Destination
 from xdplb.structs import IP_VS_CONN_F_MASQ, XDPLB_CONN_F_FULLNAT
 
 SVC = f"{VIP}:80"
-RS2 = "172.80.0.3"
+RS2, RS2_6 = "172.80.0.3", labmod.BACKENDS6["rs2"]
 LADDR = labmod.LB_RS_IP         # the balancer's own address on the servers' links
+LADDR6 = labmod.LB_RS_IP6
 
 
 @pytest.fixture
 def lab(xlab_lab):
     """The module's lab, its service table empty and rs2 with no route but
-    its own subnet's (no default route: no way to the client)."""
+    its own subnets' (no default routes: no way to the client)."""
     xlab_lab.adm("-C")
     rs2 = xlab_lab.node("rs2")
     rs2.route("del", "default", via=LADDR, dev=labmod.PEER_IF)
     try:
-        yield xlab_lab
+        rs2.route("del", "default", via=LADDR6, dev=labmod.PEER_IF)
+        try:
+            yield xlab_lab
+        finally:
+            rs2.route("add", "default", via=LADDR6, dev=labmod.PEER_IF, onlink=True)
     finally:
         rs2.route("add", "default", via=LADDR, dev=labmod.PEER_IF, onlink=True)
         xlab_lab.adm("-C")
 
 
-def configure(lab, proto, fwd):
-    key = (proto, VIP, 80)
-    lab.adm("-A", "-t" if proto == IPPROTO_TCP else "-u", SVC, "-s", "rr")
+def configure(lab, proto, fwd, vip=VIP, rs=RS2, laddr=LADDR):
+    key = (proto, vip, 80)
+    svc = f"[{vip}]:80" if ":" in vip else f"{vip}:80"
+    lab.adm("-A", "-t" if proto == IPPROTO_TCP else "-u", svc, "-s", "rr")
     with lab.node("lb").entered(), Control.open() as ctl:
         if fwd == XDPLB_CONN_F_FULLNAT:
-            ctl.apply(config.add_laddr, key, LADDR, 0)
-        ctl.add_dest(key, Destination(RS2, 80, fwd=fwd))
+            ctl.apply(config.add_laddr, key, laddr, 0)
+        ctl.add_dest(key, Destination(rs, 80, fwd=fwd))
 
 
-def get(lab, timeout=5):
+def get(lab, timeout=5, url=f"http://{VIP}/"):
     return lab.run("client", ["curl", "-s", "-i", "-m", str(timeout), "-H", "X-Want-Addr: 1",
-                              "-w", "\nPEER %{remote_ip} %{remote_port}\n", f"http://{VIP}/"],
-                   check=False)
+                              "-w", "\nPEER %{remote_ip} %{remote_port}\n", url], check=False)
 
 
 def test_masq_cannot_reach_a_server_without_a_route_back(lab):
@@ -82,3 +88,13 @@ def test_fullnat_udp(lab):
                                      for i in range(3) for j in range(2)]
     stats = parse_stats(lab.adm("-L", "-n", "--stats", "--exact").stdout)
     assert stats[("UDP", SVC)][:3] == [3, 6, 6]
+
+
+def test_fullnat_http_over_ipv6(lab):
+    configure(lab, IPPROTO_TCP, XDPLB_CONN_F_FULLNAT, labmod.VIP6, RS2_6, LADDR6)
+    p = get(lab, url=f"http://[{labmod.VIP6}]/")
+    assert p.returncode == 0, p.stderr
+    assert "This is service #2" in p.stdout
+    assert f"PEER {labmod.VIP6} 80" in p.stdout
+    assert re.search(rf"^X-Client-Addr: \[{re.escape(LADDR6)}\]:\d+\r?$", p.stdout,
+                     re.M), p.stdout

@@ -142,7 +142,8 @@ def sweep(st, dests, svcs):
     dests: {slot: DestEntry}; svcs: {service key tuple: SvcEntry}. The
     caller holds the state lock. Returns the number of entries deleted."""
     masks = {e.slot: _client_mask(k, e) for k, e in svcs.items()}
-    mappings = st.fnat_out.raw_items()      # before the entries: release_mappings
+    # before the entries: release_mappings
+    mappings = {m.name: m.raw_items() for m in (st.fnat_out, st.fnat_out6)}
     now = now_ns()
     entries = live_entries(st, dests, now)
     controlled = {}
@@ -173,30 +174,38 @@ def sweep(st, dests, svcs):
     return deleted
 
 
-def mapping_key(k, c):
-    """The fnat_out key (bytes) of a source-NATed IPv4 connection (ConnKey k,
-    Conn c): its reply tuple; None for any other entry."""
-    if c.dir != XDPLB_DIR_IN or not c.lport or not isinstance(k, ConnKey):
+def mapping_key(k, v):
+    """The fnat_out (fnat_out6) key, bytes, of a source-NATed connection (its
+    key k, ConnKey or ConnKey6, and value v, Conn or Conn6): its reply tuple;
+    None for any other entry."""
+    c = v.c if isinstance(v, Conn6) else v
+    if c.dir != XDPLB_DIR_IN or not c.lport:
         return None
+    if isinstance(v, Conn6):
+        return bytes(ConnKey6(v.addr6, v.laddr6, c.port, c.lport, k.proto))
     return bytes(ConnKey(c.addr, c.laddr, c.port, c.lport, k.proto))
 
 
 def release_mappings(st, mappings, keep):
-    """Delete the fnat_out mappings (read before the entries were) that no
-    kept entry was lent: those of entries the sweep deleted or the data path
-    expired, and those of entries an LRU eviction took, which told no one.
-    The data path inserts a mapping just before its entry, in one run of the
-    program: one read before the entries cannot see a mapping without its
-    entry but by a hair, so each is looked up once more before it goes."""
-    lent = {mapping_key(e.k, e.c): bytes(e.k) for e in keep}
-    for kb, vb in mappings:
-        if lent.get(kb) == vb:
-            continue
-        k = ConnKey.from_buffer_copy(vb)
-        c = st.conn_table.get(k)
-        if c is not None and c.last_seen and mapping_key(k, c) == kb:
-            continue    # an entry made since the table was read
-        st.fnat_out.delete(kb)
+    """Delete the fnat_out and fnat_out6 mappings (mappings: both maps' items
+    read before the entries were) that no kept entry was lent: those of
+    entries the sweep deleted or the data path expired, and those of entries
+    an LRU eviction took, which told no one. The data path inserts a mapping
+    just before its entry, in one run of the program: one read before the
+    entries cannot see a mapping without its entry but by a hair, so each is
+    looked up once more before it goes."""
+    lent = {mapping_key(e.k, e.value): bytes(e.k) for e in keep}
+    for fnat_out, table, key_type in ((st.fnat_out, st.conn_table, ConnKey),
+                                      (st.fnat_out6, st.conn_table6, ConnKey6)):
+        for kb, vb in mappings[fnat_out.name]:
+            if lent.get(kb) == vb:
+                continue
+            k = key_type.from_buffer_copy(vb)
+            v = table.get(k)
+            c = v.c if isinstance(v, Conn6) else v
+            if c is not None and c.last_seen and mapping_key(k, v) == kb:
+                continue    # an entry made since the table was read
+            fnat_out.delete(kb)
 
 
 def fullnat_servers(dests, entries):
@@ -205,7 +214,7 @@ def fullnat_servers(dests, entries):
     need rs_filter's bit too."""
     out = {bytes(d.addr) for d in dests.values() if d.fwd == XDPLB_CONN_F_FULLNAT}
     return out | {bytes(e.c.addr) for e in entries
-                  if e.alive and mapping_key(e.k, e.c) is not None}
+                  if e.alive and mapping_key(e.k, e.value) is not None}
 
 
 def prune_real_servers(rs_tables, dests, svcs, entries):
@@ -260,7 +269,8 @@ def _reconcile(dest_conns, dests, want_counts):
 
 def listing(entries, now=None):
     """Rows of `-L -c` (see ipvsfmt.conn_listing) of the live entries, templates
-    included (client port 0, state NONE, as /proc/net/ip_vs_conn shows them)."""
+    included (client port 0, state NONE, as /proc/net/ip_vs_conn shows them),
+    a source-NATed one's local address and port after IPVS's columns."""
     now = now_ns() if now is None else now
     out = []
     for e in entries:
@@ -279,8 +289,20 @@ def listing(entries, now=None):
                      if c.state < len(model.TCP_STATE_NAMES) else "NONE")
         out.append((pname, e.af, b2a(k.saddr), socket.ntohs(k.sport), b2a(k.daddr),
                     socket.ntohs(k.dport), b2a(e.addr), socket.ntohs(c.port), sname,
-                    max(tmo - age, 0), "", ""))
+                    max(tmo - age, 0), "", "", local_of(e)))
     return out
+
+
+def local_of(e):
+    """A source-NATed entry's (method, local address, local port) for `-L
+    -c`: FullNat, or Hairpin for a Masq connection hairpin source-NATed;
+    None for any other."""
+    c = e.c
+    if mapping_key(e.k, e.value) is None:
+        return None
+    laddr = e.value.laddr6 if isinstance(e.value, Conn6) else c.laddr
+    return ("FullNat" if c.fwd == XDPLB_CONN_F_FULLNAT else "Hairpin", b2a(laddr),
+            socket.ntohs(c.lport))
 
 
 def rebuild_rs_filter(rs_filter, rs_tables, more=()):

@@ -368,9 +368,12 @@ def timeout_text(tcp=900, tcpfin=120, udp=300):
 
 def conn_listing(conns, fmt=0, resolver=None):
     """`-L -c` from entries (proto name, af, caddr, cport, vaddr, vport, daddr,
-    dport, state, expires seconds, pe_name, pe_data): af is the client's and
-    the service's family; the real server is written in its own (a
-    mixed-family tunnel's row mixes them, as ipvsadm's does)."""
+    dport, state, expires seconds, pe_name, pe_data[, local]): af is the
+    client's and the service's family; the real server is written in its
+    own (a mixed-family tunnel's row mixes them, as ipvsadm's does). local:
+    a source-NATed connection's (method name, laddr, lport), written after
+    IPVS's columns (DPVS writes it as a column of its own before the real
+    server's)."""
     out = ["IPVS connection entries\n"]
     if fmt & FMT_PERSISTENTCONN:
         out.append("pro expire %-11s %-18s %-18s %-18s %-16s %s\n"
@@ -378,8 +381,10 @@ def conn_listing(conns, fmt=0, resolver=None):
     else:
         out.append("pro expire %-11s %-18s %-18s %s\n"
                    % ("state", "source", "virtual", "destination"))
-    for (pname, af, caddr, cport, vaddr, vport, daddr, dport, state, expires,
-         pe_name, pe_data) in conns:
+    for row in conns:
+        (pname, af, caddr, cport, vaddr, vport, daddr, dport, state, expires,
+         pe_name, pe_data) = row[:12]
+        local = row[12] if len(row) > 12 else None
         proto = {"TCP": IPPROTO_TCP, "UDP": IPPROTO_UDP}.get(pname, 0)
         cname = addrport(af, caddr, cport, proto, fmt, resolver)
         vname = addrport(af, vaddr, vport, proto, fmt, resolver)
@@ -388,6 +393,11 @@ def conn_listing(conns, fmt=0, resolver=None):
         if fmt & FMT_PERSISTENTCONN and pe_name:
             out.append("%-3s %-6s %-11s %-18s %-18s %-16s %-18s %s\n"
                        % (pname, exp, state, cname, vname, dname, pe_name, pe_data))
+        elif local:
+            out.append("%-3s %-6s %-11s %-18s %-18s %-18s %s %s\n"
+                       % (pname, exp, state, cname, vname, dname, local[0],
+                          addrport(family(local[1]), local[1], local[2], proto, fmt,
+                                   resolver)))
         else:
             out.append("%-3s %-6s %-11s %-18s %-18s %s\n"
                        % (pname, exp, state, cname, vname, dname))

@@ -5,7 +5,7 @@ full-NAT real server has one. xdplb/config.py re-exports the operations
 beside the others (config.add_laddr, config.delete_laddr).
 """
 from . import model
-from .model import AF_INET6, E_ENOMEM, E_SVC_NOT_DEFINED, XdplbError
+from .model import E_ENOMEM, E_SVC_NOT_DEFINED, XdplbError
 from .structs import XDPLB_CONN_F_FULLNAT, XDPLB_LADDR_MAX, LaddrSet
 from .tables import BREAK, Plan, a2b
 
@@ -44,8 +44,6 @@ def add_laddr(t, svc_k, addr, ifindex=0):
         raise XdplbError(E_SVC_NOT_DEFINED)
     if model.family(addr) != model.family(svc_k[1]):
         raise XdplbError("xdplb: a local address must be of its service's address family")
-    if model.family(addr) == AF_INET6:
-        raise model.unsupported("full-NAT over IPv6 is")
     if not model.is_unicast(addr):
         raise XdplbError(model.E_EINVAL)
     have = t.laddrs(entry.slot)

@@ -14,9 +14,9 @@ import os
 
 from . import bpfsys
 from .structs import (COUNTERS, VERDICTS, Alloc, Conn, Conn6, ConnKey, ConnKey6, DestConns,
-                      DestEntry, FragKey, FragRec, IpVsStats, LaddrSet, LblcEnt, LblcKey, RingKey, RsKey,
-                      RsKey6, RsSvcs, RsSvcs6, SchedPos, SvcDests, SvcEntry, SvcKey, SvcKey6,
-                      TunSrc6)
+                      DestEntry, FragKey, FragRec, IpVsStats, LaddrSet, LblcEnt, LblcKey, RingKey,
+                      RsKey, RsKey6, RsSvcs, RsSvcs6, SchedPos, SvcDests, SvcEntry, SvcKey,
+                      SvcKey6, TunSrc6)
 
 XDPLB_CNT_RX = COUNTERS.index("rx")
 
@@ -320,6 +320,7 @@ MAPS = {
     "tun_src6": (Map, C.c_uint32, TunSrc6),
     "laddrs": (Map, C.c_uint32, LaddrSet),
     "fnat_out": (Map, ConnKey, ConnKey),
+    "fnat_out6": (Map, ConnKey6, ConnKey6),
 }
 
 

@@ -115,6 +115,7 @@ XDPLB_TUN_SRC_SLOTS = XDPLB_MAX_PORTS * 16
 XDPLB_LADDR_MAX = 16
 
 XDPLB_MAX_FNAT = XDPLB_MAX_CONNS + XDPLB_MAX_ASSURED
+XDPLB_MAX_FNAT6 = XDPLB_MAX_CONNS6 + XDPLB_MAX_ASSURED6
 XDPLB_FNAT_PORT_MIN = 1024
 XDPLB_FNAT_PORT_MAX = 65535
 XDPLB_FNAT_PROBES = 8
@@ -260,7 +261,7 @@ class ConnKey6(C.Structure):
 
 
 class Conn6(C.Structure):
-    _fields_ = [("c", Conn), ("addr6", C.c_uint8 * 16)]
+    _fields_ = [("c", Conn), ("addr6", C.c_uint8 * 16), ("laddr6", C.c_uint8 * 16)]
 
 
 class FragKey(C.Structure):
@@ -271,8 +272,8 @@ class FragKey(C.Structure):
 class FragRec(C.Structure):
     _fields_ = [("addr", C.c_uint8 * 4), ("ifindex", C.c_uint32), ("smac", C.c_uint8 * 6),
                 ("dmac", C.c_uint8 * 6), ("svc_slot", C.c_uint32), ("dest_slot", C.c_uint32),
-                ("addr2", C.c_uint8 * 4), ("out", C.c_uint8), ("l4_len", C.c_uint8), ("pad", C.c_uint8 * 2),
-                ("stamp", C.c_uint64)]
+                ("addr2", C.c_uint8 * 4), ("out", C.c_uint8), ("l4_len", C.c_uint8),
+                ("pad", C.c_uint8 * 2), ("stamp", C.c_uint64)]
 
 
 class Laddr(C.Structure):

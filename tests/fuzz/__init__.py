@@ -4,7 +4,7 @@
 
 runs the real program (bpf/xdplb.c, compiled and pinned in a private folder)
 in a private network namespace with permanent neighbours, with Masq, Route,
-Tunnel, drop-only, port-zero and dest-gone services, one masquerading real
+Tunnel, full-NAT, drop-only, port-zero and dest-gone services, one masquerading real
 server behind three services, and tracked NAT and DR flows configured
 (rs_table and rs_filter written by the control plane's rs_join), all of
 them (Tunnel's aside: IPv4 only) over IPv6 too (services6, rs_table6,
@@ -45,7 +45,10 @@ the C code, decides for every frame what must happen:
   reply belongs to the connection (one entry, keyed by the client's tuple)
   that rs_table leads to: the services listed for its address and port
   (newest first), then for port 0, until one names a Masq connection to
-  exactly that address and port; nothing else is a reply;
+  exactly that address and port; nothing else is a reply; a full-NAT
+  connection is lent a local address of its service and a port no other
+  connection has (fullnat.py), and only a packet to that tuple from its
+  real server is its reply (fnat_out must hold exactly the tuples lent);
 - ICMP and ICMPv6 errors about a tracked connection are translated
   (tests/fuzz/icmp.py: every checksum, the quoted IPv4 header's included,
   recomputed from scratch), a forward over the MTU is answered (fragmentation
@@ -66,6 +69,7 @@ oracle.py   the model and the rules above
 fragments.py the model of fragment records and the rules for later fragments
 icmp.py     the ICMP and ICMPv6 rules: errors translated, the data path's own answers
 tunnel.py   the Tunnel rules
+fullnat.py  the full-NAT rules: the tuple lent, both addresses rewritten
 services.py the services and destinations configured, of both families
 runner.py   the Fuzzer: maps, BPF_PROG_TEST_RUN, batches, the summary
 __main__.py the standalone run in a private netns and state folder

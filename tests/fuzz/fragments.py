@@ -26,8 +26,10 @@ from .wire import XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, residue
 
 # kind: 'xmit' (macs: egress ifindex, smac, dmac), 'nat' (to the stack,
 # rewritten), 'plain' (to the stack untouched); field: the IP header offset
-# of the rewritten address (16 destination, 12 source) or None.
-Rec = collections.namedtuple("Rec", "kind field addr macs l4_len t")
+# of the rewritten address (16 destination, 12 source) or None; field2,
+# addr2: full-NAT's other one.
+Rec = collections.namedtuple("Rec", "kind field addr macs l4_len t field2 addr2",
+                             defaults=(None, None))
 
 TTL = S.XDPLB_FRAG_TTL_NS / 1e9
 MARGIN = 0.2  # the coarse clock's tick, and between Python's reading and the program's
@@ -48,15 +50,18 @@ class FragModel:
         """After a first fragment f (parsed: p) of connection c (reply: its Reply) left
         as form ('xmit', 'stack (NATed)', 'stack (untouched)'), checked."""
         key = (p.src, p.dst, p.ident, p.proto)
-        target = c.addr if reply is None else p.dst
-        masq = c.fwd == S.IP_VS_CONN_F_MASQ
+        target = c.addr if reply is None else reply.key[0]
+        fnat = c.fwd == S.XDPLB_CONN_F_FULLNAT
+        masq = c.fwd == S.IP_VS_CONN_F_MASQ or fnat
         if reply is not None:
             field, addr = 12, reply.key[1]
         else:
             field, addr = (16, c.addr) if masq else (None, None)
+        # full-NAT: the other address too (the client's, the local one)
+        nat2 = ((16, reply.key[0]) if reply is not None else (12, c.laddr)) if fnat else ()
         l4_len = (f[p.l4 + 12] >> 4) * 4 if p.proto == 6 else 8
         if form == "stack (untouched)":
-            xdp_fwd = c.fwd in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE)
+            xdp_fwd = c.fwd in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE, S.XDPLB_CONN_F_FULLNAT)
             fib = self.net.fib(target)
             if xdp_fwd and fib is None:
                 self.recs.pop(key, None)
@@ -66,9 +71,10 @@ class FragModel:
                 return  # no route: passed as it came, nothing recorded
             rec = Rec("plain", None, None, None, l4_len, time.monotonic())
         elif form == "stack (NATed)":
-            rec = Rec("nat", field, addr, None, l4_len, time.monotonic())
+            rec = Rec("nat", field, addr, None, l4_len, time.monotonic(), *nat2)
         else:
-            rec = Rec("xmit", field, addr, self.net.neigh[target], l4_len, time.monotonic())
+            rec = Rec("xmit", field, addr, self.net.neigh[target], l4_len, time.monotonic(),
+                      *nat2)
         self.unsure.discard(key)
         self.recs[key] = rec
 
@@ -131,6 +137,8 @@ class FragModel:
         out = bytearray(f)
         if rec.field is not None:
             out[q.l3 + rec.field:q.l3 + rec.field + 4] = rec.addr
+        if rec.field2 is not None:
+            out[q.l3 + rec.field2:q.l3 + rec.field2 + 4] = rec.addr2
         if rec.macs is not None:
             out[0:6], out[6:12] = rec.macs[2], rec.macs[1]
         return out

@@ -13,6 +13,7 @@ from xdplb.config import rs_filter_bit
 
 from . import icmp
 from .fragments import FragModel
+from .fullnat import FullNatRules
 from .services import DEST6, SVC6, service_config
 from .tunnel import TunnelRules
 from .wire import (MTU, TCP_ACK, TCP_RST, TCP_SYN, V4, V6, XDP_ABORTED, XDP_DROP, XDP_PASS,
@@ -20,13 +21,18 @@ from .wire import (MTU, TCP_ACK, TCP_RST, TCP_SYN, V4, V6, XDP_ABORTED, XDP_DROP
                    l4_check_off, l4_region, ntop, parse, residue)
 
 Svc = collections.namedtuple("Svc", "slot addr port proto ring")
-MConn = collections.namedtuple("MConn", "addr port dir fwd dest_slot svc_slot")
+# laddr, lport: a full-NAT connection's lent local address and port
+MConn = collections.namedtuple("MConn", "addr port dir fwd dest_slot svc_slot laddr lport",
+                               defaults=(b"", 0))
 # A real server's reply: its connection (key, entry), found under rs_table's
 # entry for the real server's port (port0 False) or port 0 (True), at the
 # index-th service listed there.
 Reply = collections.namedtuple("Reply", "key conn port0 index")
 FWD_NAMES = {S.IP_VS_CONN_F_MASQ: "Masq", S.IP_VS_CONN_F_DROUTE: "Route",
-             S.IP_VS_CONN_F_TUNNEL: "Tunnel"}
+             S.IP_VS_CONN_F_TUNNEL: "Tunnel", S.XDPLB_CONN_F_FULLNAT: "FullNat"}
+FULLNAT = S.XDPLB_CONN_F_FULLNAT
+NAT = (S.IP_VS_CONN_F_MASQ, FULLNAT)                        # the destination rewritten
+XDP_FWD = (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE, FULLNAT)     # forwarded by XDP
 
 
 class MDest:
@@ -65,7 +71,10 @@ class Oracle:
             for dslot, daddr, dport, fwd in dl:
                 self.dests[dslot] = MDest(dslot, daddr, dport, fwd, slot)
                 self.home[dslot] = slot
-        self.rs_bits = {rs_filter_bit(d.addr) for _, d in self.masq_dests()}
+        # a full-NAT server's address is in rs_filter too (its replies)
+        self.rs_bits = {rs_filter_bit(d.addr) for _, d in self.masq_dests()} | \
+            {rs_filter_bit(d.addr) for d in self.dests.values() if d.fwd == FULLNAT}
+        self.fullnat = FullNatRules(self, Violation, Reply)
         self.frags = FragModel(self, Violation)
         self.tunnels = TunnelRules(self, Violation)
         self.new_batch()
@@ -90,6 +99,7 @@ class Oracle:
         self.flows_in, self.flows_out = {V4: [], V6: []}, {V4: [], V6: []}
         self.counters = collections.Counter()
         self.frags.reset()
+        self.fullnat.reset()
         self.rs = {}
         for svc, d in self.masq_dests():
             self._rs_join(svc, d)
@@ -123,6 +133,9 @@ class Oracle:
         an address in the filter is looked up."""
         if not self.rs_maybe(p.src):
             return None
+        reply = self.fullnat.reply_of(p)   # a full-NAT reply: to a lent tuple
+        if reply is not None:
+            return reply
         for port0, port in ((False, p.sport), (True, 0)):
             for i, svc in enumerate(self.rs.get((p.src, port, p.proto), ())):
                 key = (p.dst, svc.addr, p.dport, svc.port or p.sport, p.proto)
@@ -214,6 +227,8 @@ class Oracle:
         if kind == "answer":
             self.judge_answer(f, p, info, verdict, out)
             return
+        if kind == "fwd" and info[1] and info[0].fwd == FULLNAT:
+            info = (self.fullnat.learn(p.key, info[0], kernel_entry), True, None)
         if kind == "fwd" and self._too_big(f, p, *info, verdict, out):
             return
         if len(out) != len(f) and not (kind == "fwd" and info[0].fwd == S.IP_VS_CONN_F_TUNNEL):
@@ -291,25 +306,33 @@ class Oracle:
     def _judge_icmp(self, f, info, ifindex, verdict, out):
         e, c, reply = info
         self.stats["ICMP errors of ours"] += 1
-        masq = c.fwd == S.IP_VS_CONN_F_MASQ
+        masq = c.fwd in NAT
         if reply is None:
             target = c.addr
 
             def want(macs):
+                if c.fwd == FULLNAT:    # ... and from the local address
+                    return icmp.translated(icmp.translated(f, e, "rs", c.addr, c.port, None),
+                                           e, "client", c.laddr, c.lport, macs)
                 if masq:
                     return icmp.translated(f, e, "rs", c.addr, c.port, macs)
                 return self.rewritten(f, None, c, macs, None) if macs else bytes(f)
             way = "to the real server"
         else:
-            target = e.src
+            target = e.src if c.fwd != FULLNAT else reply.key[0]
 
             def want(macs):
-                return icmp.translated(f, e, "client", reply.key[1], reply.key[3], macs)
+                out = icmp.translated(f, e, "client", reply.key[1], reply.key[3], None)
+                if c.fwd == FULLNAT:    # ... about the client's own packet
+                    out = icmp.translated(out, e, "rs", reply.key[0], reply.key[2], None)
+                if macs is not None:
+                    out[0:6], out[6:12] = macs[2], macs[1]
+                return out
             way = "to the client"
         fib = self.net.fib(target)
         if reply is not None and fib == "ok":
             self.replied.add(reply.key)
-        if c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or fib == "none":
+        if c.fwd not in XDP_FWD or fib == "none":
             allowed = {(XDP_PASS, bytes(f))}
         elif fib == "no_neigh":
             allowed = {(XDP_PASS, bytes(want(None)))}
@@ -323,7 +346,7 @@ class Oracle:
             self.counters["fwd"] += 1
         else:
             self.counters["ours_pass"] += 1
-        xdp_fwd = c.fwd in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE)
+        xdp_fwd = c.fwd in XDP_FWD
         if xdp_fwd and (fib in ("ok", "no_neigh") or verdict != XDP_PASS or out != f):
             self.counters["icmp_xlate"] += 1
         self.outcomes[f"icmp {way} {VERDICTS[verdict]} {FWD_NAMES.get(c.fwd, c.fwd)}"
@@ -351,21 +374,21 @@ class Oracle:
     def _too_big(self, f, p, c, new, reply, verdict, out):
         """A forward over the egress MTU (every device's is MTU); True when
         it was one, judged."""
-        target = c.addr if reply is None else p.dst
+        target = c.addr if reply is None else reply.key[0]
         if c.fwd == S.IP_VS_CONN_F_TUNNEL:
             return self.tunnels.too_big(f, p, c, verdict, out)
-        if p.tot <= MTU or c.fwd not in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE) or \
-                self.net.fib(target) != "ok":
+        if p.tot <= MTU or c.fwd not in XDP_FWD or self.net.fib(target) != "ok":
             return False
         # not to be fragmented on the way: DF, or any IPv6 packet
         df = len(p.src) == V6 or f[p.l3 + 6] & 0x40
         if reply is not None:
             self.replied.add(reply.key)
-        if reply is None and df:
+        if (reply is None or c.fwd == FULLNAT) and df:
+            # (a full-NAT reply is to a local address: answered from it)
             self.judge_answer(f, p, ("frag_needed", MTU), verdict, out)
             return True
         self.counters["too_big"] += 1
-        if reply is None and c.fwd == S.IP_VS_CONN_F_DROUTE:
+        if c.fwd == FULLNAT or reply is None and c.fwd == S.IP_VS_CONN_F_DROUTE:
             want, how = XDP_DROP, "dropped"
         elif reply is not None and df:
             want, how = XDP_PASS, "to the stack untouched"
@@ -391,8 +414,8 @@ class Oracle:
         """How a frame of connection c (a reply: reply is its Reply) left:
         ('xmit' | 'stack (untouched)' | 'stack (NATed)', the frame it must
         be), if that way is allowed."""
-        xdp_fwd = c.fwd in (S.IP_VS_CONN_F_MASQ, S.IP_VS_CONN_F_DROUTE)
-        target = c.addr if reply is None else p.dst
+        xdp_fwd = c.fwd in XDP_FWD
+        target = c.addr if reply is None else reply.key[0]
         if verdict in (XDP_TX, XDP_REDIRECT):
             self.counters["fwd"] += 1
             macs = self.net.neigh.get(target)
@@ -407,7 +430,7 @@ class Oracle:
             raise Violation(f"unexpected {VERDICTS[verdict] if verdict < 5 else verdict} "
                             "on a tracked or new flow")
         self.counters["ours_pass"] += 1
-        masq = c.fwd == S.IP_VS_CONN_F_MASQ
+        masq = c.fwd in NAT
         fib = self.net.fib(target)
         if xdp_fwd and fib == "ok":
             raise Violation("passed a frame the FIB can forward")
@@ -427,7 +450,7 @@ class Oracle:
                 raise Violation(f"{form}: frame changed")
             return
         a, b = bytearray(out), bytearray(exp_out)
-        if c.fwd == S.IP_VS_CONN_F_MASQ and form != "stack (untouched)":
+        if c.fwd in NAT and form != "stack (untouched)":
             checks = [l4_check_off(p)] + ([p.l3 + 10] if len(p.src) == V4 else [])
             for at in checks:
                 a[at:at + 2] = b[at:at + 2]
@@ -447,7 +470,9 @@ class Oracle:
         client's packets to the real server, and its replies (reply: their
         Reply) from the virtual service the client connected to."""
         out = bytearray(f)
-        if c.fwd == S.IP_VS_CONN_F_MASQ:
+        if c.fwd == FULLNAT:
+            FullNatRules.rewrite(out, p, c, reply)
+        elif c.fwd == S.IP_VS_CONN_F_MASQ:
             if reply is None:
                 out[p.dst_at:p.dst_at + len(c.addr)] = c.addr
                 out[p.l4 + 2:p.l4 + 4] = c.port.to_bytes(2, "big")
@@ -520,7 +545,8 @@ class Oracle:
                   ("no_dest", e["no_dest"]), ("dest_gone", e["dest_gone"]),
                   ("conn_full", 0), ("frag_overlap", e["frag_overlap"]),
                   ("frag_needed", e["frag_needed"]), ("too_big", e["too_big"]),
-                  ("icmp_xlate", e["icmp_xlate"]), ("icmp_limited", e["icmp_limited"])]
+                  ("icmp_xlate", e["icmp_xlate"]), ("icmp_limited", e["icmp_limited"]),
+                  ("fnat_no_port", 0)]
         for name, want in checks:
             if cnt[name] != want:
                 yield f"counter {name} is {cnt[name]}, expected {want}", str(cnt)

@@ -17,7 +17,7 @@ from xdplb.tables import Plan, Tables, fold, svc_key
 
 from .frames import FrameGen
 from .oracle import MConn, Oracle, Violation, fmt_key
-from .services import SLOTS, TUNNELS
+from .services import FULLNAT_LADDRS, SLOTS, TUNNELS
 from .wire import V4, V6, VERDICTS, Topology, ntop, parse, parse_later
 
 
@@ -48,8 +48,10 @@ class Fuzzer:
     def _clear(self):
         s = self.s
         for name in ("services", "services6", "sched_ring", "conn_table", "conn_table6",
-                     "rs_table", "rs_table6", "frags"):
+                     "rs_table", "rs_table6", "frags", "fnat_out", "fnat_out6"):
             getattr(s, name).clear()
+        for slot in FULLNAT_LADDRS:
+            s.laddrs.put(slot, S.LaddrSet())
         s.rs_filter.put_zeros(range(S.XDPLB_RS_FILTER_WORDS))
         # the oracle models IPVS's settings all off (conn_reuse_mode too, whose
         # kernel default 1 a new state starts with): tests/test_settings.py
@@ -71,6 +73,7 @@ class Fuzzer:
         for d in self.oracle.dests.values():
             self._put_dest(d)
         self._real_servers(self.oracle.masq_dests())
+        self._fullnat()
         for idx, addr in self.net.tun_src.items():
             self.s.tun_src.put(idx, C.c_uint32.from_buffer_copy(addr))
 
@@ -83,6 +86,23 @@ class Fuzzer:
             svc_k = (svc.proto, ntop(svc.addr), svc.port)
             config.rs_join(t, plan, svc_k, d.addr, socket.htons(d.port))
             t.apply(plan)
+        t.write(self.s)
+
+    def _fullnat(self):
+        """The full-NAT services' local addresses, and their real servers'
+        rs_filter bits as the control plane writes them."""
+        for slot, addrs in FULLNAT_LADDRS.items():
+            v = S.LaddrSet(n=len(addrs))
+            for i, a in enumerate(addrs):
+                v.a[i].addr[:len(a)] = a
+                v.a[i].af = S.XDPLB_AF_INET6 if len(a) == V6 else S.XDPLB_AF_INET
+            self.s.laddrs.put(slot, v)
+        t = Tables(self.s)
+        for d in self.oracle.dests.values():
+            if d.fwd == S.XDPLB_CONN_F_FULLNAT:
+                plan = Plan()
+                config.rs_filter_join(t, plan, d.addr)
+                t.apply(plan)
         t.write(self.s)
 
     def _put_dest(self, d):
@@ -149,6 +169,9 @@ class Fuzzer:
                 got[key] = (_mconn(v), (c.ifindex, bytes(c.smac), bytes(c.dmac)) if c.ifindex
                             else None)
         for what, detail in self.oracle.table_problems(got):
+            self.violation(what, None, 0, None, None, detail)
+        for what, detail in self.oracle.fullnat.problems(self.s.fnat_out.raw_items() +
+                                                         self.s.fnat_out6.raw_items()):
             self.violation(what, None, 0, None, None, detail)
         cnt = {name: self.s.counters.sum(i) for i, name in enumerate(S.COUNTERS)}
         for what, detail in self.oracle.counter_problems(cnt, self.in_batch):
@@ -268,5 +291,7 @@ def _dest_entry(d):
 def _mconn(v):
     """A kernel connection entry (structs.Conn, or Conn6: its address in
     addr6) as the oracle's MConn."""
-    c, addr = (v.c, bytes(v.addr6)) if isinstance(v, S.Conn6) else (v, bytes(v.addr))
-    return MConn(addr, socket.ntohs(c.port), c.dir, c.fwd, c.dest_slot, c.svc_slot)
+    c, addr, laddr = (v.c, bytes(v.addr6), bytes(v.laddr6)) if isinstance(v, S.Conn6) else \
+        (v, bytes(v.addr), bytes(v.laddr))
+    return MConn(addr, socket.ntohs(c.port), c.dir, c.fwd, c.dest_slot, c.svc_slot,
+                 laddr if c.lport else b"", socket.ntohs(c.lport))

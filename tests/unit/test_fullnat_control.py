@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from xdplb import config, conns, localaddr
+from xdplb import config, conns, ipvsfmt, localaddr
 from xdplb.control import Control
 from xdplb.model import (E_SVC_NOT_DEFINED, IPPROTO_TCP, IPPROTO_UDP, Destination, Service,
                          XdplbError)
@@ -68,6 +68,20 @@ def test_local_addresses_in_order_and_deleted(ctl):
     assert laddrs(ctl) == [("192.168.9.2", 0)]
     ctl.apply(config.delete_laddr, SVC, "192.168.9.2")
     assert laddrs(ctl) == []
+
+
+def test_ipv6_local_addresses(ctl):
+    key = (IPPROTO_TCP, "fd00:1::100", 80)
+    ctl.add_service(Service(*key, sched="rr"))
+    ctl.apply(config.add_laddr, key, "fd00:80::1", 7)
+    assert laddrs(ctl, key) == [("fd00:80::1", 7)]
+    v = ctl.st.laddrs.get(Tables(ctl.st).service(key).slot)
+    assert bytes(v.a[0].addr) == socket.inet_pton(socket.AF_INET6, "fd00:80::1")
+    assert v.a[0].af == 10
+    assert "address family" in refused(ctl, config.add_laddr, key, "192.168.9.1", 0)
+    assert refused(ctl, config.add_laddr, key, "ff02::1", 0).startswith("Invalid operation")
+    ctl.add_dest(key, Destination("fd00:80::2", 8080, XDPLB_CONN_F_FULLNAT))
+    assert "need a local address" in refused(ctl, config.delete_laddr, key, "fd00:80::1")
 
 
 def test_local_address_refusals(ctl):
@@ -177,3 +191,8 @@ def test_sweep_releases_mappings_of_gone_entries_only(ctl):
     assert ctl.st.rs_filter.get(bit >> 6).value >> (bit & 63) & 1
     rows = ctl.connections()
     assert [r[2:8] for r in rows] == [("10.9.0.2", 40000, "10.0.0.1", 80, "172.80.0.2", 8080)]
+    # -L -c: IPVS's columns, then the local address
+    assert ipvsfmt.conn_listing(rows, ipvsfmt.FMT_NUMERIC).splitlines()[1:] == [
+        "pro expire state       source             virtual            destination",
+        "TCP 15:00  ESTABLISHED 10.9.0.2:40000     10.0.0.1:80        172.80.0.2:8080    "
+        "FullNat 192.168.9.1:2000"]
