@@ -191,9 +191,9 @@ def _get_laddrs(c, ctx):
     if O["service-address"] in c.options:
         if ctl is None or not _plain(c):
             raise XdplbError(model.E_NO_SERVICE, 1)
-        svcs = ctl.services(_key(c), counts=False)
+        svcs = ctl.services(_key(c), counts=False, laddr_conns=True)
     else:
-        svcs = ctl.services(counts=False) if ctl is not None else []
+        svcs = ctl.services(counts=False, laddr_conns=True) if ctl is not None else []
     sys.stdout.write(F.laddr_listing(svcs))
     return 0
 

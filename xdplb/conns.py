@@ -293,6 +293,17 @@ def listing(entries, now=None):
     return out
 
 
+def laddr_conns(entries):
+    """{(service slot, local address text): connections} of the live
+    source-NATed entries (what DPVS's -G shows as CONNS)."""
+    out = {}
+    for e in entries:
+        if e.alive and mapping_key(e.k, e.c) is not None:
+            k = (e.c.svc_slot, b2a(e.c.laddr))
+            out[k] = out.get(k, 0) + 1
+    return out
+
+
 def local_of(e):
     """A source-NATed entry's (method, local address, local port) for `-L
     -c`: FullNat, or Hairpin for a Masq connection hairpin source-NATed;

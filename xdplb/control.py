@@ -23,7 +23,7 @@ import os
 import socket
 import time
 
-from . import config, conns, estimator, ipvsfmt, journal, loader, maps, model
+from . import config, conns, estimator, hostaddr, ipvsfmt, journal, loader, maps, model
 from . import state as statemod
 from .model import E_NO_SERVICE, Destination, Service, Stats, XdplbError
 from .tables import Tables, b2a, dest_addr, netmask_of
@@ -40,6 +40,23 @@ def prime_neighbour(addr):
             s.sendto(b"", (addr, 9))
     except OSError:
         pass
+
+
+class _LocalAddresses:
+    """The services' local addresses as listings show them (model.LocalAddress),
+    -F's interfaces by name: this netns's names, asked once, and only if
+    some local address has an interface."""
+
+    def __init__(self, tables, conns_of=None):
+        self.tables, self.names, self.conns_of = tables, None, conns_of or {}
+
+    def of(self, slot):
+        pairs = self.tables.laddrs(slot)
+        if self.names is None and any(index for _, index in pairs):
+            self.names = hostaddr.ifnames()
+        return [model.LocalAddress(addr, index, hostaddr.ifname(index, self.names or {}),
+                                   conns=self.conns_of.get((slot, addr), 0))
+                for addr, index in pairs]
 
 
 class Control:
@@ -178,14 +195,16 @@ class Control:
         return (get(1, model.TCP_TIMEOUTS[1]), get(4, model.TCP_TIMEOUTS[4]),
                 get(config.XDPLB_TMO_UDP, model.UDP_TIMEOUT))
 
-    def services(self, svc_k=None, stats=False, rate=False, counts=True):
-        """Services (creation order) with their destinations (kernel list order).
+    def services(self, svc_k=None, stats=False, rate=False, counts=True, laddr_conns=False):
+        """Services (creation order) with their destinations (kernel list order)
+        and local addresses.
 
         stats: fill the counters. rate: the rates `xdplb daemon` estimates as
         the kernel does (xdplb/estimator.py); without the daemon, the counters
         are sampled twice one second apart and the per-second differences are
         reported (so this call takes one second; self.rates_sampled says so).
         counts: fill ActiveConn/InActConn from the connection table.
+        laddr_conns: fill each local address's connections (-G's CONNS).
         """
         t = Tables(self.st)
         if svc_k is not None:
@@ -196,16 +215,19 @@ class Control:
         else:
             found = t.services()
             by_svc = t.dests_by_service() if found else {}
-        cc = {}
-        if counts:
+        cc, lc = {}, {}
+        if counts or laddr_conns:
             dests = {s: d for ds in by_svc.values() for s, d in ds}
-            cc = conns.counts(conns.live_entries(self.st, dests))
+            live = conns.live_entries(self.st, dests)
+            cc = conns.counts(live) if counts else {}
+            lc = conns.laddr_conns(live) if laddr_conns else {}
         out = []
+        laddrs = _LocalAddresses(t, lc)
         for (proto, addr, port), c in sorted(found.items(), key=lambda kv: kv[1].seq):
             af = model.family(addr)
             svc = Service(proto=proto, addr=addr, port=port, sched=model.SCHED_NAMES.get(
                 c.sched, "?"), flags=c.flags, timeout=c.timeout, netmask=netmask_of(c, af),
-                af=af, slot=c.slot, seq=c.seq)
+                af=af, slot=c.slot, seq=c.seq, laddrs=laddrs.of(c.slot))
             if stats or rate:
                 svc.stats = estimator.counters(self.st.svc_stats, c.slot)
             for slot, d in by_svc.get(c.slot, ()):

@@ -10,6 +10,7 @@ Each is a netlink question through pyroute2, which takes about 0.25 s to
 import: only the commands that need it (-P, and listings of local addresses
 with an interface) pay for it.
 """
+import functools
 import socket
 
 from .model import XdplbError, family
@@ -25,18 +26,20 @@ def _packed(addr):
     return socket.inet_pton(af, addr)
 
 
-def on_host(addr):
-    """Is addr (IPv4 or IPv6 text) an address of an interface of this netns?
-    (IFA_LOCAL is the host's own end of a point-to-point link; IFA_ADDRESS
-    its peer's there, the host's own elsewhere.)"""
-    want = _packed(addr)
-    af = socket.AF_INET6 if len(want) == 16 else socket.AF_INET
+@functools.cache
+def _addresses():
+    """The packed addresses of this netns's interfaces, asked once per
+    process (an -R of many -P lines asks netlink once). IFA_LOCAL is the
+    host's own end of a point-to-point link; IFA_ADDRESS its peer's there,
+    the host's own elsewhere."""
     with _ipr() as ipr:
-        for m in ipr.get_addr(family=af):
-            own = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
-            if own and _packed(own) == want:
-                return True
-    return False
+        return frozenset(_packed(own) for m in ipr.get_addr()
+                         if (own := m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")))
+
+
+def on_host(addr):
+    """Is addr (IPv4 or IPv6 text) an address of an interface of this netns?"""
+    return _packed(addr) in _addresses()
 
 
 def check_on_host(addr):

@@ -233,3 +233,14 @@ def test_gone_interface_shows_its_index():
     assert hostaddr.ifname(0, {}) == ""
     assert hostaddr.ifname(4, {4: "eth0"}) == "eth0"
     assert hostaddr.ifname(9, {4: "eth0"}) == "?9"
+
+
+def test_without_a_state(monkeypatch, capsys):
+    """No state in this netns: -G lists nothing, -G -t has no such service,
+    -P and -Q find no service (an empty table's answers), nothing created."""
+    monkeypatch.setattr(adm.Ctx, "control", lambda self, create=False: None)
+    Host(monkeypatch, addrs=("10.9.0.1",))
+    assert xdplbadm(capsys, "-G") == (0, "", "")
+    assert xdplbadm(capsys, "-G", "-t", VIP) == (1, "", "No such service\n")
+    assert xdplbadm(capsys, "-P", "-t", VIP, "-z", "10.9.0.1") == (255, "", "Service not defined\n")
+    assert xdplbadm(capsys, "-Q", "-t", VIP, "-z", "10.9.0.1") == (255, "", "Service not defined\n")
