@@ -216,27 +216,72 @@ def test_counters_match_what_the_backends_saw(lab):
 
 # -- the demo through the CLI ---------------------------------------------------
 
+# Seed 000 step by step: (INFO line, the six answers that follow it: the service
+# number or "" for a blank line, None when no traffic follows), then the
+# connection counts of the next stats table: the service's, then .2, .3, .4's.
+HOST = "Generating HTTP traffic (Host to IPVS Service)"
+PODS = "Generating HTTP traffic (Pod to IPVS Service)"
+SEED_STEPS = [
+    ("Using Round Robin scheduling algorithm", None),
+    (HOST, list("321321")),
+    ("Increase pod1 weight", None),
+    ("Using Weighted Round Robin scheduling algorithm", None),
+    (HOST, list("113211")),
+    ("Validating communication between Pod and ClusterIP", None),
+    (PODS, [""] * 6),
+    ("Creating IPVS dummy interface", None),
+    (PODS, ["3", "2", "", "3", "2", ""]),
+    ("Enabling Hairpin connections", None),
+    (PODS, list("321321")),
+]
+SEED_CONNS = [(6, 2, 2, 2), (12, 6, 3, 3), (12, 6, 3, 3), (18, 8, 5, 5), (24, 10, 7, 7)]
+INFO = re.compile(r"^\d\d:\d\d:\d\d - INFO: (.*)$")
+
+
+def demo_steps(out):
+    """[(INFO text, [the lines up to the next INFO line])] of the demo's stdout."""
+    steps = []
+    for line in out.splitlines():
+        m = INFO.match(line)
+        if m:
+            steps.append((m.group(1), []))
+        elif steps:
+            steps[-1][1].append(line)
+    return steps
+
+
+def demo_conns(out):
+    """The Conns column of every --stats table: [(service, .2, .3, .4)]."""
+    tables = out.split("IP Virtual Server version 1.2.1 (size=4096)\n")[1:]
+    conns = []
+    for t in tables:
+        if "Conns" not in t.splitlines()[0]:
+            continue
+        rows = dict(re.findall(r"^(?:TCP|  ->) +(\S+) +(\d+) ", t, re.M))
+        conns.append((int(rows[SVC]), *(int(rows[f"{RS[n]}:80"]) for n in (1, 2, 3))))
+    return conns
+
+
 def test_lab_demo(xlab_prefix):
     env = dict(os.environ, XDPLB_LAB_PREFIX=xlab_prefix)
     try:
         p = subprocess.run(xdplb_argv("lab", "demo"), capture_output=True, text=True,
-                           env=env, timeout=180)
+                           env=env, timeout=300)
+        steps = demo_steps(p.stdout)
+        assert [s[0] for s in steps] == [s[0] for s in SEED_STEPS], p.stdout + p.stderr
+        for (info, lines), (_, want) in zip(steps, SEED_STEPS):
+            if want is None:
+                continue
+            got = [re.fullmatch(r"(?:This is service #(\d))?", line) for line in lines[:6]]
+            assert all(got), (info, lines, p.stdout)
+            assert [m.group(1) or "" for m in got] == want, (info, p.stdout)
         assert p.returncode == 0, p.stdout + p.stderr
-        lines = p.stdout.splitlines()
-        ans = [line for line in lines if line.startswith("This is service #")]
-        assert [a[-1] for a in ans] == list("321321" "113211"), p.stdout
-        info = [re.sub(r"^\d\d:\d\d:\d\d - INFO: ", "", line) for line in lines
-                if re.match(r"^\d\d:\d\d:\d\d - INFO: ", line)]
-        assert info[:6] == ["Using Round Robin scheduling algorithm",
-                            "Generating HTTP traffic (Host to IPVS Service)",
-                            "Increase pod1 weight",
-                            "Using Weighted Round Robin scheduling algorithm",
-                            "Generating HTTP traffic (Host to IPVS Service)",
-                            info[5]], p.stdout
-        assert "Skipping" in info[5]
-        assert p.stdout.count("IP Virtual Server version 1.2.1 (size=4096)") == 3
-        assert re.search(r"^TCP  1\.2\.3\.4:80\s+6\s", p.stdout, re.M), p.stdout
-        assert re.search(r"^TCP  1\.2\.3\.4:80\s+12\s", p.stdout, re.M), p.stdout
+        assert demo_conns(p.stdout) == SEED_CONNS, p.stdout
+        # the lab's equivalents say what they did: xdplb on the clients' side only,
+        # then on the pods' side too
+        assert "detached from the pods' (veth-rs1 veth-rs2 veth-rs3)" in p.stdout
+        assert "attached to the pods' side too (veth-rs1 veth-rs2 veth-rs3)" in p.stdout
+        assert re.search(r"^TCP  1\.2\.3\.4:80 wrr$", p.stdout, re.M), p.stdout
         # it was not up before: the demo took it down again
         assert not any(os.path.exists(f"/run/netns/{xlab_prefix}-{n}")
                        for n in ("client", "lb", "rs1", "rs2", "rs3"))

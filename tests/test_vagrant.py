@@ -22,6 +22,9 @@ from conftest import _need_root_and_bpffs
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAGRANT = os.path.join(ROOT, "vagrant")
 SEED_ANSWERS = list("321321" "113211")
+# then rs1 (pod1) calls the VIP: nothing, then #3 #2 (its own turn fails) twice,
+# then with --hairpin #3 #2 #1 twice
+SEED_POD_ANSWERS = list("3232" "321321")
 
 
 def shell_scripts():
@@ -104,8 +107,11 @@ def test_scenario_through_xdplb_on_the_netns_lab(netns_lab):
     p = subprocess.run(["bash", os.path.join(VAGRANT, "scenario.sh"), "xdplbadm"], env=env,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert _answers(p.stdout) == SEED_ANSWERS, p.stdout
-    assert p.stdout.count("IP Virtual Server version 1.2.1 (size=4096)") == 3
+    assert _answers(p.stdout) == SEED_ANSWERS + SEED_POD_ANSWERS, p.stdout
+    assert p.stdout.count("IP Virtual Server version 1.2.1 (size=4096)") == 6
+    pods = p.stdout.split("Validating communication between Pod and ClusterIP\n")[1]
+    assert "detached from the pods' (veth-rs1 veth-rs2 veth-rs3)" in pods
+    assert "Enabling Hairpin connections" in pods
     assert re.search(r"^TCP  1\.2\.3\.4:80 wrr$", p.stdout, re.M), p.stdout
     assert re.search(r"^  -> 172\.80\.0\.2:80\s+Masq\s+3\s", p.stdout, re.M), p.stdout
     assert "every answer as in seed 000" in p.stdout
@@ -159,7 +165,9 @@ def test_ipvs_and_xdplb_side_by_side_in_qemu():
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     out = p.stdout
     assert "same answers in the same order: yes" in out
-    assert out.count("every answer as in seed 000") == 2, out
+    # both scenarios side by side, then the pods' steps through xdplb
+    assert out.count("every answer as in seed 000") == 3, out
+    assert "=== seed 000 to its end through xdplb" in out
     assert "connections per second" in out and "forwarded packets per second" in out
     # the benchmark's own parts ran, with kernel IPVS rows measured (not skipped)
     assert "xdplb bench failed" not in out + p.stderr

@@ -10,8 +10,11 @@ VIP=1.2.3.4
 SVC=$VIP:80
 RSS=(172.80.0.2 172.80.0.3 172.80.0.4)
 RS_NODES=(rs1 rs2 rs3)
-# the lb's interfaces xdplb is attached to (the netns lab's by default)
-LB_IFS=${LB_IFS:-veth-client veth-rs1 veth-rs2 veth-rs3}
+# the lb's interfaces xdplb is attached to (the netns lab's by default): the
+# clients' side and the real servers' (the pods') side
+LB_CLIENT_IFS=${LB_CLIENT_IFS:-veth-client}
+LB_RS_IFS=${LB_RS_IFS:-veth-rs1 veth-rs2 veth-rs3}
+LB_IFS=${LB_IFS:-$LB_CLIENT_IFS $LB_RS_IFS}
 XDP_MODE=${XDP_MODE:-native}
 
 on() { "$ON" "$@"; }
@@ -52,6 +55,7 @@ use_datapath() {
       on lb xdplb attach --mode "$mode" $LB_IFS >/dev/null
     fi
     on lb xdplbadm -C
+    XDP_MODE_USED=$mode
     note "lb: xdplb attached ($mode) to $LB_IFS"
   fi
 }

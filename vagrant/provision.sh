@@ -39,8 +39,16 @@ case $role in
     debs python3 ethtool
     dev=$(ifname_of "172.80.0.$((n + 1))")
     ethtool -K "$dev" tx off >/dev/null
-    # replies to the client go back through the lb (Masq)
-    ip route replace 10.0.0.0/24 via 172.80.0.1 dev "$dev"
+    # replies to the client go back through the lb (Masq); as pods on a node,
+    # the VIP and the other real servers are reached through it too (seed
+    # 000's pod steps: another real server's answer comes back through the lb)
+    routes="10.0.0.0/24 1.2.3.4/32"
+    for m in 1 2 3; do [ "$m" = "$n" ] || routes="$routes 172.80.0.$((m + 1))/32"; done
+    unit_routes=""
+    for r in $routes; do
+      ip route replace "$r" via 172.80.0.1 dev "$dev"
+      unit_routes+="ExecStartPre=-/usr/sbin/ip route replace $r via 172.80.0.1 dev $dev"$'\n'
+    done
     cat >/etc/systemd/system/xdplb-rs.service <<EOS
 [Unit]
 Description=xdplb lab real server $n ("This is service #$n")
@@ -48,8 +56,7 @@ After=network-online.target
 [Service]
 Environment=PYTHONPATH=/opt/xdplb
 ExecStartPre=-/usr/sbin/ethtool -K $dev tx off
-ExecStartPre=-/usr/sbin/ip route replace 10.0.0.0/24 via 172.80.0.1 dev $dev
-ExecStart=/usr/bin/python3 -m xdplb.httpd $n --port 80 --udp 80 --bind 172.80.0.$((n + 1))
+${unit_routes}ExecStart=/usr/bin/python3 -m xdplb.httpd $n --port 80 --udp 80 --bind 172.80.0.$((n + 1))
 Restart=always
 [Install]
 WantedBy=multi-user.target
@@ -95,6 +102,8 @@ EOS
     modprobe -a ip_vs ip_vs_rr ip_vs_wrr
     cat >/etc/xdplb-lab.env <<EOS
 ON=/opt/xdplb/vagrant/on-vm.sh
+LB_CLIENT_IFS=$(ifname_of 10.0.0.1)
+LB_RS_IFS=$(ifname_of 172.80.0.1)
 LB_IFS="$(ifname_of 10.0.0.1) $(ifname_of 172.80.0.1)"
 XDP_MODE=native
 EOS

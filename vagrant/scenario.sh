@@ -4,11 +4,19 @@
 #
 #   scenario.sh ipvsadm|xdplbadm
 #
+# Then, for xdplbadm and unless PODS=0, the seed's last steps as `xdplb lab
+# demo` runs them (xdplb/demo.py, docs/seed-demo.md): rs1 (pod1, back at
+# weight 1) calls the VIP with xdplb on the clients' side only ($LB_CLIENT_IFS:
+# no answers), then on the pods' side too ($LB_RS_IFS: #3 #2 <none>, twice:
+# its own turn is a martian), then with --hairpin (#3 #2 #1, twice). Kernel
+# IPVS has no hairpin of its own (kube-proxy adds iptables masquerading), so
+# ipvsadm stops after wrr.
+#
 # Nodes are reached through $ON NODE CMD... : vagrant/on-netns.sh (default) on
 # the one-host netns lab (`xdplb lab up`; also inside the qemu guest),
 # vagrant/on-vm.sh on the Vagrant lab. $LB_IFS are the lb's interfaces for
 # xdplb. The log goes to stdout; exit status 1 if the answers differ from the
-# seed's (rr: #3 #2 #1 #3 #2 #1, wrr: #1 #1 #3 #2 #1 #1).
+# seed's (rr: #3 #2 #1 #3 #2 #1, wrr: #1 #1 #3 #2 #1 #1, and the pods' steps).
 set -euo pipefail
 # shellcheck source=vagrant/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -21,13 +29,15 @@ stats() {
   sleep "${STATS_WAIT:-2.5}"
   on lb "$ADM" -L -n --stats
 }
+# six requests from node $1 (default: the client), answers or blank lines
 traffic() {
-  local body
-  info "Generating HTTP traffic (Host to IPVS Service)"
+  local body node=${1:-client} what="Host" timeout=5
+  [ "$node" = client ] || { what="Pod"; timeout=2; }
+  info "Generating HTTP traffic ($what to IPVS Service)"
   for _ in 1 2 3 4 5 6; do
-    body=$(on client curl -s --max-time 5 "http://$VIP/" || true)
+    body=$(on "$node" curl -s --max-time "$timeout" "http://$VIP/" || true)
     echo "$body"
-    got+=("${body##* }")
+    if [ -n "$body" ]; then got+=("${body##* }"); else got+=("-"); fi
   done
 }
 
@@ -48,9 +58,37 @@ echo
 traffic
 stats
 echo
+want="#3 #2 #1 #3 #2 #1 #1 #1 #3 #2 #1 #1"
+
+if [ "$ADM" = xdplbadm ] && [ "${PODS:-1}" = 1 ]; then
+  # shellcheck disable=SC2086  # LB_*_IFS are lists of interface names
+  {
+    info "Validating communication between Pod and ClusterIP"
+    on lb "$ADM" -e -t "$SVC" -r "${RSS[0]}:80" -m -w 1
+    on lb xdplb detach $LB_RS_IFS >/dev/null
+    echo "lab: xdplb on the clients' side only ($LB_CLIENT_IFS), detached from the pods' ($LB_RS_IFS); pod1 (rs1) back to weight 1"
+    echo
+    traffic rs1
+    stats
+    echo
+    info "Creating IPVS dummy interface"
+    on lb xdplb attach --mode "$XDP_MODE_USED" $LB_RS_IFS >/dev/null
+    echo "lab: xdplb attached to the pods' side too ($LB_RS_IFS): the VIP $VIP answers there"
+    echo
+    traffic rs1
+    stats
+    echo
+    info "Enabling Hairpin connections"
+    on lb "$ADM" -E -t "$SVC" -s wrr --hairpin
+    echo
+    traffic rs1
+    stats
+    echo
+  }
+  want="$want - - - - - - #3 #2 - #3 #2 - #3 #2 #1 #3 #2 #1"
+fi
 on lb "$ADM" -C
 
-want="#3 #2 #1 #3 #2 #1 #1 #1 #3 #2 #1 #1"
 if [ "${got[*]}" = "$want" ]; then
   info "$ADM: every answer as in seed 000"
 else

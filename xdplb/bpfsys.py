@@ -37,6 +37,7 @@ for _name, _args in {
                              C.POINTER(C.c_uint32), C.c_void_p],
     "bpf_map_update_batch": [C.c_int, C.c_void_p, C.c_void_p, C.POINTER(C.c_uint32),
                              C.c_void_p],
+    "bpf_prog_load": [C.c_int, C.c_char_p, C.c_char_p, C.c_void_p, C.c_size_t, C.c_void_p],
 }.items():
     getattr(_lib, _name).argtypes = _args
     getattr(_lib, _name).restype = C.c_int
@@ -176,6 +177,18 @@ def obj_info(fd, info_cls):
     size = C.c_uint32(C.sizeof(info))
     _check(_lib.bpf_obj_get_info_by_fd(fd, C.byref(info), C.byref(size)), "object info")
     return info
+
+
+BPF_PROG_TYPE_XDP = 6
+# r0 = XDP_PASS; exit
+XDP_PASS_INSNS = bytes.fromhex("b700000002000000" "9500000000000000")
+
+
+def xdp_pass_prog():
+    """An fd of a new XDP program that passes every frame (the caller closes it)."""
+    insns = C.create_string_buffer(XDP_PASS_INSNS, len(XDP_PASS_INSNS))
+    return _check(_lib.bpf_prog_load(BPF_PROG_TYPE_XDP, b"xdplb_pass", b"GPL", insns,
+                                     len(XDP_PASS_INSNS) // 8, None), "load an XDP_PASS program")
 
 
 def xdp_attach(ifindex, prog_fd, flags):

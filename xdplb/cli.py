@@ -16,7 +16,7 @@ from .bench import bench_command
 from .compare import compare_command
 from .control import Control
 from .model import IPPROTO_TCP, IPPROTO_UDP, SETTINGS, XdplbError
-from .lab import NODES as LAB_NODES, PREFIX as LAB_PREFIX
+from .lab import NODES_TWO_ARM as LAB_NODES, PREFIX as LAB_PREFIX
 from .netns import NetnsError
 from .state import BadPinDir, IncompatibleState, State, StateError, pin_dir, reap
 
@@ -280,12 +280,15 @@ def _lab(ctx):
 @lab.command()
 @click.option("--mode", type=click.Choice(["native", "generic"]), default="native",
               show_default=True, help="XDP mode on the lb's veths")
+@click.option("--two-arm", is_flag=True,
+              help="the two-armed lab: backends on their own segment behind the lb's "
+                   "second interface, without a route to the client; full-NAT")
 @click.pass_context
-def up(ctx, mode):
+def up(ctx, mode, two_arm):
     """Build the lab (namespaces, veths, xdplb on the lb, HTTP servers)."""
     xlab, lb = _lab(ctx)
     try:
-        lb.up(mode)
+        lb.up(mode, two_arm=two_arm)
     except (NetnsError, StateError, OSError) as e:
         _fail(e)
 
@@ -304,10 +307,11 @@ def down(ctx):
 @lab.command()
 @click.pass_context
 def demo(ctx):
-    """Replay the seed demo (rr, then wrr) through xdplb; builds the lab if needed."""
-    xlab, _ = _lab(ctx)
+    """Replay seed 000 (rr, wrr, pods, hairpin) through xdplb; builds the lab if needed."""
+    from .demo import demo as replay
+    _lab(ctx)
     try:
-        ctx.exit(xlab.demo(ctx.obj))
+        ctx.exit(replay(ctx.obj))
     except (NetnsError, StateError, OSError) as e:
         _fail(e)
 

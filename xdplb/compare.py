@@ -39,6 +39,8 @@ def script_env(prefix, bench_seconds, xdp_mode="native"):
         "ON": os.path.join(VAGRANT_DIR, "on-netns.sh"),
         "XDPLB_LAB_PREFIX": prefix,
         "LB_IFS": " ".join(xlab.LB_IFS),
+        "LB_CLIENT_IFS": " ".join(xlab.CLIENT_IFS),
+        "LB_RS_IFS": " ".join(xlab.BACKEND_IFS),
         "XDP_MODE": xdp_mode,
         "BENCH_SECONDS": str(bench_seconds),
     })

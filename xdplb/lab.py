@@ -16,7 +16,21 @@ the peer ends (client and backends), both because of veth, not xdplb, made as
 - TX checksum offload off: veth leaves TCP checksums partial, which an XDP
   NAT rewrite cannot complete; real NICs deliver full checksums.
 
+The backends' ends also run an XDP_PASS program (NetNs.xdp_pass): a frame the
+lb's XDP sends back out of the veth it came in by (XDP_TX: a backend calling
+the VIP and given itself) reaches only an end that runs XDP.
+
 The network itself is TOPOLOGY (xdplb/topology.py), built through netlink.
+
+`up(two_arm=True)` builds TOPOLOGY_TWO_ARM instead, a two-armed balancer:
+
+    client (10.0.0.2/24) --veth-- lb veth-client (10.0.0.1/24)
+                                  lb veth-rs (172.80.0.1/24, local address 172.80.0.10)
+                                   --veth-- sw: bridge br0 --veth-- rs1, rs2, rs3 (172.80.0.2-4/24)
+
+The backends have no route to the client, only their segment: xdplb (attached
+to veth-client and veth-rs) serves TCP and UDP VIP:80 by full-NAT, its source
+the local address, and redirects between the two interfaces (DEVMAP).
 
 Every name carries a prefix (default `xlab`, tests use their own), so a user's
 lab and parallel test labs never meet. Nothing is created in the root netns
@@ -61,37 +75,88 @@ def lb_if(node):
     return f"veth-{node}"
 
 
-LB_IFS = tuple(lb_if(n) for n in ("client", *BACKENDS))
+CLIENT_IFS = (lb_if("client"),)
+BACKEND_IFS = tuple(lb_if(n) for n in BACKENDS)
+LB_IFS = CLIENT_IFS + BACKEND_IFS
+
+# The two-armed lab: the backends on one segment (a bridge in node "sw") behind
+# the lb's second interface, with no route to the client: full-NAT.
+SW = "sw"
+NODES_TWO_ARM = (*NODES, SW)
+LB_RS_IF = "veth-rs"
+LB_IFS_TWO_ARM = CLIENT_IFS + (LB_RS_IF,)
+LADDR = "172.80.0.10"   # the service's local address, on LB_RS_IF
+
+
+def _client(lb_end, peer_end, routes):
+    """The client's side, the same in both labs."""
+    lb_end["client"] = T.End("lb", lb_if("client"),
+                             addrs=(f"{LB_CLIENT_IP}/24", f"{LB_CLIENT_IP6}/64"))
+    peer_end["client"] = T.End("client", PEER_IF, addrs=(f"{CLIENT_IP}/24", f"{CLIENT_IP6}/64"),
+                               faces_xdp=True)
+    routes += [T.Route("client", f"{VIP}/32", via=LB_CLIENT_IP),
+               T.Route("client", f"{VIP6}/128", via=LB_CLIENT_IP6)]
+
+
+def _lb_sysctls(ifs):
+    sysctls = [("net.ipv4.ip_forward", 1), ("net.ipv4.conf.all.rp_filter", 0),
+               ("net.ipv4.conf.default.rp_filter", 0), ("net.ipv6.conf.all.forwarding", 1)]
+    sysctls += [(f"net.ipv4.conf.{dev}.rp_filter", 0) for dev in ifs]
+    return sysctls
 
 
 def _topology():
     """The lab as data (xdplb/topology.py): the lb forwards without reverse-path
     filtering (Masq replies come back on another veth than the request left
-    by); the client's and the backends' ends face the lb's XDP."""
-    lb_end = {"client": T.End("lb", lb_if("client"),
-                              addrs=(f"{LB_CLIENT_IP}/24", f"{LB_CLIENT_IP6}/64"))}
-    peer_end = {"client": T.End("client", PEER_IF, addrs=(f"{CLIENT_IP}/24", f"{CLIENT_IP6}/64"),
-                                faces_xdp=True)}
-    routes = [T.Route("client", f"{VIP}/32", via=LB_CLIENT_IP),
-              T.Route("client", f"{VIP6}/128", via=LB_CLIENT_IP6)]
+    by); the client's and the backends' ends face the lb's XDP. The lb answers
+    ARP for one backend on another's veth (proxy_arp), as a node does for its
+    pods: a backend calling the VIP gets its answer from another backend,
+    which, on the same /24, asks for the caller's address by ARP. A backend
+    calling the VIP and choosing itself (hairpin) gets its packet back by
+    XDP_TX, which veth delivers only to an end running XDP: the backends'
+    ends run an XDP_PASS program."""
+    lb_end, peer_end, routes = {}, {}, []
+    _client(lb_end, peer_end, routes)
     for node, addr in BACKENDS.items():
         addr6 = BACKENDS6[node]
         lb_end[node] = T.End("lb", lb_if(node), addrs=(f"{LB_RS_IP}/32", f"{LB_RS_IP6}/128"))
         peer_end[node] = T.End(node, PEER_IF, addrs=(f"{addr}/24", f"{addr6}/64"),
-                               faces_xdp=True)
+                               faces_xdp=True, gets_xdp_tx=True)
         routes += [T.Route("lb", f"{addr}/32", dev=lb_if(node)),
                    T.Route(node, "default", via=LB_RS_IP, dev=PEER_IF, onlink=True),
                    T.Route("lb", f"{addr6}/128", dev=lb_if(node)),
                    T.Route(node, "default", via=LB_RS_IP6, dev=PEER_IF, onlink=True)]
-    sysctls = [("net.ipv4.ip_forward", 1), ("net.ipv4.conf.all.rp_filter", 0),
-               ("net.ipv4.conf.default.rp_filter", 0), ("net.ipv6.conf.all.forwarding", 1)]
-    sysctls += [(f"net.ipv4.conf.{dev}.rp_filter", 0) for dev in LB_IFS]
+    sysctls = _lb_sysctls(LB_IFS) + [(f"net.ipv4.conf.{dev}.proxy_arp", 1)
+                                      for dev in BACKEND_IFS]
     return T.Topology(nodes=NODES, veths=tuple(T.Veth(lb_end[n], peer_end[n]) for n in lb_end),
                       routes=tuple(routes),
                       sysctls=tuple(T.Sysctl("lb", k, v) for k, v in sysctls))
 
 
+def _topology_two_arm():
+    """client -- lb -- one segment (a bridge in node sw) -- rs1..3. The backends
+    have their subnet's route only, none to the client: the lb's full-NAT
+    makes every reply come back to its local address LADDR. The lb's end
+    towards sw faces XDP (frames are redirected into it); the backends' ends
+    have TX checksum offload off, as their frames reach XDP unchanged; the
+    segment's end runs XDP_PASS for frames XDP sends back to it (XDP_TX: a
+    backend calling the VIP)."""
+    lb_end, peer_end, routes = {}, {}, []
+    _client(lb_end, peer_end, routes)
+    veths = [T.Veth(lb_end["client"], peer_end["client"]),
+             T.Veth(T.End("lb", LB_RS_IF, addrs=(f"{LB_RS_IP}/24", f"{LADDR}/32")),
+                    T.End(SW, "port-lb", faces_xdp=True, gets_xdp_tx=True))]
+    for node, addr in BACKENDS.items():
+        veths.append(T.Veth(T.End(SW, f"port-{node}"),
+                            T.End(node, PEER_IF, addrs=(f"{addr}/24",), faces_xdp=True)))
+    return T.Topology(nodes=NODES_TWO_ARM, veths=tuple(veths),
+                      bridges=(T.Bridge(SW, "br0", ("port-lb", *(f"port-{n}" for n in BACKENDS))),),
+                      routes=tuple(routes),
+                      sysctls=tuple(T.Sysctl("lb", k, v) for k, v in _lb_sysctls(LB_IFS_TWO_ARM)))
+
+
 TOPOLOGY = _topology()
+TOPOLOGY_TWO_ARM = _topology_two_arm()
 
 BIN_DIR = os.path.dirname(os.path.abspath(sys.executable))
 
@@ -132,10 +197,6 @@ def _run(argv, check=True, timeout=60, **kw):
     return p
 
 
-def _stamp():
-    return time.strftime("%H:%M:%S")
-
-
 class Lab:
     def __init__(self, prefix=PREFIX, say=None):
         if not prefix or len(prefix) > 20 or not all(c.isalnum() or c in "-_" for c in prefix):
@@ -143,12 +204,35 @@ class Lab:
         self.prefix = prefix
         self.say = say or (lambda msg: print(msg, flush=True))
         self._nodes = {}
+        self._two_arm = None     # which lab: up() says, else its record
 
     # names -----------------------------------------------------------------
+    @property
+    def two_arm(self):
+        """True for the two-armed lab (`up --two-arm`)."""
+        if self._two_arm is None:
+            return bool((self._record() or {}).get("two_arm"))
+        return self._two_arm
+
+    @property
+    def topology(self):
+        return TOPOLOGY_TWO_ARM if self.two_arm else TOPOLOGY
+
+    @property
+    def lb_ifs(self):
+        """The lb's interfaces running xdplb."""
+        return LB_IFS_TWO_ARM if self.two_arm else LB_IFS
+
+    @property
+    def mode(self):
+        """The XDP mode the lab was built with."""
+        return (self._record() or {}).get("mode", "native")
+
     def ns(self, node):
-        if node not in NODES:
-            raise LabError(f"no node {node!r} in the lab (nodes: {', '.join(NODES)})")
-        return TOPOLOGY.ns_name(self.prefix, node)
+        nodes = self.topology.nodes
+        if node not in nodes:
+            raise LabError(f"no node {node!r} in the lab (nodes: {', '.join(nodes)})")
+        return self.topology.ns_name(self.prefix, node)
 
     def node(self, node):
         """The NetNs of node, to change or inspect its network (down() closes it)."""
@@ -164,7 +248,12 @@ class Lab:
         return os.path.join(RUN_DIR, f"lab-{self.prefix}.json")
 
     def existing(self):
-        return [n for n in NODES if os.path.exists(self.ns_path(n))]
+        return [n for n in self.topology.nodes if os.path.exists(self.ns_path(n))]
+
+    def _any_existing(self):
+        """Namespaces of either lab under this prefix (half built, or the other kind)."""
+        return [n for n in TOPOLOGY_TWO_ARM.nodes
+                if os.path.exists(netns.path(TOPOLOGY_TWO_ARM.ns_name(self.prefix, n)))]
 
     def _record(self):
         try:
@@ -175,7 +264,7 @@ class Lab:
 
     def is_up(self):
         rec = self._record()
-        return (rec is not None and len(self.existing()) == len(NODES)
+        return (rec is not None and len(self.existing()) == len(self.topology.nodes)
                 and all(_alive_httpd(pid) for pid in rec.get("pids", {}).values()))
 
     # running things in nodes -----------------------------------------------
@@ -201,9 +290,18 @@ class Lab:
         """xdplbadm in the lb; returns the CompletedProcess."""
         return self.run("lb", [*tool("xdplbadm"), *args], check=check)
 
-    def curl(self, url=f"http://{VIP}/", *extra, timeout=5):
-        """One HTTP GET from the client; body text ('' on failure)."""
-        p = self.run("client", ["curl", "-s", "--max-time", str(timeout), *extra, url],
+    def xdplb(self, *args, check=True):
+        """xdplb in the lb; returns the CompletedProcess."""
+        return self.run("lb", [*tool("xdplb"), *args], check=check)
+
+    def attached(self):
+        """The lb's interfaces running an XDP program."""
+        lb = self.node("lb")
+        return [dev for dev in self.lb_ifs if lb.xdp(dev).prog_id]
+
+    def curl(self, url=f"http://{VIP}/", *extra, timeout=5, node="client"):
+        """One HTTP GET from node (the client by default); body text ('' on failure)."""
+        p = self.run(node, ["curl", "-s", "--max-time", str(timeout), *extra, url],
                      check=False, timeout=timeout + 10)
         return p.stdout if p.returncode == 0 else ""
 
@@ -216,14 +314,19 @@ class Lab:
         return os.path.join(root, "xdplb", f"net{os.stat(self.ns_path('lb')).st_ino}")
 
     # building --------------------------------------------------------------
-    def up(self, mode="native"):
-        """Build the lab; False if it was already up."""
+    def up(self, mode="native", two_arm=False):
+        """Build the lab (the two-armed one if two_arm); False if it was already up."""
         if self.is_up():
+            if self.two_arm != two_arm:
+                raise LabError(f"lab {self.prefix!r} is up as the "
+                               f"{'two' if self.two_arm else 'one'}-armed lab: "
+                               "`xdplb lab down` first")
             self.say(f"lab {self.prefix!r} is already up")
             return False
-        if self.existing() or self._record():
+        if self._any_existing() or self._record():
             self.say(f"lab {self.prefix!r} is half built: tearing it down first")
             self.down(quiet=True)
+        self._two_arm = two_arm
         try:
             self._build(mode)
         except BaseException:
@@ -234,14 +337,26 @@ class Lab:
         return True
 
     def _build(self, mode):
-        self._nodes = T.build(TOPOLOGY, self.prefix).ns
-        self.say(f"namespaces: {' '.join(self.ns(n) for n in NODES)}")
-        self.say(f"client {CLIENT_IP} routes {VIP} via the lb {LB_CLIENT_IP}; backends "
-                 + ", ".join(f"{n} {a}" for n, a in BACKENDS.items())
-                 + f" route via {LB_RS_IP}; ip_forward=1 in the lb")
-        self.say(f"veth peer ends ({PEER_IF} of client, {', '.join(BACKENDS)}): GRO on "
-                 "(redirected frames need it), TX checksum offload off (XDP rewrites "
-                 "need full checksums)")
+        self._nodes = T.build(self.topology, self.prefix).ns
+        self.say(f"namespaces: {' '.join(self.ns(n) for n in self.topology.nodes)}")
+        if self.two_arm:
+            self.say(f"client {CLIENT_IP} routes {VIP} via the lb {LB_CLIENT_IP} "
+                     f"({lb_if('client')}); backends "
+                     + ", ".join(f"{n} {a}" for n, a in BACKENDS.items())
+                     + f" on one segment (bridge br0 in {self.ns(SW)}) with the lb's "
+                     f"{LB_RS_IF} {LB_RS_IP}/24 and local address {LADDR}, no route to "
+                     "the client; ip_forward=1 in the lb")
+            self.say(f"veth ends facing xdplb ({PEER_IF} of client, {', '.join(BACKENDS)}; "
+                     f"port-lb of {SW}): GRO on, TX checksum offload off; port-lb runs "
+                     "XDP_PASS (frames sent back by XDP_TX need it)")
+        else:
+            self.say(f"client {CLIENT_IP} routes {VIP} via the lb {LB_CLIENT_IP}; backends "
+                     + ", ".join(f"{n} {a}" for n, a in BACKENDS.items())
+                     + f" route via {LB_RS_IP}; ip_forward=1 in the lb")
+            self.say(f"veth peer ends ({PEER_IF} of client, {', '.join(BACKENDS)}): GRO on "
+                     "(redirected frames need it), TX checksum offload off (XDP rewrites "
+                     "need full checksums); the backends' run XDP_PASS (frames sent back "
+                     "by XDP_TX need it)")
         # backend servers: every address of their own namespace (explicitly; the
         # default is loopback), which holds only lo and the lab's veth, because
         # under direct routing (-g) they must also answer on a VIP added to lo
@@ -254,7 +369,7 @@ class Lab:
                 start_new_session=True, env=child_env(), cwd="/")
             pids[node] = proc.pid
         self._save({"prefix": self.prefix, "pids": pids, "mode": mode,
-                    "created": time.time()})
+                    "two_arm": self.two_arm, "created": time.time()})
         for node in BACKENDS:
             self._wait_listening(node, pids[node])
         self.say("backends: " + ", ".join(
@@ -267,11 +382,27 @@ class Lab:
         for addr in BACKENDS.values():
             self.run("lb", ["curl", "-s", "-m", "2", "-o", "/dev/null", f"http://{addr}/"],
                      check=False)
+            if self.two_arm:  # the backends learn the local address's MAC
+                self.run("lb", ["curl", "-s", "-m", "2", "-o", "/dev/null", "--interface",
+                                LADDR, f"http://{addr}/"], check=False)
         # xdplb in the lb netns: its own pinned state
-        p = self.run("lb", [*tool("xdplb"), "attach", "--mode", mode, *LB_IFS])
+        p = self.xdplb("attach", "--mode", mode, *self.lb_ifs)
         for line in p.stdout.splitlines():
             self.say(f"lb: {line}")
+        if self.two_arm:
+            self._full_nat_services()
         self.say(f"lab {self.prefix!r} is up: `xdplb lab exec client -- curl -s http://{VIP}/`")
+
+    def _full_nat_services(self):
+        """TCP and UDP VIP:80, rr over the three backends by full-NAT, through
+        the local address LADDR on the backends' side."""
+        for proto in ("-t", "-u"):
+            self.adm("-A", proto, f"{VIP}:80", "-s", "rr")
+            self.adm("-P", proto, f"{VIP}:80", "-z", LADDR, "-F", LB_RS_IF)
+            for addr in BACKENDS.values():
+                self.adm("-a", proto, f"{VIP}:80", "-r", f"{addr}:80", "--fullnat")
+        for line in self.adm("-L", "-n").stdout.splitlines():
+            self.say(f"lb: {line}")
 
     def _wait_listening(self, node, pid, timeout=10):
         deadline = time.time() + timeout
@@ -316,7 +447,7 @@ class Lab:
             removed.append(f"servers (pids {' '.join(map(str, killed))})")
         if os.path.exists(self.ns_path("lb")):
             folder = self.pin_folder()
-            p = self.run("lb", [*tool("xdplb"), "detach"], check=False)
+            p = self.xdplb("detach", check=False)
             if p.returncode == 0 and p.stdout.strip():
                 removed.append("xdplb: " + "; ".join(p.stdout.strip().splitlines()))
             if folder:
@@ -326,9 +457,11 @@ class Lab:
         for ns in self._nodes.values():
             ns.close()
         self._nodes = {}
-        removed += [f"netns {name}" for name in T.remove(TOPOLOGY, self.prefix)]
+        # either lab's namespaces: the two-armed one holds the other's and sw
+        removed += [f"netns {name}" for name in T.remove(TOPOLOGY_TWO_ARM, self.prefix)]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.state_file)
+        self._two_arm = None
         if not quiet:
             if removed:
                 for what in removed:
@@ -380,70 +513,3 @@ def _zombie(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
-
-
-# the demo -------------------------------------------------------------------
-SVC = f"{VIP}:80"
-
-
-def demo(prefix=PREFIX, out=None, err=None):
-    """Replay seed 000 through xdplb; returns 0 if every answer came back as expected."""
-    out = out or sys.stdout
-    err = err or sys.stderr
-
-    def say_err(msg):
-        print(msg, file=err, flush=True)
-
-    def log(msg):
-        print(f"{_stamp()} - INFO: {msg}", file=out, flush=True)
-
-    def show(text):
-        out.write(text)
-        out.flush()
-
-    lab = Lab(prefix, say=say_err)
-    was_up = lab.is_up()
-    if not was_up:
-        lab.up()
-    ok = True
-    try:
-        lab.adm("-C")
-        lab.adm("-A", "-t", SVC, "-s", "rr")
-        for addr in BACKENDS.values():
-            lab.adm("-a", "-t", SVC, "-r", f"{addr}:80", "-m")
-        log("Using Round Robin scheduling algorithm")
-        show("\n")
-        ok &= _traffic(lab, log, show, ["#3", "#2", "#1", "#3", "#2", "#1"])
-        show(lab.adm("-L", "-n", "--stats").stdout)
-        show("\n")
-        log("Increase pod1 weight")
-        lab.adm("-e", "-t", SVC, "-r", f"{BACKENDS['rs1']}:80", "-m", "-w", "3")
-        lab.adm("-E", "-t", SVC, "-s", "wrr")
-        show(lab.adm("-L", "-n").stdout)
-        show("\n")
-        log("Using Weighted Round Robin scheduling algorithm")
-        show("\n")
-        ok &= _traffic(lab, log, show, ["#1", "#1", "#3", "#2", "#1", "#1"])
-        show(lab.adm("-L", "-n", "--stats").stdout)
-        show("\n")
-        log("Skipping the seed's Pod-to-ClusterIP, dummy-interface and hairpin sections "
-            "(Kubernetes node specifics, not part of this lab)")
-    finally:
-        if not was_up:
-            lab.down(quiet=True)
-            say_err(f"lab {prefix!r} torn down (it was not up before the demo)")
-        else:
-            say_err(f"lab {prefix!r} left up as it was (`xdplb lab down` removes it)")
-    if not ok:
-        say_err("demo: some answers differed from the seed's (see above)")
-    return 0 if ok else 1
-
-
-def _traffic(lab, log, show, expected):
-    log("Generating HTTP traffic (Host to IPVS Service)")
-    got = []
-    for _ in expected:
-        body = lab.curl()
-        show(body if body.endswith("\n") else body + "\n")
-        got.append(body.strip().rpartition(" ")[2])
-    return got == expected

@@ -154,6 +154,16 @@ class NetNs:
             self.ipr.link("add", ifname=dev, kind="veth", peer=spec,
                           **({"address": mac} if mac else {}))
 
+    def add_bridge(self, dev, ports):
+        """The bridge dev (up) with ports (links of this namespace) enslaved.
+        No STP: a port forwards as soon as it is up."""
+        with self._doing(f"add bridge {dev}"):
+            self.ipr.link("add", ifname=dev, kind="bridge", br_stp_state=0)
+            master = self.ifindex(dev)
+            for port in ports:
+                self.ipr.link("set", index=self.ifindex(port), master=master)
+            self.ipr.link("set", index=master, state="up")
+
     def link_up(self, dev):
         with self._doing(f"set {dev} up"):
             self.ipr.link("set", index=self.ifindex(dev), state="up")
@@ -221,6 +231,18 @@ class NetNs:
         idx = self.ifindex(dev)
         with self.entered():  # libbpf's netlink socket is this thread's netns
             bpfsys.xdp_attach(idx, prog_fd, flags)
+
+    def xdp_pass(self, dev):
+        """A native XDP program passing every frame on dev, the end of a veth
+        whose peer runs XDP: frames that XDP sends back out of the peer
+        (XDP_TX) are only delivered to an end running XDP itself (veth
+        kicks the receiving end's NAPI for them only then). Goes with dev."""
+        from . import bpfsys
+        fd = bpfsys.xdp_pass_prog()
+        try:
+            self.xdp_attach(dev, fd, bpfsys.XDP_FLAGS_DRV_MODE)
+        finally:
+            os.close(fd)
 
     def xdp_detach(self, dev, flags):
         from . import bpfsys

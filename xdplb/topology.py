@@ -3,7 +3,8 @@
 The lab (xdplb/lab.py), the data-path test network (xdplb/testnet.py), the
 benchmark's client/balancer/server and the tests' throwaway namespaces are
 each a Topology: nodes (one namespace each, named <prefix>-<node>), veth
-pairs with their addresses, routes, permanent neighbours and sysctls.
+pairs with their addresses, bridges (a switch joining veth ends), routes,
+permanent neighbours and sysctls.
 build() makes one and returns a Net, whose close() deletes what it made (build
 does that itself when it fails half way); remove() deletes a topology's
 namespaces by name, from any process, whatever is left of them.
@@ -17,18 +18,30 @@ from .netns import NetNs, NetnsError
 class End:
     """One end of a veth pair: node, device, MAC (None: the kernel picks one),
     addresses ("10.0.0.1/24"), and whether the other end runs XDP (then this
-    end gets the lab's veth settings, NetNs.face_xdp: GRO on, TX checksum off)."""
+    end gets the lab's veth settings, NetNs.face_xdp: GRO on, TX checksum off)
+    and whether that XDP sends frames back out to this end (XDP_TX: this end
+    then runs an XDP_PASS program, NetNs.xdp_pass, or they never arrive)."""
     node: str
     dev: str
     mac: str | None = None
     addrs: tuple[str, ...] = ()
     faces_xdp: bool = False
+    gets_xdp_tx: bool = False
 
 
 @dataclass(frozen=True)
 class Veth:
     a: End
     b: End
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """A bridge in node, made of veth ends of that node (its ports): one L2
+    segment for several namespaces, as a switch joins hosts."""
+    node: str
+    dev: str
+    ports: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,7 @@ class Sysctl:
 class Topology:
     nodes: tuple[str, ...]
     veths: tuple[Veth, ...] = ()
+    bridges: tuple[Bridge, ...] = ()
     routes: tuple[Route, ...] = ()
     neighbours: tuple[Neigh, ...] = ()
     sysctls: tuple[Sysctl, ...] = ()
@@ -108,6 +122,10 @@ def build(topo, prefix):
             ns.link_up(end.dev)
             if end.faces_xdp:
                 ns.face_xdp(end.dev)
+            if end.gets_xdp_tx:
+                ns.xdp_pass(end.dev)
+        for b in topo.bridges:
+            net.ns[b.node].add_bridge(b.dev, b.ports)
         for r in topo.routes:
             net.ns[r.node].route("add", r.dst, r.via, r.dev, r.onlink)
         for n in topo.neighbours:
