@@ -25,7 +25,7 @@ def test_attach_status_detach_native(cli_netns):
     assert "v1" not in s.stdout
     for name, cap in (("services", 16384), ("dests", 131071), ("conns", 262144),
                       ("conns_assured", 262144), ("services6", 4096), ("conns6", 65536),
-                      ("conns6_assured", 65536)):
+                      ("conns6_assured", 65536), ("fnat_out", 524288), ("fnat_out6", 131072)):
         assert re.search(rf"^\s+{name}\s+0 / {cap}\b", s.stdout, re.M), s.stdout
     from xdplb.structs import COUNTERS
     for name in COUNTERS:

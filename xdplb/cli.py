@@ -244,7 +244,9 @@ def status():
                               ("conns_assured", structs.XDPLB_MAX_ASSURED),
                               ("services6", structs.XDPLB_MAX_SERVICES6),
                               ("conns6", structs.XDPLB_MAX_CONNS6),
-                              ("conns6_assured", structs.XDPLB_MAX_ASSURED6)):
+                              ("conns6_assured", structs.XDPLB_MAX_ASSURED6),
+                              ("fnat_out", structs.XDPLB_MAX_FNAT),
+                              ("fnat_out6", structs.XDPLB_MAX_FNAT6)):
                 info = bpfsys.obj_info(getattr(st, name).fd, bpfsys.BpfMapInfo)
                 cap = info.max_entries or cap
                 if name == "dests":
