@@ -206,8 +206,6 @@ REFUSALS = [
     (["-Q", "-t", VIP, "-z", "10.9.0.1"], 255, "No such local address\n"),
     (["-P", "-t", VIP, "-z", "2001:db8:9::1"], 255, FAMILY),
     (["-P", "-t", VIP6, "-z", "10.9.0.1"], 255, FAMILY),
-    (["-P", "-t", VIP6, "-z", "2001:db8:9::1"], 255,
-     "xdplb: full-NAT over IPv6 is not supported yet..."),
     (["-a", "-t", VIP6, "-r", "[2001:db8:80::3]:443", "--fullnat"], 255, FNAT_NEEDS),
     (["-Q", "-u", "10.0.0.1:53", "-z", "10.9.0.1"], 255, IN_USE),
     (["-a", "-u", "10.0.0.2:53", "-r", "172.80.0.8", "--fullnat"], 255, FNAT_NEEDS),
@@ -223,6 +221,18 @@ def test_refusals_change_nothing(adm):
         assert (rc, out) == (code, ""), (args, rc, e)
         assert e.startswith(err[:-3]) if err.endswith("...") else e == err, (args, e)
         assert ok(adm, "-S", "-n") == saved and snapshot() == before, args
+
+
+def test_ipv6_local_address(adm):
+    """An IPv6 service takes an IPv6 local address: saved by -S, listed by
+    -G, and then its full-NAT real servers are accepted."""
+    populate(adm)
+    ok(adm, "-P", "-t", VIP6, "-z", "2001:db8:9::1")
+    ok(adm, "-a", "-t", VIP6, "-r", "[2001:db8:80::3]:443", "--fullnat")
+    saved = ok(adm, "-S", "-n")
+    assert "\n-P -t [2001:db8::1]:443 -z 2001:db8:9::1" in saved, saved
+    assert "-a -t [2001:db8::1]:443 -r [2001:db8:80::3]:443 --fullnat" in saved, saved
+    assert "2001:db8:9::1" in ok(adm, "-G", "-t", VIP6)
 
 
 def test_too_many_local_addresses(adm):

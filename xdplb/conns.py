@@ -298,8 +298,9 @@ def laddr_conns(entries):
     source-NATed entries (what DPVS's -G shows as CONNS)."""
     out = {}
     for e in entries:
-        if e.alive and mapping_key(e.k, e.c) is not None:
-            k = (e.c.svc_slot, b2a(e.c.laddr))
+        local = local_of(e) if e.alive else None
+        if local is not None:
+            k = (e.c.svc_slot, local[1])
             out[k] = out.get(k, 0) + 1
     return out
 
