@@ -71,6 +71,23 @@ def ctl(datapath_state, datapath_net):
         clean()
 
 
+
+# --- the fuzzer (tests/fuzz/), for test_fuzz.py and test_fuzz_oracle.py ---
+FUZZ_SEED = int(os.environ.get("XDPLB_FUZZ_SEED", "20261121"))
+
+
+@pytest.fixture
+def fuzzer(datapath_state, datapath_net):
+    """A Fuzzer on the session's pinned program, inside the data-path netns;
+    the maps are left empty afterwards."""
+    from fuzz.runner import Fuzzer
+    with datapath_net["ns"].entered():
+        fz = Fuzzer(datapath_state, datapath_net, seed=FUZZ_SEED, log=print)
+        try:
+            yield fz
+        finally:
+            fz.cleanup()
+
 # --- lab / CLI fixtures (xdplb/lab.py, xdplb/cli.py); prefixed `xlab_` / `cli_` ---
 import uuid  # noqa: E402
 
