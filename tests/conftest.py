@@ -205,6 +205,19 @@ def cli_netns():
         ns.delete()
 
 
+
+@pytest.fixture(scope="session")
+def cli_attached():
+    """A CliNetns whose v0 and v1 run xdplb, for the session's tests that
+    need an attached state and leave it attached (an attach compiles)."""
+    _need_root_and_bpffs()
+    ns = CliNetns()
+    try:
+        assert ns.xdplb("attach", "v0", "v1").returncode == 0
+        yield ns
+    finally:
+        ns.delete()
+
 # A TCP echo server for a lab node (lab.start_server), and its client side.
 ECHO = """
 import socket, sys, threading

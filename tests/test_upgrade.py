@@ -13,9 +13,7 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-from conftest import ECHO, CliNetns, EchoStream, _need_root_and_bpffs, xdplb_argv
+from conftest import ECHO, EchoStream, xdplb_argv
 from xdplb import lab as xlab
 from xdplb import state as xstate
 
@@ -116,22 +114,8 @@ def _pins():
     return [*maps.MAPS, NEW_CONN_PIN, xstate.PROG_PIN]
 
 
-@pytest.fixture(scope="module")
-def attached():
-    """A CliNetns (conftest.py) whose v0 and v1 run xdplb, for both tests
-    below (an attach compiles the data path); each leaves both on the
-    pinned program."""
-    _need_root_and_bpffs()
-    ns = CliNetns()
-    try:
-        assert ns.xdplb("attach", "v0", "v1").returncode == 0
-        yield ns
-    finally:
-        ns.delete()
-
-
-def test_a_build_with_other_maps_is_refused_and_nothing_changes(attached):
-    cli_netns = attached
+def test_a_build_with_other_maps_is_refused_and_nothing_changes(cli_attached):
+    cli_netns = cli_attached
     adm = [sys.executable, "-m", "xdplb.adm"]
     assert cli_netns.run(adm + ["-A", "-t", "10.0.0.1:80"]).returncode == 0
     ids, rules = _xdp_ids(cli_netns, ("v0", "v1")), cli_netns.run(adm + ["-S", "-n"]).stdout
@@ -145,14 +129,14 @@ def test_a_build_with_other_maps_is_refused_and_nothing_changes(attached):
     assert sorted(os.listdir(cli_netns.pin_folder())) == sorted(_pins())
 
 
-def test_a_replace_killed_half_way_is_undone_or_completed_by_the_next(attached):
+def test_a_replace_killed_half_way_is_undone_or_completed_by_the_next(cli_attached):
     """Killed at the 4th `replace` point (the new prog array published, the
     program not: the next replace puts the old array back first) and at the
     6th (the new program published, v0 swapped, v1 not: the next one swaps
     v1 first). Each time both interfaces still run xdplb and stay redirect
     targets, and the next replace leaves both on the pinned program with the
     old pins gone."""
-    cli_netns = attached
+    cli_netns = cli_attached
     folder = cli_netns.pin_folder()
     for n in (4, 6):
         env = dict(os.environ, XDPLB_FAULT_KILL=f"replace:{n}")
