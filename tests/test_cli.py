@@ -123,13 +123,12 @@ def test_lab_cli_lifecycle(xlab_prefix):
         lab.down(quiet=True)
 
 
-def test_daemon_sweeps_until_stopped(cli_netns):
-    """`xdplb daemon` refuses without state, and with state keeps running
-    (sweeping) until it is terminated."""
+def test_daemon_sweeps_until_stopped(cli_netns, cli_attached):
+    """`xdplb daemon` refuses without state, and with state (the session's
+    attached netns) keeps running (sweeping) until it is terminated."""
     p = cli_netns.xdplb("daemon")
     assert p.returncode != 0 and "no state" in p.stderr
-    assert cli_netns.xdplb("attach", "v0").returncode == 0
-    proc = subprocess.Popen(cli_netns.cmd(xdplb_argv("daemon", "--interval", "0.2")),
+    proc = subprocess.Popen(cli_attached.cmd(xdplb_argv("daemon", "--interval", "0.2")),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with pytest.raises(subprocess.TimeoutExpired):
