@@ -90,6 +90,7 @@ def fuzzer(datapath_state, datapath_net):
         finally:
             fz.cleanup()
 
+
 # --- lab / CLI fixtures (xdplb/lab.py, xdplb/cli.py); prefixed `xlab_` / `cli_` ---
 import uuid  # noqa: E402
 
@@ -154,6 +155,7 @@ def xlab_lab(xlab_session):
         emptied(st)
     return lab
 
+
 CLI_TOPOLOGY = topology.Topology(nodes=("ns",), veths=(
     topology.Veth(topology.End("ns", "v0"), topology.End("ns", "v1")),))
 
@@ -205,7 +207,6 @@ def cli_netns():
         ns.delete()
 
 
-
 @pytest.fixture(scope="session")
 def cli_attached():
     """A CliNetns whose v0 and v1 run xdplb, for the session's tests that
@@ -217,6 +218,7 @@ def cli_attached():
         yield ns
     finally:
         ns.delete()
+
 
 # A TCP echo server for a lab node (lab.start_server), and its client side.
 ECHO = """
