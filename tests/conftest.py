@@ -43,34 +43,54 @@ def datapath_state(datapath_net):
             yield s
 
 
-@pytest.fixture
-def ctl(datapath_state, datapath_net):
-    """Control (the one write path) over the data-path state, emptied before
-    and after, and this test inside the data-path netns."""
+def emptied(st):
+    """Control over state st, which it leaves as a fresh state is: no services,
+    no connection entries, IPVS's default timeouts and settings."""
     import ctypes as C
     from xdplb import structs as T
     from xdplb.control import Control
     from xdplb.model import SETTINGS
-    c = Control(datapath_state)
-    st = datapath_state
+    c = Control(st)
+    c.flush()
+    st.conn_table.clear()
+    st.conn_table6.clear()
+    st.fnat_out.clear()
+    st.fnat_out6.clear()
+    st.lblc.clear()
+    for slot in range(64):
+        st.dest_conns.put(slot, T.DestConns())
+    for i in range(T.XDPLB_TMO_MAX):
+        st.timeouts.put(i, C.c_uint32(0))
+    for name, (_, default) in SETTINGS.items():   # the fuzzer zeroes them
+        c.set_setting(name, default)
+    return c
 
-    def clean():
-        c.flush()
-        st.conn_table.clear()
-        st.conn_table6.clear()
-        st.fnat_out.clear()
-        st.fnat_out6.clear()
-        st.lblc.clear()
-        for slot in range(64):
-            st.dest_conns.put(slot, T.DestConns())
-        for i in range(T.XDPLB_TMO_MAX):
-            st.timeouts.put(i, C.c_uint32(0))
-        for name, (_, default) in SETTINGS.items():   # the fuzzer zeroes them
-            c.set_setting(name, default)
+
+@pytest.fixture
+def ctl(datapath_state, datapath_net):
+    """Control (the one write path) over the data-path state, emptied before
+    and after, and this test inside the data-path netns."""
     with datapath_net["ns"].entered():
-        clean()
+        c = emptied(datapath_state)
         yield c
-        clean()
+        emptied(datapath_state)
+
+
+# --- the fuzzer (tests/fuzz/), for test_fuzz.py and test_fuzz_oracle.py ---
+FUZZ_SEED = int(os.environ.get("XDPLB_FUZZ_SEED", "20261121"))
+
+
+@pytest.fixture
+def fuzzer(datapath_state, datapath_net):
+    """A Fuzzer on the session's pinned program, inside the data-path netns;
+    the maps are left empty afterwards."""
+    from fuzz.runner import Fuzzer
+    with datapath_net["ns"].entered():
+        fz = Fuzzer(datapath_state, datapath_net, seed=FUZZ_SEED, log=print)
+        try:
+            yield fz
+        finally:
+            fz.cleanup()
 
 
 # --- lab / CLI fixtures (xdplb/lab.py, xdplb/cli.py); prefixed `xlab_` / `cli_` ---
@@ -104,9 +124,10 @@ def xlab_prefix():
     return f"xt{uuid.uuid4().hex[:6]}"
 
 
-@pytest.fixture(scope="module")
-def xlab_lab():
-    """A private lab (xdplb/lab.py) built once per module and always torn down."""
+@pytest.fixture(scope="session")
+def xlab_session():
+    """A private lab (xdplb/lab.py) built once for the session (a build is a
+    compile of the data path and three servers started) and always torn down."""
     _need_root_and_bpffs()
     from xdplb.lab import Lab
     lab = Lab(f"xt{uuid.uuid4().hex[:6]}", say=lambda msg: None)
@@ -115,6 +136,26 @@ def xlab_lab():
         yield lab
     finally:
         lab.down(quiet=True)
+
+
+@pytest.fixture(scope="module")
+def xlab_lab(xlab_session):
+    """The session's lab as a module finds it: its xdplb state emptied as a
+    fresh one (no services, no connection entries an earlier module's
+    clients could meet, default timeouts and settings); built again if an
+    earlier module left it broken."""
+    from xdplb import loader
+    from xdplb.lab import LB_IFS
+    from xdplb.state import State
+    lab = xlab_session
+    if not (lab.is_up() and os.path.exists(lab.pin_folder())):
+        lab.down(quiet=True)
+        lab.up()
+    with State.open(folder=lab.pin_folder()) as st, lab.node("lb").entered():
+        if sorted(n for n, _, _ in loader.attached(st)) != sorted(LB_IFS):
+            lab.run("lb", xdplb_argv("attach", *LB_IFS))    # the pinned state: no compile
+        emptied(st)
+    return lab
 
 
 CLI_TOPOLOGY = topology.Topology(nodes=("ns",), veths=(
@@ -163,6 +204,19 @@ def cli_netns():
     _need_root_and_bpffs()
     ns = CliNetns()
     try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+@pytest.fixture(scope="session")
+def cli_attached():
+    """A CliNetns whose v0 and v1 run xdplb, for the session's tests that
+    need an attached state and leave it attached (an attach compiles)."""
+    _need_root_and_bpffs()
+    ns = CliNetns()
+    try:
+        assert ns.xdplb("attach", "v0", "v1").returncode == 0
         yield ns
     finally:
         ns.delete()

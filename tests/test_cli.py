@@ -9,8 +9,21 @@ import pytest
 from conftest import xdplb_argv
 
 
-def test_attach_status_detach_native(cli_netns):
+def test_attach_status_detach_and_errors(cli_netns):
+    """One netns through a state's life (each state created compiles the
+    data path): the errors without a state, attach native (creates it),
+    status, attach generic (reuses it), detach one, detach all."""
     ns = cli_netns
+    d = ns.xdplb("detach")
+    assert d.returncode == 0 and "nothing to detach" in d.stdout
+    d = ns.xdplb("detach", "v0")
+    assert d.returncode != 0 and "no state" in d.stderr
+    a = ns.xdplb("attach", "nosuchif0")
+    assert a.returncode != 0 and "no such interface" in a.stderr
+    a = ns.xdplb("attach", "--mode", "bogus", "v0")
+    assert a.returncode == 2
+    assert not os.path.exists(ns.pin_folder())
+
     p = ns.xdplb("attach", "v0")
     assert p.returncode == 0, p.stderr
     assert re.search(r"attached xdplb \(prog id \d+\) to v0 in native mode", p.stdout), p.stdout
@@ -30,25 +43,13 @@ def test_attach_status_detach_native(cli_netns):
     from xdplb.structs import COUNTERS
     for name in COUNTERS:
         assert re.search(rf"^\s+{name}\s+\d+$", s.stdout, re.M), s.stdout
+    d = ns.xdplb("detach", "v1")
+    assert d.returncode != 0 and "not attached to v1" in d.stderr
 
-    d = ns.xdplb("detach")
-    assert d.returncode == 0, d.stderr
-    assert "detached xdplb from v0" in d.stdout
-    assert "unpinned" in d.stdout
-    assert ns.xdp("v0") == ns.xdp("v1") == (None, 0)
-    assert not os.path.exists(ns.pin_folder())
-    s = ns.xdplb("status")
-    assert s.returncode == 0 and "not loaded" in s.stdout
-
-
-def test_generic_mode_and_detach_one(cli_netns):
-    ns = cli_netns
-    assert ns.xdplb("attach", "--mode", "generic", "v1").returncode == 0
-    p = ns.xdplb("attach", "v0")
+    p = ns.xdplb("attach", "--mode", "generic", "v1")
     assert p.returncode == 0, p.stderr
     assert "created xdplb state" not in p.stdout  # the second attach reuses the state
-    pid = ns.xdp("v0").prog_id
-    assert pid and ns.xdp("v1") == ("xdpgeneric", pid)
+    assert ns.xdp("v1") == ("xdpgeneric", pid) and ns.xdp("v0") == ("xdp", pid)
     s = ns.xdplb("status").stdout
     assert re.search(r"^\s+v1\s+ifindex \d+\s+generic$", s, re.M), s
     assert re.search(r"^\s+v0\s+ifindex \d+\s+native$", s, re.M), s
@@ -60,26 +61,14 @@ def test_generic_mode_and_detach_one(cli_netns):
     s = ns.xdplb("status").stdout
     assert "v1" not in s and "v0" in s
 
-    assert ns.xdplb("detach").returncode == 0
-    assert ns.xdp("v0").prog_id == 0
-    assert not os.path.exists(ns.pin_folder())
-
-
-def test_errors(cli_netns):
-    ns = cli_netns
     d = ns.xdplb("detach")
-    assert d.returncode == 0 and "nothing to detach" in d.stdout
-    d = ns.xdplb("detach", "v0")
-    assert d.returncode != 0 and "no state" in d.stderr
-    a = ns.xdplb("attach", "nosuchif0")
-    assert a.returncode != 0 and "no such interface" in a.stderr
-    a = ns.xdplb("attach", "--mode", "bogus", "v0")
-    assert a.returncode == 2
-    assert ns.xdplb("attach", "v0").returncode == 0
-    d = ns.xdplb("detach", "v1")
-    assert d.returncode != 0 and "not attached to v1" in d.stderr
-    assert ns.xdplb("detach").returncode == 0
+    assert d.returncode == 0, d.stderr
+    assert "detached xdplb from v0" in d.stdout
+    assert "unpinned" in d.stdout
+    assert ns.xdp("v0") == ns.xdp("v1") == (None, 0)
     assert not os.path.exists(ns.pin_folder())
+    s = ns.xdplb("status")
+    assert s.returncode == 0 and "not loaded" in s.stdout
 
 
 def test_lab_cli_lifecycle(xlab_prefix):
@@ -134,13 +123,12 @@ def test_lab_cli_lifecycle(xlab_prefix):
         lab.down(quiet=True)
 
 
-def test_daemon_sweeps_until_stopped(cli_netns):
-    """`xdplb daemon` refuses without state, and with state keeps running
-    (sweeping) until it is terminated."""
+def test_daemon_sweeps_until_stopped(cli_netns, cli_attached):
+    """`xdplb daemon` refuses without state, and with state (the session's
+    attached netns) keeps running (sweeping) until it is terminated."""
     p = cli_netns.xdplb("daemon")
     assert p.returncode != 0 and "no state" in p.stderr
-    assert cli_netns.xdplb("attach", "v0").returncode == 0
-    proc = subprocess.Popen(cli_netns.cmd(xdplb_argv("daemon", "--interval", "0.2")),
+    proc = subprocess.Popen(cli_attached.cmd(xdplb_argv("daemon", "--interval", "0.2")),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with pytest.raises(subprocess.TimeoutExpired):

@@ -74,27 +74,24 @@ def test_install_puts_everything_where_it_says(installed):
                                      str(root / "completions" / "xdplb")])
 
 
-def test_uninstall_removes_all_of_it_and_install_guards_other_folders(tmp_path):
-    env = dict(os.environ, XDPLB_OPT=str(tmp_path / "opt"), XDPLB_SBIN=str(tmp_path / "sbin"),
-               XDPLB_UNITDIR=str(tmp_path / "units"),
-               XDPLB_COMPLETIONS=str(tmp_path / "completions"))
+def test_uninstall_removes_all_of_it_and_install_guards_other_folders(installed, tmp_path):
+    """The module's installation removed (the test after the one that
+    checks it), and an install refused over a folder that is not one."""
+    root, env = installed
     script = ["bash", os.path.join(ROOT, "scripts", "install.sh")]
-    (tmp_path / "opt").mkdir()
-    (tmp_path / "opt" / "data").write_text("someone else's\n")
-    refused = subprocess.run(script + ["install"], env=env, capture_output=True, text=True)
-    assert refused.returncode == 1 and "not an xdplb installation" in refused.stderr
-    assert (tmp_path / "opt" / "data").read_text() == "someone else's\n"
-    (tmp_path / "opt" / "data").unlink()
-    (tmp_path / "opt").rmdir()
-    done = subprocess.run(script + ["install"], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr
     gone = subprocess.run(script + ["uninstall"], env=env, capture_output=True, text=True)
     assert gone.returncode == 0, gone.stderr
-    left = [os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files]
-    assert left == [] and not (tmp_path / "opt").exists()
+    left = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+    assert left == [] and not (root / "opt" / "xdplb").exists()
     again = subprocess.run(script + ["uninstall"], env=env, capture_output=True, text=True)
     assert again.returncode == 1 and "no xdplb installation" in again.stderr
+    other = dict(env, XDPLB_OPT=str(tmp_path / "opt"))
+    (tmp_path / "opt").mkdir()
+    (tmp_path / "opt" / "data").write_text("someone else's\n")
+    refused = subprocess.run(script + ["install"], env=other, capture_output=True, text=True)
+    assert refused.returncode == 1 and "not an xdplb installation" in refused.stderr
+    assert (tmp_path / "opt" / "data").read_text() == "someone else's\n"
+    assert not (root / "opt" / "xdplb").exists()
 
 
 RULES = ("-A -t 10.0.0.1:80 -s rr\n"
@@ -109,7 +106,9 @@ def _adm(ns, *args, stdin=None):
                        timeout=120)
 
 
-def test_save_then_restore_after_a_reboot(cli_netns, tmp_path):
+def test_save_then_restore_after_a_reboot_then_the_daemon_and_exporter(cli_netns, tmp_path):
+    """The boot unit's restore, then the daemon and the exporter on what it
+    restored (one netns: each attach and daemon start compiles)."""
     etc = str(tmp_path / "etc")
     assert cli_netns.xdplb("attach", "v0", "--mode", "generic").returncode == 0
     assert _adm(cli_netns, "-R", stdin=RULES).returncode == 0
@@ -132,6 +131,7 @@ def test_save_then_restore_after_a_reboot(cli_netns, tmp_path):
 
     again = cli_netns.run(_caps("xdplb.service") + xdplb_argv("restore", "--dir", etc))
     assert again.returncode == 0 and "equals the live rules, left alone" in again.stdout
+    _daemon_and_exporter_run_with_their_units_capabilities(cli_netns)
 
 
 def test_restore_refuses_bad_files_and_changes_nothing(cli_netns, tmp_path):
@@ -151,9 +151,8 @@ def test_restore_refuses_bad_files_and_changes_nothing(cli_netns, tmp_path):
     assert missing.returncode == 0      # nothing saved: nothing to do
 
 
-def test_daemon_and_exporter_run_with_their_units_capabilities(cli_netns):
-    assert cli_netns.xdplb("attach", "v0").returncode == 0
-    assert _adm(cli_netns, "-R", stdin=RULES).returncode == 0
+def _daemon_and_exporter_run_with_their_units_capabilities(cli_netns):
+    """On cli_netns's state (v0 attached, RULES), each under its unit's set."""
     sweep = subprocess.Popen(cli_netns.cmd(_caps("xdplb-daemon.service")
                                            + xdplb_argv("daemon", "--interval", "0.2")),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

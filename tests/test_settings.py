@@ -89,10 +89,10 @@ def test_bad_settings_are_refused_and_change_nothing(vs):
     assert vs.settings() == before
 
 
-def test_set_and_show_commands(cli_netns):
+def test_set_and_show_commands(cli_attached):
+    cli_netns = cli_attached
     env = dict(os.environ)
     env.pop("XDPLB_PIN_DIR", None)
-    assert cli_netns.xdplb("attach", "v0").returncode == 0
     assert cli_netns.xdplb("set", "sloppy_tcp", "1").returncode == 0
     shown = cli_netns.xdplb("show")
     assert shown.returncode == 0

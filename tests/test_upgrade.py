@@ -114,8 +114,8 @@ def _pins():
     return [*maps.MAPS, NEW_CONN_PIN, xstate.PROG_PIN]
 
 
-def test_a_build_with_other_maps_is_refused_and_nothing_changes(cli_netns):
-    assert cli_netns.xdplb("attach", "v0", "v1").returncode == 0
+def test_a_build_with_other_maps_is_refused_and_nothing_changes(cli_attached):
+    cli_netns = cli_attached
     adm = [sys.executable, "-m", "xdplb.adm"]
     assert cli_netns.run(adm + ["-A", "-t", "10.0.0.1:80"]).returncode == 0
     ids, rules = _xdp_ids(cli_netns, ("v0", "v1")), cli_netns.run(adm + ["-S", "-n"]).stdout
@@ -129,14 +129,14 @@ def test_a_build_with_other_maps_is_refused_and_nothing_changes(cli_netns):
     assert sorted(os.listdir(cli_netns.pin_folder())) == sorted(_pins())
 
 
-def test_a_replace_killed_half_way_is_undone_or_completed_by_the_next(cli_netns):
+def test_a_replace_killed_half_way_is_undone_or_completed_by_the_next(cli_attached):
     """Killed at the 4th `replace` point (the new prog array published, the
     program not: the next replace puts the old array back first) and at the
     6th (the new program published, v0 swapped, v1 not: the next one swaps
     v1 first). Each time both interfaces still run xdplb and stay redirect
     targets, and the next replace leaves both on the pinned program with the
     old pins gone."""
-    assert cli_netns.xdplb("attach", "v0", "v1").returncode == 0
+    cli_netns = cli_attached
     folder = cli_netns.pin_folder()
     for n in (4, 6):
         env = dict(os.environ, XDPLB_FAULT_KILL=f"replace:{n}")

@@ -13,11 +13,9 @@ import os
 import re
 import shutil
 import subprocess
-import uuid
 
 import pytest
 
-from conftest import _need_root_and_bpffs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAGRANT = os.path.join(ROOT, "vagrant")
@@ -85,17 +83,10 @@ def test_shell_scripts_pass_shellcheck():
 # -- the scenario scripts on the netns lab ---------------------------------------
 
 @pytest.fixture(scope="module")
-def netns_lab():
-    _need_root_and_bpffs()
+def netns_lab(xlab_lab):
+    """The session's lab (conftest.py) and the scripts' environment for it."""
     from xdplb.compare import script_env
-    from xdplb.lab import Lab
-    prefix = f"xv{uuid.uuid4().hex[:6]}"
-    lab = Lab(prefix, say=lambda msg: None)
-    try:
-        lab.up()
-        yield lab, script_env(prefix, bench_seconds=1)
-    finally:
-        lab.down(quiet=True)
+    return xlab_lab, script_env(xlab_lab.prefix, bench_seconds=1)
 
 
 def _answers(text):
