@@ -125,8 +125,8 @@ def _fnat_reply(lab, part, repeat):
                  f"(control API) whose real server is {hp(VIP_FNAT, VPORT)}, and a mirror entry "
                  f"crafted from the connection's, under {hp(la, lp)}->{hp(rs, rport)}, lent "
                  f"client:{CPORT_FNAT_REPLY}, with its fnat_out mapping (the connection's cached "
-                 "egress kept, bc0 as the Masq mirror's), un-NATs it back. The iterations alternate between the two entries, each one "
-                 "filter load, one fnat_out hit, one entry hit and the un-NAT (the mirror "
+                 "egress kept, bc0 as the Masq mirror's), un-NATs it back. The iterations "
+                 "alternate between the two entries, each one filter load, one fnat_out hit, one entry hit and the un-NAT (the mirror "
                  "entry keeps the connection's destination slot: dest.outpkts counts both)",
                  LABELS[part])
 
