@@ -127,7 +127,8 @@ def _fnat_reply(lab, part, repeat):
                  f"client:{CPORT_FNAT_REPLY}, with its fnat_out mapping (the connection's cached "
                  "egress kept, bc0 as the Masq mirror's), un-NATs it back. The iterations "
                  "alternate between the two entries, each one filter load, one fnat_out hit, one entry hit and the un-NAT (the mirror "
-                 "entry keeps the connection's destination slot: dest.outpkts counts both)",
+                 "mirror entry keeps the connection's destination slot: dest.outpkts counts "
+                 "both)",
                  LABELS[part])
 
 
