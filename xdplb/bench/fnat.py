@@ -126,9 +126,9 @@ def _fnat_reply(lab, part, repeat):
                  f"crafted from the connection's, under {hp(la, lp)}->{hp(rs, rport)}, lent "
                  f"client:{CPORT_FNAT_REPLY}, with its fnat_out mapping (the connection's cached "
                  "egress kept, bc0 as the Masq mirror's), un-NATs it back. The iterations "
-                 "alternate between the two entries, each one filter load, one fnat_out hit, one entry hit and the un-NAT (the mirror "
-                 "mirror entry keeps the connection's destination slot: dest.outpkts counts "
-                 "both)",
+                 "alternate between the two entries, each one filter load, one fnat_out hit, "
+                 "one entry hit and the un-NAT (the mirror entry keeps the connection's "
+                 "destination slot: dest.outpkts counts both)",
                  LABELS[part])
 
 
