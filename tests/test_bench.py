@@ -163,6 +163,60 @@ def test_bench_pkt_tunnel_rows(tmp_path):
     assert not leftovers()
 
 
+def _fnat_checked(repeat, rows):
+    """The full-NAT rows took their path on every iteration: the client's
+    packet left from a local address, the reply from the VIP (read back
+    once), each new connection was lent one fnat_out mapping, none refused."""
+    from xdplb.bench import pkt
+    for part, counter in (("fnat", "dest.inpkts"), ("fnat-reply", "dest.outpkts")):
+        r = rows[part]
+        assert r["ok"] and r["verdict"] == "REDIRECT", r
+        assert f"{counter} +{repeat}" in r["proof"] and f"fwd +{repeat}" in r["proof"], r
+        assert "to_stack +0" in r["proof"], r
+    seen = rows["fnat"]["method"].split("read back once: ")[1]
+    assert seen.split(":")[0] in pkt.LADDRS and "checksums right" in seen, seen
+    assert ("read back once: 10.0.0.105:80 -> 10.0.0.2:45000, IP and TCP checksums right"
+            in rows["fnat-reply"]["method"]), rows["fnat-reply"]["method"]
+    r = rows["newconn-fnat-fresh"]
+    assert r["ok"] and r["verdict"] == "REDIRECT", r
+    for proof in ("svc.conns", "fwd", "harness.seq", "fnat_out"):
+        assert f"{proof} +{repeat}" in r["proof"], r
+    assert "fnat_no_port +0" in r["proof"] and "to_stack +0" in r["proof"], r
+
+
+def test_bench_pkt_fnat_rows(pkt_quick):
+    """Full-NAT's rows in the whole of part 1, and issue 13's comparisons."""
+    from xdplb.bench import targets
+    repeat, rows = _rows(pkt_quick)
+    _fnat_checked(repeat, rows)
+    compared = {(t["measured"], t["against"]) for t in targets.issue12(pkt_quick["pkt"],
+                                                                       targets.ISSUE13)}
+    assert compared == {(rows[x]["label"], rows[ref]["label"])
+                        for x, ref, *_ in targets.ISSUE13}
+
+
+def test_bench_pkt_fnat_group(tmp_path):
+    """`--rows fnat`: full-NAT's rows and the Masq rows they are compared
+    with (the new Masq connection's table-with-room row and its control,
+    none of the full-table rows), proven as in the whole part."""
+    _need_root_and_bpffs()
+    import json
+
+    from click.testing import CliRunner
+    out = tmp_path / "res"
+    r = CliRunner().invoke(cli.bench_command, ["--quick", "--parts", "pkt", "--rows", "fnat",
+                                               "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    repeat, rows = _rows(res)
+    assert list(rows) == ["trivial", "nat", "nat-reply", "fnat", "fnat-reply",
+                          "newconn-harness-fresh", "newconn-fresh", "newconn-fnat-fresh"]
+    assert all(r["ok"] for r in rows.values()), rows
+    _fnat_checked(repeat, rows)
+    assert "## Issue 13's rows (reported, not asserted)" in (out / "results.md").read_text()
+    assert not leftovers()
+
+
 def test_bench_command_bad_rows():
     """--rows: a name of no row or group, or without part 1, is refused
     before anything runs."""

@@ -8,7 +8,7 @@ net of that harness.
 """
 import dataclasses
 
-from . import pkt, tun, xlate
+from . import fnat, pkt, tun, xlate
 from .common import percpu_sum
 from .frames import hp, is6
 from .pkt import (CLIENT, CLIENT_MAC, CPORT, CPORT_REPLY, ESTABLISHED_IN, VIP, VIP6,
@@ -114,7 +114,7 @@ def _dr(lab, part, repeat):
 
 BUILDERS = {"trivial": _trivial, "minnat": _minnat, "nat": _nat, "nat-reply": _nat_reply,
             "dr": _dr, "nat6": _nat, "nat6-reply": _nat_reply, "dr6": _dr,
-            **xlate.BUILDERS, **tun.BUILDERS}
+            **xlate.BUILDERS, **tun.BUILDERS, **fnat.BUILDERS}
 
 
 def rows(lab, parts, repeat, runs):

@@ -1,7 +1,7 @@
 """The frames of the packet benchmark (pkt.py and the rows beside it):
 Ethernet/IPv4 or IPv6/TCP by the addresses' family, and an IPv4 ICMP
-error quoting one of them, every checksum right; and a Tunnel row's
-output read back (decapsulated()).
+error quoting one of them, every checksum right; and a Tunnel row's or a
+full-NAT row's output read back (decapsulated(), tcp_read()).
 """
 import socket
 import struct
@@ -64,6 +64,19 @@ def frag_needed_frame(router, quoted, mtu, smac, dmac):
     dst = socket.inet_ntoa(quote[12:16])
     return (mac_bytes(dmac) + mac_bytes(smac) + struct.pack("!H", ETH_P_IP)
             + ipv4(router, dst, socket.IPPROTO_ICMP, icmp))
+
+
+def tcp_read(out):
+    """An Ethernet/IPv4/TCP frame read: (source, destination, source port,
+    destination port, both checksums right), or None when it is not one."""
+    if struct.unpack_from("!H", out, 12)[0] != ETH_P_IP or out[23] != socket.IPPROTO_TCP:
+        return None
+    ip = out[14:14 + (out[14] & 0xF) * 4]
+    tcp = out[14 + len(ip):14 + ip_len(out[14:])]
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+    sport, dport = struct.unpack_from("!HH", tcp)
+    return (socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20]), sport, dport,
+            csum(ip) == 0 and csum(pseudo + tcp) == 0)
 
 
 def ip_len(packet):

@@ -24,7 +24,7 @@ import statistics
 
 from .. import bpfsys
 from ..maps import Map
-from . import pkt
+from . import fnat, pkt
 from .common import mac_bytes, percpu_sum
 
 FRESH_MAX = 100_000    # new connections per run into an emptied table (one entry each)
@@ -35,6 +35,8 @@ LABELS = {
     "newconn-harness-fresh": "new-conn harness + trivial (control of the table-with-room rows)",
     "newflow-fresh": "minimal new-flow reference, table with room",
     "newconn-fresh": "xdplb new connection, table with room (SYN, rr, Masq, 3 dests)",
+    "newconn-fnat-fresh": "xdplb new full-NAT connection, table with room (SYN, rr, FullNat, "
+                          "3 dests)",
     "newconn-harness": "new-conn harness + trivial (control of the full-table rows)",
     "newflow": "minimal new-flow reference, full table",
     "newconn-raw": "new-conn harness + xdplb, full table (raw)",
@@ -42,6 +44,8 @@ LABELS = {
     "newconn-call": "xdplb new connection, one SYN per call (cross-check)",
 }
 XDPLB_PROOF = {"svc.conns": 1, "fwd": 1, "harness.seq": 1, "to_stack": 0}
+# and each new full-NAT connection lent a reply tuple: one fnat_out mapping, none refused
+FNAT_PROOF = {**XDPLB_PROOF, "fnat_out": 1, "fnat_no_port": 0}
 
 
 class Harness:
@@ -125,31 +129,59 @@ def entries(m):
     return sum(n for _, _, n in m.raw_chunks())
 
 
-def rows(b, fds, st, ifindex, svc_slot, repeat, runs, floor, log):
+def rows(b, fds, st, ifindex, svc_slot, repeat, runs, floor, log, parts=("newconn",),
+         fnat_slot=None):
     """The new-connection rows (see the module's doc), to the Masq service
-    VIP:80 in svc_slot."""
+    VIP:80 in svc_slot; with "newconn-fnat" in parts, the full-NAT service
+    VIP_FNAT:80 in fnat_slot beside its table-with-room row (only those and
+    their control without "newconn")."""
     bc0 = ifindex["bc0"]
     h = Harness(b, fds, bc0)
     nf = NewFlow(b, h)
     xprobe = pkt.probe(st, bench_maps=h.maps, svc=svc_slot)
-    out = [_percall(fds, st, bc0, min(repeat, PERCALL_MAX), runs, floor, xprobe)]
+    full = "newconn" in parts
+    out = [_percall(fds, st, bc0, min(repeat, PERCALL_MAX), runs, floor, xprobe)] if full else []
 
     fresh = min(repeat, FRESH_MAX)
     log(f"pkt: new connections into tables with room ({fresh:,} per run)")
-    res = pkt.interleave([h.timed("newconn-harness-fresh", fds["bench_trivial"], fresh),
-                          h.timed("newflow-fresh", fds["bench_newflow"], fresh, nf.probe,
-                                  nf.clear),
-                          h.timed("newconn-fresh", st.prog_fd, fresh, xprobe,
-                                  lambda: pkt.empty_conns(st))], runs)
+    timed = [h.timed("newconn-harness-fresh", fds["bench_trivial"], fresh),
+             h.timed("newflow-fresh", fds["bench_newflow"], fresh, nf.probe, nf.clear),
+             h.timed("newconn-fresh", st.prog_fd, fresh, xprobe, lambda: pkt.empty_conns(st))]
+    named = [("newflow-fresh", nf.PROOF), ("newconn-fresh", XDPLB_PROOF)]
+    if not full:
+        del timed[1], named[0]
+    if "newconn-fnat" in parts:
+        timed.append(h.timed("newconn-fnat-fresh", st.prog_fd, fresh, _fnat_probe(st, h, fnat_slot),
+                             lambda: pkt.empty_conns(st), vip=fnat.VIP_FNAT))
+        named.append(("newconn-fnat-fresh", FNAT_PROOF))
+    res = pkt.interleave(timed, runs)
     room = (f"{fresh:,} SYNs per run of never-seen 5-tuples to VIP:80 into a table emptied "
             "before each run (no LRU eviction)")
-    out += _pair(res, "newconn-harness-fresh", "newflow-fresh", "newconn-fresh", fresh, floor,
-                 nf.PROOF, {
-                     "newflow-fresh": f"the harness tail-calling bench_newflow, {room}: "
-                                      f"{nf.max_entries:,} entries, conns' geometry",
-                     "newconn-fresh": f"the harness tail-calling xdplb, {room}, rr over 3 "
-                                      "Masq real servers"})
+    out += _pair(res, "newconn-harness-fresh", named, fresh, floor, {
+        "newflow-fresh": f"the harness tail-calling bench_newflow, {room}: "
+                         f"{nf.max_entries:,} entries, conns' geometry",
+        "newconn-fresh": f"the harness tail-calling xdplb, {room}, rr over 3 Masq real servers",
+        "newconn-fnat-fresh": f"the harness tail-calling xdplb, {room.replace('VIP', 'VIP_FNAT')}"
+                              " and fnat_out emptied with them (pkt.empty_conns: no port is "
+                              "ever exhausted), rr over 3 full-NAT real servers, each SYN "
+                              f"lent a source port of one of {len(pkt.LADDRS)} local "
+                              "addresses through fnat_out (BPF_NOEXIST insert) before its "
+                              "entry is inserted; fnat_out's fill read after every run"})
+    if full:
+        out += _full(h, nf, st, fds, repeat, runs, floor, xprobe, log)
+    order = list(LABELS)
+    return sorted(out, key=lambda r: order.index(r["part"]))
 
+
+def _fnat_probe(st, h, slot):
+    """The full-NAT row's probe: xdplb's counters (fnat_no_port too) and
+    fnat_out's entries (each new connection holds one mapping)."""
+    read = pkt.probe(st, bench_maps=h.maps, svc=slot, events=("fnat_no_port",))
+    return lambda: {**read(), "fnat_out": entries(st.fnat_out)}
+
+
+def _full(h, nf, st, fds, repeat, runs, floor, xprobe, log):
+    """The full-table rows (the module's doc)."""
     log(f"pkt: filling both tables ({nf.max_entries:,} and {st.conns.max_entries:,} new "
         "connections)")
     h.fill(fds["bench_newflow"], nf.max_entries)
@@ -162,22 +194,21 @@ def rows(b, fds, st, ifindex, svc_slot, repeat, runs, floor, log):
             "newconn-raw": (entries(st.conns), st.conns.max_entries)}
     full = ("filled first with as many new connections as it has entries, so every "
             "insert evicts: the steady state of a SYN flood")
-    pair = _pair(res, "newconn-harness", "newflow", "newconn-raw", repeat, floor, nf.PROOF, {
-        "newflow": f"the harness tail-calling bench_newflow, its LRU {full}",
-        "newconn-raw": f"the harness tail-calling xdplb (rr over 3 Masq real servers), conns "
-                       f"{full}; not net of the harness"}, fill)
+    pair = _pair(res, "newconn-harness", [("newflow", nf.PROOF), ("newconn-raw", XDPLB_PROOF)],
+                 repeat, floor, {
+                     "newflow": f"the harness tail-calling bench_newflow, its LRU {full}",
+                     "newconn-raw": f"the harness tail-calling xdplb (rr over 3 Masq real "
+                                    f"servers), conns {full}; not net of the harness"}, fill)
     raw = pair[-1]
     net = [t - statistics.median(res["newconn-harness"][0]) + floor for t in raw["runs_ns"]]
-    out += pair + [pkt.row("newconn", LABELS["newconn"], net, raw["ok"] and pair[0]["ok"],
+    return pair + [pkt.row("newconn", LABELS["newconn"], net, raw["ok"] and pair[0]["ok"],
                            raw["proof"], raw["verdict"].split("/"),
                            "the raw row - its control + floor: the new-connection path alone")]
-    order = list(LABELS)
-    return sorted(out, key=lambda r: order.index(r["part"]))
 
 
-def _pair(res, control, ref, xdplb, repeat, floor, ref_proof, method, fill=None):
-    """The control, reference and xdplb rows of one interleave() result;
-    the reference and xdplb rows net of the control (except a raw row)."""
+def _pair(res, control, named, repeat, floor, method, fill=None):
+    """The control row and the rows named ((name, proof) each) of one
+    interleave() result, net of the control (except a raw row)."""
     ctimes, cdeltas, cverd = res[control]
     cok, cproof = pkt.check(cdeltas, {"harness.seq": 1}, repeat)
     cok = cok and cverd == {"TX"}
@@ -185,7 +216,7 @@ def _pair(res, control, ref, xdplb, repeat, floor, ref_proof, method, fill=None)
                    "bench_newconn rewrites the frame from a template with a fresh source "
                    "address:port, then tail-calls bench_trivial")]
     cmed = statistics.median(ctimes)
-    for name, proof in ((ref, ref_proof), (xdplb, XDPLB_PROOF)):
+    for name, proof in named:
         times, deltas, verdicts = res[name]
         ok, text = pkt.check(deltas, proof, repeat)
         if fill and name in fill:

@@ -34,7 +34,7 @@ from ..control import Control
 from ..loader import BPF_DIR
 from ..netns import NetnsError
 from ..structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED,
-                      XDPLB_LIST_MAX, COUNTERS, Conn6, ConnKey, ConnKey6)
+                      XDPLB_CONN_F_FULLNAT, XDPLB_LIST_MAX, COUNTERS, Conn6, ConnKey, ConnKey6)
 from .common import BenchError, percpu_sum
 from .frames import FRAME_LEN, TCP_ACK, TCP_SYN, is6, packed, tcp_frame  # noqa: F401 (pkt.*)
 
@@ -54,6 +54,9 @@ CLIENT6, LB_C6, LB_R6 = "fd00:10::2", "fd00:10::1", "fd00:172::1"
 VIP6, VIP6_DR = "fd00:10::100", "fd00:10::101"
 RSS6 = [f"fd00:172::{i}" for i in range(2, 5)]
 RS_MAC = dict(zip(RSS + RSS6, RS_MACS + RS_MACS[:len(RSS6)]))
+# full-NAT's local addresses (bench/fnat.py), on br0: four, so that a run of
+# new connections fills a small share of the reply tuples they lend
+LADDRS = [f"172.80.0.{i}" for i in range(250, 254)]
 RPORT = 8080           # Masq real-server port (so the port rewrite is exercised)
 CPORT = 40000          # the established flows' client port
 CPORT_REPLY = 41000    # the client port of the reply row's connections
@@ -61,14 +64,16 @@ CPORT_REPLY = 41000    # the client port of the reply row's connections
 # The rows, in the order they run (part names of run()): established.py's
 # (the floor, the minimal NAT program, xdplb's established flows: IPv4, IPv6,
 # an ICMP error translated, Route and Tunnel behind the replay harness: the
-# client's IPv4, then its IPv6), then newconn.py's.
+# client's IPv4, then its IPv6; full-NAT's), then newconn.py's (Masq, then
+# full-NAT's beside Masq's table-with-room row).
 PARTS = ("trivial", "minnat", "nat", "nat-reply", "dr", "nat6", "nat6-reply", "dr6", "icmp",
          "replay", "dr-live", "tun-ipip", "tun-gue", "tun-4in6", "dr6-live", "tun6-ipip",
-         "tun6-gue", "tun-6in4", "newconn")
+         "tun6-gue", "tun-6in4", "fnat", "fnat-reply", "newconn", "newconn-fnat")
 # Groups of rows `xdplb bench --rows` takes by name: each with the rows it
 # is compared with (targets.ISSUE12).
 ROW_GROUPS = {"tunnel": ("dr", "dr6", "replay", "dr-live", "tun-ipip", "tun-gue", "tun-4in6",
-                         "dr6-live", "tun6-ipip", "tun6-gue", "tun-6in4")}
+                         "dr6-live", "tun6-ipip", "tun6-gue", "tun-6in4"),
+              "fnat": ("nat", "nat-reply", "fnat", "fnat-reply", "newconn-fnat")}
 IPV6_SERVICES = ("nat6", "nat6-reply", "dr6", "dr6-live")   # the parts configure6() serves
 REFERENCES = ("trivial", "minnat", "newflow-fresh", "newflow")  # rows that are not xdplb
 HARNESSES = ("bench_newconn", "bench_replay")   # bench_trivial.c's programs that are harnesses
@@ -99,6 +104,11 @@ def entry(value):
     return value.c if isinstance(value, Conn6) else value
 
 
+def local_of(value):
+    """(address, port) a source-NATed connection was lent (IPv4)."""
+    return socket.inet_ntoa(bytes(entry(value).laddr)), socket.ntohs(entry(value).lport)
+
+
 def real_of(value):
     """(address, port) of a connection's real server."""
     if isinstance(value, Conn6):
@@ -111,7 +121,9 @@ def real_of(value):
 TOPOLOGY = T.Topology(    # the balancer's two sides: bc0 faces the client, br0 the servers
     nodes=("lb",),
     veths=(T.Veth(T.End("lb", "bc0", addrs=(f"{LB_C}/24", f"{LB_C6}/64")), T.End("lb", "bc1")),
-           T.Veth(T.End("lb", "br0", addrs=(f"{LB_R}/24", f"{LB_R6}/64")), T.End("lb", "br1"))),
+           T.Veth(T.End("lb", "br0", addrs=(f"{LB_R}/24", f"{LB_R6}/64",
+                                            *(f"{la}/32" for la in LADDRS))),
+                  T.End("lb", "br1"))),
     neighbours=(T.Neigh("lb", "bc0", CLIENT, CLIENT_MAC), T.Neigh("lb", "bc0", CLIENT6, CLIENT_MAC),
                 *(T.Neigh("lb", "br0", rs, mac) for rs, mac in RS_MAC.items())),
     # bpf_fib_lookup answers FWD_DISABLED unless the ingress forwards.
@@ -267,9 +279,11 @@ bpfsys._lib.bpf_map_delete_batch.restype = C.c_int
 
 
 def empty_conns(st):
-    """Both connection tables emptied in a few batch syscalls, where
-    st.conn_table.clear() takes one syscall per key (seconds at 10^5)."""
-    for m in (st.conns_assured, st.conns):
+    """Both connection tables and the reply tuples source-NATed connections
+    were lent (fnat_out: a plain hash, which would otherwise fill across
+    runs) emptied in a few batch syscalls, where st.conn_table.clear() takes
+    one syscall per key (seconds at 10^5)."""
+    for m in (st.conns_assured, st.conns, st.fnat_out):
         for keys, _, n in list(m.raw_chunks()):
             done = C.c_uint32(n)
             if bpfsys._lib.bpf_map_delete_batch(m.fd, keys, C.byref(done), None) < 0:
@@ -399,16 +413,19 @@ def probe(st, bench_maps=None, svc=None, dests=(), events=()):
 
 # ---- established flows as fixed points -----------------------------------------------
 
-def handshake_frames(dst, cport, dport=VPORT, real=None):
+def handshake_frames(dst, cport, dport=VPORT, real=None, local=None):
     """The frames of a connection client:cport -> dst:dport's handshake (the
     client of dst's family), as (frame, device): the client's SYN, the real
-    server's SYN-ACK when real = (address, port) of a Masq real server (the
-    only method whose replies cross the balancer), the client's ACK."""
+    server's SYN-ACK when real = (address, port) of a Masq or full-NAT real
+    server (the methods whose replies cross the balancer; to local =
+    (address, port) the connection was lent when source-NATed), the
+    client's ACK."""
     client = client_of(dst)
     steps = [(tcp_frame(client, dst, cport, dport, TCP_SYN, CLIENT_MAC), "bc0")]
     if real is not None:
         mac = RS_MAC.get(real[0], "02:00:00:00:00:aa")
-        steps.append((tcp_frame(real[0], client, real[1], cport, TCP_SYN | TCP_ACK, mac), "br0"))
+        to, to_port = local or (client, cport)
+        steps.append((tcp_frame(real[0], to, real[1], to_port, TCP_SYN | TCP_ACK, mac), "br0"))
     return steps + [(tcp_frame(client, dst, cport, dport, TCP_ACK, CLIENT_MAC), "bc0")]
 
 
@@ -431,9 +448,10 @@ def handshake(st, ifindex, dst, cport, dport=VPORT):
     if c is None:
         raise BenchError(f"xdplb did not track the set-up SYN to {dst}:{dport}: is "
                          "bpf/xdplb.c the data path?")
-    if entry(c).fwd == IP_VS_CONN_F_MASQ:
+    if entry(c).fwd in (IP_VS_CONN_F_MASQ, XDPLB_CONN_F_FULLNAT):
         real = real_of(c)
-        rest = handshake_frames(dst, cport, dport, real)[1:]
+        local = local_of(c) if entry(c).lport else None
+        rest = handshake_frames(dst, cport, dport, real, local)[1:]
     for frame, dev in rest:
         v, _, _ = bpfsys.prog_test_run(st.prog_fd, frame, ingress_ifindex=ifindex[dev])
         if dev == "br0" and v != XDP_REDIRECT:
@@ -520,7 +538,7 @@ def rows_named(names):
 
 def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
     """Measure the given parts (rows_named()); returns {"rows": [...], "meta": {...}}."""
-    from . import established, newconn
+    from . import established, fnat, newconn
     parts = [p for p in PARTS if p in set(rows_named(parts)) | {"trivial"}]
     log = log or (lambda msg: None)
     t0 = time.monotonic()
@@ -536,11 +554,13 @@ def run(parts=PARTS, repeat=1_000_000, runs=5, log=None):
         svc = configure(st, ifindex) if st is not None else None
         if set(IPV6_SERVICES) & set(parts):
             configure6(st)
-        log("pkt: established flows (" + ", ".join(p for p in parts if p != "newconn") + ")")
+        fsvc = fnat.configure(st) if set(fnat.PARTS) & set(parts) else None
+        log("pkt: established flows (" + ", ".join(p for p in parts
+                                                    if not p.startswith("newconn")) + ")")
         rows = established.rows(established.Lab(b, fds, st, ifindex), parts, repeat, runs)
-        if "newconn" in parts:
+        if {"newconn", "newconn-fnat"} & set(parts):
             rows += newconn.rows(b, fds, st, ifindex, svc.slot, repeat, runs, rows[0]["ns"],
-                                 log)
+                                 log, parts, fsvc and fsvc.slot)
     floor = rows[0]["ns"]
     minnat = next((r["ns"] for r in rows if r["part"] == "minnat"), None)
     for r in rows:

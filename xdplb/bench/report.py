@@ -319,6 +319,9 @@ def markdown(res):
     if "pkt" in res and targets.issue12(res["pkt"]):
         parts.append(targets.markdown(targets.issue12(res["pkt"]),
                                       "Issue 12's rows (reported, not asserted)"))
+    if "pkt" in res and targets.issue12(res["pkt"], targets.ISSUE13):
+        parts.append(targets.markdown(targets.issue12(res["pkt"], targets.ISSUE13),
+                                      "Issue 13's rows (reported, not asserted)"))
     if "pkt" in res:
         parts.append(md_pkt(res))
     if "fwd" in res:

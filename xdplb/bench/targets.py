@@ -37,6 +37,14 @@ ISSUE12 = (
      "established Tunnel IPv6 in IPv4 ÷ IPv6 Route, both live frames"),
     ("icmp", "nat", None, "ICMP error translated ÷ established Masq packet"),
 )
+# Issue 13's, the same way: full-NAT against Masq.
+FNAT_EST, FNAT_NEW = 1.2, 1.3
+ISSUE13 = (
+    ("fnat", "nat", FNAT_EST, "established full-NAT ÷ Masq"),
+    ("fnat-reply", "nat-reply", FNAT_EST, "established full-NAT reply ÷ Masq reply"),
+    ("newconn-fnat-fresh", "newconn-fresh", FNAT_NEW,
+     "new full-NAT connection ÷ new Masq connection, table with room"),
+)
 
 
 def net_ratio(row, ref, floor):
@@ -152,14 +160,15 @@ def evaluate(res):
     return sorted(out, key=lambda t: t["no"])
 
 
-def issue12(pkt):
-    """Issue 12's comparisons of the rows pkt has, net of the floor."""
+def issue12(pkt, table=ISSUE12):
+    """Issue 12's comparisons (or table's: ISSUE13) of the rows pkt has,
+    net of the floor."""
     rows = {r["part"]: r for r in pkt["rows"]}
     floor = rows["trivial"]["ns"]
     return [_target("", f"{x} ÷ {ref}", what, rows[x]["label"], rows[ref]["label"],
                     net_ratio(rows[x], rows[ref], floor), "≤" if bound else "", bound,
                     rows[x]["ok"] and rows[ref]["ok"], reported=True)
-            for x, ref, bound, what in ISSUE12 if x in rows and ref in rows]
+            for x, ref, bound, what in table if x in rows and ref in rows]
 
 
 def verdict(t):
