@@ -18,7 +18,7 @@ from xdplb import state as statemod
 from xdplb import structs as S
 from xdplb.control import Control
 from xdplb.structs import Alloc, RingKey, SchedPos
-from xdplb.tables import svc_key
+from xdplb.keys import svc_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADM = os.path.join(ROOT, ".venv", "bin", "xdplbadm")

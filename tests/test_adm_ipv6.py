@@ -162,7 +162,7 @@ def a16(addr):
 
 
 def fold_of(addr):
-    from xdplb.tables import fold
+    from xdplb.keys import fold
     return fold(socket.inet_pton(socket.AF_INET6, addr))
 
 

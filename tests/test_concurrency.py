@@ -20,7 +20,8 @@ from xdplb import config
 from xdplb.control import Control
 from xdplb.structs import (XDPLB_LIST_MAX, XDPLB_MAX_DESTS, XDPLB_MAX_RING, XDPLB_MAX_SERVICES,
                            XDPLB_RING_GEN_BIT, DestEntry, RingKey, SvcEntry, SvcKey)
-from xdplb.tables import Tables, svc_key
+from xdplb.keys import svc_key
+from xdplb.tables import Tables
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (bpffs)")
 

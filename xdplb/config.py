@@ -39,13 +39,14 @@ from . import model
 from . import sched as S
 from .model import (AF_INET6, E_DEST_EXISTS, E_ENOMEM, E_NO_DEST, E_NO_SERVICE, E_SVC_EXISTS,
                     E_SVC_NOT_DEFINED, XdplbError)
+from .keys import (a2b, dest_addr, fold, key_tuple, netmask_field, rs_filter_bit, rs_key, rs_map,
+                   rs_value, svc_key, svc_key_of)
 from .localaddr import add_laddr, check_fullnat, delete_laddr, drop_laddrs  # noqa: F401
 from .structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNEL,
                       XDPLB_CONN_F_FULLNAT, XDPLB_DEST_F_AVAILABLE, XDPLB_LIST_MAX,
                       XDPLB_RING_GEN_BIT, XDPLB_RS_SVC_MAX, XDPLB_TMO_UDP, Alloc, DestEntry,
                       SchedPos, SvcEntry, packer)
-from .tables import (BREAK, Plan, a2b, copy, dest_addr, fold, key_tuple, netmask_field,
-                     rs_filter_bit, rs_key, rs_map, rs_value, svc_key, svc_key_of)
+from .tables import BREAK, Plan, copy
 
 _dest_entry = packer(DestEntry)   # (-R makes 10^5 of them)
 
@@ -78,7 +79,7 @@ def _primed(dest):
 
 def _dest_id(addr, port):
     """A destination's own address bytes (4, or 16 for IPv6) and network-order
-    port: what identifies it in its service (tables.dest_addr)."""
+    port: what identifies it in its service (keys.dest_addr)."""
     return bytes(a2b(addr)), socket.htons(port)
 
 

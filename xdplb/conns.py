@@ -14,12 +14,12 @@ import socket
 import time
 
 from . import model
+from .keys import (b2a, dest_addr, family, key_tuple, netmask_of, rs_filter_bit, rs_key, rs_value,
+                   svc_key_of)
 from .model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP
 from .structs import (IP_VS_CONN_F_MASQ, XDPLB_CONN_F_FULLNAT, XDPLB_DIR_IN,
                       XDPLB_DIR_TEMPLATE, XDPLB_RS_SVC_MAX, Conn, Conn6, ConnKey, ConnKey6,
                       DestConns)
-from .tables import (b2a, dest_addr, family, key_tuple, netmask_of, rs_filter_bit, rs_key,
-                     rs_value, svc_key_of)
 
 _CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
 NS = 1_000_000_000

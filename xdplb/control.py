@@ -25,8 +25,9 @@ import time
 
 from . import config, conns, estimator, hostaddr, ipvsfmt, journal, loader, maps, model
 from . import state as statemod
+from .keys import b2a, dest_addr, netmask_of
 from .model import E_NO_SERVICE, Destination, Service, Stats, XdplbError
-from .tables import Tables, b2a, dest_addr, netmask_of
+from .tables import Tables
 
 
 def prime_neighbour(addr):

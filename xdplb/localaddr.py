@@ -7,7 +7,8 @@ beside the others (config.add_laddr, config.delete_laddr).
 from . import model
 from .model import E_ENOMEM, E_SVC_NOT_DEFINED, XdplbError
 from .structs import XDPLB_CONN_F_FULLNAT, XDPLB_LADDR_MAX, LaddrSet
-from .tables import BREAK, Plan, a2b
+from .keys import a2b
+from .tables import BREAK, Plan
 
 E_NEED_LADDR = "Full-NAT needs a local address: add one with --add-laddr"
 E_LADDR_EXISTS = "Local address already exists"

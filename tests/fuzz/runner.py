@@ -13,7 +13,8 @@ import time
 
 from xdplb import bpfsys, config
 from xdplb import structs as S
-from xdplb.tables import Plan, Tables, fold, svc_key
+from xdplb.keys import fold, svc_key
+from xdplb.tables import Plan, Tables
 
 from .frames import FrameGen
 from .oracle import MConn, Oracle, Violation, fmt_key

@@ -14,7 +14,7 @@ from xdplb.structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_SVC_F_P
                            IP_VS_TCP_S_SYN_RECV, XDPLB_DIR_IN,
                            XDPLB_DIR_TEMPLATE, Conn, ConnKey, RsKey)
 from xdplb import structs as S
-from xdplb.tables import key_tuple, rs_filter_bit
+from xdplb.keys import key_tuple, rs_filter_bit
 
 NOW = 10_000 * 10**9
 SEC = 10**9

@@ -15,7 +15,8 @@ from xdplb.model import (E_SVC_NOT_DEFINED, IPPROTO_TCP, IPPROTO_UDP, Destinatio
                          XdplbError)
 from xdplb.structs import (IP_VS_CONN_F_MASQ, IP_VS_TCP_S_ESTABLISHED, XDPLB_CONN_F_FULLNAT,
                            XDPLB_DIR_IN, XDPLB_LADDR_MAX, XDPLB_SVC_F_HAIRPIN, Conn, ConnKey)
-from xdplb.tables import Tables, rs_filter_bit
+from xdplb.keys import rs_filter_bit
+from xdplb.tables import Tables
 
 NOW = 10_000 * 10**9
 SVC = (IPPROTO_TCP, "10.0.0.1", 80)

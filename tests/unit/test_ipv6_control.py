@@ -17,7 +17,7 @@ from xdplb.structs import (IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_MASQ, IP_VS_SVC_F_P
                            IP_VS_TCP_S_CLOSE, IP_VS_TCP_S_ESTABLISHED, XDPLB_AF_INET,
                            XDPLB_AF_INET6, XDPLB_DIR_IN, XDPLB_DIR_TEMPLATE, Conn, Conn6,
                            ConnKey6, RsKey6, SvcKey, SvcKey6)
-from xdplb.tables import fold, key_tuple, rs_filter_bit
+from xdplb.keys import fold, key_tuple, rs_filter_bit
 
 from .test_control_reads import HEAD, NOW, SEC, dline
 

@@ -18,7 +18,7 @@ from xdplb.structs import (IP_VS_CONN_F_TUNNEL, IP_VS_CONN_F_TUNNEL_TYPE_GUE,
                            XDPLB_AF_INET6, XDPLB_DIR_IN, Conn, Conn6, ConnKey, ConnKey6,
                            RingKey)
 from xdplb.control import Control
-from xdplb.tables import b2a, dest_addr, fold
+from xdplb.keys import b2a, dest_addr, fold
 
 from .test_control_reads import NOW, SEC, dline
 from .test_tunnel_control import xadm  # noqa: F401 (a fixture)
