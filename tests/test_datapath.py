@@ -53,7 +53,11 @@ class DataPath:
         self.cli, self.srv = net["cli_idx"], net["srv_idx"]
 
     def reset(self):
-        for name in ("services", "sched_ring", "conn_table", "rs_table", "fnat_out"):
+        # IPv6's too: zeroing rs_filter under another module's rs_table6
+        # entries would leave them without their bits, which the control
+        # plane (rs_join) then takes as set
+        for name in ("services", "services6", "sched_ring", "conn_table", "conn_table6",
+                     "rs_table", "rs_table6", "fnat_out", "fnat_out6"):
             getattr(self.s, name).clear()
         for word in range(S.XDPLB_RS_FILTER_WORDS):
             self.s.rs_filter.put(word, C.c_uint64(0))
