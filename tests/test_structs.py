@@ -26,8 +26,11 @@ HEADER = os.path.join(BPF, "xdplb.h")
 
 
 def _header():
-    with open(HEADER) as f:
-        text = f.read()
+    """xdplb.h's text and its part xdplb_fwd.h's, comments removed."""
+    text = ""
+    for path in (HEADER, os.path.join(BPF, "xdplb_fwd.h")):
+        with open(path) as f:
+            text += f.read()
     return re.sub(r"/\*.*?\*/", "", text, flags=re.S)
 
 
